@@ -1,0 +1,265 @@
+import { isIP } from 'node:net';
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+
+/** A duration string with a unit, turned into milliseconds. */
+const duration = (min = 1) =>
+  z
+    .string({ error: 'must be a duration with a unit, e.g. "500ms", "2s", "2h", "30d"' })
+    .transform((text, ctx) => {
+      const ms = parseDuration(text);
+      if (ms === undefined) {
+        ctx.addIssue({ code: 'custom', message: 'must be a duration with a unit, e.g. "500ms", "2s", "2h", "30d"' });
+        return z.NEVER;
+      }
+      if (ms < min) {
+        ctx.addIssue({ code: 'custom', message: `must be at least ${min}ms` });
+        return z.NEVER;
+      }
+      return ms;
+    });
+
+const SIZE = /^(\d+)(b|kb|mb)$/i;
+const size = z
+  .string({ error: 'must be a size such as "4kb" or "1mb"' })
+  .transform((text, ctx) => {
+    const m = SIZE.exec(text.trim());
+    if (!m) {
+      ctx.addIssue({ code: 'custom', message: 'must be a size such as "4kb" or "1mb"' });
+      return z.NEVER;
+    }
+    const unit = m[2]!.toLowerCase();
+    return Number(m[1]) * (unit === 'mb' ? 1024 * 1024 : unit === 'kb' ? 1024 : 1);
+  });
+
+const port = z.number({ error: 'must be a port number' }).int().min(0).max(65535, { error: 'must be a port number (0-65535)' });
+const host = z.string().min(1);
+
+const httpUrl = z.string({ error: 'must be an http(s) URL' }).refine(
+  (s) => {
+    try {
+      const u = new URL(s);
+      return (u.protocol === 'http:' || u.protocol === 'https:') && !u.username && !u.password && !u.hash;
+    } catch {
+      return false;
+    }
+  },
+  { error: 'must be an http(s) URL' },
+);
+
+const redisUrl = z.string({ error: 'must be a redis:// or rediss:// URL' }).refine(
+  (s) => {
+    try {
+      return ['redis:', 'rediss:'].includes(new URL(s).protocol);
+    } catch {
+      return false;
+    }
+  },
+  { error: 'must be a redis:// or rediss:// URL' },
+);
+
+const endpointPath = z
+  .string()
+  .regex(/^\/[A-Za-z0-9._~\-/]*$/, { error: 'must be an absolute path such as "/login"' });
+
+/** Route prefixes: absolute, no trailing slash (except "/"), no dot segments, empty segments or escapes. */
+const routePath = z
+  .string({ error: 'must be a path prefix such as "/api"' })
+  .refine((p) => p === '/' || /^(\/[A-Za-z0-9_~\-!$&'()*+,=:@]+(\.[A-Za-z0-9_~\-!$&'()*+,=:@]+)*)+$/.test(p), {
+    error: 'must be a path prefix such as "/api": starts with "/", no trailing "/", no "." or ".." segments, no "//", "%", "?", "#" or ";"',
+  });
+
+const appid = z.string().regex(/^wx[0-9a-zA-Z]{16}$/, { error: 'must be a WeChat appid: "wx" and 16 letters or digits' });
+
+const cidr = z.string().refine(
+  (s) => {
+    const [addr, bits, ...rest] = s.split('/');
+    if (rest.length || !addr || !isIP(addr)) return false;
+    if (bits === undefined) return true;
+    const n = Number(bits);
+    return /^\d+$/.test(bits) && n <= (isIP(addr) === 4 ? 32 : 128);
+  },
+  { error: 'must be an IP address or CIDR range, e.g. "10.0.0.0/8"' },
+);
+
+const ROUTE_NAME = /^[a-zA-Z_][a-zA-Z0-9_.-]*$/;
+
+export const DEFAULT_API_BASE = 'https://api.weixin.qq.com';
+
+export const configSchema = z
+  .strictObject({
+    server: z
+      .strictObject({
+        host: host.default('0.0.0.0'),
+        port: port.default(8080),
+        /** Peers whose X-Forwarded-For / -Proto / -Host are believed (load balancers). */
+        trustedProxies: z.array(cidr).default([]),
+        /** Largest request body accepted on the gateway's own JSON endpoints. */
+        bodyLimit: size.prefault('4kb'),
+        /** How long SIGTERM waits for in-flight requests before closing. */
+        shutdownTimeout: duration().prefault('10s'),
+        requestTimeout: duration().prefault('60s'),
+        headersTimeout: duration().prefault('20s'),
+        keepAliveTimeout: duration().prefault('5s'),
+      })
+      .prefault({}),
+    endpoints: z
+      .strictObject({
+        login: endpointPath.default('/login'),
+        session: endpointPath.default('/session'),
+        logout: endpointPath.default('/logout'),
+        healthz: endpointPath.default('/healthz'),
+        readyz: endpointPath.default('/readyz'),
+      })
+      .prefault({}),
+    wechat: z
+      .strictObject({
+        apiBase: httpUrl.optional(),
+        timeout: duration().prefault('3s'),
+        apps: z
+          .array(
+            z.strictObject({
+              appid,
+              secret: z.string({ error: 'is required (use ${ENV_NAME} to read it from the environment)' }).min(1, { error: 'must not be empty' }),
+              name: z.string().optional(),
+            }),
+          )
+          .min(1, { error: 'must list at least one mini-program app' }),
+      }),
+    session: z
+      .strictObject({
+        store: z.enum(['memory', 'redis'], { error: 'must be "memory" or "redis"' }).default('memory'),
+        redis: z
+          .strictObject({
+            url: redisUrl.default('redis://127.0.0.1:6379'),
+            keyPrefix: z.string().regex(/^[A-Za-z0-9:_.-]*$/).default('wxgate:'),
+            connectTimeout: duration().prefault('2s'),
+            /** A command slower than this fails the request with 503 instead of waiting. */
+            commandTimeout: duration().prefault('500ms'),
+          })
+          .prefault({}),
+        /** Idle lifetime: a session unused this long is gone. */
+        ttl: duration(1000).prefault('2h'),
+        cache: z
+          .strictObject({
+            /** Sessions kept in the in-process LRU (0 turns it off). */
+            max: z.number().int().min(0).default(100_000),
+            /** How long a cached session is trusted before the store is asked again. */
+            ttl: duration().prefault('10s'),
+          })
+          .prefault({}),
+      })
+      .prefault({}),
+    routes: z
+      .array(
+        z.strictObject({
+          name: z.string().regex(ROUTE_NAME, { error: 'must be letters, digits, "_", "." or "-"' }).optional(),
+          path: routePath,
+          upstream: httpUrl,
+          auth: z.enum(['required', 'none'], { error: 'must be "required" or "none"' }).default('required'),
+          /** The upstream must start answering within this time (idle time between bytes). */
+          timeout: duration().prefault('30s'),
+        }),
+      )
+      .default([]),
+    metrics: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        path: endpointPath.default('/metrics'),
+        /** When set, /metrics is served only on this port (and host), not on the main listener. */
+        port: port.optional(),
+        host: host.default('127.0.0.1'),
+      })
+      .prefault({}),
+    log: z
+      .strictObject({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .prefault({}),
+    /** Development helpers. Never set these in production. */
+    dev: z
+      .strictObject({
+        /** Run the built-in WeChat simulator and send logins to it instead of WeChat. */
+        simulator: z.boolean().default(false),
+        simulatorPort: port.default(9100),
+        /** Run a small echo service that shows the headers it received. */
+        exampleUpstream: z.boolean().default(false),
+        exampleUpstreamPort: port.default(9001),
+      })
+      .prefault({}),
+  });
+
+export function routeNameFromPath(path: string): string {
+  return path === '/' ? 'root' : path.slice(1).replace(/[^A-Za-z0-9_.-]/g, '_');
+}
+
+type Parsed = z.output<typeof configSchema>;
+export type RouteConfig = Parsed['routes'][number] & { name: string };
+/** The validated, defaulted configuration (durations in ms, sizes in bytes). */
+export type Config = Omit<Parsed, 'routes' | 'wechat'> & {
+  routes: RouteConfig[];
+  wechat: Omit<Parsed['wechat'], 'apiBase'> & { apiBase: string };
+};
+export type AppConfig = Config['wechat']['apps'][number];
+
+const isObj = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
+
+/**
+ * Checks that span several keys. Runs on the raw (substituted) input, so its findings are listed
+ * together with the schema's even when other keys are invalid.
+ */
+export function crossCheck(raw: unknown): { path: (string | number)[]; message: string }[] {
+  const out: { path: (string | number)[]; message: string }[] = [];
+  if (!isObj(raw)) return out;
+  const routes = Array.isArray(raw.routes) ? raw.routes : [];
+  const seenPaths = new Map<string, number>();
+  const seenNames = new Map<string, number>();
+  routes.forEach((r, i) => {
+    if (!isObj(r) || typeof r.path !== 'string') return;
+    const key = r.path.toLowerCase();
+    const prev = seenPaths.get(key);
+    if (prev !== undefined) out.push({ path: ['routes', i, 'path'], message: `duplicates routes[${prev}].path "${r.path}"` });
+    else seenPaths.set(key, i);
+    const name = typeof r.name === 'string' ? r.name : routeNameFromPath(r.path);
+    const prevName = seenNames.get(name);
+    if (prevName !== undefined) out.push({ path: ['routes', i, 'name'], message: `duplicates the name of routes[${prevName}] ("${name}")` });
+    else seenNames.set(name, i);
+  });
+  const wechat = isObj(raw.wechat) ? raw.wechat : {};
+  const apps = Array.isArray(wechat.apps) ? wechat.apps : [];
+  const appids = new Map<string, number>();
+  apps.forEach((a, i) => {
+    if (!isObj(a) || typeof a.appid !== 'string') return;
+    const prev = appids.get(a.appid);
+    if (prev !== undefined) out.push({ path: ['wechat', 'apps', i, 'appid'], message: `"${a.appid}" is already listed at wechat.apps[${prev}]` });
+    else appids.set(a.appid, i);
+  });
+  const dev = isObj(raw.dev) ? raw.dev : {};
+  if (dev.simulator === true && wechat.apiBase !== undefined) {
+    out.push({
+      path: ['wechat', 'apiBase'],
+      message: 'must not be set together with dev.simulator: true (the simulator replaces WeChat; remove one of them)',
+    });
+  }
+  const endpoints = isObj(raw.endpoints) ? raw.endpoints : {};
+  const metrics = isObj(raw.metrics) ? raw.metrics : {};
+  const server = isObj(raw.server) ? raw.server : {};
+  const own: Record<string, unknown> = {
+    'endpoints.login': endpoints.login ?? '/login',
+    'endpoints.session': endpoints.session ?? '/session',
+    'endpoints.logout': endpoints.logout ?? '/logout',
+    'endpoints.healthz': endpoints.healthz ?? '/healthz',
+    'endpoints.readyz': endpoints.readyz ?? '/readyz',
+  };
+  if (metrics.enabled !== false && metrics.port === undefined) own['metrics.path'] = metrics.path ?? '/metrics';
+  const byPath = new Map<unknown, string>();
+  for (const [key, p] of Object.entries(own)) {
+    const prev = byPath.get(p);
+    if (prev) out.push({ path: key.split('.'), message: `"${String(p)}" is already used by ${prev}` });
+    else byPath.set(p, key);
+  }
+  if (typeof metrics.port === 'number' && metrics.port !== 0 && metrics.port === (server.port ?? 8080)) {
+    out.push({ path: ['metrics', 'port'], message: 'must differ from server.port' });
+  }
+  return out;
+}

@@ -1,0 +1,71 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * The gateway's one registry. Each part records its own series through this object; labels are
+ * bounded sets only (route names, endpoint names, error codes), never raw paths, tokens or openids.
+ */
+export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
+  const registry = new Registry();
+  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'wxgate_' });
+  const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+  return {
+    registry,
+    requests: new Counter({
+      name: 'wxgate_http_requests_total',
+      help: 'Requests answered, by route name (or the gateway endpoint), method and status.',
+      labelNames: ['route', 'method', 'status'] as const,
+      registers: [registry],
+    }),
+    requestDuration: new Histogram({
+      name: 'wxgate_http_request_duration_seconds',
+      help: 'Time from request to the last byte of the response, by route name and method.',
+      labelNames: ['route', 'method'] as const,
+      buckets: latencyBuckets,
+      registers: [registry],
+    }),
+    logins: new Counter({
+      name: 'wxgate_logins_total',
+      help: 'Logins by result: ok, or the error code answered.',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    wechatRequests: new Counter({
+      name: 'wxgate_wechat_requests_total',
+      help: 'Calls to the WeChat API by api and outcome (ok, errcode_<n>, timeout, network, bad_response).',
+      labelNames: ['api', 'outcome'] as const,
+      registers: [registry],
+    }),
+    wechatDuration: new Histogram({
+      name: 'wxgate_wechat_request_duration_seconds',
+      help: 'Latency of calls to the WeChat API by api.',
+      labelNames: ['api'] as const,
+      buckets: latencyBuckets,
+      registers: [registry],
+    }),
+    sessionLookups: new Counter({
+      name: 'wxgate_session_lookups_total',
+      help: 'Session token checks by where they were answered: lru, store, miss (no such session), error (store unavailable).',
+      labelNames: ['source'] as const,
+      registers: [registry],
+    }),
+    sessionStoreErrors: new Counter({
+      name: 'wxgate_session_store_errors_total',
+      help: 'Session store operations that failed (store down, slow or refusing), by operation.',
+      labelNames: ['op'] as const,
+      registers: [registry],
+    }),
+    sessionStoreUp: new Gauge({
+      name: 'wxgate_session_store_up',
+      help: '1 while the session store answers, 0 while it does not.',
+      registers: [registry],
+    }),
+    upstreamErrors: new Counter({
+      name: 'wxgate_upstream_errors_total',
+      help: 'Proxied requests that failed, by route name and kind (refused, reset, timeout, other).',
+      labelNames: ['route', 'kind'] as const,
+      registers: [registry],
+    }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

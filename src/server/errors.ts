@@ -1,0 +1,54 @@
+/**
+ * The one catalogue of errors the gateway answers with. Handlers throw a GatewayError by code;
+ * the error middleware writes `{ error, message }` with the catalogue's status.
+ */
+export const ERRORS = {
+  bad_request: { status: 400, message: 'The request is malformed.' },
+  invalid_json: { status: 400, message: 'The body is not valid JSON.' },
+  invalid_code: { status: 400, message: 'A login "code" string from wx.login() is required.' },
+  invalid_appid: { status: 400, message: 'The "appid" is not one this gateway serves.' },
+  bad_path: { status: 400, message: 'The request path is not acceptable.' },
+  unauthorized: { status: 401, message: 'A valid session token is required (Authorization: Bearer <token>).' },
+  code_rejected: { status: 401, message: 'WeChat rejected the login code (invalid, expired or already used); call wx.login() again.' },
+  user_blocked: { status: 403, message: 'WeChat reports this user as high-risk and blocked the login.' },
+  not_found: { status: 404, message: 'No route matches this path.' },
+  method_not_allowed: { status: 405, message: 'Method not allowed.' },
+  payload_too_large: { status: 413, message: 'The request body is too large.' },
+  unsupported_media_type: { status: 415, message: 'The body must be application/json.' },
+  wechat_rate_limited: { status: 429, message: 'WeChat is rate limiting logins; retry later.' },
+  rate_limited: { status: 429, message: 'Too many requests; retry later.' },
+  internal_error: { status: 500, message: 'Internal error.' },
+  wechat_bad_response: { status: 502, message: 'WeChat returned an unexpected answer.' },
+  upstream_unavailable: { status: 502, message: 'The upstream service could not be reached.' },
+  wechat_unavailable: { status: 503, message: 'WeChat is unavailable or busy; retry later.' },
+  session_store_unavailable: { status: 503, message: 'The session store is unavailable; retry later.' },
+  not_ready: { status: 503, message: 'Not ready.' },
+  wechat_timeout: { status: 504, message: 'WeChat did not answer in time.' },
+  upstream_timeout: { status: 504, message: 'The upstream service did not answer in time.' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export class GatewayError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly headers?: Record<string, string>;
+  /** Extra detail for the log line only; never sent to the client. */
+  readonly detail?: Record<string, unknown>;
+
+  constructor(
+    code: ErrorCode,
+    opts: { message?: string; headers?: Record<string, string>; detail?: Record<string, unknown>; cause?: unknown } = {},
+  ) {
+    super(opts.message ?? ERRORS[code].message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'GatewayError';
+    this.code = code;
+    this.status = ERRORS[code].status;
+    this.headers = opts.headers;
+    this.detail = opts.detail;
+  }
+}
+
+export function errorBody(code: ErrorCode, message?: string): string {
+  return JSON.stringify({ error: code, message: message ?? ERRORS[code].message });
+}
