@@ -138,8 +138,14 @@ export const configSchema = z
             commandTimeout: duration().prefault('500ms'),
           })
           .prefault({}),
-        /** Idle lifetime: a session unused this long is gone. */
+        /** Idle lifetime: a session unused this long is gone. Activity moves the deadline forward. */
         ttl: duration(1000).prefault('2h'),
+        /** Absolute lifetime: after this the user logs in again, however active. */
+        maxAge: duration(1000).prefault('30d'),
+        /** Activity is written to the store at most this often per session (staleness of the idle deadline). */
+        refreshInterval: duration().prefault('1m'),
+        /** Live sessions one user (appid, openid) may hold; the oldest is revoked beyond this. */
+        maxPerUser: z.number().int().min(1).max(1000).default(10),
         cache: z
           .strictObject({
             /** Sessions kept in the in-process LRU (0 turns it off). */

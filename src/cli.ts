@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfigFile } from './config/load.js';
+import { startGateway } from './main.js';
+import { createLogger } from './server/logger.js';
+import { startSimulator } from './wechat/simulator.js';
+
+const USAGE = `Usage:
+  wxgate [--config FILE]           run the gateway (FILE defaults to $WXGATE_CONFIG or ./gateway.yaml)
+  wxgate check-config FILE         validate a configuration and exit (0 = valid)
+  wxgate simulate [--port N]       run the WeChat API simulator (development only)
+  wxgate --help`;
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      port: { type: 'string', short: 'p' },
+      host: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const [command, ...rest] = positionals;
+
+  if (command === 'simulate') {
+    const port = Number(values.port ?? 9100);
+    const sim = await startSimulator(port, values.host ?? '127.0.0.1');
+    process.stderr.write(`WeChat API simulator (development only) listening at ${sim.url}\n`);
+    const stop = () => void sim.close().then(() => process.exit(0));
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    return -1;
+  }
+
+  if (command === 'check-config') {
+    const file = rest[0] ?? values.config;
+    if (!file) throw new ConfigError('(none)', ['check-config needs a FILE']);
+    const config = loadConfigFile(file);
+    process.stdout.write(`${file}: valid (${config.routes.length} routes, ${config.session.store} session store)\n`);
+    return 0;
+  }
+  if (command !== undefined) {
+    process.stderr.write(`wxgate: unknown command "${command}"\n${USAGE}\n`);
+    return 2;
+  }
+
+  const file = values.config ?? process.env.WXGATE_CONFIG ?? 'gateway.yaml';
+  if (!values.config && !process.env.WXGATE_CONFIG && !existsSync(file)) {
+    process.stderr.write(`wxgate: no configuration: pass --config FILE (or set WXGATE_CONFIG)\n${USAGE}\n`);
+    return 2;
+  }
+  const config = loadConfigFile(file);
+  const log = createLogger(config.log.level);
+  const gw = await startGateway(config, { log });
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal, deadline_ms: config.server.shutdownTimeout }, 'shutting down: draining in-flight requests');
+    gw.close().then(
+      () => {
+        log.info('stopped');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception (the gateway keeps serving)'));
+  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (the gateway keeps serving)'));
+  return -1;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`wxgate: ${err.message}\n`);
+      process.exitCode = 1;
+    } else if ((err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+      process.stderr.write(`wxgate: ${(err as Error).message}\n${USAGE}\n`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`wxgate: failed to start: ${(err as Error).message}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,140 @@
+import type { Context } from 'koa';
+import type { Config } from '../config/schema.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { GatewayError, type ErrorCode } from '../server/errors.js';
+import type { Sessions } from '../session/sessions.js';
+import { bearerToken } from '../session/tokens.js';
+import { StoreUnavailableError } from '../session/types.js';
+import type { WechatClient } from '../wechat/client.js';
+import { WechatError } from '../wechat/types.js';
+import { readJsonObject } from './body.js';
+
+interface Logger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+export interface LoginDeps {
+  config: Config;
+  sessions: Sessions;
+  wechat: WechatClient;
+  metrics: Metrics;
+  log: Logger;
+}
+
+/** A wx.login() code is a short printable token; anything else never goes to WeChat. */
+const CODE = /^[\x21-\x7e]{1,128}$/;
+
+/** How a failed jscode2session call is answered. */
+export function loginErrorFor(err: WechatError): ErrorCode {
+  if (err.kind === 'timeout') return 'wechat_timeout';
+  if (err.kind === 'network') return 'wechat_unavailable';
+  if (err.kind === 'bad_response') return 'wechat_error';
+  switch (err.errcode) {
+    case 40029:
+      return 'code_invalid';
+    case 40163:
+      return 'code_used';
+    case 45011:
+      return 'wechat_rate_limited';
+    case 40226:
+      return 'user_blocked';
+    case -1:
+      return 'wechat_unavailable';
+    default:
+      return 'wechat_error';
+  }
+}
+
+const HINTS: Record<number, string> = {
+  40013: 'the appid is not valid: check wechat.apps',
+  40125: 'the app secret is wrong: check wechat.apps[].secret',
+  41002: 'appid missing',
+  41004: 'secret missing',
+};
+
+export function unauthorized(tokenGiven: boolean): GatewayError {
+  return new GatewayError('unauthorized', {
+    headers: { 'WWW-Authenticate': tokenGiven ? 'Bearer realm="wxgate", error="invalid_token"' : 'Bearer realm="wxgate"' },
+  });
+}
+
+/** POST /login, GET /session and POST /logout: the mini-program's side of the session. */
+export function loginHandlers({ config, sessions, wechat, metrics, log }: LoginDeps) {
+  const apps = new Map(config.wechat.apps.map((a) => [a.appid, a]));
+  const soleApp = config.wechat.apps.length === 1 ? config.wechat.apps[0]!.appid : undefined;
+
+  function pickApp(body: Record<string, unknown>, ctx: Context): string {
+    const given = body.appid ?? ctx.get('x-wx-appid') ?? undefined;
+    if (given === undefined || given === '') {
+      if (soleApp) return soleApp;
+      throw new GatewayError('invalid_request', { message: 'Several apps are served here: "appid" is required.' });
+    }
+    if (typeof given !== 'string' || !apps.has(given)) throw new GatewayError('unknown_appid');
+    return given;
+  }
+
+  async function login(ctx: Context): Promise<void> {
+    let result: string = 'ok';
+    try {
+      const body = await readJsonObject(ctx, config.server.bodyLimit);
+      const code = body.code;
+      if (typeof code !== 'string' || code === '') {
+        throw new GatewayError('invalid_request', { message: 'A "code" string from wx.login() is required.' });
+      }
+      if (!CODE.test(code)) {
+        throw new GatewayError('invalid_request', { message: 'The "code" is not a wx.login() code (1-128 printable characters).' });
+      }
+      const appid = pickApp(body, ctx);
+      let answer;
+      try {
+        answer = await wechat.code2Session(appid, code);
+      } catch (err) {
+        if (!(err instanceof WechatError)) throw err;
+        const code = loginErrorFor(err);
+        log.warn(
+          { appid, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg, hint: err.errcode === undefined ? undefined : HINTS[err.errcode] },
+          'WeChat refused the login',
+        );
+        throw new GatewayError(code, code === 'wechat_rate_limited' ? { headers: { 'Retry-After': '1' } } : {});
+      }
+      const { token, session } = await sessions.create({ appid, openid: answer.openid, unionid: answer.unionid }, answer.sessionKey);
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = { token, expires_in: sessions.expiresIn(session) };
+    } catch (err) {
+      result = err instanceof GatewayError ? err.code : err instanceof StoreUnavailableError ? 'session_store_unavailable' : 'internal_error';
+      throw err;
+    } finally {
+      metrics.logins.inc({ result });
+    }
+  }
+
+  async function current(ctx: Context) {
+    const token = bearerToken(ctx.get('authorization') || undefined);
+    if (!token) throw unauthorized(ctx.get('authorization') !== '');
+    const session = await sessions.authenticate(token);
+    if (!session) throw unauthorized(true);
+    return { token, session };
+  }
+
+  /** The server side of wx.checkSession(): is this token still good, and for how long? */
+  async function session(ctx: Context): Promise<void> {
+    const { session } = await current(ctx);
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = {
+      openid: session.openid,
+      appid: session.appid,
+      ...(session.unionid ? { unionid: session.unionid } : {}),
+      expires_in: sessions.expiresIn(session),
+    };
+  }
+
+  async function logout(ctx: Context): Promise<void> {
+    const token = bearerToken(ctx.get('authorization') || undefined);
+    if (!token) throw unauthorized(ctx.get('authorization') !== '');
+    await sessions.revoke(token);
+    ctx.status = 204;
+  }
+
+  return { login, session, logout };
+}

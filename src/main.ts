@@ -1,0 +1,141 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Config } from './config/schema.js';
+import { createExampleUpstream } from './dev/example-upstream.js';
+import { createMetrics, type Metrics } from './metrics/metrics.js';
+import { Proxy } from './proxy/proxy.js';
+import { createApp } from './server/app.js';
+import { createLogger, type Logger } from './server/logger.js';
+import { MemoryStore } from './session/memory-store.js';
+import { RedisStore } from './session/redis-store.js';
+import { Sessions } from './session/sessions.js';
+import type { SessionStore } from './session/types.js';
+import { WechatClient } from './wechat/client.js';
+import { startSimulator } from './wechat/simulator.js';
+
+export interface Gateway {
+  /** http://host:port of the main listener */
+  url: string;
+  port: number;
+  /** http://host:port of the metrics listener, when metrics.port is set */
+  metricsUrl?: string;
+  server: http.Server;
+  metrics: Metrics;
+  log: Logger;
+  /** Stops accepting, lets in-flight requests finish (up to server.shutdownTimeout), closes the store. */
+  close(): Promise<void>;
+}
+
+function listen(server: http.Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+function closeServer(server: http.Server, deadline: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => server.closeAllConnections(), deadline);
+    timer.unref();
+    server.close(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}
+
+function createStore(config: Config, metrics: Metrics, log: Logger): SessionStore {
+  if (config.session.store === 'redis') {
+    const r = config.session.redis;
+    return new RedisStore({
+      url: r.url,
+      keyPrefix: r.keyPrefix,
+      connectTimeout: r.connectTimeout,
+      commandTimeout: r.commandTimeout,
+      metrics,
+      logger: log.child({ part: 'redis' }),
+    });
+  }
+  return new MemoryStore();
+}
+
+function urlOf(host: string, port: number): string {
+  const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  return `http://${h}:${port}`;
+}
+
+/** Starts the gateway (and, when the config asks for them, the dev simulator and example upstream). */
+export async function startGateway(config: Config, opts: { log?: Logger } = {}): Promise<Gateway> {
+  const log = opts.log ?? createLogger(config.log.level);
+  const metrics = createMetrics();
+  const closers: Array<() => Promise<void> | void> = [];
+
+  let apiBase = config.wechat.apiBase;
+  if (config.dev.simulator) {
+    const sim = await startSimulator(config.dev.simulatorPort, '127.0.0.1', {
+      apps: Object.fromEntries(config.wechat.apps.map((a) => [a.appid, a.secret])),
+    });
+    closers.push(() => sim.close());
+    apiBase = sim.url;
+    const banner = `DEV MODE: WeChat simulator at ${sim.url} answers all logins; no real WeChat user can log in. Never use dev.simulator in production.`;
+    log.warn({ simulator: sim.url }, banner);
+    if (process.stderr.isTTY) process.stderr.write(`\n\x1b[1;33m*** ${banner} ***\x1b[0m\n\n`);
+  }
+  if (config.dev.exampleUpstream) {
+    const upstream = createExampleUpstream();
+    const port = await listen(upstream, config.dev.exampleUpstreamPort, '127.0.0.1');
+    closers.push(() => closeServer(upstream, 1000));
+    log.warn({ url: urlOf('127.0.0.1', port) }, 'DEV MODE: example upstream started');
+  }
+
+  const store = createStore(config, metrics, log);
+  const sessions = new Sessions(store, config.session, metrics, log.child({ part: 'sessions' }));
+  const wechat = new WechatClient({ apiBase, timeout: config.wechat.timeout, apps: config.wechat.apps, metrics });
+  const proxy = new Proxy(metrics, log.child({ part: 'proxy' }));
+  const app = createApp({ config, sessions, wechat, metrics, proxy, log });
+
+  const server = http.createServer(app.callback());
+  server.requestTimeout = config.server.requestTimeout;
+  server.headersTimeout = config.server.headersTimeout;
+  server.keepAliveTimeout = config.server.keepAliveTimeout;
+  const port = await listen(server, config.server.port, config.server.host);
+  const url = urlOf(config.server.host, port);
+
+  let metricsUrl: string | undefined;
+  let metricsServer: http.Server | undefined;
+  if (config.metrics.enabled && config.metrics.port !== undefined) {
+    const path = config.metrics.path;
+    metricsServer = http.createServer((req, res) => {
+      if (req.url?.split('?')[0] !== path || (req.method !== 'GET' && req.method !== 'HEAD')) {
+        res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not_found","message":"Only the metrics path is served here."}');
+        return;
+      }
+      metrics.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        () => res.writeHead(500).end(),
+      );
+    });
+    const mport = await listen(metricsServer, config.metrics.port, config.metrics.host);
+    metricsUrl = urlOf(config.metrics.host, mport);
+  }
+  log.info(
+    { url, metrics: metricsUrl ?? (config.metrics.enabled ? `${url}${config.metrics.path}` : 'off'), store: store.kind, routes: config.routes.length },
+    'wxgate listening',
+  );
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      await closeServer(server, config.server.shutdownTimeout);
+      if (metricsServer) await closeServer(metricsServer, 1000);
+      proxy.close();
+      wechat.close();
+      await store.close();
+      for (const c of closers.reverse()) await c();
+    })());
+  return { url, port, metricsUrl, server, metrics, log, close };
+}

@@ -1,0 +1,83 @@
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import type { Identity } from '../session/types.js';
+
+/**
+ * The header steps a proxied request goes through, in order, each a small function on the
+ * request's own headers (changed before proxy.web(), never in http-proxy's proxyReq event, which it
+ * skips for some requests).
+ */
+
+/** Hop-by-hop headers (RFC 9110 7.6.1) plus ones the gateway answers itself (Expect). */
+const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-authenticate', 'expect'];
+/** Never dropped because a Connection header named them: they frame the body. */
+const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
+
+export const IDENTITY_HEADERS = ['x-openid', 'x-unionid', 'x-appid'] as const;
+
+/** Drops hop-by-hop headers and every header the Connection header names. */
+export function dropHopByHop(headers: IncomingHttpHeaders): void {
+  const connection = headers.connection;
+  if (connection) {
+    for (const name of connection.split(',')) {
+      const n = name.trim().toLowerCase();
+      if (n && !FRAMING.has(n)) delete headers[n];
+    }
+  }
+  for (const h of HOP_BY_HOP) delete headers[h];
+}
+
+/**
+ * Removes every client-sent identity header, in any case and with "_" for "-" (`X_Openid` was
+ * oauth2-proxy's CVE-2025-64484). Node lower-cases header names; underscores it keeps.
+ */
+export function stripIdentity(headers: IncomingHttpHeaders): void {
+  for (const name of Object.keys(headers)) {
+    if (name.length < 7 || name.length > 9 || (name.charCodeAt(0) | 32) !== 120 /* x */) continue;
+    const n = name.replace(/_/g, '-');
+    if (n === 'x-openid' || n === 'x-unionid' || n === 'x-appid') delete headers[name];
+  }
+}
+
+/** The gateway's token is for the gateway only. */
+export function stripCredentials(headers: IncomingHttpHeaders): void {
+  delete headers.authorization;
+}
+
+export type TrustFn = (addr: string, index: number) => boolean;
+
+/**
+ * X-Forwarded-For / -Proto / -Host the usual way. A client's own values are believed only when the
+ * peer is a configured trusted proxy; otherwise they are replaced (and `Forwarded` dropped).
+ */
+export function setForwarded(req: IncomingMessage, trust: TrustFn): void {
+  const headers = req.headers;
+  const peer = req.socket.remoteAddress ?? '';
+  const trusted = peer !== '' && trust(peer, 0);
+  const proto = (req.socket as TLSSocket).encrypted ? 'https' : 'http';
+  if (trusted) {
+    const xff = headers['x-forwarded-for'];
+    headers['x-forwarded-for'] = xff ? `${xff}, ${peer}` : peer;
+    headers['x-forwarded-proto'] ??= proto;
+    if (headers['x-forwarded-host'] === undefined && headers.host) headers['x-forwarded-host'] = headers.host;
+  } else {
+    delete headers.forwarded;
+    delete headers['x-real-ip'];
+    headers['x-forwarded-for'] = peer;
+    headers['x-forwarded-proto'] = proto;
+    if (headers.host) headers['x-forwarded-host'] = headers.host;
+    else delete headers['x-forwarded-host'];
+  }
+}
+
+/** Sets the identity the upstream trusts, from the session. */
+export function setIdentity(headers: IncomingHttpHeaders, who: Identity): void {
+  headers['x-openid'] = who.openid;
+  headers['x-appid'] = who.appid;
+  if (who.unionid) headers['x-unionid'] = who.unionid;
+}
+
+/** Drops hop-by-hop headers from an upstream's response before it reaches the client. */
+export function dropResponseHopByHop(headers: IncomingHttpHeaders): void {
+  dropHopByHop(headers);
+}

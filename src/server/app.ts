@@ -1,0 +1,171 @@
+import Router from '@koa/router';
+import Koa, { type Context, type Next } from 'koa';
+import proxyaddr from 'proxy-addr';
+import type { Config } from '../config/schema.js';
+import { loginHandlers, unauthorized } from '../login/handlers.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { dropHopByHop, setForwarded, setIdentity, stripCredentials, stripIdentity } from '../proxy/headers.js';
+import { checkPath } from '../proxy/path.js';
+import type { Proxy } from '../proxy/proxy.js';
+import { RouteTable } from '../proxy/routes.js';
+import type { Sessions } from '../session/sessions.js';
+import { bearerToken } from '../session/tokens.js';
+import { StoreUnavailableError } from '../session/types.js';
+import type { WechatClient } from '../wechat/client.js';
+import { GatewayError } from './errors.js';
+import type { Logger } from './logger.js';
+
+export interface AppDeps {
+  config: Config;
+  sessions: Sessions;
+  wechat: WechatClient;
+  metrics: Metrics;
+  proxy: Proxy;
+  log: Logger;
+}
+
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+
+/**
+ * The gateway's koa app. The whole middleware order is here:
+ *   observe (metrics, errors → JSON) → own endpoints → path check → route → session check → header steps → proxy
+ */
+export function createApp(deps: AppDeps): Koa {
+  const { metrics, log } = deps;
+  const app = new Koa({ proxy: false });
+  app.silent = true;
+
+  app.use(observe(metrics, log));
+  app.use(ownEndpoints(deps).routes());
+  app.use(gateway(deps));
+  return app;
+}
+
+/** Outermost: times the request, records it by route, and turns anything thrown into `{ error, message }`. */
+function observe(metrics: Metrics, log: Logger) {
+  return async function observe(ctx: Context, next: Next): Promise<void> {
+    const start = process.hrtime.bigint();
+    try {
+      await next();
+    } catch (err) {
+      writeError(ctx, err, log);
+    }
+    const res = ctx.res;
+    const status = ctx.respond === false ? (res.headersSent ? res.statusCode : 499) : ctx.status;
+    const route: string = ctx.state.route ?? 'unmatched';
+    const method = METHODS.has(ctx.method) ? ctx.method : 'OTHER';
+    metrics.requests.inc({ route, method, status: String(status) });
+    metrics.requestDuration.observe({ route, method }, Number(process.hrtime.bigint() - start) / 1e9);
+  };
+}
+
+function writeError(ctx: Context, err: unknown, log: Logger): void {
+  let gerr: GatewayError;
+  if (err instanceof GatewayError) gerr = err;
+  else if (err instanceof StoreUnavailableError) {
+    gerr = new GatewayError('session_store_unavailable', { headers: { 'Retry-After': '1' } });
+    log.warn({ err: err.message, route: ctx.state.route }, 'session store unavailable');
+  } else {
+    const status = (err as { status?: number }).status;
+    if (status === 405) gerr = new GatewayError('method_not_allowed');
+    else {
+      gerr = new GatewayError('internal_error');
+      log.error({ err, route: ctx.state.route }, 'request failed');
+    }
+  }
+  if (ctx.respond === false && ctx.res.headersSent) {
+    ctx.res.destroy();
+    return;
+  }
+  ctx.respond = true;
+  ctx.status = gerr.status;
+  if (gerr.headers) ctx.set(gerr.headers);
+  ctx.set('Cache-Control', 'no-store');
+  ctx.body = { error: gerr.code, message: gerr.message };
+  if (gerr.status >= 500 && gerr.code !== 'session_store_unavailable') {
+    log.warn({ error: gerr.code, route: ctx.state.route, ...gerr.detail }, gerr.message);
+  } else {
+    log.debug({ error: gerr.code, route: ctx.state.route, ...gerr.detail }, gerr.message);
+  }
+}
+
+/** The endpoints the gateway answers itself; any other method on their paths is 405. */
+function ownEndpoints(deps: AppDeps): Router {
+  const { config, sessions, metrics } = deps;
+  const router = new Router();
+  const h = loginHandlers(deps);
+  const e = config.endpoints;
+  const label = (name: string) => async (ctx: Context, next: Next) => {
+    ctx.state.route = name;
+    await next();
+  };
+  const notAllowed = (allow: string) => (ctx: Context) => {
+    ctx.set('Allow', allow);
+    throw new GatewayError('method_not_allowed');
+  };
+
+  router.post(e.login, label('login'), h.login).all(e.login, label('login'), notAllowed('POST'));
+  router.get(e.session, label('session'), h.session).all(e.session, label('session'), notAllowed('GET, HEAD'));
+  router.post(e.logout, label('logout'), h.logout).all(e.logout, label('logout'), notAllowed('POST'));
+  router
+    .get(e.healthz, label('healthz'), (ctx) => {
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = { status: 'ok' };
+    })
+    .all(e.healthz, label('healthz'), notAllowed('GET, HEAD'));
+  router
+    .get(e.readyz, label('readyz'), async (ctx) => {
+      ctx.set('Cache-Control', 'no-store');
+      try {
+        await sessions.store.ping();
+        ctx.body = { status: 'ok', store: sessions.store.kind };
+      } catch {
+        throw new GatewayError('not_ready', { message: `The ${sessions.store.kind} session store does not answer.` });
+      }
+    })
+    .all(e.readyz, label('readyz'), notAllowed('GET, HEAD'));
+  if (config.metrics.enabled && config.metrics.port === undefined) {
+    router
+      .get(config.metrics.path, label('metrics'), async (ctx) => {
+        ctx.type = metrics.registry.contentType;
+        ctx.body = await metrics.registry.metrics();
+      })
+      .all(config.metrics.path, label('metrics'), notAllowed('GET, HEAD'));
+  }
+  return router;
+}
+
+/** Everything else: path check → route → session check → header steps → proxy. */
+function gateway({ config, sessions, proxy }: AppDeps) {
+  const routes = new RouteTable(config.routes);
+  const trust = proxyaddr.compile([...config.server.trustedProxies]);
+
+  return async function gateway(ctx: Context): Promise<void> {
+    const req = ctx.req;
+    const checked = checkPath(req.url ?? '');
+    if (!checked.ok) throw new GatewayError('bad_path', { detail: { reason: checked.reason } });
+    const route = routes.match(checked.matchKey);
+    if (!route) throw new GatewayError('not_found');
+    ctx.state.route = route.name;
+
+    const headers = req.headers;
+    const clientWantsClose = headers.connection !== undefined && /(?:^|,)\s*close\s*(?:,|$)/i.test(headers.connection);
+    // Delete first, then set: nothing the client sent can pass for the gateway's own identity headers.
+    dropHopByHop(headers);
+    stripIdentity(headers);
+    let session;
+    if (route.auth === 'required') {
+      const authorization = headers.authorization;
+      const token = bearerToken(authorization);
+      if (!token) throw unauthorized(authorization !== undefined);
+      session = await sessions.authenticate(token);
+      if (!session) throw unauthorized(true);
+    }
+    stripCredentials(headers);
+    setForwarded(req, trust);
+    if (session) setIdentity(headers, session);
+
+    ctx.respond = false;
+    await proxy.forward(req, ctx.res, route, clientWantsClose);
+  };
+}

@@ -1,0 +1,154 @@
+import { LRUCache } from 'lru-cache';
+import type { Metrics } from '../metrics/metrics.js';
+import { hashToken, newToken } from './tokens.js';
+import type { Identity, SessionRecord, SessionStore } from './types.js';
+
+export interface SessionOptions {
+  /** idle lifetime, ms */
+  ttl: number;
+  /** absolute lifetime, ms */
+  maxAge: number;
+  /** minimum ms between two writes of a session's idle deadline */
+  refreshInterval: number;
+  maxPerUser: number;
+  cache: { max: number; ttl: number };
+}
+
+interface Logger {
+  warn(obj: object, msg: string): void;
+}
+
+/** A session as the request path sees it. */
+export interface ActiveSession extends SessionRecord {
+  tokenHash: string;
+}
+
+/**
+ * Sessions: tokens, the in-process LRU in front of the store, sliding expiry. The request path calls
+ * `authenticate`; the login handlers call `create` and `revoke`.
+ */
+export class Sessions {
+  private readonly cache?: LRUCache<string, SessionRecord>;
+
+  constructor(
+    readonly store: SessionStore,
+    private readonly opts: SessionOptions,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {
+    if (opts.cache.max > 0) {
+      this.cache = new LRUCache<string, SessionRecord>({
+        max: opts.cache.max,
+        ttl: opts.cache.ttl,
+        // Concurrent misses for one token share this one store read (lru-cache's fetch coalesces them).
+        fetchMethod: async (tokenHash) => this.store.get(tokenHash),
+      });
+    }
+    store.onInvalidate((inv) => {
+      if (!this.cache) return;
+      if (inv === 'all') this.cache.clear();
+      else for (const h of inv) this.cache.delete(h);
+    });
+  }
+
+  /** Creates a session for a user who just logged in; returns the token to hand to the client. */
+  async create(identity: Identity, sessionKey: string): Promise<{ token: string; session: ActiveSession }> {
+    const now = this.now();
+    const token = newToken();
+    const tokenHash = hashToken(token);
+    const expiresAt = now + this.opts.maxAge;
+    const record: SessionRecord = {
+      appid: identity.appid,
+      openid: identity.openid,
+      ...(identity.unionid ? { unionid: identity.unionid } : {}),
+      createdAt: now,
+      expiresAt,
+      idleExpiresAt: Math.min(now + this.opts.ttl, expiresAt),
+    };
+    await this.store.create(tokenHash, record, sessionKey, { maxPerUser: this.opts.maxPerUser });
+    this.cache?.set(tokenHash, record);
+    return { token, session: { ...record, tokenHash } };
+  }
+
+  /**
+   * The live session for a token, or undefined. Throws StoreUnavailableError when the store cannot
+   * answer and the LRU does not hold the session (the caller answers 503, not 401).
+   */
+  async authenticate(token: string): Promise<ActiveSession | undefined> {
+    const tokenHash = hashToken(token);
+    const now = this.now();
+    let record: SessionRecord | undefined;
+    if (this.cache) {
+      record = this.cache.get(tokenHash);
+      if (record && !this.alive(record, now)) {
+        // Our copy says it lapsed; another replica may have kept it alive. Ask the store.
+        this.cache.delete(tokenHash);
+        record = undefined;
+      }
+      if (record) {
+        this.metrics.sessionLookups.inc({ source: 'lru' });
+      } else {
+        record = await this.fromStore(() => this.cache!.fetch(tokenHash));
+      }
+    } else {
+      record = await this.fromStore(() => this.store.get(tokenHash));
+    }
+    if (!record || !this.alive(record, now)) {
+      if (record) this.cache?.delete(tokenHash);
+      return undefined;
+    }
+    record = this.slide(tokenHash, record, now);
+    return { ...record, tokenHash };
+  }
+
+  /** Kills one session on this replica at once (and, through the store, everywhere). */
+  async revoke(token: string): Promise<boolean> {
+    const tokenHash = hashToken(token);
+    this.cache?.delete(tokenHash);
+    return this.store.revoke(tokenHash);
+  }
+
+  /** Seconds until the session ends if the user stays idle from now. */
+  expiresIn(s: SessionRecord, now = this.now()): number {
+    return Math.max(0, Math.floor((Math.min(s.idleExpiresAt, s.expiresAt) - now) / 1000));
+  }
+
+  private alive(r: SessionRecord, now: number): boolean {
+    return now < r.idleExpiresAt && now < r.expiresAt;
+  }
+
+  private async fromStore(read: () => Promise<SessionRecord | undefined>): Promise<SessionRecord | undefined> {
+    try {
+      const record = await read();
+      this.metrics.sessionLookups.inc({ source: record ? 'store' : 'miss' });
+      return record;
+    } catch (err) {
+      this.metrics.sessionLookups.inc({ source: 'error' });
+      throw err;
+    }
+  }
+
+  /**
+   * Sliding expiry: moves the idle deadline forward, writing to the store at most once per
+   * refreshInterval per session (and per replica). The write is off the request's path.
+   */
+  private slide(tokenHash: string, record: SessionRecord, now: number): SessionRecord {
+    const lastRefresh = record.idleExpiresAt - this.opts.ttl;
+    if (now - lastRefresh < this.opts.refreshInterval) return record;
+    const idleExpiresAt = Math.min(now + this.opts.ttl, record.expiresAt);
+    if (idleExpiresAt <= record.idleExpiresAt) return record;
+    const updated = { ...record, idleExpiresAt };
+    if (this.cache?.has(tokenHash)) this.cache.set(tokenHash, updated, { noUpdateTTL: true });
+    this.store.touch(tokenHash, idleExpiresAt).then(
+      (exists) => {
+        if (!exists) this.cache?.delete(tokenHash);
+      },
+      (err: Error) => {
+        this.metrics.sessionStoreErrors.inc({ op: 'touch' });
+        this.log.warn({ err: err.message }, 'could not extend a session in the store');
+      },
+    );
+    return updated;
+  }
+}
