@@ -1,7 +1,9 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config } from './config/schema.js';
+import { createAdminApp } from './admin/admin.js';
 import { createExampleUpstream } from './dev/example-upstream.js';
+import { MemoryReplayStore, RedisReplayStore, type ReplayStore } from './login/replay.js';
 import { createMetrics, type Metrics } from './metrics/metrics.js';
 import { Proxy } from './proxy/proxy.js';
 import { createApp } from './server/app.js';
@@ -19,6 +21,8 @@ export interface Gateway {
   port: number;
   /** http://host:port of the metrics listener, when metrics.port is set */
   metricsUrl?: string;
+  /** http://host:port of the admin API, when configured */
+  adminUrl?: string;
   server: http.Server;
   metrics: Metrics;
   log: Logger;
@@ -94,9 +98,12 @@ export async function startGateway(config: Config, opts: { log?: Logger } = {}):
 
   const store = createStore(config, metrics, log);
   const sessions = new Sessions(store, config.session, metrics, log.child({ part: 'sessions' }));
+  const replay: ReplayStore =
+    store instanceof RedisStore ? new RedisReplayStore(store.redis, config.session.redis.keyPrefix) : new MemoryReplayStore();
+  if (replay instanceof MemoryReplayStore) closers.push(() => replay.close());
   const wechat = new WechatClient({ apiBase, timeout: config.wechat.timeout, apps: config.wechat.apps, metrics });
   const proxy = new Proxy(metrics, log.child({ part: 'proxy' }));
-  const app = createApp({ config, sessions, wechat, metrics, proxy, log });
+  const app = createApp({ config, sessions, wechat, replay, metrics, proxy, log });
 
   const server = http.createServer(app.callback());
   server.requestTimeout = config.server.requestTimeout;
@@ -122,8 +129,14 @@ export async function startGateway(config: Config, opts: { log?: Logger } = {}):
     const mport = await listen(metricsServer, config.metrics.port, config.metrics.host);
     metricsUrl = urlOf(config.metrics.host, mport);
   }
+  let adminUrl: string | undefined;
+  let adminServer: http.Server | undefined;
+  if (config.admin) {
+    adminServer = http.createServer(createAdminApp({ token: config.admin.token, sessions, log: log.child({ part: 'admin' }) }).callback());
+    adminUrl = urlOf(config.admin.host, await listen(adminServer, config.admin.port, config.admin.host));
+  }
   log.info(
-    { url, metrics: metricsUrl ?? (config.metrics.enabled ? `${url}${config.metrics.path}` : 'off'), store: store.kind, routes: config.routes.length },
+    { url, admin: adminUrl ?? 'off', metrics: metricsUrl ?? (config.metrics.enabled ? `${url}${config.metrics.path}` : 'off'), store: store.kind, routes: config.routes.length },
     'wxgate listening',
   );
 
@@ -132,10 +145,11 @@ export async function startGateway(config: Config, opts: { log?: Logger } = {}):
     (closing ??= (async () => {
       await closeServer(server, config.server.shutdownTimeout);
       if (metricsServer) await closeServer(metricsServer, 1000);
+      if (adminServer) await closeServer(adminServer, 1000);
       proxy.close();
       wechat.close();
       await store.close();
       for (const c of closers.reverse()) await c();
     })());
-  return { url, port, metricsUrl, server, metrics, log, close };
+  return { url, port, metricsUrl, adminUrl, server, metrics, log, close };
 }

@@ -177,6 +177,15 @@ export const configSchema = z
         host: host.default('127.0.0.1'),
       })
       .prefault({}),
+    /** The admin API: its own listener, off unless configured. */
+    admin: z
+      .strictObject({
+        port,
+        host: host.default('127.0.0.1'),
+        /** Bearer secret for the admin API; read it from the environment: ${WXGATE_ADMIN_TOKEN}. */
+        token: z.string({ error: 'is required (use ${WXGATE_ADMIN_TOKEN})' }).min(24, { error: 'must be at least 24 characters' }),
+      })
+      .optional(),
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

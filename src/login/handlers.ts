@@ -8,6 +8,7 @@ import { StoreUnavailableError } from '../session/types.js';
 import type { WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';
 import { readJsonObject } from './body.js';
+import { CODE_LIFETIME_MS, replayKey, seal, unseal, type LoginOutcome, type ReplayStore } from './replay.js';
 
 interface Logger {
   info(obj: object, msg: string): void;
@@ -18,9 +19,14 @@ export interface LoginDeps {
   config: Config;
   sessions: Sessions;
   wechat: WechatClient;
+  replay: ReplayStore;
   metrics: Metrics;
   log: Logger;
 }
+
+/** WeChat's answers that stay true for the code's whole life, so a replay gets them too. */
+const FINAL: ReadonlySet<ErrorCode> = new Set(['code_invalid', 'code_used', 'user_blocked']);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A wx.login() code is a short printable token; anything else never goes to WeChat. */
 const CODE = /^[\x21-\x7e]{1,128}$/;
@@ -60,7 +66,7 @@ export function unauthorized(tokenGiven: boolean): GatewayError {
 }
 
 /** POST /login, GET /session and POST /logout: the mini-program's side of the session. */
-export function loginHandlers({ config, sessions, wechat, metrics, log }: LoginDeps) {
+export function loginHandlers({ config, sessions, wechat, replay, metrics, log }: LoginDeps) {
   const apps = new Map(config.wechat.apps.map((a) => [a.appid, a]));
   const soleApp = config.wechat.apps.length === 1 ? config.wechat.apps[0]!.appid : undefined;
 
@@ -74,6 +80,66 @@ export function loginHandlers({ config, sessions, wechat, metrics, log }: LoginD
     return given;
   }
 
+  /** Asks WeChat about a code this replica has the right to spend, and remembers the answer. */
+  async function exchange(appid: string, code: string, key: string): Promise<LoginOutcome> {
+    let answer;
+    try {
+      answer = await wechat.code2Session(appid, code);
+    } catch (err) {
+      if (!(err instanceof WechatError)) throw err;
+      const error = loginErrorFor(err);
+      log.warn(
+        { appid, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg, hint: err.errcode === undefined ? undefined : HINTS[err.errcode] },
+        'WeChat refused the login',
+      );
+      // A final answer is remembered; after a timeout or an outage a retry may try WeChat again.
+      if (FINAL.has(error)) await replay.fulfil(key, seal(appid, code, { error }), CODE_LIFETIME_MS).catch(() => {});
+      else await replay.release(key).catch(() => {});
+      return { error };
+    }
+    let token: string;
+    try {
+      ({ token } = await sessions.create({ appid, openid: answer.openid, unionid: answer.unionid }, answer.sessionKey));
+    } catch (err) {
+      await replay.release(key).catch(() => {});
+      throw err;
+    }
+    await replay.fulfil(key, seal(appid, code, { token }), CODE_LIFETIME_MS).catch((err: Error) => {
+      log.warn({ appid, err: err.message }, 'could not remember the login code; a retry with it will fail');
+    });
+    return { token };
+  }
+
+  /**
+   * One WeChat call per code, however often and wherever it is presented within its life: concurrent
+   * callers in this process share one promise; other replicas and later retries read the remembered answer.
+   */
+  async function resolveCode(appid: string, code: string, key: string): Promise<LoginOutcome> {
+    const lockMs = config.wechat.timeout + 2000;
+    const deadline = Date.now() + lockMs + 1000;
+    for (;;) {
+      const claim = await replay.claim(key, lockMs);
+      if (claim === 'won') return exchange(appid, code, key);
+      if (claim !== 'pending') return fromRemembered(appid, code, claim);
+      metrics.loginReplays.inc({ source: 'pending' });
+      let value: string | undefined = 'pending';
+      while (value === 'pending' && Date.now() < deadline) {
+        await sleep(40);
+        value = await replay.peek(key);
+      }
+      if (value === 'pending') return { error: 'wechat_timeout' };
+      if (value !== undefined) return fromRemembered(appid, code, value);
+      // released after a passing failure elsewhere: try ourselves
+    }
+  }
+
+  function fromRemembered(appid: string, code: string, sealed: string): LoginOutcome {
+    metrics.loginReplays.inc({ source: 'store' });
+    return unseal(appid, code, sealed) ?? { error: 'code_used' };
+  }
+
+  const inflight = new Map<string, Promise<LoginOutcome>>();
+
   async function login(ctx: Context): Promise<void> {
     let result: string = 'ok';
     try {
@@ -86,21 +152,23 @@ export function loginHandlers({ config, sessions, wechat, metrics, log }: LoginD
         throw new GatewayError('invalid_request', { message: 'The "code" is not a wx.login() code (1-128 printable characters).' });
       }
       const appid = pickApp(body, ctx);
-      let answer;
-      try {
-        answer = await wechat.code2Session(appid, code);
-      } catch (err) {
-        if (!(err instanceof WechatError)) throw err;
-        const code = loginErrorFor(err);
-        log.warn(
-          { appid, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg, hint: err.errcode === undefined ? undefined : HINTS[err.errcode] },
-          'WeChat refused the login',
-        );
-        throw new GatewayError(code, code === 'wechat_rate_limited' ? { headers: { 'Retry-After': '1' } } : {});
+      const key = replayKey(appid, code);
+      let pending = inflight.get(key);
+      if (pending) metrics.loginReplays.inc({ source: 'inflight' });
+      else {
+        pending = resolveCode(appid, code, key).finally(() => inflight.delete(key));
+        inflight.set(key, pending);
       }
-      const { token, session } = await sessions.create({ appid, openid: answer.openid, unionid: answer.unionid }, answer.sessionKey);
+      const outcome = await pending;
+      if ('error' in outcome) {
+        const error = outcome.error as ErrorCode;
+        throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': '1' } } : {});
+      }
+      // A remembered token may have been logged out since: then the code is spent.
+      const session = await sessions.authenticate(outcome.token);
+      if (!session) throw new GatewayError('code_used');
       ctx.set('Cache-Control', 'no-store');
-      ctx.body = { token, expires_in: sessions.expiresIn(session) };
+      ctx.body = { token: outcome.token, expires_in: sessions.expiresIn(session) };
     } catch (err) {
       result = err instanceof GatewayError ? err.code : err instanceof StoreUnavailableError ? 'session_store_unavailable' : 'internal_error';
       throw err;
@@ -129,10 +197,22 @@ export function loginHandlers({ config, sessions, wechat, metrics, log }: LoginD
     };
   }
 
+  /** Kills the current token, or with `{"all": true}` every session of the user (all devices). */
   async function logout(ctx: Context): Promise<void> {
-    const token = bearerToken(ctx.get('authorization') || undefined);
-    if (!token) throw unauthorized(ctx.get('authorization') !== '');
-    await sessions.revoke(token);
+    const hasBody = ctx.request.length > 0 || ctx.get('transfer-encoding') !== '';
+    const body = hasBody ? await readJsonObject(ctx, config.server.bodyLimit) : {};
+    if (body.all !== undefined && typeof body.all !== 'boolean') {
+      throw new GatewayError('invalid_request', { message: '"all" must be true or false.' });
+    }
+    if (body.all === true) {
+      const { session } = await current(ctx);
+      const revoked = await sessions.revokeAll(session);
+      log.info({ appid: session.appid, revoked }, 'logout of all sessions');
+    } else {
+      const token = bearerToken(ctx.get('authorization') || undefined);
+      if (!token) throw unauthorized(ctx.get('authorization') !== '');
+      await sessions.revoke(token);
+    }
     ctx.status = 204;
   }
 

@@ -29,6 +29,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ['result'] as const,
       registers: [registry],
     }),
+    loginReplays: new Counter({
+      name: 'wxgate_login_code_replays_total',
+      help: 'Logins answered without a WeChat call because the code was already being or had been exchanged: inflight (same process), pending (another replica), store (remembered answer).',
+      labelNames: ['source'] as const,
+      registers: [registry],
+    }),
     wechatRequests: new Counter({
       name: 'wxgate_wechat_requests_total',
       help: 'Calls to the WeChat API by api and outcome (ok, errcode_<n>, timeout, network, bad_response).',

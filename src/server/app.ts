@@ -3,6 +3,7 @@ import Koa, { type Context, type Next } from 'koa';
 import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
 import { loginHandlers, unauthorized } from '../login/handlers.js';
+import type { ReplayStore } from '../login/replay.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { dropHopByHop, setForwarded, setIdentity, stripCredentials, stripIdentity } from '../proxy/headers.js';
 import { checkPath } from '../proxy/path.js';
@@ -10,15 +11,15 @@ import type { Proxy } from '../proxy/proxy.js';
 import { RouteTable } from '../proxy/routes.js';
 import type { Sessions } from '../session/sessions.js';
 import { bearerToken } from '../session/tokens.js';
-import { StoreUnavailableError } from '../session/types.js';
 import type { WechatClient } from '../wechat/client.js';
-import { GatewayError } from './errors.js';
+import { GatewayError, writeError } from './errors.js';
 import type { Logger } from './logger.js';
 
 export interface AppDeps {
   config: Config;
   sessions: Sessions;
   wechat: WechatClient;
+  replay: ReplayStore;
   metrics: Metrics;
   proxy: Proxy;
   log: Logger;
@@ -57,36 +58,6 @@ function observe(metrics: Metrics, log: Logger) {
     metrics.requests.inc({ route, method, status: String(status) });
     metrics.requestDuration.observe({ route, method }, Number(process.hrtime.bigint() - start) / 1e9);
   };
-}
-
-function writeError(ctx: Context, err: unknown, log: Logger): void {
-  let gerr: GatewayError;
-  if (err instanceof GatewayError) gerr = err;
-  else if (err instanceof StoreUnavailableError) {
-    gerr = new GatewayError('session_store_unavailable', { headers: { 'Retry-After': '1' } });
-    log.warn({ err: err.message, route: ctx.state.route }, 'session store unavailable');
-  } else {
-    const status = (err as { status?: number }).status;
-    if (status === 405) gerr = new GatewayError('method_not_allowed');
-    else {
-      gerr = new GatewayError('internal_error');
-      log.error({ err, route: ctx.state.route }, 'request failed');
-    }
-  }
-  if (ctx.respond === false && ctx.res.headersSent) {
-    ctx.res.destroy();
-    return;
-  }
-  ctx.respond = true;
-  ctx.status = gerr.status;
-  if (gerr.headers) ctx.set(gerr.headers);
-  ctx.set('Cache-Control', 'no-store');
-  ctx.body = { error: gerr.code, message: gerr.message };
-  if (gerr.status >= 500 && gerr.code !== 'session_store_unavailable') {
-    log.warn({ error: gerr.code, route: ctx.state.route, ...gerr.detail }, gerr.message);
-  } else {
-    log.debug({ error: gerr.code, route: ctx.state.route, ...gerr.detail }, gerr.message);
-  }
 }
 
 /** The endpoints the gateway answers itself; any other method on their paths is 405. */

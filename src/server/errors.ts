@@ -1,3 +1,7 @@
+import type { Context } from 'koa';
+import { StoreUnavailableError } from '../session/types.js';
+import type { Logger } from './logger.js';
+
 /**
  * The one catalogue of errors the gateway answers with. Handlers throw a GatewayError by code;
  * the error middleware writes `{ error, message }` with the catalogue's status.
@@ -51,4 +55,35 @@ export class GatewayError extends Error {
 
 export function errorBody(code: ErrorCode, message?: string): string {
   return JSON.stringify({ error: code, message: message ?? ERRORS[code].message });
+}
+
+/** Turns anything a handler threw into the catalogue's status and `{ error, message }` body. */
+export function writeError(ctx: Context, err: unknown, log: Logger): void {
+  let gerr: GatewayError;
+  if (err instanceof GatewayError) gerr = err;
+  else if (err instanceof StoreUnavailableError) {
+    gerr = new GatewayError('session_store_unavailable', { headers: { 'Retry-After': '1' } });
+    log.warn({ err: err.message, route: ctx.state.route }, 'session store unavailable');
+  } else {
+    const status = (err as { status?: number }).status;
+    if (status === 405) gerr = new GatewayError('method_not_allowed');
+    else {
+      gerr = new GatewayError('internal_error');
+      log.error({ err, route: ctx.state.route }, 'request failed');
+    }
+  }
+  if (ctx.respond === false && ctx.res.headersSent) {
+    ctx.res.destroy();
+    return;
+  }
+  ctx.respond = true;
+  ctx.status = gerr.status;
+  if (gerr.headers) ctx.set(gerr.headers);
+  ctx.set('Cache-Control', 'no-store');
+  ctx.body = { error: gerr.code, message: gerr.message };
+  if (gerr.status >= 500 && gerr.code !== 'session_store_unavailable') {
+    log.warn({ error: gerr.code, route: ctx.state.route, ...gerr.detail }, gerr.message);
+  } else {
+    log.debug({ error: gerr.code, route: ctx.state.route, ...gerr.detail }, gerr.message);
+  }
 }

@@ -109,9 +109,14 @@ export class Sessions {
     return this.store.revoke(tokenHash);
   }
 
+  /** Kills every session of a user, on every replica. */
+  async revokeAll(who: { appid: string; openid: string }): Promise<number> {
+    return this.store.revokeAll(who.appid, who.openid);
+  }
+
   /** Seconds until the session ends if the user stays idle from now. */
   expiresIn(s: SessionRecord, now = this.now()): number {
-    return Math.max(0, Math.floor((Math.min(s.idleExpiresAt, s.expiresAt) - now) / 1000));
+    return Math.max(0, Math.round((Math.min(s.idleExpiresAt, s.expiresAt) - now) / 1000));
   }
 
   private alive(r: SessionRecord, now: number): boolean {

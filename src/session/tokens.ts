@@ -5,9 +5,9 @@ export function newToken(): string {
   return randomBytes(32).toString('base64url');
 }
 
-/** What the store keys a session by; the token itself is never stored. */
+/** What the store keys a session by (SHA-256, first 192 bits, base64url); the token itself is never stored. */
 export function hashToken(token: string): string {
-  return createHash('sha256').update(token).digest('base64url');
+  return createHash('sha256').update(token).digest().subarray(0, 24).toString('base64url');
 }
 
 const BEARER = /^Bearer +([A-Za-z0-9_-]{43})$/i;

@@ -1,0 +1,62 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import Router from '@koa/router';
+import Koa, { type Context, type Next } from 'koa';
+import { GatewayError, writeError } from '../server/errors.js';
+import type { Logger } from '../server/logger.js';
+import type { Sessions } from '../session/sessions.js';
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/**
+ * The admin API, on its own listener (config `admin`), for operators and back-office services:
+ *   GET    /users/:appid/:openid/sessions   a user's live sessions
+ *   DELETE /users/:appid/:openid/sessions   revoke them all, on every replica
+ * Every call needs `Authorization: Bearer <admin.token>`.
+ */
+export function createAdminApp(opts: { token: string; sessions: Sessions; log: Logger }): Koa {
+  const { sessions, log } = opts;
+  const expected = digest(`Bearer ${opts.token}`);
+  const app = new Koa({ proxy: false });
+  app.silent = true;
+
+  app.use(async (ctx: Context, next: Next) => {
+    try {
+      if (!timingSafeEqual(digest(ctx.get('authorization')), expected)) {
+        throw new GatewayError('unauthorized', {
+          message: 'The admin API needs Authorization: Bearer <admin token>.',
+          headers: { 'WWW-Authenticate': 'Bearer realm="wxgate-admin"' },
+        });
+      }
+      await next();
+      if (ctx.status === 404 && ctx.body === undefined) throw new GatewayError('not_found', { message: 'No such admin endpoint.' });
+    } catch (err) {
+      writeError(ctx, err, log);
+    }
+  });
+
+  const router = new Router();
+  const user = (ctx: Context) => ({ appid: String(ctx.params.appid), openid: String(ctx.params.openid) });
+  router.get('/users/:appid/:openid/sessions', async (ctx) => {
+    const { appid, openid } = user(ctx);
+    const list = await sessions.store.list(appid, openid);
+    ctx.body = {
+      appid,
+      openid,
+      sessions: list.map(({ tokenHash, record }) => ({
+        id: tokenHash,
+        createdAt: new Date(record.createdAt).toISOString(),
+        idleExpiresAt: new Date(record.idleExpiresAt).toISOString(),
+        expiresAt: new Date(record.expiresAt).toISOString(),
+      })),
+    };
+  });
+  router.delete('/users/:appid/:openid/sessions', async (ctx) => {
+    const who = user(ctx);
+    const revoked = await sessions.revokeAll(who);
+    log.info({ appid: who.appid, revoked }, 'admin: revoked all sessions of a user');
+    ctx.body = { revoked };
+  });
+  app.use(router.routes());
+  app.use(router.allowedMethods({ throw: true }));
+  return app;
+}

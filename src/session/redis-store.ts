@@ -1,0 +1,258 @@
+import { Redis, type RedisOptions } from 'ioredis';
+import type { Metrics } from '../metrics/metrics.js';
+import { StoreUnavailableError, type Invalidation, type SessionRecord, type SessionStore } from './types.js';
+
+export interface RedisStoreOptions {
+  url: string;
+  keyPrefix: string;
+  connectTimeout: number;
+  commandTimeout: number;
+  metrics?: Metrics;
+  logger?: { warn(obj: object, msg: string): void; info(obj: object, msg: string): void };
+}
+
+/*
+ * Key layout (every command touches one key, so it also works where keys live on different nodes):
+ *   {prefix}s:{tokenHash}        string "appid\topenid\tunionid\tcreatedAt\texpiresAt\tidleExpiresAt"
+ *                                (times in base 36 ms), PEXPIREAT = idle deadline (never past expiresAt)
+ *   {prefix}u:{appid}:{openid}   hash: "k" → the user's current session_key, tokenHash → createdAt;
+ *                                expires with the user's last session
+ *   {prefix}invalidate           pub/sub channel: revoked token hashes, comma-separated
+ */
+const SEP = '\t';
+
+function encode(r: SessionRecord): string {
+  return [r.appid, r.openid, r.unionid ?? '', r.createdAt.toString(36), r.expiresAt.toString(36), r.idleExpiresAt.toString(36)].join(SEP);
+}
+
+function decode(v: string): SessionRecord | undefined {
+  const f = v.split(SEP);
+  if (f.length !== 6) return undefined;
+  const [appid, openid, unionid, created, expires, idle] = f as [string, string, string, string, string, string];
+  return {
+    appid,
+    openid,
+    ...(unionid ? { unionid } : {}),
+    createdAt: parseInt(created, 36),
+    expiresAt: parseInt(expires, 36),
+    idleExpiresAt: parseInt(idle, 36),
+  };
+}
+
+/** Moves a session's idle deadline if the session still exists: one key, one round trip. */
+const TOUCH = `
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local head = string.match(v, '^(.*\\t)[^\\t]*$')
+redis.call('SET', KEYS[1], head .. ARGV[2], 'PXAT', ARGV[1])
+return 1`;
+
+/** Builds the ioredis client; the one place to extend for Sentinel or Cluster. */
+export function createRedisClient(url: string, opts: RedisOptions): Redis {
+  return new Redis(url, opts);
+}
+
+/**
+ * Sessions in Redis, shared by every replica. Fails fast: while Redis is away every call rejects at once
+ * with StoreUnavailableError (no offline queue), a slow Redis after commandTimeout; it reconnects by itself
+ * with capped, jittered backoff. Revocations are published so other replicas drop their cached copies.
+ */
+export class RedisStore implements SessionStore {
+  readonly kind = 'redis' as const;
+  readonly redis: Redis;
+  private readonly sub: Redis;
+  private readonly listeners: Array<(inv: Invalidation) => void> = [];
+  private readonly channel: string;
+  private wasReady = false;
+  private subWasReady = false;
+  private outage = false;
+
+  constructor(private readonly opts: RedisStoreOptions) {
+    const base: RedisOptions = {
+      connectTimeout: opts.connectTimeout,
+      commandTimeout: opts.commandTimeout,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: (times) => Math.round(Math.min(50 * 2 ** Math.min(times, 6), 2000) * (0.8 + Math.random() * 0.4)),
+      reconnectOnError: (err) => /READONLY/.test(err.message),
+    };
+    this.channel = `${opts.keyPrefix}invalidate`;
+    this.redis = createRedisClient(opts.url, base);
+    this.redis.defineCommand('wxgateTouch', { numberOfKeys: 1, lua: TOUCH });
+    // The subscriber may queue its SUBSCRIBE until connected; it sends nothing else.
+    this.sub = createRedisClient(opts.url, { ...base, enableOfflineQueue: true, commandTimeout: undefined });
+    opts.metrics?.sessionStoreUp.set(0);
+
+    this.redis.on('ready', () => {
+      opts.metrics?.sessionStoreUp.set(1);
+      if (this.outage) opts.logger?.info({}, 'redis is back');
+      this.outage = false;
+      // After a drop we may have missed invalidations: cached sessions are not to be trusted.
+      if (this.wasReady) this.emit('all');
+      this.wasReady = true;
+    });
+    const down = (err?: Error) => {
+      opts.metrics?.sessionStoreUp.set(0);
+      if (!this.outage) {
+        this.outage = true;
+        opts.logger?.warn({ err: err?.message ?? 'connection closed' }, 'redis is unavailable; requests that need it answer 503');
+      }
+    };
+    this.redis.on('error', (err: Error) => down(err));
+    this.redis.on('close', () => {
+      if (this.wasReady) down();
+    });
+    this.sub.on('error', () => {});
+    this.sub.on('ready', () => {
+      if (this.subWasReady) this.emit('all');
+      this.subWasReady = true;
+    });
+    this.sub.on('message', (_channel: string, message: string) => {
+      if (message) this.emit(message.split(','));
+    });
+    this.sub.subscribe(this.channel).catch(() => {});
+  }
+
+  private sKey(tokenHash: string) {
+    return `${this.opts.keyPrefix}s:${tokenHash}`;
+  }
+  private uKey(appid: string, openid: string) {
+    return `${this.opts.keyPrefix}u:${appid}:${openid}`;
+  }
+
+  private emit(inv: Invalidation): void {
+    for (const l of this.listeners) l(inv);
+  }
+
+  /** Runs Redis commands; any failure becomes StoreUnavailableError (never mistaken for "no session"). */
+  private async run<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      this.opts.metrics?.sessionStoreErrors.inc({ op });
+      throw new StoreUnavailableError(`redis ${op} failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Tells every replica (this one too) to drop these sessions from their caches. */
+  private async publish(hashes: string[]): Promise<void> {
+    if (hashes.length === 0) return;
+    this.emit(hashes);
+    await this.redis.publish(this.channel, hashes.join(','));
+  }
+
+  async create(tokenHash: string, record: SessionRecord, sessionKey: string, opts: { maxPerUser: number }): Promise<string[]> {
+    return this.run('create', async () => {
+      const uKey = this.uKey(record.appid, record.openid);
+      await this.redis.set(this.sKey(tokenHash), encode(record), 'PXAT', Math.min(record.idleExpiresAt, record.expiresAt));
+      const members = await this.redis.hgetall(uKey);
+      const others = Object.entries(members).filter(([f]) => f !== 'k' && f !== tokenHash);
+      const exists = others.length
+        ? ((await this.redis.pipeline(others.map(([f]) => ['exists', this.sKey(f)])).exec()) ?? [])
+        : [];
+      const live: Array<[string, number]> = [];
+      const dead: string[] = [];
+      others.forEach(([f, created], i) => {
+        const [err, n] = exists[i] ?? [null, 0];
+        if (!err && n === 1) live.push([f, Number(created)]);
+        else dead.push(f);
+      });
+      live.push([tokenHash, record.createdAt]);
+      live.sort((a, b) => a[1] - b[1]);
+      const evicted = live.slice(0, Math.max(0, live.length - opts.maxPerUser)).map(([f]) => f);
+      const tx = this.redis.multi();
+      if (dead.length || evicted.length) tx.hdel(uKey, ...dead, ...evicted);
+      tx.hset(uKey, 'k', sessionKey, tokenHash, String(record.createdAt));
+      tx.pexpireat(uKey, record.expiresAt, 'GT');
+      tx.pexpireat(uKey, record.expiresAt, 'NX');
+      await tx.exec();
+      if (evicted.length) {
+        await this.redis.del(...evicted.map((h) => this.sKey(h)));
+        await this.publish(evicted);
+      }
+      return evicted;
+    });
+  }
+
+  async get(tokenHash: string): Promise<SessionRecord | undefined> {
+    const v = await this.run('get', () => this.redis.get(this.sKey(tokenHash)));
+    if (v === null) return undefined;
+    const r = decode(v);
+    const now = Date.now();
+    return r && now < r.idleExpiresAt && now < r.expiresAt ? r : undefined;
+  }
+
+  async touch(tokenHash: string, idleExpiresAt: number): Promise<boolean> {
+    const done = await this.run('touch', () =>
+      (this.redis as unknown as { wxgateTouch(k: string, at: string, at36: string): Promise<number> }).wxgateTouch(
+        this.sKey(tokenHash),
+        String(idleExpiresAt),
+        idleExpiresAt.toString(36),
+      ),
+    );
+    return done === 1;
+  }
+
+  async revoke(tokenHash: string): Promise<boolean> {
+    return this.run('revoke', async () => {
+      const key = this.sKey(tokenHash);
+      const v = await this.redis.get(key);
+      if (v === null) return false;
+      await this.redis.del(key);
+      const r = decode(v);
+      if (r) await this.redis.hdel(this.uKey(r.appid, r.openid), tokenHash);
+      await this.publish([tokenHash]);
+      return true;
+    });
+  }
+
+  async revokeAll(appid: string, openid: string): Promise<number> {
+    return this.run('revokeAll', async () => {
+      const uKey = this.uKey(appid, openid);
+      const hashes = (await this.redis.hkeys(uKey)).filter((f) => f !== 'k');
+      if (hashes.length === 0) return 0;
+      const deleted = await this.redis.del(...hashes.map((h) => this.sKey(h)));
+      await this.redis.hdel(uKey, ...hashes);
+      await this.publish(hashes);
+      return deleted;
+    });
+  }
+
+  async list(appid: string, openid: string): Promise<Array<{ tokenHash: string; record: SessionRecord }>> {
+    return this.run('list', async () => {
+      const hashes = (await this.redis.hkeys(this.uKey(appid, openid))).filter((f) => f !== 'k');
+      if (hashes.length === 0) return [];
+      const values = await this.redis.mget(...hashes.map((h) => this.sKey(h)));
+      const now = Date.now();
+      const out: Array<{ tokenHash: string; record: SessionRecord }> = [];
+      hashes.forEach((tokenHash, i) => {
+        const v = values[i];
+        const record = v ? decode(v) : undefined;
+        if (record && now < record.idleExpiresAt && now < record.expiresAt) out.push({ tokenHash, record });
+      });
+      return out.sort((a, b) => a.record.createdAt - b.record.createdAt);
+    });
+  }
+
+  async getSessionKey(appid: string, openid: string): Promise<string | undefined> {
+    return (await this.run('getSessionKey', () => this.redis.hget(this.uKey(appid, openid), 'k'))) ?? undefined;
+  }
+
+  onInvalidate(listener: (inv: Invalidation) => void): void {
+    this.listeners.push(listener);
+  }
+
+  async ping(): Promise<void> {
+    await this.run('ping', () => this.redis.ping());
+  }
+
+  async close(): Promise<void> {
+    for (const c of [this.sub, this.redis]) {
+      try {
+        await c.quit();
+      } catch {
+        c.disconnect();
+      }
+    }
+  }
+}

@@ -1,0 +1,129 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import test from 'ava';
+import { buildConfig, ConfigError, loadConfigFile, parseYaml } from '../src/config/load.js';
+import { parseDuration } from '../src/config/duration.js';
+import { ROOT } from './helpers/gateway.js';
+
+const ISSUE_EXAMPLE = `
+server:   { host: 0.0.0.0, port: 8080 }
+wechat:
+  apiBase: https://api.weixin.qq.com
+  timeout: 3s
+  apps:
+    - appid: wx0123456789abcdef
+      secret: \${WX_SECRET}
+session:
+  store: redis
+  redis: { url: redis://127.0.0.1:6379 }
+  ttl: 2h
+routes:
+  - { path: /api/public, upstream: http://127.0.0.1:9001, auth: none }
+  - { path: /api,        upstream: http://127.0.0.1:9001, auth: required }
+`;
+
+function problems(raw: unknown, env: NodeJS.ProcessEnv = {}): string[] {
+  try {
+    buildConfig(raw, 'test', env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  return [];
+}
+
+test('the documented keys load, with ${ENV} substituted and durations in ms', (t) => {
+  const c = buildConfig(parseYaml(ISSUE_EXAMPLE, 'x'), 'x', { WX_SECRET: 's3cret' });
+  t.is(c.wechat.apps[0]!.secret, 's3cret');
+  t.is(c.wechat.timeout, 3000);
+  t.is(c.session.ttl, 7_200_000);
+  t.is(c.session.store, 'redis');
+  t.deepEqual(
+    c.routes.map((r) => [r.name, r.path, r.auth]),
+    [
+      ['api_public', '/api/public', 'none'],
+      ['api', '/api', 'required'],
+    ],
+  );
+  t.true(Object.isFrozen(c) && Object.isFrozen(c.routes[0]), 'the loaded config is frozen');
+});
+
+test('embedded defaults: memory store, required auth, sane timeouts', (t) => {
+  const c = buildConfig({ wechat: { apps: [{ appid: 'wx0123456789abcdef', secret: 's' }] }, routes: [{ path: '/', upstream: 'http://u' }] }, 'x', {});
+  t.is(c.session.store, 'memory');
+  t.is(c.routes[0]!.auth, 'required');
+  t.is(c.wechat.apiBase, 'https://api.weixin.qq.com');
+  t.is(c.server.port, 8080);
+  t.false(c.dev.simulator, 'the simulator is never on by default');
+});
+
+test('every problem is listed at once, each naming the key', (t) => {
+  const list = problems(
+    {
+      server: { prot: 8080, port: 'eighty' },
+      wechat: { apps: [{ appid: 'wx0123456789abcdef', secret: '${NOT_SET_ANYWHERE}' }], timeout: '3 seconds' },
+      session: { store: 'postgres', ttl: '2' },
+      routes: [
+        { path: '/api', upstream: 'ftp://files' },
+        { path: '/api', upstream: 'http://ok' },
+        { path: 'api', upstream: 'http://ok', auth: 'maybe' },
+      ],
+    },
+    {},
+  );
+  const expected = [
+    'server.prot: unknown key',
+    'server.port: must be a port number',
+    'wechat.timeout: must be a duration',
+    'wechat.apps[0].secret: environment variable NOT_SET_ANYWHERE is not set',
+    'session.store: must be "memory" or "redis"',
+    'session.ttl: must be a duration',
+    'routes[0].upstream: must be an http(s) URL',
+    'routes[1].path: duplicates routes[0].path',
+    'routes[2].path: must be a path prefix',
+    'routes[2].auth: must be "required" or "none"',
+  ];
+  for (const e of expected) t.true(list.some((p) => p.startsWith(e)), `${e}\n  in: ${list.join('\n  ')}`);
+});
+
+test('route paths that could confuse matching are refused', (t) => {
+  for (const path of ['/api/', '/api//x', '/api/../x', '/api/./x', '/api%2f', '/api?x', '/api#x', '/a;b', 'api']) {
+    const list = problems({ wechat: { apps: [{ appid: 'wx0123456789abcdef', secret: 's' }] }, routes: [{ path, upstream: 'http://u' }] });
+    t.true(list.some((p) => p.startsWith('routes[0].path:')), path);
+  }
+});
+
+test('the simulator cannot be combined with a real apiBase', (t) => {
+  const list = problems({
+    wechat: { apiBase: 'https://api.weixin.qq.com', apps: [{ appid: 'wx0123456789abcdef', secret: 's' }] },
+    dev: { simulator: true },
+  });
+  t.true(list.some((p) => p.startsWith('wechat.apiBase: must not be set together with dev.simulator')));
+});
+
+test('durations need a unit', (t) => {
+  t.is(parseDuration('500ms'), 500);
+  t.is(parseDuration('2s'), 2000);
+  t.is(parseDuration('5m'), 300_000);
+  t.is(parseDuration('2h'), 7_200_000);
+  t.is(parseDuration('30d'), 2_592_000_000);
+  t.is(parseDuration('1.5s'), 1500);
+  for (const bad of ['5', '2 hours', 's', '-1s', '1w', '']) t.is(parseDuration(bad), undefined, bad);
+});
+
+test('$$ is a literal dollar; a YAML duplicate key names its line', (t) => {
+  const c = buildConfig({ wechat: { apps: [{ appid: 'wx0123456789abcdef', secret: 'pa$$word' }] } }, 'x', {});
+  t.is(c.wechat.apps[0]!.secret, 'pa$word');
+  const err = t.throws(() => parseYaml('server:\n  port: 1\n  port: 2\n', 'dup.yaml'), { instanceOf: ConfigError });
+  t.regex(err!.problems[0]!, /^line 3: .*[Uu]nique/);
+});
+
+test("the repo's gateway.yaml and the production example are valid", (t) => {
+  const dev = loadConfigFile(join(ROOT, 'gateway.yaml'), {});
+  t.true(dev.dev.simulator);
+  const prod = loadConfigFile(join(ROOT, 'config/production.example.yaml'), { WX_SECRET: 'x', WXGATE_ADMIN_TOKEN: 'admin-token-0123456789-abcdef' });
+  t.is(prod.session.store, 'redis');
+  t.false(prod.dev.simulator);
+  t.is(prod.wechat.apiBase, 'https://api.weixin.qq.com');
+  t.regex(readFileSync(join(ROOT, 'config/production.example.yaml'), 'utf8'), /\$\{WX_SECRET\}/);
+});

@@ -1,0 +1,125 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { buildConfig } from '../../src/config/load.js';
+import { startGateway, type Gateway } from '../../src/main.js';
+import { createLogger } from '../../src/server/logger.js';
+
+export const APPID = 'wx0123456789abcdef';
+export const SECRET = 'test-secret-0123456789';
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/** A configuration object for tests: one app, the given routes, fast timeouts. */
+export function testConfig(opts: { apiBase: string; routes?: object[]; session?: object; [key: string]: unknown }): Record<string, unknown> {
+  const { apiBase, routes, session, ...rest } = opts;
+  return {
+    server: { host: '127.0.0.1', port: 0 },
+    wechat: { apiBase, timeout: '1s', apps: [{ appid: APPID, secret: SECRET }] },
+    session: session ?? { store: 'memory' },
+    routes: routes ?? [],
+    log: { level: 'debug' },
+    ...rest,
+  };
+}
+
+export interface TestGateway extends Gateway {
+  /** Every log line so far, as written (JSON). */
+  logs: string[];
+}
+
+/** The gateway in this process, on port 0, its log captured. */
+export async function startTestGateway(raw: Record<string, unknown>): Promise<TestGateway> {
+  const config = buildConfig(raw, 'test');
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      logs.push(...chunk.toString().split('\n').filter(Boolean));
+      cb();
+    },
+  });
+  const log = createLogger('debug', sink);
+  const gw = await startGateway(config, { log });
+  return Object.assign(gw, { logs });
+}
+
+export interface GatewayProcess {
+  url: string;
+  child: ChildProcess;
+  stdout: string[];
+  stderr: string[];
+  /** SIGTERM and wait for the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Writes a config file and runs the built CLI (`node dist/cli.js --config FILE`) as its own process. */
+export function writeConfig(raw: Record<string, unknown> | string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'wxgate-test-'));
+  const file = join(dir, 'gateway.yaml');
+  writeFileSync(file, typeof raw === 'string' ? raw : stringify(raw));
+  return file;
+}
+
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  return spawn(process.execPath, [join(ROOT, 'dist/cli.js'), ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
+export async function spawnGateway(raw: Record<string, unknown> | string, env: NodeJS.ProcessEnv = {}): Promise<GatewayProcess> {
+  const child = runCli(['--config', writeConfig(raw)], env);
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  child.stderr!.on('data', (d: Buffer) => stderr.push(d.toString()));
+  const url = await new Promise<string>((resolve, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error(`gateway did not start: ${stderr.join('')}`)), 15_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        stdout.push(line);
+        try {
+          const rec = JSON.parse(line) as { msg?: string; url?: string };
+          if (rec.msg === 'wxgate listening' && rec.url) {
+            clearTimeout(timer);
+            resolve(rec.url);
+          }
+        } catch {
+          /* not JSON */
+        }
+      }
+    });
+    void exited.then((code) => reject(new Error(`gateway exited with ${code}: ${stderr.join('')}`)));
+  });
+  return {
+    url,
+    child,
+    stdout,
+    stderr,
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** Logs in through the gateway and returns the token. */
+export async function login(url: string, code: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const res = await fetch(`${url}/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ code, ...extra }),
+  });
+  const body = (await res.json()) as { token?: string };
+  if (res.status !== 200 || !body.token) throw new Error(`login failed: ${res.status} ${JSON.stringify(body)}`);
+  return body.token;
+}
