@@ -67,6 +67,22 @@ function createStore(config: Config, metrics: Metrics, log: Logger): SessionStor
   return new MemoryStore();
 }
 
+/** Gives the store its connect time before taking traffic; starts anyway (then /readyz says 503). */
+async function waitForStore(store: SessionStore, within: number, log: Logger): Promise<void> {
+  const deadline = Date.now() + within;
+  for (;;) {
+    try {
+      return await store.ping();
+    } catch (err) {
+      if (Date.now() >= deadline) {
+        log.warn({ store: store.kind, err: (err as Error).message }, 'session store not reachable at start; serving 503 until it is');
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+}
+
 function urlOf(host: string, port: number): string {
   const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
   return `http://${h}:${port}`;
@@ -97,6 +113,7 @@ export async function startGateway(config: Config, opts: { log?: Logger } = {}):
   }
 
   const store = createStore(config, metrics, log);
+  await waitForStore(store, config.session.redis.connectTimeout, log);
   const sessions = new Sessions(store, config.session, metrics, log.child({ part: 'sessions' }));
   const replay: ReplayStore =
     store instanceof RedisStore ? new RedisReplayStore(store.redis, config.session.redis.keyPrefix) : new MemoryReplayStore();

@@ -38,12 +38,8 @@ export class WechatClient {
     const secret = this.secrets.get(appid);
     if (secret === undefined) throw new Error('unknown appid');
     const query = new URLSearchParams({ appid, secret, js_code: code, grant_type: 'authorization_code' });
-    const data = await this.call('jscode2session', `/sns/jscode2session?${query}`);
-    const { openid, session_key: sessionKey, unionid } = data;
-    if (typeof openid !== 'string' || openid === '' || typeof sessionKey !== 'string' || sessionKey === '') {
-      this.record('jscode2session', 'bad_response');
-      throw new WechatError('bad_response', 'jscode2session', undefined, 'no openid or session_key in the answer');
-    }
+    const data = await this.call('jscode2session', `/sns/jscode2session?${query}`, ['openid', 'session_key']);
+    const { openid, session_key: sessionKey, unionid } = data as { openid: string; session_key: string; unionid?: unknown };
     return { openid, sessionKey, ...(typeof unionid === 'string' && unionid !== '' ? { unionid } : {}) };
   }
 
@@ -52,8 +48,8 @@ export class WechatClient {
     if (seconds !== undefined) this.opts.metrics?.wechatDuration.observe({ api }, seconds);
   }
 
-  /** GET a WeChat API path; resolves with the JSON object when it has no non-zero errcode. */
-  private call(api: string, pathAndQuery: string): Promise<Record<string, unknown>> {
+  /** GET a WeChat API path; resolves with the JSON object when it has no errcode and every `required` string. */
+  private call(api: string, pathAndQuery: string, required: string[]): Promise<Record<string, unknown>> {
     const started = process.hrtime.bigint();
     const basePath = this.base.pathname.replace(/\/+$/, '');
     return new Promise<Record<string, unknown>>((resolve, reject) => {
@@ -118,6 +114,11 @@ export class WechatClient {
             const n = typeof errcode === 'number' ? errcode : Number(errcode);
             const errmsg = typeof obj.errmsg === 'string' ? obj.errmsg.slice(0, 200) : undefined;
             finish(`errcode_${Number.isFinite(n) ? n : 'unknown'}`, new WechatError('errcode', api, Number.isFinite(n) ? n : undefined, errmsg));
+            return;
+          }
+          const missing = required.filter((k) => typeof obj[k] !== 'string' || obj[k] === '');
+          if (missing.length) {
+            finish('bad_response', new WechatError('bad_response', api, undefined, `no ${missing.join(', ')} in the answer`));
             return;
           }
           finish('ok', undefined, obj);

@@ -1,0 +1,69 @@
+import test from 'ava';
+import { startSimulator } from '../src/wechat/simulator.js';
+import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
+import { request } from './helpers/http.js';
+import { startRedis, type RedisServer } from './helpers/redis.js';
+import { startUpstream, type Upstream } from './helpers/upstream.js';
+
+/** Idle and absolute expiry with short durations, against both stores. */
+let sim: Awaited<ReturnType<typeof startSimulator>>;
+let redis: RedisServer;
+let up: Upstream;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+test.before(async () => {
+  sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } });
+  redis = await startRedis();
+  up = await startUpstream();
+});
+test.after.always(async () => {
+  await up?.close();
+  await redis?.close();
+  await sim?.close();
+});
+
+async function gateway(store: 'memory' | 'redis', session: object): Promise<TestGateway> {
+  return startTestGateway(
+    testConfig({
+      apiBase: sim.url,
+      routes: [{ path: '/api', upstream: up.url }],
+      session: { store, ...(store === 'redis' ? { redis: { url: redis.url, keyPrefix: `exp${Math.random().toString(36).slice(2, 8)}:` } } : {}), ...session },
+    }),
+  );
+}
+
+const get = (gw: TestGateway, token: string) => request(gw.url, { path: '/api/x', headers: { authorization: `Bearer ${token}` } });
+
+for (const store of ['memory', 'redis'] as const) {
+  test(`${store}: activity keeps a session alive past its idle ttl; idleness ends it`, async (t) => {
+    const gw = await gateway(store, { ttl: '1s', refreshInterval: '200ms', cache: { ttl: '300ms' } });
+    t.teardown(() => gw.close());
+    const token = await login(gw.url, `idle-${store}.1`);
+    const start = Date.now();
+    while (Date.now() - start < 2200) {
+      t.is((await get(gw, token)).status, 200, `still alive after ${Date.now() - start} ms of activity`);
+      await sleep(250);
+    }
+    const s = await request(gw.url, { path: '/session', headers: { authorization: `Bearer ${token}` } });
+    t.is(s.json.expires_in, 1, 'expires_in tells the idle truth');
+    await sleep(1400);
+    t.is((await get(gw, token)).status, 401, 'idle longer than ttl: gone');
+  });
+
+  test(`${store}: the absolute lifetime ends a session however active`, async (t) => {
+    const gw = await gateway(store, { ttl: '10s', maxAge: '1500ms', refreshInterval: '100ms', cache: { ttl: '200ms' } });
+    t.teardown(() => gw.close());
+    const res = await request(gw.url, { method: 'POST', path: '/login', headers: { 'content-type': 'application/json' }, body: `{"code":"abs-${store}.1"}` });
+    t.true(res.json.expires_in >= 1 && res.json.expires_in <= 2, `expires_in ${res.json.expires_in} is capped by maxAge (1.5 s)`);
+    const token = res.json.token as string;
+    const start = Date.now();
+    let status = 200;
+    while (status === 200 && Date.now() - start < 4000) {
+      status = (await get(gw, token)).status;
+      if (status === 200) await sleep(100);
+    }
+    const lived = Date.now() - start;
+    t.is(status, 401);
+    t.true(lived >= 1300 && lived < 2000, `lived ${lived} ms`);
+  });
+}
