@@ -57,6 +57,9 @@ function createStore(config: Config, metrics: Metrics, log: Logger): SessionStor
     const r = config.session.redis;
     return new RedisStore({
       url: r.url,
+      sentinels: r.sentinels,
+      name: r.name,
+      cluster: r.cluster,
       keyPrefix: r.keyPrefix,
       connectTimeout: r.connectTimeout,
       commandTimeout: r.commandTimeout,

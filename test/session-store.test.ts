@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import { Redis } from 'ioredis';
 import { MemoryStore } from '../src/session/memory-store.js';
 import { RedisStore } from '../src/session/redis-store.js';
 import { hashToken, newToken } from '../src/session/tokens.js';
-import { StoreUnavailableError, type Invalidation, type SessionRecord, type SessionStore } from '../src/session/types.js';
+import { StoreUnavailableError, type Invalidation, type SessionStore } from '../src/session/types.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
+import { ready, record, sleep, storeCases } from './helpers/store-cases.js';
 
 /** The same cases run against both stores: they must behave alike. */
 let redis: RedisServer;
@@ -16,33 +17,8 @@ test.after.always(async () => {
   await redis?.close();
 });
 
-const APP = 'wx0123456789abcdef';
-const OTHER_APP = 'wxfedcba9876543210';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 function redisStore(prefix = `t${randomBytes(4).toString('hex')}:`): RedisStore {
   return new RedisStore({ url: redis.url, keyPrefix: prefix, connectTimeout: 1000, commandTimeout: 300 });
-}
-
-async function ready(store: SessionStore): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    try {
-      return await store.ping();
-    } catch {
-      await sleep(20);
-    }
-  }
-}
-
-function record(openid: string, opts: { appid?: string; idleMs?: number; maxMs?: number; createdAt?: number } = {}): SessionRecord {
-  const now = opts.createdAt ?? Date.now();
-  return {
-    appid: opts.appid ?? APP,
-    openid,
-    createdAt: now,
-    expiresAt: now + (opts.maxMs ?? 60_000),
-    idleExpiresAt: now + Math.min(opts.idleMs ?? 30_000, opts.maxMs ?? 60_000),
-  };
 }
 
 const stores: Record<string, () => Promise<SessionStore>> = {
@@ -54,93 +30,7 @@ const stores: Record<string, () => Promise<SessionStore>> = {
   },
 };
 
-type Case = (t: ExecutionContext, store: SessionStore) => Promise<void>;
-const cases: Record<string, Case> = {
-  'create then get returns the record; an unknown hash is undefined': async (t, store) => {
-    const h = hashToken(newToken());
-    const r = { ...record('o-alice'), unionid: 'o-union-alice' };
-    await store.create(h, r, 'key-1', { maxPerUser: 10 });
-    t.deepEqual(await store.get(h), r);
-    t.is(await store.get(hashToken(newToken())), undefined);
-  },
-  'past the idle deadline a session is gone': async (t, store) => {
-    const h = hashToken(newToken());
-    await store.create(h, record('o-idle', { idleMs: 300 }), 'k', { maxPerUser: 10 });
-    t.truthy(await store.get(h));
-    await sleep(450);
-    t.is(await store.get(h), undefined);
-  },
-  'past the absolute deadline a session is gone, whatever its idle deadline': async (t, store) => {
-    const h = hashToken(newToken());
-    const r = record('o-abs', { idleMs: 5000, maxMs: 300 });
-    await store.create(h, { ...r, idleExpiresAt: r.createdAt + 5000 }, 'k', { maxPerUser: 10 });
-    await sleep(450);
-    t.is(await store.get(h), undefined);
-  },
-  'touch moves the idle deadline; touching a missing session is false': async (t, store) => {
-    const h = hashToken(newToken());
-    const r = record('o-touch', { idleMs: 300 });
-    await store.create(h, r, 'k', { maxPerUser: 10 });
-    t.true(await store.touch(h, Date.now() + 1000));
-    await sleep(450);
-    const got = await store.get(h);
-    t.truthy(got, 'alive past the old idle deadline');
-    t.true(got!.idleExpiresAt > r.idleExpiresAt);
-    t.false(await store.touch(hashToken(newToken()), Date.now() + 1000));
-  },
-  'revoke kills a session and tells the listeners': async (t, store) => {
-    const seen: Invalidation[] = [];
-    store.onInvalidate((inv) => seen.push(inv));
-    const h = hashToken(newToken());
-    await store.create(h, record('o-rev'), 'k', { maxPerUser: 10 });
-    t.true(await store.revoke(h));
-    t.is(await store.get(h), undefined);
-    t.false(await store.revoke(h));
-    t.true(seen.some((inv) => inv !== 'all' && inv.includes(h)));
-  },
-  'revokeAll kills every session of one user only: (appid, openid) is the identity': async (t, store) => {
-    const mine = [hashToken(newToken()), hashToken(newToken())];
-    const otherUser = hashToken(newToken());
-    const sameOpenidOtherApp = hashToken(newToken());
-    for (const h of mine) await store.create(h, record('o-all'), 'k', { maxPerUser: 10 });
-    await store.create(otherUser, record('o-someone'), 'k', { maxPerUser: 10 });
-    await store.create(sameOpenidOtherApp, record('o-all', { appid: OTHER_APP }), 'k', { maxPerUser: 10 });
-    t.is(await store.revokeAll(APP, 'o-all'), 2);
-    for (const h of mine) t.is(await store.get(h), undefined);
-    t.truthy(await store.get(otherUser));
-    t.truthy(await store.get(sameOpenidOtherApp));
-    t.is(await store.revokeAll(APP, 'o-nobody'), 0);
-  },
-  'beyond maxPerUser the oldest sessions are revoked and returned': async (t, store) => {
-    const hs = [1, 2, 3, 4].map(() => hashToken(newToken()));
-    const now = Date.now();
-    const evicted: string[] = [];
-    for (const [i, h] of hs.entries()) evicted.push(...(await store.create(h, record('o-max', { createdAt: now + i }), 'k', { maxPerUser: 2 })));
-    t.deepEqual(evicted, [hs[0], hs[1]]);
-    t.is(await store.get(hs[0]!), undefined);
-    t.deepEqual(
-      (await store.list(APP, 'o-max')).map((s) => s.tokenHash),
-      [hs[2], hs[3]],
-      'list is oldest first, live only',
-    );
-  },
-  'the session_key is the one from the latest login': async (t, store) => {
-    await store.create(hashToken(newToken()), record('o-key'), 'first-key', { maxPerUser: 10 });
-    await store.create(hashToken(newToken()), record('o-key'), 'second-key', { maxPerUser: 10 });
-    t.is(await store.getSessionKey(APP, 'o-key'), 'second-key');
-    t.is(await store.getSessionKey(OTHER_APP, 'o-key'), undefined);
-  },
-};
-
-for (const [kind, make] of Object.entries(stores)) {
-  for (const [name, run] of Object.entries(cases)) {
-    test(`${kind}: ${name}`, async (t) => {
-      const store = await make();
-      t.teardown(() => store.close());
-      await run(t, store);
-    });
-  }
-}
+for (const [kind, make] of Object.entries(stores)) storeCases(kind, make);
 
 test('redis: a revocation on one replica reaches another within 200 ms', async (t) => {
   const prefix = `rep${randomBytes(3).toString('hex')}:`;
@@ -213,6 +103,29 @@ test.serial('redis: down → fast StoreUnavailableError; back → works again wi
   t.true(back, 'reconnected by itself');
   t.is(await store.get(h), undefined, 'redis kept nothing (no persistence in tests)');
   t.true(seen.includes('all'));
+});
+
+test.serial('redis: blackholed (no answer, no RST) → StoreUnavailableError after commandTimeout, not a hang', async (t) => {
+  const store = redisStore();
+  t.teardown(() => store.close());
+  await ready(store);
+  const h = hashToken(newToken());
+  await store.create(h, record('o-blackhole'), 'k', { maxPerUser: 10 });
+  redis.pause();
+  try {
+    const start = Date.now();
+    await t.throwsAsync(store.get(h), { instanceOf: StoreUnavailableError });
+    const took = Date.now() - start;
+    t.true(took >= 250 && took < 1000, `gave up after ${took} ms (commandTimeout 300 ms)`);
+  } finally {
+    redis.resume();
+  }
+  let back;
+  for (let i = 0; i < 100 && !back; i++) {
+    back = await store.get(h).catch(() => undefined);
+    if (!back) await sleep(50);
+  }
+  t.is(back?.openid, 'o-blackhole', 'the session Redis kept is still there');
 });
 
 test.serial('redis: memory per stored session (10,000 sessions of distinct users)', async (t) => {

@@ -132,6 +132,11 @@ export const configSchema = z
         redis: z
           .strictObject({
             url: redisUrl.default('redis://127.0.0.1:6379'),
+            /** Redis Sentinel: sentinel addresses ("host:port") and the monitored master's name. */
+            sentinels: z.array(z.string().regex(/^[^\s:]+:\d{1,5}$/, { error: 'must be "host:port"' })).min(1).optional(),
+            name: z.string().min(1).optional(),
+            /** Redis Cluster: some of its nodes (redis:// URLs); the rest are discovered. */
+            cluster: z.array(redisUrl).min(1).optional(),
             keyPrefix: z.string().regex(/^[A-Za-z0-9:_.-]*$/).default('wxgate:'),
             connectTimeout: duration().prefault('2s'),
             /** A command slower than this fails the request with 503 instead of waiting. */
@@ -272,6 +277,14 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
     const prev = byPath.get(p);
     if (prev) out.push({ path: key.split('.'), message: `"${String(p)}" is already used by ${prev}` });
     else byPath.set(p, key);
+  }
+  const session = isObj(raw.session) ? raw.session : {};
+  const redis = isObj(session.redis) ? session.redis : {};
+  if (redis.sentinels !== undefined && redis.cluster !== undefined) {
+    out.push({ path: ['session', 'redis', 'cluster'], message: 'cannot be combined with session.redis.sentinels' });
+  }
+  if (redis.sentinels !== undefined && redis.name === undefined) {
+    out.push({ path: ['session', 'redis', 'name'], message: 'is required with sentinels: the name of the monitored master' });
   }
   if (typeof metrics.port === 'number' && metrics.port !== 0 && metrics.port === (server.port ?? 8080)) {
     out.push({ path: ['metrics', 'port'], message: 'must differ from server.port' });

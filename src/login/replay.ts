@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../session/redis-store.js';
 import { StoreUnavailableError } from '../session/types.js';
 
 /**
@@ -97,7 +97,7 @@ export class MemoryReplayStore implements ReplayStore {
 
 export class RedisReplayStore implements ReplayStore {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly prefix: string,
   ) {}
 

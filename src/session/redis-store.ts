@@ -1,9 +1,14 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Metrics } from '../metrics/metrics.js';
 import { StoreUnavailableError, type Invalidation, type SessionRecord, type SessionStore } from './types.js';
 
 export interface RedisStoreOptions {
   url: string;
+  /** Sentinel addresses ("host:port") and master name, instead of url */
+  sentinels?: ReadonlyArray<string>;
+  name?: string;
+  /** Cluster seed nodes (redis:// URLs), instead of url */
+  cluster?: ReadonlyArray<string>;
   keyPrefix: string;
   connectTimeout: number;
   commandTimeout: number;
@@ -47,9 +52,40 @@ local head = string.match(v, '^(.*\\t)[^\\t]*$')
 redis.call('SET', KEYS[1], head .. ARGV[2], 'PXAT', ARGV[1])
 return 1`;
 
-/** Builds the ioredis client; the one place to extend for Sentinel or Cluster. */
-export function createRedisClient(url: string, opts: RedisOptions): Redis {
-  return new Redis(url, opts);
+export type RedisClient = Redis | Cluster;
+
+/** Reconnect forever, with capped exponential backoff and ±20% jitter (replicas must not reconnect in step). */
+export function backoff(times: number): number {
+  return Math.round(Math.min(50 * 2 ** Math.min(times, 6), 2000) * (0.8 + Math.random() * 0.4));
+}
+
+/** Builds the ioredis client for one node, a Sentinel-watched master, or a Cluster (ioredis's own support). */
+export function createRedisClient(o: Pick<RedisStoreOptions, 'url' | 'sentinels' | 'name' | 'cluster'>, opts: RedisOptions): RedisClient {
+  const u = new URL(o.url);
+  const auth = {
+    ...(u.username ? { username: decodeURIComponent(u.username) } : {}),
+    ...(u.password ? { password: decodeURIComponent(u.password) } : {}),
+    ...(u.protocol === 'rediss:' ? { tls: {} } : {}),
+  };
+  if (o.cluster) {
+    const nodes = o.cluster.map((n) => {
+      const nu = new URL(n);
+      return { host: nu.hostname, port: Number(nu.port || 6379) };
+    });
+    return new Cluster(nodes, {
+      redisOptions: { ...opts, ...auth },
+      enableOfflineQueue: opts.enableOfflineQueue,
+      clusterRetryStrategy: backoff,
+    });
+  }
+  if (o.sentinels) {
+    const sentinels = o.sentinels.map((s) => {
+      const i = s.lastIndexOf(':');
+      return { host: s.slice(0, i), port: Number(s.slice(i + 1)) };
+    });
+    return new Redis({ ...opts, ...auth, sentinels, name: o.name, sentinelRetryStrategy: backoff });
+  }
+  return new Redis(o.url, opts);
 }
 
 /**
@@ -59,8 +95,8 @@ export function createRedisClient(url: string, opts: RedisOptions): Redis {
  */
 export class RedisStore implements SessionStore {
   readonly kind = 'redis' as const;
-  readonly redis: Redis;
-  private readonly sub: Redis;
+  readonly redis: RedisClient;
+  private readonly sub: RedisClient;
   private readonly listeners: Array<(inv: Invalidation) => void> = [];
   private readonly channel: string;
   private wasReady = false;
@@ -73,14 +109,14 @@ export class RedisStore implements SessionStore {
       commandTimeout: opts.commandTimeout,
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
-      retryStrategy: (times) => Math.round(Math.min(50 * 2 ** Math.min(times, 6), 2000) * (0.8 + Math.random() * 0.4)),
+      retryStrategy: backoff,
       reconnectOnError: (err) => /READONLY/.test(err.message),
     };
     this.channel = `${opts.keyPrefix}invalidate`;
-    this.redis = createRedisClient(opts.url, base);
+    this.redis = createRedisClient(opts, base);
     this.redis.defineCommand('wxgateTouch', { numberOfKeys: 1, lua: TOUCH });
     // The subscriber may queue its SUBSCRIBE until connected; it sends nothing else.
-    this.sub = createRedisClient(opts.url, { ...base, enableOfflineQueue: true, commandTimeout: undefined });
+    this.sub = createRedisClient(opts, { ...base, enableOfflineQueue: true, commandTimeout: undefined });
     opts.metrics?.sessionStoreUp.set(0);
 
     this.redis.on('ready', () => {
@@ -134,6 +170,12 @@ export class RedisStore implements SessionStore {
     }
   }
 
+  /** Deletes sessions one key at a time (keys may live on different cluster nodes); returns how many existed. */
+  private async delEach(hashes: string[]): Promise<number> {
+    const n = await Promise.all(hashes.map((h) => this.redis.del(this.sKey(h))));
+    return n.reduce((a, b) => a + b, 0);
+  }
+
   /** Tells every replica (this one too) to drop these sessions from their caches. */
   private async publish(hashes: string[]): Promise<void> {
     if (hashes.length === 0) return;
@@ -147,14 +189,11 @@ export class RedisStore implements SessionStore {
       await this.redis.set(this.sKey(tokenHash), encode(record), 'PXAT', Math.min(record.idleExpiresAt, record.expiresAt));
       const members = await this.redis.hgetall(uKey);
       const others = Object.entries(members).filter(([f]) => f !== 'k' && f !== tokenHash);
-      const exists = others.length
-        ? ((await this.redis.pipeline(others.map(([f]) => ['exists', this.sKey(f)])).exec()) ?? [])
-        : [];
+      const exists = await Promise.all(others.map(([f]) => this.redis.exists(this.sKey(f))));
       const live: Array<[string, number]> = [];
       const dead: string[] = [];
       others.forEach(([f, created], i) => {
-        const [err, n] = exists[i] ?? [null, 0];
-        if (!err && n === 1) live.push([f, Number(created)]);
+        if (exists[i] === 1) live.push([f, Number(created)]);
         else dead.push(f);
       });
       live.push([tokenHash, record.createdAt]);
@@ -167,7 +206,7 @@ export class RedisStore implements SessionStore {
       tx.pexpireat(uKey, record.expiresAt, 'NX');
       await tx.exec();
       if (evicted.length) {
-        await this.redis.del(...evicted.map((h) => this.sKey(h)));
+        await this.delEach(evicted);
         await this.publish(evicted);
       }
       return evicted;
@@ -211,7 +250,7 @@ export class RedisStore implements SessionStore {
       const uKey = this.uKey(appid, openid);
       const hashes = (await this.redis.hkeys(uKey)).filter((f) => f !== 'k');
       if (hashes.length === 0) return 0;
-      const deleted = await this.redis.del(...hashes.map((h) => this.sKey(h)));
+      const deleted = await this.delEach(hashes);
       await this.redis.hdel(uKey, ...hashes);
       await this.publish(hashes);
       return deleted;
@@ -222,7 +261,7 @@ export class RedisStore implements SessionStore {
     return this.run('list', async () => {
       const hashes = (await this.redis.hkeys(this.uKey(appid, openid))).filter((f) => f !== 'k');
       if (hashes.length === 0) return [];
-      const values = await this.redis.mget(...hashes.map((h) => this.sKey(h)));
+      const values = await Promise.all(hashes.map((h) => this.redis.get(this.sKey(h))));
       const now = Date.now();
       const out: Array<{ tokenHash: string; record: SessionRecord }> = [];
       hashes.forEach((tokenHash, i) => {
