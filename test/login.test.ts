@@ -185,3 +185,16 @@ test('/metrics counts logins by result and WeChat calls by outcome', async (t) =
   t.regex(res.text, /wxgate_process_resident_memory_bytes/);
   t.notRegex(res.text, /metrics-user/);
 });
+
+test('with metrics.port set, metrics are served only on their own listener', async (t) => {
+  const own = await startTestGateway(testConfig({ apiBase: sim.url, metrics: { port: 0 } }));
+  t.teardown(() => own.close());
+  t.truthy(own.metricsUrl);
+  const res = await request(own.metricsUrl!, { path: '/metrics' });
+  t.is(res.status, 200);
+  t.regex(res.text, /wxgate_http_requests_total|wxgate_logins_total/);
+  t.is((await request(own.metricsUrl!, { path: '/login' })).status, 404);
+  const main = await request(own.url, { path: '/metrics' });
+  t.is(main.status, 404);
+  t.is(main.json.error, 'not_found');
+});

@@ -155,6 +155,7 @@ test.serial('Redis down: cached sessions keep working, others get a fast 503, an
   t.is((await request(a.url, { path: '/healthz' })).status, 200);
   t.is((await request(a.url, { path: '/readyz' })).status, 503);
   t.regex((await request(a.url, { path: '/metrics' })).text, /wxgate_session_store_up 0/);
+  t.true(a.stdout.some((l) => l.includes('redis is unavailable')), 'the log says so');
 
   await redis.start();
   const deadline = Date.now() + 10_000;
@@ -167,4 +168,5 @@ test.serial('Redis down: cached sessions keep working, others get a fast 503, an
   const fresh = await login(a.url, 'outage-after.1');
   t.is(await status(b, fresh), 200);
   t.regex((await request(a.url, { path: '/metrics' })).text, /wxgate_session_store_up 1/);
+  t.true(a.stdout.some((l) => l.includes('redis is back')));
 });
