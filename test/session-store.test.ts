@@ -1,14 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import test from 'ava';
+import { inspect } from 'node:util';
+import test, { type ExecutionContext } from 'ava';
 import { Redis } from 'ioredis';
+import { createMetrics, type Metrics } from '../src/metrics/metrics.js';
 import { MemoryStore } from '../src/session/memory-store.js';
-import { RedisStore } from '../src/session/redis-store.js';
+import { RedisStore, type RedisStoreOptions } from '../src/session/redis-store.js';
 import { hashToken, newToken } from '../src/session/tokens.js';
 import { StoreUnavailableError, type Invalidation, type SessionStore } from '../src/session/types.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
-import { ready, record, sleep, storeCases } from './helpers/store-cases.js';
+import { APP, ready, record, sleep, storeCases } from './helpers/store-cases.js';
 
-/** The same cases run against both stores: they must behave alike. */
+/**
+ * The same cases run against both stores: they must behave alike. The Redis store gets a redis-server
+ * of this file's own (never the one that may run on 6379) and a random key prefix per test.
+ * ava runs the serial tests (which stop, pause or flush the server) before the concurrent ones.
+ */
 let redis: RedisServer;
 test.before(async () => {
   redis = await startRedis();
@@ -17,8 +23,19 @@ test.after.always(async () => {
   await redis?.close();
 });
 
-function redisStore(prefix = `t${randomBytes(4).toString('hex')}:`): RedisStore {
-  return new RedisStore({ url: redis.url, keyPrefix: prefix, connectTimeout: 1000, commandTimeout: 300 });
+const randomPrefix = () => `t${randomBytes(4).toString('hex')}:`;
+
+function redisStore(prefix = randomPrefix(), more: Partial<RedisStoreOptions> = {}): RedisStore {
+  return new RedisStore({ url: redis.url, keyPrefix: prefix, connectTimeout: 1000, commandTimeout: 300, ...more });
+}
+
+async function until(cond: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await cond()) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(20);
+  }
 }
 
 const stores: Record<string, () => Promise<SessionStore>> = {
@@ -30,10 +47,95 @@ const stores: Record<string, () => Promise<SessionStore>> = {
   },
 };
 
-for (const [kind, make] of Object.entries(stores)) storeCases(kind, make);
+/** Cases beyond the shared ones (test/helpers/store-cases.ts, also run against Cluster and Sentinel). */
+type Case = (t: ExecutionContext, store: SessionStore) => Promise<void>;
+const moreCases: Record<string, Case> = {
+  'touch is clamped to the absolute deadline and never moves the idle deadline back': async (t, store) => {
+    const h = hashToken(newToken());
+    const r = record('o-clamp', { idleMs: 200, maxMs: 600 });
+    await store.create(h, r, 'k', { maxPerUser: 10 });
+    t.true(await store.touch(h, Date.now() + 60_000));
+    t.is((await store.get(h))?.idleExpiresAt, r.expiresAt, 'clamped to expiresAt');
+    t.true(await store.touch(h, r.createdAt + 100));
+    t.is((await store.get(h))?.idleExpiresAt, r.expiresAt, 'not moved back');
+    await sleep(r.createdAt + 400 - Date.now());
+    t.truthy(await store.get(h), 'alive past its first idle deadline');
+    await sleep(r.expiresAt + 100 - Date.now());
+    t.is(await store.get(h), undefined, 'gone at the absolute deadline, touched or not');
+    t.false(await store.touch(h, Date.now() + 1000));
+  },
+  'evictions and revokeAll tell the listeners which sessions died': async (t, store) => {
+    const seen: Invalidation[] = [];
+    store.onInvalidate((inv) => seen.push(inv));
+    const heard = (h: string) => seen.some((inv) => inv !== 'all' && inv.includes(h));
+    const hs = [0, 1, 2].map(() => hashToken(newToken()));
+    const now = Date.now();
+    for (const [i, h] of hs.entries()) await store.create(h, record('o-listen', { createdAt: now + i }), 'k', { maxPerUser: 2 });
+    t.true(heard(hs[0]!), 'the evicted one');
+    t.false(heard(hs[1]!));
+    t.is(await store.revokeAll(APP, 'o-listen'), 2);
+    t.true(heard(hs[1]!) && heard(hs[2]!));
+  },
+  'expired sessions do not count towards maxPerUser and are not listed': async (t, store) => {
+    const old = [0, 1].map(() => hashToken(newToken()));
+    for (const h of old) await store.create(h, record('o-lazy', { idleMs: 200 }), 'k', { maxPerUser: 2 });
+    await sleep(300);
+    const fresh = [0, 1].map(() => hashToken(newToken()));
+    const evicted: string[] = [];
+    for (const h of fresh) evicted.push(...(await store.create(h, record('o-lazy'), 'k', { maxPerUser: 2 })));
+    t.deepEqual(evicted, [], 'nothing live was evicted');
+    t.deepEqual(
+      (await store.list(APP, 'o-lazy')).map((s) => s.tokenHash),
+      fresh,
+    );
+    t.is(await store.revokeAll(APP, 'o-lazy'), 2, 'only live sessions are counted');
+  },
+  'an unknown user has no sessions and no session_key': async (t, store) => {
+    t.deepEqual(await store.list(APP, 'o-nobody'), []);
+    t.is(await store.getSessionKey(APP, 'o-nobody'), undefined);
+    t.is(await store.revokeAll(APP, 'o-nobody'), 0);
+  },
+  'a listener that throws does not break the store': async (t, store) => {
+    store.onInvalidate(() => {
+      throw new Error('listener bug');
+    });
+    const h = hashToken(newToken());
+    await store.create(h, record('o-throw'), 'k', { maxPerUser: 10 });
+    t.true(await store.revoke(h));
+    t.is(await store.get(h), undefined);
+  },
+};
+
+for (const [kind, make] of Object.entries(stores)) {
+  storeCases(kind, make);
+  for (const [name, run] of Object.entries(moreCases)) {
+    test(`${kind}: ${name}`, async (t) => {
+      const store = await make();
+      t.teardown(() => store.close());
+      await run(t, store);
+    });
+  }
+}
+
+test('memory: the sweep drops expired sessions and users, so memory stays bounded', async (t) => {
+  let now = 1_000_000;
+  const store = new MemoryStore({ now: () => now });
+  t.teardown(() => store.close());
+  for (let i = 0; i < 100; i++) await store.create(`h${i}`, record(`o-${i}`, { createdAt: now, idleMs: 1000, maxMs: 5000 }), 'k', { maxPerUser: 10 });
+  t.is(store.size, 100);
+  now += 1500; // past the idle deadline
+  store.sweep();
+  t.is(store.size, 0);
+  t.is(await store.getSessionKey(APP, 'o-1'), 'k', 'the session_key lives until the last absolute deadline, as in Redis');
+  now += 5000;
+  store.sweep();
+  t.is(store.userCount, 0);
+});
+
+/* ---------- Redis only ---------- */
 
 test('redis: a revocation on one replica reaches another within 200 ms', async (t) => {
-  const prefix = `rep${randomBytes(3).toString('hex')}:`;
+  const prefix = randomPrefix();
   const a = redisStore(prefix);
   const b = redisStore(prefix);
   t.teardown(async () => {
@@ -55,17 +157,36 @@ test('redis: a revocation on one replica reaches another within 200 ms', async (
   t.true(ms <= 200);
 });
 
+test('redis: concurrent logins of one user on two replicas never exceed maxPerUser (create is atomic)', async (t) => {
+  const prefix = randomPrefix();
+  const a = redisStore(prefix);
+  const b = redisStore(prefix);
+  t.teardown(async () => {
+    await a.close();
+    await b.close();
+  });
+  await ready(a);
+  await ready(b);
+  const hs = Array.from({ length: 20 }, () => hashToken(newToken()));
+  const evicted = (await Promise.all(hs.map((h, i) => (i % 2 ? a : b).create(h, record('o-race'), `k${i}`, { maxPerUser: 3 })))).flat();
+  const live = await a.list(APP, 'o-race');
+  t.is(live.length, 3);
+  t.is(evicted.length, 17);
+  t.deepEqual([...evicted, ...live.map((s) => s.tokenHash)].sort(), [...hs].sort(), 'every session is either live or evicted');
+  for (const h of evicted) t.is(await b.get(h), undefined);
+});
+
 test('redis: the token itself is never stored, only its hash', async (t) => {
-  const prefix = `raw${randomBytes(3).toString('hex')}:`;
+  const prefix = randomPrefix();
   const store = redisStore(prefix);
   t.teardown(() => store.close());
   await ready(store);
   const token = newToken();
-  await store.create(hashToken(token), record('o-raw'), 'sk', { maxPerUser: 10 });
+  await store.create(hashToken(token), { ...record('o-raw'), unionid: 'o-union-raw' }, 'sk', { maxPerUser: 10 });
   const client = new Redis(redis.url);
   t.teardown(() => client.disconnect());
   const keys = await client.keys(`${prefix}*`);
-  t.true(keys.length >= 2);
+  t.is(keys.length, 2);
   for (const k of keys) {
     t.false(k.includes(token));
     const type = await client.type(k);
@@ -74,35 +195,128 @@ test('redis: the token itself is never stored, only its hash', async (t) => {
   }
 });
 
-test.serial('redis: down → fast StoreUnavailableError; back → works again without a new store, caches told to drop all', async (t) => {
-  const store = redisStore();
+test('redis: a Redis error is StoreUnavailableError, never "no session", and carries no hash', async (t) => {
+  const prefix = randomPrefix();
+  const metrics = createMetrics({ defaultMetrics: false });
+  const store = redisStore(prefix, { metrics });
   t.teardown(() => store.close());
   await ready(store);
+  const client = new Redis(redis.url);
+  t.teardown(() => client.disconnect());
+  const h = hashToken(newToken());
+  await client.hset(`${prefix}s:${h}`, 'x', 'y'); // WRONGTYPE for GET
+  const err = await t.throwsAsync(store.get(h), { instanceOf: StoreUnavailableError });
+  t.regex(err!.message, /WRONGTYPE/);
+  t.false(inspect(err, { depth: 10, showHidden: true }).includes(h), 'neither the message nor the cause holds the hash');
+  t.is(await errors(metrics, 'get'), 1);
+});
+
+async function errors(metrics: Metrics, op: string): Promise<number> {
+  return (await metrics.sessionStoreErrors.get()).values.find((v) => v.labels.op === op)?.value ?? 0;
+}
+async function up(metrics: Metrics): Promise<number | undefined> {
+  return (await metrics.sessionStoreUp.get()).values[0]?.value;
+}
+
+test.serial('redis: out of memory → StoreUnavailableError for writes, reads still answer', async (t) => {
+  const metrics = createMetrics({ defaultMetrics: false });
+  const store = redisStore(randomPrefix(), { metrics });
+  t.teardown(() => store.close());
+  await ready(store);
+  const h = hashToken(newToken());
+  await store.create(h, record('o-oom'), 'k', { maxPerUser: 10 });
+  const client = new Redis(redis.url);
+  t.teardown(() => client.disconnect());
+  await client.config('SET', 'maxmemory', '1');
+  try {
+    const err = await t.throwsAsync(store.create(hashToken(newToken()), record('o-oom'), 'k2', { maxPerUser: 10 }), { instanceOf: StoreUnavailableError });
+    t.regex(err!.message, /OOM/);
+    t.is((await store.get(h))?.openid, 'o-oom');
+    t.is(await errors(metrics, 'create'), 1);
+  } finally {
+    await client.config('SET', 'maxmemory', '0');
+  }
+});
+
+test.serial('redis: down → every call fails fast with StoreUnavailableError; back → works again without a new store, caches told to drop all', async (t) => {
+  const metrics = createMetrics({ defaultMetrics: false });
+  const warns: string[] = [];
+  const infos: string[] = [];
+  const logger = { warn: (_o: object, msg: string) => void warns.push(msg), info: (_o: object, msg: string) => void infos.push(msg) };
+  const store = redisStore(randomPrefix(), { metrics, logger });
+  t.teardown(() => store.close());
+  await ready(store);
+  t.is(await up(metrics), 1);
   const seen: Invalidation[] = [];
   store.onInvalidate((inv) => seen.push(inv));
   const h = hashToken(newToken());
   await store.create(h, record('o-down'), 'k', { maxPerUser: 10 });
 
   await redis.stop();
-  const start = Date.now();
-  const err = await t.throwsAsync(store.get(h), { instanceOf: StoreUnavailableError });
-  t.true(Date.now() - start < 1000, `failed in ${Date.now() - start} ms`);
-  t.notRegex(err!.message, new RegExp(h));
+  const calls: Record<string, () => Promise<unknown>> = {
+    get: () => store.get(h),
+    create: () => store.create(hashToken(newToken()), record('o-down'), 'k', { maxPerUser: 10 }),
+    touch: () => store.touch(h, Date.now() + 1000),
+    revoke: () => store.revoke(h),
+    revokeAll: () => store.revokeAll(APP, 'o-down'),
+    list: () => store.list(APP, 'o-down'),
+    getSessionKey: () => store.getSessionKey(APP, 'o-down'),
+    ping: () => store.ping(),
+  };
+  const timings: string[] = [];
+  for (const [name, call] of Object.entries(calls)) {
+    const start = Date.now();
+    const err = await t.throwsAsync(call(), { instanceOf: StoreUnavailableError }, name);
+    const ms = Date.now() - start;
+    timings.push(`${name} ${ms} ms`);
+    t.true(ms < 1000, `${name} failed after ${ms} ms`);
+    t.false(err!.message.includes(h));
+  }
+  t.log(`with redis-server stopped: ${timings.join(', ')}`);
+  t.is(await up(metrics), 0);
+  await sleep(800); // several reconnection attempts
+  t.is(warns.length, 1, 'the outage is logged once, not per retry');
 
   await redis.start();
-  const deadline = Date.now() + 8000;
-  let back = false;
-  while (!back && Date.now() < deadline) {
-    try {
-      await store.ping();
-      back = true;
-    } catch {
-      await sleep(50);
-    }
-  }
+  const back = await until(() => store.ping().then(() => true, () => false), 8000);
   t.true(back, 'reconnected by itself');
   t.is(await store.get(h), undefined, 'redis kept nothing (no persistence in tests)');
-  t.true(seen.includes('all'));
+  const h2 = hashToken(newToken());
+  await store.create(h2, record('o-down'), 'k', { maxPerUser: 10 }); // its script is gone from the new server
+  t.true(await store.touch(h2, Date.now() + 5000));
+  t.true(await until(() => seen.includes('all'), 2000), "listeners were told 'all'");
+  t.is(await up(metrics), 1);
+  t.deepEqual(infos, ['redis is back']);
+});
+
+test.serial('redis: a store made while Redis is down does not throw, fails fast, and subscribes once Redis is up', async (t) => {
+  await redis.stop();
+  const prefix = randomPrefix();
+  const a = redisStore(prefix);
+  t.teardown(() => a.close());
+  try {
+    const start = Date.now();
+    await t.throwsAsync(a.get(hashToken(newToken())), { instanceOf: StoreUnavailableError });
+    t.true(Date.now() - start < 1000);
+    await sleep(500); // ioredis gives up on anything it queued meanwhile
+  } finally {
+    await redis.start();
+  }
+  await ready(a);
+  const b = redisStore(prefix);
+  t.teardown(() => b.close());
+  await ready(b);
+  const h = hashToken(newToken());
+  await b.create(h, record('o-late'), 'k', { maxPerUser: 10 });
+  const heard = new Promise<boolean>((resolve) => a.onInvalidate((inv) => inv !== 'all' && inv.includes(h) && resolve(true)));
+  // a may still be subscribing: revoke until it hears (at most a few seconds)
+  let ok = false;
+  for (let i = 0; i < 30 && !ok; i++) {
+    await b.create(h, record('o-late'), 'k', { maxPerUser: 10 });
+    await b.revoke(h);
+    ok = await Promise.race([heard, sleep(100).then(() => false)]);
+  }
+  t.true(ok, 'replica A hears revocations though Redis was down when it started');
 });
 
 test.serial('redis: blackholed (no answer, no RST) → StoreUnavailableError after commandTimeout, not a hang', async (t) => {
@@ -116,6 +330,7 @@ test.serial('redis: blackholed (no answer, no RST) → StoreUnavailableError aft
     const start = Date.now();
     await t.throwsAsync(store.get(h), { instanceOf: StoreUnavailableError });
     const took = Date.now() - start;
+    t.log(`blackholed: get() gave up after ${took} ms (commandTimeout 300 ms)`);
     t.true(took >= 250 && took < 1000, `gave up after ${took} ms (commandTimeout 300 ms)`);
   } finally {
     redis.resume();
@@ -128,25 +343,69 @@ test.serial('redis: blackholed (no answer, no RST) → StoreUnavailableError aft
   t.is(back?.openid, 'o-blackhole', 'the session Redis kept is still there');
 });
 
-test.serial('redis: memory per stored session (10,000 sessions of distinct users)', async (t) => {
-  const prefix = 'w:';
-  const store = redisStore(prefix);
+test.serial('redis: a subscriber connection that went silent is replaced, and listeners are told all', async (t) => {
+  const prefix = randomPrefix();
+  const a = redisStore(prefix, { socketTimeout: 400, subscriberCheckInterval: 150 });
+  const b = redisStore(prefix);
+  t.teardown(async () => {
+    await a.close();
+    await b.close();
+  });
+  await ready(a);
+  await ready(b);
+  await sleep(100);
+  const seen: Invalidation[] = [];
+  a.onInvalidate((inv) => seen.push(inv));
+  redis.pause(); // no RST: only the PINGs on the subscriber notice
+  await sleep(1200);
+  redis.resume();
+  t.true(await until(() => seen.includes('all'), 5000), "told 'all' after resubscribing");
+  const h = hashToken(newToken());
+  await b.create(h, record('o-silent'), 'k', { maxPerUser: 10 });
+  await b.revoke(h);
+  t.true(await until(() => seen.some((inv) => inv !== 'all' && inv.includes(h)), 1000), 'hears revocations again');
+});
+
+/**
+ * Redis memory per session, as used_memory grows (jemalloc size classes, dict entries, expiry entries and
+ * hash-table buckets included), with the default key prefix and realistic sizes: 28-character openids,
+ * 24-character session_keys, no unionid. Each user's index is a key of its own, so the worst case is one
+ * session per user; users with several devices share theirs.
+ */
+async function bytesPerSession(store: RedisStore, client: Redis, users: number, perUser: number): Promise<number> {
+  await client.flushall();
+  const used = async () => Number(/used_memory:(\d+)/.exec(await client.info('memory'))![1]);
+  const before = await used();
+  for (let u = 0; u < users; u += 200) {
+    await Promise.all(
+      Array.from({ length: Math.min(200, users - u) }, async () => {
+        const openid = `o${randomBytes(21).toString('base64url')}`;
+        for (let i = 0; i < perUser; i++) {
+          await store.create(hashToken(newToken()), record(openid, { maxMs: 30 * 86_400_000, idleMs: 7 * 86_400_000 }), randomBytes(16).toString('base64'), {
+            maxPerUser: 10,
+          });
+        }
+      }),
+    );
+  }
+  const n = users * perUser;
+  const keys = await client.dbsize();
+  if (keys !== n + users) throw new Error(`expected ${n + users} keys, found ${keys}`);
+  return ((await used()) - before) / n;
+}
+
+test.serial('redis: memory per stored session', async (t) => {
+  const store = redisStore('wxgate:', { commandTimeout: 2000 });
   t.teardown(() => store.close());
   await ready(store);
   const client = new Redis(redis.url);
   t.teardown(() => client.disconnect());
+  const one = await bytesPerSession(store, client, 10_000, 1);
+  const three = await bytesPerSession(store, client, 3_334, 3);
   await client.flushall();
-  const used = async () => Number(/used_memory:(\d+)/.exec(await client.info('memory'))![1]);
-  const before = await used();
-  const n = 10_000;
-  for (let i = 0; i < n; i += 200) {
-    await Promise.all(
-      Array.from({ length: 200 }, (_, j) =>
-        store.create(hashToken(newToken()), { ...record(`o${randomBytes(20).toString('base64url').slice(0, 27)}`), unionid: undefined }, randomBytes(16).toString('base64'), { maxPerUser: 10 }),
-      ),
-    );
-  }
-  const perSession = ((await used()) - before) / n;
-  t.log(`redis used_memory per session: ${perSession.toFixed(0)} bytes`);
-  t.true(perSession < 600, `${perSession} bytes`);
+  t.log(`redis used_memory per session: ${one.toFixed(0)} bytes with one session per user, ${three.toFixed(0)} with three`);
+  // The target was 400 bytes at one session per user; on Redis 7.0 two keys with expiry cost more than that
+  // (see the key layout in src/session/redis-store.ts). These bounds catch regressions.
+  t.true(one < 520, `${one} bytes with one session per user`);
+  t.true(three < 400, `${three} bytes with three sessions per user`);
 });

@@ -1,16 +1,29 @@
 import type { Invalidation, SessionRecord, SessionStore } from './types.js';
 
 interface User {
+  /** the session_key of the user's latest login */
   sessionKey: string;
   /** token hashes, oldest first */
   tokens: string[];
+  /** the latest absolute deadline of the user's sessions: the entry (and its session_key) lives until then */
+  expiresAt: number;
+}
+
+export interface MemoryStoreOptions {
+  /** clock, for tests */
+  now?: () => number;
+  /** how often expired entries are swept away (ms); default 30 s */
+  sweepInterval?: number;
 }
 
 const userKey = (appid: string, openid: string) => `${appid}\n${openid}`;
+const alive = (r: SessionRecord, now: number) => now < r.idleExpiresAt && now < r.expiresAt;
 
 /**
  * The embedded default: sessions in this process only (one replica; all sessions end with it).
  * Expired sessions are dropped when read and by a periodic sweep, so memory stays bounded.
+ * Behaves like the Redis store, down to how long a user's session_key is kept (until the latest
+ * absolute deadline of their sessions).
  */
 export class MemoryStore implements SessionStore {
   readonly kind = 'memory' as const;
@@ -18,44 +31,65 @@ export class MemoryStore implements SessionStore {
   private readonly users = new Map<string, User>();
   private readonly listeners: Array<(inv: Invalidation) => void> = [];
   private readonly sweeper: NodeJS.Timeout;
+  private readonly now: () => number;
 
-  constructor(private readonly now: () => number = Date.now) {
-    this.sweeper = setInterval(() => this.sweep(), 30_000).unref();
+  /** `new MemoryStore()`, `new MemoryStore(clock)` or `new MemoryStore({ now, sweepInterval })`. */
+  constructor(opts: MemoryStoreOptions | (() => number) = {}) {
+    const o = typeof opts === 'function' ? { now: opts } : opts;
+    this.now = o.now ?? Date.now;
+    this.sweeper = setInterval(() => this.sweep(), o.sweepInterval ?? 30_000).unref();
   }
 
+  /** The record if the session is alive; an expired one is dropped on the way. */
   private live(tokenHash: string, now = this.now()): SessionRecord | undefined {
     const r = this.sessions.get(tokenHash);
-    if (r && (now >= r.idleExpiresAt || now >= r.expiresAt)) {
+    if (r && !alive(r, now)) {
       this.drop(tokenHash, r);
       return undefined;
     }
     return r;
   }
 
+  /** Removes a session and its index entry (the user entry stays for its session_key until it expires). */
   private drop(tokenHash: string, r: SessionRecord): void {
     this.sessions.delete(tokenHash);
-    const key = userKey(r.appid, r.openid);
-    const user = this.users.get(key);
-    if (!user) return;
-    user.tokens = user.tokens.filter((h) => h !== tokenHash);
-    if (user.tokens.length === 0) this.users.delete(key);
+    const user = this.users.get(userKey(r.appid, r.openid));
+    if (user) user.tokens = user.tokens.filter((h) => h !== tokenHash);
   }
 
   private emit(hashes: string[]): void {
     if (hashes.length === 0) return;
-    for (const l of this.listeners) l(hashes);
+    for (const l of this.listeners) {
+      try {
+        l(hashes);
+      } catch {
+        // a listener's failure is not the store's: the revocation itself happened
+      }
+    }
   }
 
   async create(tokenHash: string, record: SessionRecord, sessionKey: string, opts: { maxPerUser: number }): Promise<string[]> {
+    const now = this.now();
     const key = userKey(record.appid, record.openid);
-    const user = this.users.get(key) ?? { sessionKey, tokens: [] };
+    let user = this.users.get(key);
+    if (!user || now >= user.expiresAt) user = { sessionKey, tokens: [], expiresAt: 0 };
     user.sessionKey = sessionKey;
-    user.tokens = user.tokens.filter((h) => this.live(h) !== undefined);
+    user.expiresAt = Math.max(user.expiresAt, record.expiresAt);
+    // lazy cleanup: only live sessions count towards maxPerUser
+    const kept: string[] = [];
+    for (const h of user.tokens) {
+      const r = this.sessions.get(h);
+      if (h === tokenHash || !r) continue;
+      if (alive(r, now)) kept.push(h);
+      else this.sessions.delete(h);
+    }
+    kept.push(tokenHash);
     this.sessions.set(tokenHash, { ...record });
-    user.tokens.push(tokenHash);
-    this.users.set(key, user);
-    const evicted = user.tokens.splice(0, Math.max(0, user.tokens.length - opts.maxPerUser));
+    // the new session is the newest: beyond maxPerUser the oldest others go
+    const evicted = kept.splice(0, Math.max(0, kept.length - Math.max(1, opts.maxPerUser)));
     for (const h of evicted) this.sessions.delete(h);
+    user.tokens = kept;
+    this.users.set(key, user);
     this.emit(evicted);
     return evicted;
   }
@@ -68,12 +102,13 @@ export class MemoryStore implements SessionStore {
   async touch(tokenHash: string, idleExpiresAt: number): Promise<boolean> {
     const r = this.live(tokenHash);
     if (!r) return false;
+    // never backwards, never beyond the absolute deadline
     r.idleExpiresAt = Math.min(Math.max(r.idleExpiresAt, idleExpiresAt), r.expiresAt);
     return true;
   }
 
   async revoke(tokenHash: string): Promise<boolean> {
-    const r = this.sessions.get(tokenHash);
+    const r = this.live(tokenHash);
     if (!r) return false;
     this.drop(tokenHash, r);
     this.emit([tokenHash]);
@@ -84,8 +119,12 @@ export class MemoryStore implements SessionStore {
     const user = this.users.get(userKey(appid, openid));
     if (!user) return 0;
     const now = this.now();
-    const hashes = user.tokens.filter((h) => this.live(h, now) !== undefined);
-    for (const h of user.tokens) this.sessions.delete(h);
+    const hashes: string[] = [];
+    for (const h of user.tokens) {
+      const r = this.sessions.get(h);
+      if (r && alive(r, now)) hashes.push(h);
+      this.sessions.delete(h);
+    }
     user.tokens = [];
     this.emit(hashes);
     return hashes.length;
@@ -94,16 +133,24 @@ export class MemoryStore implements SessionStore {
   async list(appid: string, openid: string): Promise<Array<{ tokenHash: string; record: SessionRecord }>> {
     const user = this.users.get(userKey(appid, openid));
     if (!user) return [];
+    const now = this.now();
     const out = [];
     for (const h of [...user.tokens]) {
-      const r = this.live(h);
+      const r = this.live(h, now);
       if (r) out.push({ tokenHash: h, record: { ...r } });
     }
     return out;
   }
 
   async getSessionKey(appid: string, openid: string): Promise<string | undefined> {
-    return this.users.get(userKey(appid, openid))?.sessionKey;
+    const key = userKey(appid, openid);
+    const user = this.users.get(key);
+    if (!user) return undefined;
+    if (this.now() >= user.expiresAt) {
+      this.users.delete(key);
+      return undefined;
+    }
+    return user.sessionKey;
   }
 
   onInvalidate(listener: (inv: Invalidation) => void): void {
@@ -121,8 +168,15 @@ export class MemoryStore implements SessionStore {
     return this.sessions.size;
   }
 
-  private sweep(): void {
+  /** Users held, with or without live sessions (for tests). */
+  get userCount(): number {
+    return this.users.size;
+  }
+
+  /** Drops every expired session and every user entry past its last deadline. */
+  sweep(): void {
     const now = this.now();
-    for (const [h, r] of this.sessions) if (now >= r.idleExpiresAt || now >= r.expiresAt) this.drop(h, r);
+    for (const [h, r] of this.sessions) if (!alive(r, now)) this.drop(h, r);
+    for (const [k, u] of this.users) if (now >= u.expiresAt) this.users.delete(k);
   }
 }

@@ -4,131 +4,137 @@ import type { Metrics } from '../metrics/metrics.js';
 import { WechatError, type CodeSession } from './types.js';
 
 export interface WechatClientOptions {
-  /** e.g. https://api.weixin.qq.com (no trailing slash) */
+  /** e.g. https://api.weixin.qq.com; a path prefix is kept, a trailing slash ignored. */
   apiBase: string;
-  /** whole-call deadline, ms */
+  /** Whole-call deadline in ms: connect, answer and body. */
   timeout: number;
   apps: ReadonlyArray<{ appid: string; secret: string }>;
   metrics?: Metrics;
 }
 
+/** Largest answer read; WeChat's are a few hundred bytes. */
 const MAX_BODY = 64 * 1024;
+const MAX_SOCKETS = 64;
 
 /**
  * The only code that talks to WeChat. One method per API; each returns data or throws a WechatError
- * (errcode, timeout, network, bad_response). Error messages carry the API name, errcode and errmsg,
- * never the secret, the code or a session key. Nothing here retries: a login code may already be spent.
+ * (errcode, timeout, network, bad_response). Error messages carry the API name, errcode, errmsg and
+ * error codes such as ECONNREFUSED, never the secret, the code or a session key. Nothing here
+ * retries: a login code may already be spent.
  */
 export class WechatClient {
   private readonly base: URL;
+  private readonly basePath: string;
   private readonly secrets: Map<string, string>;
   private readonly agent: http.Agent;
   private readonly transport: typeof http | typeof https;
 
   constructor(private readonly opts: WechatClientOptions) {
     this.base = new URL(opts.apiBase);
+    this.basePath = this.base.pathname.replace(/\/+$/, '');
     this.secrets = new Map(opts.apps.map((a) => [a.appid, a.secret]));
-    this.transport = this.base.protocol === 'https:' ? https : http;
-    const agentOpts = { keepAlive: true, maxSockets: 64, maxFreeSockets: 16, timeout: 30_000 };
-    this.agent = this.base.protocol === 'https:' ? new https.Agent(agentOpts) : new http.Agent(agentOpts);
+    const tls = this.base.protocol === 'https:';
+    this.transport = tls ? https : http;
+    // Keep-alive: /login must not pay a TCP + TLS handshake per call. Idle sockets close after 30s,
+    // before WeChat's (and the simulator's) servers drop them, so a request never meets a closing socket.
+    const agentOpts = { keepAlive: true, maxSockets: MAX_SOCKETS, maxFreeSockets: MAX_SOCKETS, timeout: 30_000 };
+    this.agent = tls ? new https.Agent(agentOpts) : new http.Agent(agentOpts);
   }
 
-  /** `sns/jscode2session`: a wx.login() code → openid, session_key and maybe unionid. */
+  /** `sns/jscode2session`: a wx.login() code → openid, session_key and maybe unionid. Never retried. */
   async code2Session(appid: string, code: string): Promise<CodeSession> {
     const secret = this.secrets.get(appid);
     if (secret === undefined) throw new Error('unknown appid');
     const query = new URLSearchParams({ appid, secret, js_code: code, grant_type: 'authorization_code' });
-    const data = await this.call('jscode2session', `/sns/jscode2session?${query}`, ['openid', 'session_key']);
+    const data = await this.call('jscode2session', `/sns/jscode2session?${query}`, ['openid', 'session_key'], [secret, code]);
     const { openid, session_key: sessionKey, unionid } = data as { openid: string; session_key: string; unionid?: unknown };
     return { openid, sessionKey, ...(typeof unionid === 'string' && unionid !== '' ? { unionid } : {}) };
   }
 
-  private record(api: string, outcome: string, seconds?: number): void {
-    this.opts.metrics?.wechatRequests.inc({ api, outcome });
-    if (seconds !== undefined) this.opts.metrics?.wechatDuration.observe({ api }, seconds);
+  close(): void {
+    this.agent.destroy();
   }
 
-  /** GET a WeChat API path; resolves with the JSON object when it has no errcode and every `required` string. */
-  private call(api: string, pathAndQuery: string, required: string[]): Promise<Record<string, unknown>> {
+  /**
+   * GET a WeChat API path; resolves with the JSON object when it has no (or a zero) errcode and every
+   * `required` key as a non-empty string. `hidden` values are cut out of WeChat's errmsg, should it
+   * ever echo them.
+   */
+  private call(api: string, pathAndQuery: string, required: string[], hidden: string[]): Promise<Record<string, unknown>> {
     const started = process.hrtime.bigint();
-    const basePath = this.base.pathname.replace(/\/+$/, '');
     return new Promise<Record<string, unknown>>((resolve, reject) => {
       let settled = false;
+      const fail = (kind: 'timeout' | 'network' | 'bad_response', detail: string) =>
+        finish(kind, new WechatError(kind, api, undefined, detail));
       const finish = (outcome: string, err?: WechatError, data?: Record<string, unknown>) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        this.record(api, outcome, Number(process.hrtime.bigint() - started) / 1e9);
+        this.opts.metrics?.wechatRequests.inc({ api, outcome });
+        this.opts.metrics?.wechatDuration.observe({ api }, Number(process.hrtime.bigint() - started) / 1e9);
         if (err) reject(err);
         else resolve(data!);
       };
+
       const req = this.transport.request({
         protocol: this.base.protocol,
         hostname: this.base.hostname,
         port: this.base.port || undefined,
-        path: basePath + pathAndQuery,
+        path: this.basePath + pathAndQuery,
         method: 'GET',
         agent: this.agent,
         headers: { accept: 'application/json' },
       });
       const timer = setTimeout(() => {
-        finish('timeout', new WechatError('timeout', api, undefined, `no answer within ${this.opts.timeout}ms`));
+        fail('timeout', `no answer within ${this.opts.timeout}ms`);
         req.destroy();
       }, this.opts.timeout);
-      req.on('error', (err: NodeJS.ErrnoException) => {
-        finish('network', new WechatError('network', api, undefined, err.code ?? 'request failed'));
-      });
+      // Only the error code (ECONNREFUSED, ENOTFOUND, ...): Node's messages may name the request.
+      req.on('error', (err: NodeJS.ErrnoException) => fail('network', err.code ?? 'request failed'));
+
       req.on('response', (res) => {
-        if (res.statusCode !== 200) {
+        const status = res.statusCode ?? 0;
+        if (status < 200 || status > 299) {
           res.resume();
-          finish('bad_response', new WechatError('bad_response', api, undefined, `HTTP ${res.statusCode}`));
-          return;
+          return fail('bad_response', `HTTP ${status}`);
         }
         const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (c: Buffer) => {
           size += c.length;
           if (size > MAX_BODY) {
-            finish('bad_response', new WechatError('bad_response', api, undefined, 'answer too large'));
+            fail('bad_response', `answer larger than ${MAX_BODY} bytes`);
             req.destroy();
-            return;
-          }
-          chunks.push(c);
+          } else chunks.push(c);
         });
-        res.on('error', () => finish('network', new WechatError('network', api, undefined, 'answer cut off')));
+        res.on('error', (err: NodeJS.ErrnoException) => fail('network', err.code ?? 'answer cut off'));
         res.on('end', () => {
           let data: unknown;
           try {
             data = JSON.parse(Buffer.concat(chunks).toString('utf8'));
           } catch {
-            finish('bad_response', new WechatError('bad_response', api, undefined, 'answer is not JSON'));
-            return;
+            return fail('bad_response', 'answer is not JSON');
           }
-          if (!data || typeof data !== 'object' || Array.isArray(data)) {
-            finish('bad_response', new WechatError('bad_response', api, undefined, 'answer is not a JSON object'));
-            return;
-          }
+          if (!data || typeof data !== 'object' || Array.isArray(data)) return fail('bad_response', 'answer is not a JSON object');
           const obj = data as Record<string, unknown>;
-          const errcode = obj.errcode;
-          if (errcode !== undefined && errcode !== 0) {
-            const n = typeof errcode === 'number' ? errcode : Number(errcode);
-            const errmsg = typeof obj.errmsg === 'string' ? obj.errmsg.slice(0, 200) : undefined;
-            finish(`errcode_${Number.isFinite(n) ? n : 'unknown'}`, new WechatError('errcode', api, Number.isFinite(n) ? n : undefined, errmsg));
-            return;
+          if (obj.errcode !== undefined && obj.errcode !== 0 && obj.errcode !== '0') {
+            const errcode = Number(obj.errcode);
+            if (!Number.isInteger(errcode)) return fail('bad_response', 'errcode is not a number');
+            const errmsg = typeof obj.errmsg === 'string' ? redact(obj.errmsg, hidden).slice(0, 200) : undefined;
+            return finish(`errcode_${errcode}`, new WechatError('errcode', api, errcode, errmsg));
           }
           const missing = required.filter((k) => typeof obj[k] !== 'string' || obj[k] === '');
-          if (missing.length) {
-            finish('bad_response', new WechatError('bad_response', api, undefined, `no ${missing.join(', ')} in the answer`));
-            return;
-          }
+          if (missing.length) return fail('bad_response', `no ${missing.join(', ')} in the answer`);
           finish('ok', undefined, obj);
         });
       });
       req.end();
     });
   }
+}
 
-  close(): void {
-    this.agent.destroy();
-  }
+/** WeChat's errmsg without any of the given values (the secret, the code); values under 4 characters are no secret. */
+function redact(text: string, hidden: string[]): string {
+  for (const h of hidden) if (h.length >= 4) text = text.split(h).join('***');
+  return text;
 }

@@ -4,22 +4,25 @@ import type { AddressInfo } from 'node:net';
 
 /**
  * A WeChat API simulator for development and tests (never for production). It answers like WeChat:
- * HTTP 200 with JSON, errors as `{ errcode, errmsg }`.
+ * HTTP 200 with JSON (content-type text/plain, as WeChat does), errors as `{ errcode, errmsg }`.
  *
- * `sns/jscode2session` is deterministic. The user is the part of the code before the first "."
- * (`alice.1` and `alice.2` are two logins of alice); codes are single-use (40163 the second time),
- * as at WeChat. Users whose name starts with "union" also get a unionid (the same in every app).
- * Codes that ask for trouble:
- *   fail-<errcode>      that errcode (fail-40029, fail-45011, fail-40226, fail--1, ...)
- *   slow-<ms>[.x]       answers normally after <ms>
+ * `GET /sns/jscode2session` is deterministic. The user is the part of the code before the first "."
+ * (`alice.1` and `alice.2` are two logins of alice; `alice` alone is alice too). Codes are single-use
+ * per appid for 5 minutes (40163 the second time), as at WeChat. Users whose name starts with "union"
+ * also get a unionid, the same in every app. Codes that ask for trouble:
+ *   fail-<errcode>      that errcode, every time (fail-40029, fail-45011, fail-40226, fail--1, ...)
+ *   slow-<ms>[.x]       answers normally after <ms> (at most 60000)
  *   html                a 502 HTML error page
  *   garbage             200 with a body that is not JSON
  *   nojson-openid       200 JSON without openid
  */
+export const SIMULATOR_CODES = `Codes: any "<user>.<n>" logs <user> in (single use; users "union*" get a unionid);
+  fail-<errcode> (fail-40029, fail-45011, fail-40226, fail--1), slow-<ms>, html, garbage, nojson-openid.`;
+
 export interface SimulatorOptions {
-  /** appid → secret. When given, other appids get 40013 and wrong secrets 40125. */
+  /** appid → secret. When given, other appids get 40013 and wrong secrets 40125; otherwise all are accepted. */
   apps?: Record<string, string>;
-  /** added to every answer, ms */
+  /** Added to every answer, ms. */
   latencyMs?: number;
 }
 
@@ -38,22 +41,30 @@ const ERRMSG: Record<number, string> = {
 
 const USED_CODE_LIFE = 5 * 60 * 1000;
 const USED_CODES_MAX = 100_000;
+const SLOW_MAX = 60_000;
 
-function derive(...parts: string[]): Buffer {
-  return createHash('sha256').update(parts.join('\u0000')).digest();
-}
+const sha256 = (text: string) => createHash('sha256').update(text).digest();
 
-/** A WeChat-like id: "o" and 27 base64url characters. */
-function wxId(...parts: string[]): string {
-  return `o${derive(...parts).toString('base64url').slice(0, 27)}`;
-}
-
+/** The openid the simulator gives `user` in `appid`: "o" and 27 base64url characters, like WeChat's. */
 export function simulatedOpenid(appid: string, user: string): string {
-  return wxId('openid', appid, user);
+  return `o${sha256(`${appid}:${user}`).toString('base64url').slice(0, 27)}`;
 }
 
+/** The unionid of a "union*" user: the same in every app. */
+export function simulatedUnionid(user: string): string {
+  return `o${sha256(`unionid:${user}`).toString('base64url').slice(0, 27)}`;
+}
+
+/** The user a code logs in: the part before the first ".", or the whole code. */
+export function simulatedUser(code: string): string {
+  const dot = code.indexOf('.');
+  return dot === -1 ? code : code.slice(0, dot);
+}
+
+/** A WeChat-like API server, not yet listening. Logs nothing. */
 export function createSimulator(opts: SimulatorOptions = {}): http.Server {
-  const used = new Map<string, number>(); // appid:code → when
+  /** "appid:code" → when first used; insertion order is time order, so the oldest are in front. */
+  const used = new Map<string, number>();
   let rid = 0;
 
   function json(res: http.ServerResponse, body: object): void {
@@ -65,6 +76,18 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
     json(res, { errcode, errmsg: `${ERRMSG[errcode] ?? 'simulated error'}, rid: sim-${(++rid).toString(16)}` });
   }
 
+  /** True the first time a code is seen (per appid) within USED_CODE_LIFE. */
+  function firstUse(appid: string, code: string, now: number): boolean {
+    for (const [k, at] of used) {
+      if (now - at < USED_CODE_LIFE && used.size < USED_CODES_MAX) break;
+      used.delete(k);
+    }
+    const key = `${appid}:${code}`;
+    if (used.has(key)) return false;
+    used.set(key, now);
+    return true;
+  }
+
   function jscode2session(q: URLSearchParams, res: http.ServerResponse): void {
     const appid = q.get('appid');
     const secret = q.get('secret');
@@ -73,14 +96,14 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
     if (!secret) return error(res, 41004);
     if (!code) return error(res, 41008);
     if (opts.apps) {
-      if (!(appid in opts.apps)) return error(res, 40013);
+      if (!Object.hasOwn(opts.apps, appid)) return error(res, 40013);
       if (opts.apps[appid] !== secret) return error(res, 40125);
     }
     const fail = /^fail-(-?\d+)/.exec(code);
     if (fail) return error(res, Number(fail[1]));
     if (code === 'html') {
       res.writeHead(502, { 'content-type': 'text/html' });
-      res.end('<html><body><h1>502 Bad Gateway</h1></body></html>');
+      res.end('<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>');
       return;
     }
     if (code === 'garbage') {
@@ -89,38 +112,38 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
       return;
     }
     if (code === 'nojson-openid') return json(res, {});
+    if (!firstUse(appid, code, Date.now())) return error(res, 40163);
 
-    const now = Date.now();
-    const key = `${appid}:${code}`;
-    const seen = used.get(key);
-    if (seen !== undefined && now - seen < USED_CODE_LIFE) return error(res, 40163);
-    used.set(key, now);
-    if (used.size > USED_CODES_MAX) used.delete(used.keys().next().value!);
-
-    const user = code.split('.')[0]!;
+    const user = simulatedUser(code);
     json(res, {
+      // WeChat rotates session_key on every login: derived from the code, not the user.
+      session_key: sha256(`session_key:${appid}:${code}`).subarray(0, 16).toString('base64'),
       openid: simulatedOpenid(appid, user),
-      session_key: derive('session_key', appid, code).subarray(0, 16).toString('base64'),
-      ...(user.startsWith('union') ? { unionid: wxId('unionid', user) } : {}),
+      ...(user.startsWith('union') ? { unionid: simulatedUnionid(user) } : {}),
     });
   }
 
-  return http.createServer((req, res) => {
+  const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://simulator');
     const answer = () => {
       if (req.method === 'GET' && url.pathname === '/sns/jscode2session') return jscode2session(url.searchParams, res);
       res.writeHead(404, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ errcode: -1, errmsg: `the simulator does not know ${url.pathname}` }));
+      res.end(JSON.stringify({ errcode: -1, errmsg: `the simulator does not know ${req.method} ${url.pathname}` }));
     };
     const slow = /^slow-(\d+)/.exec(url.searchParams.get('js_code') ?? '');
-    const delay = (opts.latencyMs ?? 0) + (slow ? Number(slow[1]) : 0);
+    const delay = (opts.latencyMs ?? 0) + (slow ? Math.min(Number(slow[1]), SLOW_MAX) : 0);
     if (delay > 0) {
       const t = setTimeout(answer, delay);
       res.on('close', () => clearTimeout(t));
     } else answer();
   });
+  // Longer than the client's idle-socket timeout (30s), so the client always closes idle sockets first.
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
+  return server;
 }
 
+/** Starts the simulator on host:port (port 0: any free port). */
 export async function startSimulator(
   port: number,
   host = '127.0.0.1',
@@ -129,7 +152,10 @@ export async function startSimulator(
   const server = createSimulator(opts);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => resolve());
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
   const { port: actual } = server.address() as AddressInfo;
   return {
@@ -137,8 +163,8 @@ export async function startSimulator(
     url: `http://${host.includes(':') ? `[${host}]` : host}:${actual}`,
     close: () =>
       new Promise<void>((resolve) => {
-        server.closeAllConnections();
         server.close(() => resolve());
+        server.closeAllConnections();
       }),
   };
 }
