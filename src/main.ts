@@ -6,7 +6,7 @@ import { createExampleUpstream } from './dev/example-upstream.js';
 import { MemoryReplayStore, RedisReplayStore, type ReplayStore } from './login/replay.js';
 import { createMetrics, type Metrics } from './metrics/metrics.js';
 import { Proxy } from './proxy/proxy.js';
-import { createApp } from './server/app.js';
+import { createHandler } from './server/app.js';
 import { createLogger, type Logger } from './server/logger.js';
 import { MemoryStore } from './session/memory-store.js';
 import { RedisStore } from './session/redis-store.js';
@@ -123,9 +123,9 @@ export async function startGateway(config: Config, opts: { log?: Logger } = {}):
   if (replay instanceof MemoryReplayStore) closers.push(() => replay.close());
   const wechat = new WechatClient({ apiBase, timeout: config.wechat.timeout, apps: config.wechat.apps, metrics });
   const proxy = new Proxy(metrics, log.child({ part: 'proxy' }));
-  const app = createApp({ config, sessions, wechat, replay, metrics, proxy, log });
+  const handler = createHandler({ config, sessions, wechat, replay, metrics, proxy, log });
 
-  const server = http.createServer(app.callback());
+  const server = http.createServer(handler);
   server.requestTimeout = config.server.requestTimeout;
   server.headersTimeout = config.server.headersTimeout;
   server.keepAliveTimeout = config.server.keepAliveTimeout;

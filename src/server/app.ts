@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import Router from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import proxyaddr from 'proxy-addr';
@@ -12,7 +13,7 @@ import { RouteTable } from '../proxy/routes.js';
 import type { Sessions } from '../session/sessions.js';
 import { bearerToken } from '../session/tokens.js';
 import type { WechatClient } from '../wechat/client.js';
-import { GatewayError, writeError } from './errors.js';
+import { GatewayError, sendError, writeError } from './errors.js';
 import type { Logger } from './logger.js';
 
 export interface AppDeps {
@@ -28,9 +29,44 @@ export interface AppDeps {
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 
 /**
- * The gateway's koa app. The whole middleware order is here:
- *   observe (metrics, errors → JSON) → own endpoints → path check → route → session check → header steps → proxy
+ * The gateway's request listener. The whole order is here:
+ *   own endpoints (koa: observe → router → login | session | logout | health | metrics)
+ *   everything else (bare node, no koa on the hot path): observe → path check → route → session check
+ *     → header steps → proxy
+ * A path is the gateway's own exactly when @koa/router would match it: case-insensitive, with or
+ * without one trailing slash.
  */
+export function createHandler(deps: AppDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  const own = createApp(deps).callback();
+  const ownPaths = new Set(ownEndpointPaths(deps.config).map((p) => p.toLowerCase()));
+  const proxied = gateway(deps);
+  return function handle(req, res) {
+    if (ownPaths.has(ownKey(req.url ?? ''))) void own(req, res);
+    else
+      proxied(req, res).catch((err: unknown) => {
+        // gateway() answers its own errors; this is the last guard, so that nothing takes the process down
+        deps.log.error({ err }, 'request failed');
+        res.destroy();
+      });
+  };
+}
+
+/** The key a request path is looked up by among the gateway's own endpoints. */
+function ownKey(url: string): string {
+  let end = url.indexOf('?');
+  if (end < 0) end = url.length;
+  if (end > 1 && url.charCodeAt(end - 1) === 47 /* / */) end--;
+  return url.slice(0, end).toLowerCase();
+}
+
+function ownEndpointPaths(config: Config): string[] {
+  const e = config.endpoints;
+  const paths = [e.login, e.session, e.logout, e.healthz, e.readyz];
+  if (config.metrics.enabled && config.metrics.port === undefined) paths.push(config.metrics.path);
+  return paths;
+}
+
+/** The koa app for the gateway's own endpoints. */
 export function createApp(deps: AppDeps): Koa {
   const { metrics, log } = deps;
   const app = new Koa({ proxy: false });
@@ -38,11 +74,20 @@ export function createApp(deps: AppDeps): Koa {
 
   app.use(observe(metrics, log));
   app.use(ownEndpoints(deps).routes());
-  app.use(gateway(deps));
+  app.use(() => {
+    throw new GatewayError('not_found');
+  });
   return app;
 }
 
-/** Outermost: times the request, records it by route, and turns anything thrown into `{ error, message }`. */
+/** Records a finished request: by route, method and status, and its duration. */
+function record(metrics: Metrics, route: string, method: string, status: number, start: bigint): void {
+  const m = METHODS.has(method) ? method : 'OTHER';
+  metrics.requests.inc({ route, method: m, status: String(status) });
+  metrics.requestDuration.observe({ route, method: m }, Number(process.hrtime.bigint() - start) / 1e9);
+}
+
+/** Outermost for own endpoints: times the request, records it, and turns anything thrown into `{ error, message }`. */
 function observe(metrics: Metrics, log: Logger) {
   return async function observe(ctx: Context, next: Next): Promise<void> {
     const start = process.hrtime.bigint();
@@ -51,12 +96,7 @@ function observe(metrics: Metrics, log: Logger) {
     } catch (err) {
       writeError(ctx, err, log);
     }
-    const res = ctx.res;
-    const status = ctx.respond === false ? (res.headersSent ? res.statusCode : 499) : ctx.status;
-    const route: string = ctx.state.route ?? 'unmatched';
-    const method = METHODS.has(ctx.method) ? ctx.method : 'OTHER';
-    metrics.requests.inc({ route, method, status: String(status) });
-    metrics.requestDuration.observe({ route, method }, Number(process.hrtime.bigint() - start) / 1e9);
+    record(metrics, ctx.state.route ?? 'unmatched', ctx.method, ctx.status, start);
   };
 }
 
@@ -106,37 +146,42 @@ function ownEndpoints(deps: AppDeps): Router {
   return router;
 }
 
-/** Everything else: path check → route → session check → header steps → proxy. */
-function gateway({ config, sessions, proxy }: AppDeps) {
+/** Everything else: path check → route → session check → header steps → proxy, recorded like the rest. */
+function gateway({ config, sessions, proxy, metrics, log }: AppDeps) {
   const routes = new RouteTable(config.routes);
   const trust = proxyaddr.compile([...config.server.trustedProxies]);
 
-  return async function gateway(ctx: Context): Promise<void> {
-    const req = ctx.req;
-    const checked = checkPath(req.url ?? '');
-    if (!checked.ok) throw new GatewayError('bad_path', { detail: { reason: checked.reason } });
-    const route = routes.match(checked.matchKey);
-    if (!route) throw new GatewayError('not_found');
-    ctx.state.route = route.name;
+  return async function gateway(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const start = process.hrtime.bigint();
+    let routeName = 'unmatched';
+    try {
+      const checked = checkPath(req.url ?? '');
+      if (!checked.ok) throw new GatewayError('bad_path', { detail: { reason: checked.reason } });
+      const route = routes.match(checked.matchKey);
+      if (!route) throw new GatewayError('not_found');
+      routeName = route.name;
 
-    const headers = req.headers;
-    const clientWantsClose = headers.connection !== undefined && /(?:^|,)\s*close\s*(?:,|$)/i.test(headers.connection);
-    // Delete first, then set: nothing the client sent can pass for the gateway's own identity headers.
-    dropHopByHop(headers);
-    stripIdentity(headers);
-    let session;
-    if (route.auth === 'required') {
-      const authorization = headers.authorization;
-      const token = bearerToken(authorization);
-      if (!token) throw unauthorized(authorization !== undefined);
-      session = await sessions.authenticate(token);
-      if (!session) throw unauthorized(true);
+      const headers = req.headers;
+      const clientWantsClose = headers.connection !== undefined && /(?:^|,)\s*close\s*(?:,|$)/i.test(headers.connection);
+      // Delete first, then set: nothing the client sent can pass for the gateway's own identity headers.
+      dropHopByHop(headers);
+      stripIdentity(headers);
+      let session;
+      if (route.auth === 'required') {
+        const authorization = headers.authorization;
+        const token = bearerToken(authorization);
+        if (!token) throw unauthorized(authorization !== undefined);
+        session = await sessions.authenticate(token);
+        if (!session) throw unauthorized(true);
+      }
+      stripCredentials(headers);
+      setForwarded(req, trust);
+      if (session) setIdentity(headers, session);
+
+      await proxy.forward(req, res, route, clientWantsClose);
+    } catch (err) {
+      sendError(req, res, err, log, routeName);
     }
-    stripCredentials(headers);
-    setForwarded(req, trust);
-    if (session) setIdentity(headers, session);
-
-    ctx.respond = false;
-    await proxy.forward(req, ctx.res, route, clientWantsClose);
+    record(metrics, routeName, req.method ?? 'OTHER', res.headersSent ? res.statusCode : 499, start);
   };
 }

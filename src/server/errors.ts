@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context } from 'koa';
 import { StoreUnavailableError } from '../session/types.js';
 import type { Logger } from './logger.js';
@@ -57,21 +58,27 @@ export function errorBody(code: ErrorCode, message?: string): string {
   return JSON.stringify({ error: code, message: message ?? ERRORS[code].message });
 }
 
-/** Turns anything a handler threw into the catalogue's status and `{ error, message }` body. */
-export function writeError(ctx: Context, err: unknown, log: Logger): void {
-  let gerr: GatewayError;
-  if (err instanceof GatewayError) gerr = err;
-  else if (err instanceof StoreUnavailableError) {
-    gerr = new GatewayError('session_store_unavailable', { headers: { 'Retry-After': '1' } });
-    log.warn({ err: err.message, route: ctx.state.route }, 'session store unavailable');
-  } else {
-    const status = (err as { status?: number }).status;
-    if (status === 405) gerr = new GatewayError('method_not_allowed');
-    else {
-      gerr = new GatewayError('internal_error');
-      log.error({ err, route: ctx.state.route }, 'request failed');
-    }
+/** Anything a handler threw, as the catalogue's error; unexpected ones are logged here. */
+export function toGatewayError(err: unknown, log: Logger, route: string | undefined): GatewayError {
+  if (err instanceof GatewayError) return err;
+  if (err instanceof StoreUnavailableError) {
+    log.warn({ err: err.message, route }, 'session store unavailable');
+    return new GatewayError('session_store_unavailable', { headers: { 'Retry-After': '1' } });
   }
+  if ((err as { status?: number }).status === 405) return new GatewayError('method_not_allowed');
+  log.error({ err, route }, 'request failed');
+  return new GatewayError('internal_error');
+}
+
+function logAnswer(gerr: GatewayError, log: Logger, route: string | undefined): void {
+  if (gerr.status >= 500 && gerr.code !== 'session_store_unavailable') log.warn({ error: gerr.code, route, ...gerr.detail }, gerr.message);
+  else log.debug({ error: gerr.code, route, ...gerr.detail }, gerr.message);
+}
+
+/** Turns anything a koa handler threw into the catalogue's status and `{ error, message }` body. */
+export function writeError(ctx: Context, err: unknown, log: Logger): void {
+  const route: string | undefined = ctx.state.route;
+  const gerr = toGatewayError(err, log, route);
   if (ctx.respond === false && ctx.res.headersSent) {
     ctx.res.destroy();
     return;
@@ -81,9 +88,23 @@ export function writeError(ctx: Context, err: unknown, log: Logger): void {
   if (gerr.headers) ctx.set(gerr.headers);
   ctx.set('Cache-Control', 'no-store');
   ctx.body = { error: gerr.code, message: gerr.message };
-  if (gerr.status >= 500 && gerr.code !== 'session_store_unavailable') {
-    log.warn({ error: gerr.code, route: ctx.state.route, ...gerr.detail }, gerr.message);
-  } else {
-    log.debug({ error: gerr.code, route: ctx.state.route, ...gerr.detail }, gerr.message);
+  logAnswer(gerr, log, route);
+}
+
+/** The same for the proxied path, which answers on the bare response (no koa context there). */
+export function sendError(req: IncomingMessage, res: ServerResponse, err: unknown, log: Logger, route: string | undefined): void {
+  const gerr = toGatewayError(err, log, route);
+  if (res.headersSent) {
+    res.destroy();
+    return;
   }
+  const body = errorBody(gerr.code, gerr.message);
+  res.writeHead(gerr.status, {
+    ...gerr.headers,
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+  });
+  res.end(req.method === 'HEAD' ? undefined : body);
+  logAnswer(gerr, log, route);
 }
