@@ -236,3 +236,56 @@ test('a client that goes away takes its upstream request with it', async (t) => 
   while (up.aborted === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   t.is(up.aborted, before + 1);
 });
+
+/**
+ * An upstream that answers the first request on a connection with keep-alive, then drops the
+ * connection when a second request arrives on it: a kept-alive socket the upstream closed just as
+ * the gateway reused it.
+ */
+async function droppingUpstream(): Promise<{ url: string; requests: string[]; close: () => Promise<void> }> {
+  const requests: string[] = [];
+  const server = net.createServer((socket) => {
+    let served = 0;
+    let buf = '';
+    socket.on('data', (d) => {
+      buf += d.toString('latin1');
+      while (buf.includes('\r\n\r\n')) {
+        const head = buf.slice(0, buf.indexOf('\r\n\r\n'));
+        buf = buf.slice(buf.indexOf('\r\n\r\n') + 4);
+        const line = head.split('\r\n')[0]!;
+        if (served++ > 0) {
+          requests.push(`dropped ${line}`);
+          socket.destroy();
+          return;
+        }
+        requests.push(`served ${line}`);
+        socket.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok');
+      }
+    });
+    socket.on('error', () => {});
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as net.AddressInfo;
+  return { url: `http://127.0.0.1:${port}`, requests, close: () => new Promise((r) => server.close(() => r())) };
+}
+
+test('a reused keep-alive connection the upstream had closed: a GET is sent again once, a POST with a body is not', async (t) => {
+  const dropping = await droppingUpstream();
+  const gw = await startTestGateway(testConfig({ apiBase: sim.url, routes: [{ path: '/', upstream: dropping.url, auth: 'none' }] }));
+  t.teardown(async () => {
+    await gw.close();
+    await dropping.close();
+  });
+  const first = await request(gw.url, { path: '/one' });
+  t.is(first.status, 200);
+  const second = await request(gw.url, { path: '/two' });
+  t.is(second.status, 200, 'the client never sees the stale connection');
+  t.deepEqual(dropping.requests, ['served GET /one HTTP/1.1', 'dropped GET /two HTTP/1.1', 'served GET /two HTTP/1.1']);
+
+  const post = await request(gw.url, { method: 'POST', path: '/three', headers: { 'content-type': 'text/plain' }, body: 'data' });
+  t.is(post.status, 502, 'a request with a body may have been consumed: not sent twice');
+  t.is(post.json.error, 'upstream_unavailable');
+  t.is(dropping.requests.filter((r) => r.includes('/three')).length, 1);
+  const metrics = (await request(gw.url, { path: '/metrics' })).text;
+  t.regex(metrics, /wxgate_upstream_retries_total\{route="root"\} 1/);
+});

@@ -65,6 +65,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       help: '1 while the session store answers, 0 while it does not.',
       registers: [registry],
     }),
+    upstreamRetries: new Counter({
+      name: 'wxgate_upstream_retries_total',
+      help: 'Requests without a body sent again because the kept-alive upstream connection they were given had just been closed by the upstream.',
+      labelNames: ['route'] as const,
+      registers: [registry],
+    }),
     upstreamErrors: new Counter({
       name: 'wxgate_upstream_errors_total',
       help: 'Proxied requests that failed, by route name and kind (refused, reset, timeout, other).',

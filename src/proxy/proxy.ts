@@ -1,5 +1,6 @@
 import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
+import { parse as parseUrl, type UrlWithStringQuery } from 'node:url';
 import httpProxy from 'http-proxy';
 import type { Metrics } from '../metrics/metrics.js';
 import { errorBody, type ErrorCode } from '../server/errors.js';
@@ -17,9 +18,19 @@ interface ProxyState {
   clientGone: boolean;
   timedOut: boolean;
   clientWantsClose: boolean;
+  /** sent a second time after a reused keep-alive connection turned out closed */
+  retried?: boolean;
 }
 const STATE = Symbol('wxgate.proxy');
 type WithState = IncomingMessage & { [STATE]?: ProxyState };
+
+/** Safe to send again: an idempotent method and no request body (nothing of it was consumed). */
+function bodiless(req: IncomingMessage): boolean {
+  const m = req.method;
+  if (m !== 'GET' && m !== 'HEAD' && m !== 'OPTIONS' && m !== 'DELETE') return false;
+  const len = req.headers['content-length'];
+  return req.headers['transfer-encoding'] === undefined && (len === undefined || len === '0');
+}
 
 export type UpstreamFailure = 'refused' | 'reset' | 'timeout' | 'other';
 
@@ -31,6 +42,18 @@ function classify(err: NodeJS.ErrnoException, state: ProxyState): UpstreamFailur
 }
 
 /**
+ * Ends an upstream request nobody waits for any more. Its connection cannot be reused mid-response,
+ * so it is reset (RST) rather than closed: a close would leave a TIME_WAIT socket behind for every
+ * client that leaves early, and thousands of those under load exhaust the port range.
+ */
+function abortUpstream(proxyReq: ClientRequest | undefined): void {
+  if (!proxyReq) return;
+  const socket = proxyReq.socket as (typeof proxyReq.socket & { resetAndDestroy?: () => void }) | null;
+  if (socket && !socket.destroyed && typeof socket.resetAndDestroy === 'function') socket.resetAndDestroy();
+  proxyReq.destroy();
+}
+
+/**
  * Reverse proxy over http-proxy with one keep-alive agent per upstream (its default opens a new
  * upstream connection per request). Errors become 502/504 JSON; a client that goes away takes its
  * upstream request with it.
@@ -38,6 +61,8 @@ function classify(err: NodeJS.ErrnoException, state: ProxyState): UpstreamFailur
 export class Proxy {
   private readonly proxy = httpProxy.createProxyServer({ xfwd: false, changeOrigin: true, ws: false });
   private readonly agents = new Map<string, http.Agent>();
+  /** Upstream URLs parsed once: http-proxy would url.parse() a string target on every request. */
+  private readonly targets = new Map<string, UrlWithStringQuery>();
 
   constructor(
     private readonly metrics: Metrics,
@@ -74,6 +99,15 @@ export class Proxy {
     return agent;
   }
 
+  private targetFor(upstream: string): UrlWithStringQuery {
+    let target = this.targets.get(upstream);
+    if (!target) {
+      target = parseUrl(upstream);
+      this.targets.set(upstream, target);
+    }
+    return target;
+  }
+
   /**
    * Hands the request to the upstream and resolves when the response is over (finished or aborted).
    * Headers must already be prepared on req.headers.
@@ -87,29 +121,40 @@ export class Proxy {
           // The client went away: take the upstream request down with it (http-proxy's own abort
           // handling leaks on current Node, its issue #1586).
           state.clientGone = true;
-          state.proxyReq?.destroy();
+          abortUpstream(state.proxyReq);
         }
         resolve();
       });
-      this.proxy.web(req, res, { target: route.upstream, agent: this.agentFor(route.upstream) }, (err: NodeJS.ErrnoException) => {
-        state.proxyReq?.destroy();
-        if (state.clientGone) return;
-        const kind = classify(err, state);
-        this.metrics.upstreamErrors.inc({ route: route.name, kind });
-        this.log.warn({ route: route.name, kind, code: err.code, err: err.message }, 'upstream request failed');
-        if (res.headersSent) {
-          res.destroy();
-          return;
-        }
-        const code: ErrorCode = kind === 'timeout' ? 'upstream_timeout' : 'upstream_unavailable';
-        const body = errorBody(code);
-        res.writeHead(kind === 'timeout' ? 504 : 502, {
-          'content-type': 'application/json; charset=utf-8',
-          'content-length': Buffer.byteLength(body),
-          'cache-control': 'no-store',
+      const send = () =>
+        this.proxy.web(req, res, { target: this.targetFor(route.upstream), agent: this.agentFor(route.upstream) }, (err: NodeJS.ErrnoException) => {
+          const proxyReq = state.proxyReq;
+          proxyReq?.destroy();
+          if (state.clientGone) return;
+          const kind = classify(err, state);
+          // A kept-alive connection the upstream closed just as we reused it: nothing reached the
+          // upstream's application, so a request without a body is sent once more on a new one.
+          if (kind === 'reset' && proxyReq?.reusedSocket && !state.retried && !res.headersSent && bodiless(req)) {
+            state.retried = true;
+            this.metrics.upstreamRetries.inc({ route: route.name });
+            send();
+            return;
+          }
+          this.metrics.upstreamErrors.inc({ route: route.name, kind });
+          this.log.warn({ route: route.name, kind, code: err.code, err: err.message }, 'upstream request failed');
+          if (res.headersSent) {
+            res.destroy();
+            return;
+          }
+          const code: ErrorCode = kind === 'timeout' ? 'upstream_timeout' : 'upstream_unavailable';
+          const body = errorBody(code);
+          res.writeHead(kind === 'timeout' ? 504 : 502, {
+            'content-type': 'application/json; charset=utf-8',
+            'content-length': Buffer.byteLength(body),
+            'cache-control': 'no-store',
+          });
+          res.end(body);
         });
-        res.end(body);
-      });
+      send();
     });
   }
 
