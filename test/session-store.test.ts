@@ -273,6 +273,8 @@ test.serial('redis: down → every call fails fast with StoreUnavailableError; b
     t.false(err!.message.includes(h));
   }
   t.log(`with redis-server stopped: ${timings.join(', ')}`);
+  // the gauge follows the connection's close event, which may come a moment after the first failures
+  for (const deadline = Date.now() + 2000; (await up(metrics)) !== 0 && Date.now() < deadline; ) await sleep(20);
   t.is(await up(metrics), 0);
   await sleep(800); // several reconnection attempts
   t.is(warns.length, 1, 'the outage is logged once, not per retry');

@@ -108,12 +108,13 @@ for (const errcode of [40029, 45011, 40226, -1]) {
 }
 
 test('a slow code beyond the client timeout → timeout; within it, a normal login', async (t) => {
-  const { client, metrics } = clientFor(sim.url, 200);
+  // a wide margin between the two, so a busy machine does not turn the normal login into a timeout
+  const { client, metrics } = clientFor(sim.url, 700);
   try {
     const start = performance.now();
-    const err = await wechatError(t, client.code2Session(APP_A, 'slow-1500'));
+    const err = await wechatError(t, client.code2Session(APP_A, 'slow-5000'));
     t.is(err.kind, 'timeout');
-    t.true(performance.now() - start < 1000);
+    t.true(performance.now() - start < 3000);
     const ok = performance.now();
     const s = await client.code2Session(APP_A, 'slow-80.1');
     t.true(performance.now() - ok >= 75);
