@@ -8,67 +8,42 @@
  *
  *   BENCH_ROUNDS=3 BENCH_SECONDS=5 npm run bench          (defaults)
  *   npm run bench -- --smoke                             (one short round: does it still run?)
+ *   BENCH_ONLY='warm|public' npm run bench               (a subset, with plain http-proxy)
+ *   BENCH_LATENCY=0 npm run bench                        (skip the fixed-rate latency runs)
  */
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { stringify } from 'yaml';
 import { atRate, HAS_WRK, throughput, type LoadResult } from './lib/load.js';
-import { AUX_CORE, freePort, has, HAS_TASKSET, median, rssOf, start, stop, SUT_CORE, waitForPort } from './lib/procs.js';
+import type { ChildProcess } from 'node:child_process';
+import { cpuMicros, freePort, has, HAS_TASKSET, median, rssOf, start, stop, SUT_CORE, waitForPort, withChildren } from './lib/procs.js';
+import { CLI, gatewayConfig, log, loginUsers, ROOT, startAux, tsx, url, work } from './lib/setup.js';
 
 const SMOKE = process.argv.includes('--smoke');
 const ROUNDS = SMOKE ? 1 : Number(process.env.BENCH_ROUNDS ?? 3);
 const SECONDS = SMOKE ? 1 : Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const USERS = SMOKE ? 200 : 10_000;
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const CLI = join(ROOT, 'dist/cli.js');
-const APPID = 'wx0123456789abcdef';
-const work = mkdtempSync(join(tmpdir(), 'wxgate-bench-'));
-const tsx = (file: string, ...args: string[]) => ['--import', 'tsx', join(ROOT, 'bench', file), ...args];
-
-const log = (...a: unknown[]) => console.error('[bench]', ...a);
 
 async function main() {
   const ports = Object.fromEntries(
-    await Promise.all(['up', 'sim', 'redis', 'gw', 'gwNoLru', 'httpProxy', 'undici', 'auth', 'nginx', 'nginxAuth'].map(async (k) => [k, await freePort()])),
+    await Promise.all(['gw', 'gwNoLru', 'httpProxy', 'undici', 'auth', 'nginx', 'nginxAuth'].map(async (k) => [k, await freePort()])),
   ) as Record<string, number>;
-  const url = (port: number, path = '/api/items') => `http://127.0.0.1:${port}${path}`;
 
   log(`machine: ${(await import('node:os')).cpus().length} cores; pinning ${HAS_TASKSET ? 'on' : 'off (needs 2 cores and taskset)'}; load tool: ${HAS_WRK ? 'wrk' : 'autocannon'}`);
-  // helpers on core 1
-  start(process.execPath, tsx('peers/upstream.ts', String(ports.up)), { core: AUX_CORE });
-  start('redis-server', ['--port', String(ports.redis), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { core: AUX_CORE });
-  start(process.execPath, [CLI, 'simulate', '--port', String(ports.sim)], { core: AUX_CORE });
-  await Promise.all([ports.up, ports.redis, ports.sim].map((p) => waitForPort(p!)));
-
-  // processes under test on core 0
-  const upstream = `http://127.0.0.1:${ports.up}`;
-  const gwConfig = (port: number, cacheMax: number) => {
-    const file = join(work, `gateway-${port}.yaml`);
-    writeFileSync(
-      file,
-      stringify({
-        server: { host: '127.0.0.1', port },
-        wechat: { apiBase: `http://127.0.0.1:${ports.sim}`, apps: [{ appid: APPID, secret: 'bench-secret' }] },
-        session: { store: 'redis', redis: { url: `redis://127.0.0.1:${ports.redis}` }, cache: { max: cacheMax, ttl: '60s' }, maxPerUser: 5 },
-        routes: [
-          { path: '/api', upstream, auth: 'required' },
-          { path: '/pub', upstream, auth: 'none' },
-        ],
-        log: { level: 'warn' },
-      }),
-    );
-    return file;
-  };
-  const gw = start(process.execPath, [CLI, '--config', gwConfig(ports.gw!, 100_000)], { core: SUT_CORE });
-  const gwNoLru = start(process.execPath, [CLI, '--config', gwConfig(ports.gwNoLru!, 0)], { core: SUT_CORE });
-  start(process.execPath, tsx('peers/http-proxy.ts', String(ports.httpProxy), upstream), { core: SUT_CORE });
-  start(process.execPath, tsx('peers/undici-proxy.ts', String(ports.undici), upstream), { core: SUT_CORE });
+  // helpers on core 1, processes under test on core 0
+  const aux = await startAux();
+  ports.up = aux.up;
+  ports.redis = aux.redis;
+  const upstream = aux.upstream;
+  const gw = start(process.execPath, [CLI, '--config', gatewayConfig(aux, ports.gw!, 100_000)], { core: SUT_CORE });
+  const gwNoLru = start(process.execPath, [CLI, '--config', gatewayConfig(aux, ports.gwNoLru!, 0)], { core: SUT_CORE });
+  const httpProxyPeer = start(process.execPath, tsx('peers/http-proxy.ts', String(ports.httpProxy), upstream), { core: SUT_CORE });
+  const undiciPeer = start(process.execPath, tsx('peers/undici-proxy.ts', String(ports.undici), upstream), { core: SUT_CORE });
+  let authService: ChildProcess | undefined;
+  let nginx: ChildProcess | undefined;
   const withNginx = has('nginx');
   if (withNginx) {
-    start(process.execPath, tsx('peers/auth-service.ts', String(ports.auth), `redis://127.0.0.1:${ports.redis}`), { core: SUT_CORE });
+    authService = start(process.execPath, tsx('peers/auth-service.ts', String(ports.auth), `redis://127.0.0.1:${ports.redis}`), { core: SUT_CORE });
     const dir = join(work, 'nginx');
     mkdirSync(dir, { recursive: true });
     writeFileSync(
@@ -105,7 +80,7 @@ http {
 }
 `,
     );
-    start('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { core: SUT_CORE });
+    nginx = start('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { core: SUT_CORE });
   } else log('nginx is not installed: its two peers are skipped');
   await Promise.all(
     [ports.gw, ports.gwNoLru, ports.httpProxy, ports.undici, ...(withNginx ? [ports.auth, ports.nginx, ports.nginxAuth] : [])].map((p) => waitForPort(p!)),
@@ -113,51 +88,50 @@ http {
 
   // users: log them in through the gateway (they land in Redis; the warm gateway caches them as used)
   log(`logging in ${USERS} users through the simulator...`);
-  const tokens: string[] = [];
   const rssBefore = rssOf(gw.pid);
-  for (let i = 0; i < USERS; i += 100) {
-    const batch = await Promise.all(
-      Array.from({ length: Math.min(100, USERS - i) }, async (_, j) => {
-        const res = await fetch(url(ports.gw!, '/login'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: `user${i + j}.seed` }) });
-        return ((await res.json()) as { token: string }).token;
-      }),
-    );
-    tokens.push(...batch);
-  }
+  const tokens = await loginUsers(ports.gw!, USERS);
   const rssAfterLogins = rssOf(gw.pid);
   const tokensFile = join(work, 'tokens.txt');
   writeFileSync(tokensFile, tokens.join('\n'));
   const auth = { Authorization: `Bearer ${tokens[0]}` };
 
-  type Target = { name: string; run: () => Promise<LoadResult>; rssPid?: number };
+  /** cpu: the processes whose CPU time is the target's own cost (measured per request: robust to a noisy load tool) */
+  type Target = { name: string; run: () => Promise<LoadResult>; rssPid?: number; cpu?: () => number[] };
   const tp = (port: number, path: string, extra: Partial<Parameters<typeof throughput>[0]> = {}) => () =>
     throughput({ url: url(port, path), connections: CONNECTIONS, seconds: SECONDS, ...extra });
-  const targets: Target[] = [
+  const only = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY, 'i') : undefined;
+  const allTargets: Target[] = [
     { name: 'direct (no proxy)', run: tp(ports.up!, '/api/items') },
-    { name: 'plain http-proxy', run: tp(ports.httpProxy!, '/api/items') },
-    { name: 'undici proxy', run: tp(ports.undici!, '/api/items') },
+    { name: 'plain http-proxy', run: tp(ports.httpProxy!, '/api/items'), cpu: () => [httpProxyPeer.pid!] },
+    { name: 'undici proxy', run: tp(ports.undici!, '/api/items'), cpu: () => [undiciPeer.pid!] },
     ...(withNginx
       ? [
-          { name: 'nginx proxy_pass', run: tp(ports.nginx!, '/api/items') },
-          { name: 'nginx auth_request+Redis', run: tp(ports.nginxAuth!, '/api/items', { headers: auth }) },
+          { name: 'nginx proxy_pass', run: tp(ports.nginx!, '/api/items'), cpu: () => withChildren(nginx?.pid) },
+          { name: 'nginx auth_request+Redis', run: tp(ports.nginxAuth!, '/api/items', { headers: auth }), cpu: () => [...withChildren(nginx?.pid), authService!.pid!] },
         ]
       : []),
-    { name: 'wxgate auth, warm LRU', run: tp(ports.gw!, '/api/items', { headers: auth }), rssPid: gw.pid },
-    { name: 'wxgate public route', run: tp(ports.gw!, '/pub/items'), rssPid: gw.pid },
-    { name: 'wxgate auth, LRU off (Redis)', run: tp(ports.gwNoLru!, '/api/items', { headers: auth }), rssPid: gwNoLru.pid },
-    { name: `wxgate auth, ${USERS} users`, run: tp(ports.gw!, '/api/items', { tokensFile }), rssPid: gw.pid },
-    { name: 'wxgate /login (Redis, simulator)', run: tp(ports.gw!, '/login', { login: true, connections: 32 }), rssPid: gw.pid },
+    { name: 'wxgate auth, warm LRU', cpu: () => [gw.pid!], run: tp(ports.gw!, '/api/items', { headers: auth }), rssPid: gw.pid },
+    { name: 'wxgate public route', cpu: () => [gw.pid!], run: tp(ports.gw!, '/pub/items'), rssPid: gw.pid },
+    { name: 'wxgate auth, LRU off (Redis)', cpu: () => [gwNoLru.pid!], run: tp(ports.gwNoLru!, '/api/items', { headers: auth }), rssPid: gwNoLru.pid },
+    { name: `wxgate auth, ${USERS} users`, cpu: () => [gw.pid!], run: tp(ports.gw!, '/api/items', { tokensFile }), rssPid: gw.pid },
+    { name: 'wxgate /login (Redis, simulator)', cpu: () => [gw.pid!], run: tp(ports.gw!, '/login', { login: true, connections: 32 }), rssPid: gw.pid },
   ];
 
+  // BENCH_ONLY=regex measures a subset (plain http-proxy always stays: it is what the ratios divide by)
+  const targets = allTargets.filter((t) => !only || only.test(t.name) || t.name === 'plain http-proxy');
   log('warm-up: one pass over every target...');
   for (const t of targets) await t.run();
 
   const results = new Map<string, LoadResult[]>();
   const rss = new Map<string, number[]>();
+  const cpuPerReq = new Map<string, number[]>();
+  const cpuNow = (t: Target) => (t.cpu ? t.cpu().reduce((a, pid) => a + cpuMicros(pid), 0) : NaN);
   for (let r = 1; r <= ROUNDS; r++) {
     log(`round ${r}/${ROUNDS}: throughput at ${CONNECTIONS} connections, ${SECONDS}s each`);
     for (const t of targets) {
+      const cpu0 = cpuNow(t);
       const res = await t.run();
+      cpuPerReq.set(t.name, [...(cpuPerReq.get(t.name) ?? []), (cpuNow(t) - cpu0) / (res.rps * SECONDS)]);
       results.set(t.name, [...(results.get(t.name) ?? []), res]);
       if (t.rssPid) rss.set(t.name, [...(rss.get(t.name) ?? []), rssOf(t.rssPid)]);
     }
@@ -167,7 +141,7 @@ http {
   // latency at a fixed rate: 50% and 80% of the gateway's maximum, same rate for the gateway and plain http-proxy
   const gwMax = med('wxgate auth, warm LRU', 'rps');
   const latency: Array<{ load: string; target: string; p50: number; p99: number; achieved: number; errors: number }> = [];
-  for (const pct of [0.5, 0.8]) {
+  for (const pct of process.env.BENCH_LATENCY === '0' ? [] : [0.5, 0.8]) {
     const rate = Math.round(gwMax * pct);
     const rows: Record<string, Array<LoadResult & { achieved: number }>> = { 'plain http-proxy': [], 'wxgate auth, warm LRU': [] };
     for (let r = 1; r <= ROUNDS; r++) {
@@ -190,18 +164,19 @@ http {
   // report
   const f = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-');
   const lines: string[] = [];
-  lines.push(`| target | req/s | p50 ms | p99 ms | errors | RSS MB |`, `| --- | ---: | ---: | ---: | ---: | ---: |`);
+  lines.push(`| target | req/s | p50 ms | p99 ms | errors | CPU µs/req | RSS MB |`, `| --- | ---: | ---: | ---: | ---: | ---: | ---: |`);
   for (const t of targets) {
     const rs = results.get(t.name) ?? [];
     lines.push(
-      `| ${t.name} | ${f(med(t.name, 'rps'))} | ${f(med(t.name, 'p50'), 2)} | ${f(med(t.name, 'p99'), 2)} | ${rs.reduce((a, x) => a + x.errors, 0)} | ${t.rssPid ? f(median(rss.get(t.name) ?? []) / 1048576, 0) : ''} |`,
+      `| ${t.name} | ${f(med(t.name, 'rps'))} | ${f(med(t.name, 'p50'), 2)} | ${f(med(t.name, 'p99'), 2)} | ${rs.reduce((a, x) => a + x.errors, 0)} | ${f(median(cpuPerReq.get(t.name) ?? []))} | ${t.rssPid ? f(median(rss.get(t.name) ?? []) / 1048576, 0) : ''} |`,
     );
   }
   lines.push('', `| fixed-rate latency | target | achieved req/s | p50 ms | p99 ms | errors |`, `| --- | --- | ---: | ---: | ---: | ---: |`);
   for (const l of latency) lines.push(`| ${l.load} | ${l.target} | ${f(l.achieved)} | ${f(l.p50, 3)} | ${f(l.p99, 3)} | ${l.errors} |`);
 
   const hp = med('plain http-proxy', 'rps');
-  const lat50 = (target: string) => latency.find((l) => l.load.startsWith('50%') && l.target === target)!;
+  const cpu = (name: string) => median(cpuPerReq.get(name) ?? []);
+  const lat50 = (target: string) => latency.find((l) => l.load.startsWith('50%') && l.target === target) ?? { p50: NaN, p99: NaN };
   const checks: Array<[string, number | string, boolean]> = [
     ['auth, warm LRU ≥ 0.85 × http-proxy', f(gwMax / hp, 2), gwMax / hp >= 0.85],
     ['public route ≥ 0.90 × http-proxy', f(med('wxgate public route', 'rps') / hp, 2), med('wxgate public route', 'rps') / hp >= 0.9],
@@ -219,9 +194,12 @@ http {
     ['added p99 at 50% load ≤ 3 ms', `${f(lat50('wxgate auth, warm LRU').p99 - lat50('plain http-proxy').p99, 3)} ms`, lat50('wxgate auth, warm LRU').p99 - lat50('plain http-proxy').p99 <= 3],
     ['/login ≥ 1,500 logins/s', f(med('wxgate /login (Redis, simulator)', 'rps')), med('wxgate /login (Redis, simulator)', 'rps') >= 1500],
     ['undici proxy ÷ http-proxy (what the stack leaves)', f(med('undici proxy', 'rps') / hp, 2), true],
+    ['info: CPU per request, auth warm LRU ÷ http-proxy', f(cpu('wxgate auth, warm LRU') / cpu('plain http-proxy'), 2), true],
+    ['info: CPU per request, public route ÷ http-proxy', f(cpu('wxgate public route') / cpu('plain http-proxy'), 2), true],
+    ['info: CPU per request, LRU off ÷ nginx auth_request (+ its auth service)', f(cpu('wxgate auth, LRU off (Redis)') / cpu('nginx auth_request+Redis'), 2), true],
   ];
   lines.push('', `| target | measured | |`, `| --- | ---: | --- |`);
-  for (const [name, value, ok] of checks) lines.push(`| ${name} | ${value} | ${name.startsWith('undici') ? 'info' : ok ? 'PASS' : 'FAIL'} |`);
+  for (const [name, value, ok] of checks) lines.push(`| ${name} | ${value} | ${name.startsWith('undici') || name.startsWith('info') ? 'info' : value === '-' || String(value).startsWith('- ') ? 'n/a' : ok ? 'PASS' : 'FAIL'} |`);
   lines.push('', `RSS of the warm gateway: ${f(rssBefore / 1048576)} MB before ${USERS} logins, ${f(rssAfterLogins / 1048576)} MB after.`);
   const report = lines.join('\n');
   console.log(report);

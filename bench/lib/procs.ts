@@ -85,3 +85,23 @@ export function median(xs: number[]): number {
   const mid = s.length >> 1;
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
+
+/** CPU time (user + system) a process has used so far, in µs (Linux, clock ticks of 10 ms). */
+export function cpuMicros(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields[11], fields[12]: utime, stime (the 14th and 15th of proc(5), counted after "pid (comm)")
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** A process and its children (nginx's workers), for CPU accounting. */
+export function withChildren(pid: number | undefined): number[] {
+  if (!pid) return [];
+  const out = spawnSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).stdout ?? '';
+  return [pid, ...out.split('\n').filter(Boolean).map(Number)];
+}

@@ -11,7 +11,10 @@ http
     };
     req.resume();
     if (req.url?.includes('/slow')) {
-      const t = setTimeout(send, 200);
+      // headers and half the body at once, the rest 200 ms later: a client can leave mid-response
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.write(body.slice(0, 10));
+      const t = setTimeout(() => res.end(body.slice(10)), 200);
       res.on('close', () => clearTimeout(t));
     } else send();
   })

@@ -1,0 +1,67 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { AUX_CORE, freePort, start, waitForPort } from './procs.js';
+
+/** What every bench script starts on the aux core: upstream, redis-server, WeChat simulator. */
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+export const CLI = join(ROOT, 'dist/cli.js');
+export const APPID = 'wx0123456789abcdef';
+export const work = mkdtempSync(join(tmpdir(), 'wxgate-bench-'));
+export const tsx = (file: string, ...args: string[]) => ['--import', 'tsx', join(ROOT, 'bench', file), ...args];
+export const log = (...a: unknown[]) => console.error('[bench]', ...a);
+export const url = (port: number, path = '/api/items') => `http://127.0.0.1:${port}${path}`;
+
+export interface Aux {
+  up: number;
+  redis: number;
+  sim: number;
+  upstream: string;
+}
+
+export async function startAux(): Promise<Aux> {
+  const [up, redis, sim] = await Promise.all([freePort(), freePort(), freePort()]);
+  start(process.execPath, tsx('peers/upstream.ts', String(up)), { core: AUX_CORE });
+  start('redis-server', ['--port', String(redis), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { core: AUX_CORE });
+  start(process.execPath, [CLI, 'simulate', '--port', String(sim)], { core: AUX_CORE });
+  await Promise.all([up, redis, sim].map((p) => waitForPort(p)));
+  return { up: up!, redis: redis!, sim: sim!, upstream: `http://127.0.0.1:${up}` };
+}
+
+/** A gateway config for the bench: Redis store, /api (auth) and /pub (public) on the bench upstream. */
+export function gatewayConfig(aux: Aux, port: number, cacheMax: number, extra: Record<string, unknown> = {}): string {
+  const file = join(work, `gateway-${port}.yaml`);
+  writeFileSync(
+    file,
+    stringify({
+      server: { host: '127.0.0.1', port },
+      wechat: { apiBase: `http://127.0.0.1:${aux.sim}`, apps: [{ appid: APPID, secret: 'bench-secret' }] },
+      session: { store: 'redis', redis: { url: `redis://127.0.0.1:${aux.redis}` }, cache: { max: cacheMax, ttl: '60s' }, maxPerUser: 5 },
+      routes: [
+        { path: '/api', upstream: aux.upstream, auth: 'required' },
+        { path: '/pub', upstream: aux.upstream, auth: 'none' },
+      ],
+      log: { level: 'warn' },
+      ...extra,
+    }),
+  );
+  return file;
+}
+
+/** Logs `n` simulated users in through a gateway; returns their tokens. */
+export async function loginUsers(port: number, n: number, prefix = 'user'): Promise<string[]> {
+  const tokens: string[] = [];
+  for (let i = 0; i < n; i += 100) {
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(100, n - i) }, async (_, j) => {
+        const res = await fetch(url(port, '/login'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: `${prefix}${i + j}.seed` }) });
+        if (res.status !== 200) throw new Error(`login answered ${res.status}: ${await res.text()}`);
+        return ((await res.json()) as { token: string }).token;
+      }),
+    );
+    tokens.push(...batch);
+  }
+  return tokens;
+}

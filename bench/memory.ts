@@ -1,0 +1,135 @@
+/**
+ * npm run bench:memory — what sessions cost in memory.
+ *
+ * 1. The in-process LRU: RSS and heap added by 100,000 cached sessions (Sessions exactly as the
+ *    gateway builds it, over a store that keeps nothing, so only the cache is measured).
+ * 2. Redis: used_memory per stored session, loading MEMORY_SESSIONS (default 1,000,000) sessions
+ *    through the real RedisStore into a fresh redis-server on a free port: one session per user, then
+ *    three sessions per user.
+ *
+ *   MEMORY_SESSIONS=200000 npm run bench:memory     (quicker)
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { createMetrics } from '../src/metrics/metrics.js';
+import { RedisStore } from '../src/session/redis-store.js';
+import { Sessions } from '../src/session/sessions.js';
+import type { SessionStore } from '../src/session/types.js';
+import { freePort, waitForPort } from './lib/procs.js';
+
+const CACHED = 100_000;
+const STORED = Number(process.env.MEMORY_SESSIONS ?? 1_000_000);
+const APPID = 'wx0123456789abcdef';
+const gc = (globalThis as { gc?: () => void }).gc;
+if (!gc) throw new Error('run with node --expose-gc (npm run bench:memory does)');
+const MB = (b: number) => (b / 1048576).toFixed(1);
+/** an openid/unionid as WeChat shapes them: 28 characters */
+const wxid = (p: string) => p + randomBytes(21).toString('base64url').slice(0, 28 - p.length);
+const settle = async () => {
+  for (let i = 0; i < 5; i++) {
+    gc!();
+    await new Promise((r) => setTimeout(r, 200));
+  }
+};
+
+async function lru(): Promise<{ rss: number; heap: number }> {
+  const nullStore: SessionStore = {
+    kind: 'memory',
+    create: async () => [],
+    get: async () => undefined,
+    touch: async () => true,
+    revoke: async () => true,
+    revokeAll: async () => 0,
+    list: async () => [],
+    getSessionKey: async () => undefined,
+    onInvalidate: () => {},
+    ping: async () => {},
+    close: async () => {},
+  };
+  const sessions = new Sessions(
+    nullStore,
+    { ttl: 7 * 86400_000, maxAge: 30 * 86400_000, refreshInterval: 60_000, maxPerUser: 5, cache: { max: CACHED, ttl: 300_000 } },
+    createMetrics({ defaultMetrics: false }),
+    { warn: () => {} },
+  );
+  const fill = async () => {
+    for (let i = 0; i < CACHED; i++) {
+      await sessions.create({ appid: APPID, openid: wxid('o'), unionid: i % 2 ? wxid('u') : undefined }, randomBytes(16).toString('base64'));
+    }
+  };
+  const cache = (sessions as unknown as { cache: { size: number; clear(): void } }).cache;
+  // A gateway that has served traffic has its young generation and allocator pools grown already: do the
+  // same work once, empty the cache, and measure what holding the sessions adds on top of that.
+  await fill();
+  cache.clear();
+  await settle();
+  const before = process.memoryUsage();
+  await fill();
+  await settle();
+  const after = process.memoryUsage();
+  process.stderr.write(`[memory] LRU: before rss ${MB(before.rss)} heap ${MB(before.heapUsed)}; after rss ${MB(after.rss)} heap ${MB(after.heapUsed)}; cached ${cache.size}\n`);
+  return { rss: after.rss - before.rss, heap: after.heapUsed - before.heapUsed };
+}
+
+async function redis(n: number, perUser: number): Promise<{ perSession: number; sKey: number; uKey: number }> {
+  const port = await freePort();
+  const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  try {
+    await waitForPort(port);
+    const url = `redis://127.0.0.1:${port}`;
+    const admin = new Redis(url);
+    const store = new RedisStore({ url, keyPrefix: 'wxgate:', connectTimeout: 5000, commandTimeout: 30_000 });
+    for (let i = 0; ; i++) {
+      try {
+        await store.ping();
+        break;
+      } catch (err) {
+        if (i > 100) throw err;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    const used = async () => Number(/used_memory:(\d+)/.exec(await admin.info('memory'))![1]);
+    const before = await used();
+    const now = Date.now();
+    const users = Math.ceil(n / perUser);
+    let sample: { tokenHash: string; openid: string } | undefined;
+    const BATCH = 2000;
+    for (let u = 0; u < users; u += BATCH) {
+      const work: Array<Promise<unknown>> = [];
+      for (let j = u; j < Math.min(users, u + BATCH); j++) {
+        const openid = wxid('o');
+        const unionid = j % 2 ? wxid('u') : undefined;
+        const sessionKey = randomBytes(16).toString('base64');
+        for (let k = 0; k < perUser; k++) {
+          const tokenHash = randomBytes(24).toString('base64url');
+          sample ??= { tokenHash, openid };
+          const record = { appid: APPID, openid, ...(unionid ? { unionid } : {}), createdAt: now, expiresAt: now + 30 * 86400_000, idleExpiresAt: now + 7 * 86400_000 };
+          work.push(store.create(tokenHash, record, sessionKey, { maxPerUser: 5 }));
+        }
+      }
+      await Promise.all(work);
+      if ((u / BATCH) % 50 === 0) process.stderr.write(`\r[memory] ${perUser}/user: ${Math.min(users, u + BATCH) * perUser} sessions loaded`);
+    }
+    process.stderr.write('\n');
+    const perSession = ((await used()) - before) / (users * perUser);
+    const sKey = Number(await admin.call('MEMORY', 'USAGE', `wxgate:s:${sample!.tokenHash}`, 'SAMPLES', '0'));
+    const uKey = Number(await admin.call('MEMORY', 'USAGE', `wxgate:u:${APPID}:${sample!.openid}`, 'SAMPLES', '0'));
+    await store.close();
+    admin.disconnect();
+    return { perSession, sKey, uKey };
+  } finally {
+    server.kill('SIGKILL');
+  }
+}
+
+const l = await lru();
+console.log(`\n| measurement | value | target |\n| --- | ---: | --- |`);
+console.log(`| ${CACHED.toLocaleString('en')} cached sessions: RSS added | ${MB(l.rss)} MB | ≤ 60 MB: ${l.rss <= 60 * 1048576 ? 'PASS' : 'FAIL'} |`);
+console.log(`| ${CACHED.toLocaleString('en')} cached sessions: JS heap added | ${MB(l.heap)} MB (${Math.round(l.heap / CACHED)} B/session) | |`);
+const one = await redis(STORED, 1);
+console.log(`| Redis, ${STORED.toLocaleString('en')} sessions, 1 per user: used_memory per session | ${one.perSession.toFixed(0)} B | ≤ 400 B: ${one.perSession <= 400 ? 'PASS' : 'FAIL'} |`);
+console.log(`| … MEMORY USAGE of one session key / one user key | ${one.sKey} B / ${one.uKey} B | |`);
+const three = await redis(STORED, 3);
+console.log(`| Redis, ${STORED.toLocaleString('en')} sessions, 3 per user: used_memory per session | ${three.perSession.toFixed(0)} B | |`);
+process.exit(0);
