@@ -22,7 +22,7 @@ const SMOKE = process.argv.includes('--smoke');
 const ROUNDS = SMOKE ? 1 : Number(process.env.BENCH_ROUNDS ?? 3);
 const SECONDS = SMOKE ? 1 : Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
-const USERS = SMOKE ? 200 : 10_000;
+const USERS = SMOKE ? 200 : Number(process.env.BENCH_USERS ?? 10_000);
 
 async function main() {
   const ports = Object.fromEntries(

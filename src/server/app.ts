@@ -171,7 +171,8 @@ function gateway({ config, sessions, proxy, metrics, log }: AppDeps) {
         const authorization = headers.authorization;
         const token = bearerToken(authorization);
         if (!token) throw unauthorized(authorization !== undefined);
-        session = await sessions.authenticate(token);
+        const found = sessions.authenticate(token);
+        session = found instanceof Promise ? await found : found;
         if (!session) throw unauthorized(true);
       }
       stripCredentials(headers);

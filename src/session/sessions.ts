@@ -74,32 +74,34 @@ export class Sessions {
   /**
    * The live session for a token, or undefined. Throws StoreUnavailableError when the store cannot
    * answer and the LRU does not hold the session (the caller answers 503, not 401).
+   *
+   * A session the LRU holds is answered synchronously, without a promise: the request then goes on to
+   * the upstream in the same tick, as an unauthenticated one would (the await alone cost a visible share
+   * of CPU per request in the bench). Callers `await` the result either way.
    */
-  async authenticate(token: string): Promise<ActiveSession | undefined> {
+  authenticate(token: string): ActiveSession | undefined | Promise<ActiveSession | undefined> {
     const tokenHash = hashToken(token);
     const now = this.now();
-    let record: SessionRecord | undefined;
     if (this.cache) {
-      record = this.cache.get(tokenHash);
-      if (record && !this.alive(record, now)) {
-        // Our copy says it lapsed; another replica may have kept it alive. Ask the store.
-        this.cache.delete(tokenHash);
-        record = undefined;
-      }
-      if (record) {
+      const record = this.cache.get(tokenHash);
+      if (record && this.alive(record, now)) {
         this.metrics.sessionLookups.inc({ source: 'lru' });
-      } else {
-        record = await this.fromStore(() => this.cache!.fetch(tokenHash));
+        return { ...this.slide(tokenHash, record, now), tokenHash };
       }
-    } else {
-      record = await this.fromStore(() => this.store.get(tokenHash));
+      // Not cached, or our copy says it lapsed (another replica may have kept it alive): ask the store.
+      if (record) this.cache.delete(tokenHash);
     }
+    return this.fromStoreChecked(tokenHash, now);
+  }
+
+  private async fromStoreChecked(tokenHash: string, now: number): Promise<ActiveSession | undefined> {
+    const cache = this.cache;
+    const record = await this.fromStore(cache ? () => cache.fetch(tokenHash) : () => this.store.get(tokenHash));
     if (!record || !this.alive(record, now)) {
-      if (record) this.cache?.delete(tokenHash);
+      if (record) cache?.delete(tokenHash);
       return undefined;
     }
-    record = this.slide(tokenHash, record, now);
-    return { ...record, tokenHash };
+    return { ...this.slide(tokenHash, record, now), tokenHash };
   }
 
   /** Kills one session on this replica at once (and, through the store, everywhere). */
