@@ -24,7 +24,8 @@ export function dropHopByHop(headers: IncomingHttpHeaders): void {
       if (n && !FRAMING.has(n)) delete headers[n];
     }
   }
-  for (const h of HOP_BY_HOP) delete headers[h];
+  // Deleting only what is there keeps the headers object in V8's fast mode in the common case.
+  for (const h of HOP_BY_HOP) if (headers[h] !== undefined) delete headers[h];
 }
 
 /**

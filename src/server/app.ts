@@ -10,8 +10,8 @@ import { dropHopByHop, setForwarded, setIdentity, stripCredentials, stripIdentit
 import { checkPath } from '../proxy/path.js';
 import type { Proxy } from '../proxy/proxy.js';
 import { RouteTable } from '../proxy/routes.js';
-import type { Sessions } from '../session/sessions.js';
-import { bearerToken } from '../session/tokens.js';
+import type { ActiveSession, Sessions } from '../session/sessions.js';
+import { authorizationOf, bearerToken } from '../session/tokens.js';
 import type { WechatClient } from '../wechat/client.js';
 import { GatewayError, sendError, writeError } from './errors.js';
 import type { Logger } from './logger.js';
@@ -41,13 +41,17 @@ export function createHandler(deps: AppDeps): (req: IncomingMessage, res: Server
   const ownPaths = new Set(ownEndpointPaths(deps.config).map((p) => p.toLowerCase()));
   const proxied = gateway(deps);
   return function handle(req, res) {
-    if (ownPaths.has(ownKey(req.url ?? ''))) void own(req, res);
-    else
-      proxied(req, res).catch((err: unknown) => {
-        // gateway() answers its own errors; this is the last guard, so that nothing takes the process down
-        deps.log.error({ err }, 'request failed');
-        res.destroy();
-      });
+    if (ownPaths.has(ownKey(req.url ?? ''))) {
+      void own(req, res);
+      return;
+    }
+    try {
+      proxied(req, res);
+    } catch (err) {
+      // gateway() answers its own errors; this is the last guard, so that nothing takes the process down
+      deps.log.error({ err }, 'request failed');
+      res.destroy();
+    }
   };
 }
 
@@ -80,15 +84,31 @@ export function createApp(deps: AppDeps): Koa {
   return app;
 }
 
-/** Records a finished request: by route, method and status, and its duration. */
-function record(metrics: Metrics, route: string, method: string, status: number, start: bigint): void {
-  const m = METHODS.has(method) ? method : 'OTHER';
-  metrics.requests.inc({ route, method: m, status: String(status) });
-  metrics.requestDuration.observe({ route, method: m }, Number(process.hrtime.bigint() - start) / 1e9);
+type Record = (route: string, method: string, status: number, start: bigint) => void;
+
+/**
+ * Records a finished request: by route, method and status, and its duration. The labelled series are
+ * looked up once per label set (all of them bounded) instead of prom-client hashing the labels per request.
+ */
+function recorder(metrics: Metrics): Record {
+  const counters = new Map<string, { inc(): void }>();
+  const timers = new Map<string, { observe(seconds: number): void }>();
+  return function record(route, method, status, start) {
+    const m = METHODS.has(method) ? method : 'OTHER';
+    const rm = `${route} ${m}`;
+    const key = `${rm} ${status}`;
+    let counter = counters.get(key);
+    if (!counter) counters.set(key, (counter = metrics.requests.labels({ route, method: m, status: String(status) })));
+    let timer = timers.get(rm);
+    if (!timer) timers.set(rm, (timer = metrics.requestDuration.labels({ route, method: m })));
+    counter.inc();
+    timer.observe(Number(process.hrtime.bigint() - start) / 1e9);
+  };
 }
 
 /** Outermost for own endpoints: times the request, records it, and turns anything thrown into `{ error, message }`. */
 function observe(metrics: Metrics, log: Logger) {
+  const record = recorder(metrics);
   return async function observe(ctx: Context, next: Next): Promise<void> {
     const start = process.hrtime.bigint();
     try {
@@ -96,7 +116,7 @@ function observe(metrics: Metrics, log: Logger) {
     } catch (err) {
       writeError(ctx, err, log);
     }
-    record(metrics, ctx.state.route ?? 'unmatched', ctx.method, ctx.status, start);
+    record(ctx.state.route ?? 'unmatched', ctx.method, ctx.status, start);
   };
 }
 
@@ -146,14 +166,24 @@ function ownEndpoints(deps: AppDeps): Router {
   return router;
 }
 
-/** Everything else: path check → route → session check → header steps → proxy, recorded like the rest. */
+/**
+ * Everything else: path check → route → session check → header steps → proxy, recorded like the rest.
+ * A session the LRU holds is answered synchronously, so such a request reaches the upstream in the same
+ * tick, without a promise on its way.
+ */
 function gateway({ config, sessions, proxy, metrics, log }: AppDeps) {
   const routes = new RouteTable(config.routes);
   const trust = proxyaddr.compile([...config.server.trustedProxies]);
+  const record = recorder(metrics);
 
-  return async function gateway(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  return function gateway(req: IncomingMessage, res: ServerResponse): void {
     const start = process.hrtime.bigint();
     let routeName = 'unmatched';
+    const done = () => record(routeName, req.method ?? 'OTHER', res.headersSent ? res.statusCode : 499, start);
+    const fail = (err: unknown) => {
+      sendError(req, res, err, log, routeName);
+      done();
+    };
     try {
       const checked = checkPath(req.url ?? '');
       if (!checked.ok) throw new GatewayError('bad_path', { detail: { reason: checked.reason } });
@@ -166,23 +196,28 @@ function gateway({ config, sessions, proxy, metrics, log }: AppDeps) {
       // Delete first, then set: nothing the client sent can pass for the gateway's own identity headers.
       dropHopByHop(headers);
       stripIdentity(headers);
-      let session;
-      if (route.auth === 'required') {
-        const authorization = headers.authorization;
-        const token = bearerToken(authorization);
-        if (!token) throw unauthorized(authorization !== undefined);
-        const found = sessions.authenticate(token);
-        session = found instanceof Promise ? await found : found;
-        if (!session) throw unauthorized(true);
-      }
-      stripCredentials(headers);
-      setForwarded(req, trust);
-      if (session) setIdentity(headers, session);
+      const send = (session: ActiveSession | undefined) => {
+        stripCredentials(headers);
+        setForwarded(req, trust);
+        if (session) setIdentity(headers, session);
+        proxy.forward(req, res, route, clientWantsClose, done);
+      };
+      if (route.auth !== 'required') return send(undefined);
 
-      await proxy.forward(req, res, route, clientWantsClose);
+      const authorization = authorizationOf(req);
+      const token = bearerToken(authorization);
+      if (!token) throw unauthorized(authorization !== undefined);
+      const found = sessions.authenticate(token);
+      if (!(found instanceof Promise)) {
+        if (!found) throw unauthorized(true);
+        return send(found);
+      }
+      found.then((session) => {
+        if (!session) throw unauthorized(true);
+        send(session);
+      }).catch(fail);
     } catch (err) {
-      sendError(req, res, err, log, routeName);
+      fail(err);
     }
-    record(metrics, routeName, req.method ?? 'OTHER', res.headersSent ? res.statusCode : 499, start);
   };
 }

@@ -28,7 +28,9 @@ export interface ActiveSession extends SessionRecord {
  * `authenticate`; the login handlers call `create` and `revoke`.
  */
 export class Sessions {
-  private readonly cache?: LRUCache<string, SessionRecord>;
+  private readonly cache?: LRUCache<string, ActiveSession>;
+  /** the lookup counter's series, looked up once instead of per request */
+  private readonly lookups: Record<'lru' | 'store' | 'miss' | 'error', { inc(): void }>;
 
   constructor(
     readonly store: SessionStore,
@@ -37,12 +39,14 @@ export class Sessions {
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
   ) {
+    const lookup = (source: string) => metrics.sessionLookups.labels({ source });
+    this.lookups = { lru: lookup('lru'), store: lookup('store'), miss: lookup('miss'), error: lookup('error') };
     if (opts.cache.max > 0) {
-      this.cache = new LRUCache<string, SessionRecord>({
+      this.cache = new LRUCache<string, ActiveSession>({
         max: opts.cache.max,
         ttl: opts.cache.ttl,
         // Concurrent misses for one token share this one store read (lru-cache's fetch coalesces them).
-        fetchMethod: async (tokenHash) => this.store.get(tokenHash),
+        fetchMethod: async (tokenHash) => withHash(tokenHash, await this.store.get(tokenHash)),
       });
     }
     store.onInvalidate((inv) => {
@@ -67,8 +71,9 @@ export class Sessions {
       idleExpiresAt: Math.min(now + this.opts.ttl, expiresAt),
     };
     await this.store.create(tokenHash, record, sessionKey, { maxPerUser: this.opts.maxPerUser });
-    this.cache?.set(tokenHash, record);
-    return { token, session: { ...record, tokenHash } };
+    const session = { ...record, tokenHash };
+    this.cache?.set(tokenHash, session);
+    return { token, session };
   }
 
   /**
@@ -83,25 +88,25 @@ export class Sessions {
     const tokenHash = hashToken(token);
     const now = this.now();
     if (this.cache) {
-      const record = this.cache.get(tokenHash);
-      if (record && this.alive(record, now)) {
-        this.metrics.sessionLookups.inc({ source: 'lru' });
-        return { ...this.slide(tokenHash, record, now), tokenHash };
+      const session = this.cache.get(tokenHash);
+      if (session && this.alive(session, now)) {
+        this.lookups.lru.inc();
+        return this.slide(session, now);
       }
       // Not cached, or our copy says it lapsed (another replica may have kept it alive): ask the store.
-      if (record) this.cache.delete(tokenHash);
+      if (session) this.cache.delete(tokenHash);
     }
     return this.fromStoreChecked(tokenHash, now);
   }
 
   private async fromStoreChecked(tokenHash: string, now: number): Promise<ActiveSession | undefined> {
     const cache = this.cache;
-    const record = await this.fromStore(cache ? () => cache.fetch(tokenHash) : () => this.store.get(tokenHash));
-    if (!record || !this.alive(record, now)) {
-      if (record) cache?.delete(tokenHash);
+    const session = await this.fromStore(cache ? () => cache.fetch(tokenHash) : async () => withHash(tokenHash, await this.store.get(tokenHash)));
+    if (!session || !this.alive(session, now)) {
+      if (session) cache?.delete(tokenHash);
       return undefined;
     }
-    return { ...this.slide(tokenHash, record, now), tokenHash };
+    return this.slide(session, now);
   }
 
   /** Kills one session on this replica at once (and, through the store, everywhere). */
@@ -125,13 +130,13 @@ export class Sessions {
     return now < r.idleExpiresAt && now < r.expiresAt;
   }
 
-  private async fromStore(read: () => Promise<SessionRecord | undefined>): Promise<SessionRecord | undefined> {
+  private async fromStore(read: () => Promise<ActiveSession | undefined>): Promise<ActiveSession | undefined> {
     try {
-      const record = await read();
-      this.metrics.sessionLookups.inc({ source: record ? 'store' : 'miss' });
-      return record;
+      const session = await read();
+      (session ? this.lookups.store : this.lookups.miss).inc();
+      return session;
     } catch (err) {
-      this.metrics.sessionLookups.inc({ source: 'error' });
+      this.lookups.error.inc();
       throw err;
     }
   }
@@ -140,12 +145,13 @@ export class Sessions {
    * Sliding expiry: moves the idle deadline forward, writing to the store at most once per
    * refreshInterval per session (and per replica). The write is off the request's path.
    */
-  private slide(tokenHash: string, record: SessionRecord, now: number): SessionRecord {
-    const lastRefresh = record.idleExpiresAt - this.opts.ttl;
-    if (now - lastRefresh < this.opts.refreshInterval) return record;
-    const idleExpiresAt = Math.min(now + this.opts.ttl, record.expiresAt);
-    if (idleExpiresAt <= record.idleExpiresAt) return record;
-    const updated = { ...record, idleExpiresAt };
+  private slide(session: ActiveSession, now: number): ActiveSession {
+    const lastRefresh = session.idleExpiresAt - this.opts.ttl;
+    if (now - lastRefresh < this.opts.refreshInterval) return session;
+    const idleExpiresAt = Math.min(now + this.opts.ttl, session.expiresAt);
+    if (idleExpiresAt <= session.idleExpiresAt) return session;
+    const tokenHash = session.tokenHash;
+    const updated = { ...session, idleExpiresAt };
     if (this.cache?.has(tokenHash)) this.cache.set(tokenHash, updated, { noUpdateTTL: true });
     this.store.touch(tokenHash, idleExpiresAt).then(
       (exists) => {
@@ -158,4 +164,9 @@ export class Sessions {
     );
     return updated;
   }
+}
+
+/** A stored record as the request path sees it: with the hash it is keyed by. */
+function withHash(tokenHash: string, record: SessionRecord | undefined): ActiveSession | undefined {
+  return record && { ...record, tokenHash };
 }

@@ -1,13 +1,18 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 
 /** A new opaque session token: 256 bits from the CSPRNG, base64url (43 characters). */
 export function newToken(): string {
   return randomBytes(32).toString('base64url');
 }
 
-/** What the store keys a session by (SHA-256, first 192 bits, base64url); the token itself is never stored. */
+/**
+ * What the store keys a session by (SHA-256, first 192 bits, base64url); the token itself is never stored.
+ * 24 bytes are exactly 32 base64url characters, so the prefix of the whole digest's encoding is the same
+ * string; the one-shot crypto.hash() skips the Hash object a createHash() chain allocates per request.
+ */
 export function hashToken(token: string): string {
-  return createHash('sha256').update(token).digest().subarray(0, 24).toString('base64url');
+  return hash('sha256', token, 'base64url').slice(0, 32);
 }
 
 const BEARER = /^Bearer +([A-Za-z0-9_-]{43})$/i;
@@ -20,4 +25,21 @@ const BEARER = /^Bearer +([A-Za-z0-9_-]{43})$/i;
 export function bearerToken(header: string | undefined): string | undefined {
   if (header === undefined || header.length > 200) return undefined;
   return BEARER.exec(header)?.[1];
+}
+
+/**
+ * The request's Authorization header, every line of it, or undefined when absent or empty. Node keeps
+ * only the first of repeated Authorization lines in req.headers, so a second one would pass unseen;
+ * joined, two lines are never one well-formed token.
+ */
+export function authorizationOf(req: IncomingMessage): string | undefined {
+  const first = req.headers.authorization;
+  if (!first) return undefined;
+  const raw = req.rawHeaders;
+  let lines = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 13 && name.toLowerCase() === 'authorization') lines++;
+  }
+  return lines > 1 ? req.headersDistinct.authorization!.join(', ') : first;
 }
