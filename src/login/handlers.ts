@@ -3,7 +3,7 @@ import type { Config } from '../config/schema.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { GatewayError, type ErrorCode } from '../server/errors.js';
 import type { Sessions } from '../session/sessions.js';
-import { bearerToken } from '../session/tokens.js';
+import { authorizationOf, bearerToken } from '../session/tokens.js';
 import { StoreUnavailableError } from '../session/types.js';
 import type { WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';
@@ -178,8 +178,9 @@ export function loginHandlers({ config, sessions, wechat, replay, metrics, log }
   }
 
   async function current(ctx: Context) {
-    const token = bearerToken(ctx.get('authorization') || undefined);
-    if (!token) throw unauthorized(ctx.get('authorization') !== '');
+    const header = authorizationOf(ctx.req);
+    const token = bearerToken(header);
+    if (!token) throw unauthorized(header !== undefined);
     const session = await sessions.authenticate(token);
     if (!session) throw unauthorized(true);
     return { token, session };
@@ -209,8 +210,9 @@ export function loginHandlers({ config, sessions, wechat, replay, metrics, log }
       const revoked = await sessions.revokeAll(session);
       log.info({ appid: session.appid, revoked }, 'logout of all sessions');
     } else {
-      const token = bearerToken(ctx.get('authorization') || undefined);
-      if (!token) throw unauthorized(ctx.get('authorization') !== '');
+      const header = authorizationOf(ctx.req);
+      const token = bearerToken(header);
+      if (!token) throw unauthorized(header !== undefined);
       await sessions.revoke(token);
     }
     ctx.status = 204;

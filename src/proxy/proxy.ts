@@ -3,7 +3,7 @@ import https from 'node:https';
 import { parse as parseUrl, type UrlWithStringQuery } from 'node:url';
 import httpProxy from 'http-proxy';
 import type { Metrics } from '../metrics/metrics.js';
-import { errorBody, type ErrorCode } from '../server/errors.js';
+import { errorBody } from '../server/errors.js';
 import { dropResponseHopByHop } from './headers.js';
 import type { Route } from './routes.js';
 
@@ -20,7 +20,12 @@ interface ProxyState {
   clientWantsClose: boolean;
   /** sent a second time after a reused keep-alive connection turned out closed */
   retried?: boolean;
+  /** the failure was answered and counted already */
+  failed?: boolean;
 }
+
+/** A reason phrase node can write back (RFC 9112: HTAB, SP, VCHAR, obs-text); others are dropped. */
+const REASON = /^[\t\x20-\x7e\x80-\xff]*$/;
 const STATE = Symbol('wxgate.proxy');
 type WithState = IncomingMessage & { [STATE]?: ProxyState };
 
@@ -59,7 +64,7 @@ function abortUpstream(proxyReq: ClientRequest | undefined): void {
  * upstream request with it.
  */
 export class Proxy {
-  private readonly proxy = httpProxy.createProxyServer({ xfwd: false, changeOrigin: true, ws: false });
+  private readonly proxy = withoutDeleteLength(httpProxy.createProxyServer({ xfwd: false, changeOrigin: true, ws: false }));
   private readonly agents = new Map<string, http.Agent>();
   /** Upstream URLs parsed once: http-proxy would url.parse() a string target on every request. */
   private readonly targets = new Map<string, UrlWithStringQuery>();
@@ -81,9 +86,24 @@ export class Proxy {
         proxyReq.destroy(Object.assign(new Error('upstream timed out'), { code: 'ETIMEDOUT' }));
       });
     });
-    this.proxy.on('proxyRes', (proxyRes, req: WithState) => {
+    this.proxy.on('proxyRes', (proxyRes, req: WithState, res: ServerResponse) => {
+      const state = req[STATE];
       dropResponseHopByHop(proxyRes.headers);
-      if (req[STATE]?.clientWantsClose) proxyRes.headers.connection = 'close';
+      if (!state) return;
+      if (state.clientWantsClose) proxyRes.headers.connection = 'close';
+      // What node cannot write back would throw inside http-proxy's passes and leave the client hanging.
+      const status = proxyRes.statusCode ?? 0;
+      if (status < 100 || status > 599) {
+        proxyRes.destroy();
+        this.fail(state, res, 'other', `upstream answered with status ${status}`);
+        return;
+      }
+      if (proxyRes.statusMessage && !REASON.test(proxyRes.statusMessage)) proxyRes.statusMessage = '';
+      // An upstream that dies mid-body: the client cannot be given the rest, so its connection is cut
+      // (a complete-looking response would be a lie), and the failure is counted.
+      proxyRes.once('close', () => {
+        if (!proxyRes.complete && !state.failed && !state.timedOut && !state.clientGone) this.fail(state, res, 'reset', 'upstream closed mid-response');
+      });
     });
     // Without a listener http-proxy would throw; every web() call has its own callback anyway.
     this.proxy.on('error', () => {});
@@ -109,53 +129,60 @@ export class Proxy {
   }
 
   /**
-   * Hands the request to the upstream and resolves when the response is over (finished or aborted).
+   * Hands the request to the upstream; `done` is called once the response is over (finished or aborted).
    * Headers must already be prepared on req.headers.
    */
-  forward(req: IncomingMessage, res: ServerResponse, route: Route, clientWantsClose: boolean): Promise<void> {
+  forward(req: IncomingMessage, res: ServerResponse, route: Route, clientWantsClose: boolean, done: () => void): void {
     const state: ProxyState = { route, clientGone: false, timedOut: false, clientWantsClose };
     (req as WithState)[STATE] = state;
-    return new Promise<void>((resolve) => {
-      res.once('close', () => {
-        if (!res.writableFinished) {
-          // The client went away: take the upstream request down with it (http-proxy's own abort
-          // handling leaks on current Node, its issue #1586).
-          state.clientGone = true;
-          abortUpstream(state.proxyReq);
-        }
-        resolve();
-      });
-      const send = () =>
-        this.proxy.web(req, res, { target: this.targetFor(route.upstream), agent: this.agentFor(route.upstream) }, (err: NodeJS.ErrnoException) => {
-          const proxyReq = state.proxyReq;
-          proxyReq?.destroy();
-          if (state.clientGone) return;
-          const kind = classify(err, state);
-          // A kept-alive connection the upstream closed just as we reused it: nothing reached the
-          // upstream's application, so a request without a body is sent once more on a new one.
-          if (kind === 'reset' && proxyReq?.reusedSocket && !state.retried && !res.headersSent && bodiless(req)) {
-            state.retried = true;
-            this.metrics.upstreamRetries.inc({ route: route.name });
-            send();
-            return;
-          }
-          this.metrics.upstreamErrors.inc({ route: route.name, kind });
-          this.log.warn({ route: route.name, kind, code: err.code, err: err.message }, 'upstream request failed');
-          if (res.headersSent) {
-            res.destroy();
-            return;
-          }
-          const code: ErrorCode = kind === 'timeout' ? 'upstream_timeout' : 'upstream_unavailable';
-          const body = errorBody(code);
-          res.writeHead(kind === 'timeout' ? 504 : 502, {
-            'content-type': 'application/json; charset=utf-8',
-            'content-length': Buffer.byteLength(body),
-            'cache-control': 'no-store',
-          });
-          res.end(body);
-        });
-      send();
+    res.once('close', () => {
+      if (!res.writableFinished) {
+        // The client went away: take the upstream request down with it (http-proxy's own abort
+        // handling leaks on current Node, its issue #1586).
+        state.clientGone = true;
+        abortUpstream(state.proxyReq);
+      }
+      done();
     });
+    const send = () =>
+      this.proxy.web(req, res, { target: this.targetFor(route.upstream), agent: this.agentFor(route.upstream) }, (err: NodeJS.ErrnoException) => {
+        const proxyReq = state.proxyReq;
+        proxyReq?.destroy();
+        if (state.clientGone) return;
+        const kind = classify(err, state);
+        // A kept-alive connection the upstream closed just as we reused it: nothing reached the
+        // upstream's application, so a request without a body is sent once more on a new one.
+        if (kind === 'reset' && proxyReq?.reusedSocket && !state.retried && !res.headersSent && bodiless(req)) {
+          state.retried = true;
+          this.metrics.upstreamRetries.inc({ route: route.name });
+          send();
+          return;
+        }
+        if (state.failed) return;
+        this.fail(state, res, kind, err.message, err.code);
+      });
+    send();
+  }
+
+  /** Counts and logs a failed upstream request once; answers 502/504 JSON, or cuts a response already begun. */
+  private fail(state: ProxyState, res: ServerResponse, kind: UpstreamFailure, reason: string, errno?: string): void {
+    state.failed = true;
+    abortUpstream(state.proxyReq);
+    const route = state.route.name;
+    this.metrics.upstreamErrors.inc({ route, kind });
+    // "errno", not "code": the logger redacts any field named code (login codes)
+    this.log.warn({ route, kind, errno, err: reason }, 'upstream request failed');
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const body = errorBody(kind === 'timeout' ? 'upstream_timeout' : 'upstream_unavailable');
+    res.writeHead(kind === 'timeout' ? 504 : 502, {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+      'cache-control': 'no-store',
+    });
+    res.end(body);
   }
 
   close(): void {
@@ -163,4 +190,15 @@ export class Proxy {
     this.agents.clear();
     this.proxy.close();
   }
+}
+
+/**
+ * http-proxy's `deleteLength` step sets `Content-Length: 0` on a DELETE or OPTIONS without one and drops
+ * its Transfer-Encoding, yet still streams the chunked body: the upstream would read that body as a second,
+ * unauthenticated request (smuggling). Without the step the request is forwarded as it was framed.
+ */
+function withoutDeleteLength(server: httpProxy): httpProxy {
+  const s = server as httpProxy & { webPasses: Array<{ name: string }> };
+  s.webPasses = s.webPasses.filter((pass) => pass.name !== 'deleteLength');
+  return server;
 }
