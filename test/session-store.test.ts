@@ -82,7 +82,9 @@ const moreCases: Record<string, Case> = {
     await sleep(300);
     const fresh = [0, 1].map(() => hashToken(newToken()));
     const evicted: string[] = [];
-    for (const h of fresh) evicted.push(...(await store.create(h, record('o-lazy'), 'k', { maxPerUser: 2 })));
+    // distinct creation times: list() is oldest first, and two logins in one millisecond tie
+    const now = Date.now();
+    for (const [i, h] of fresh.entries()) evicted.push(...(await store.create(h, record('o-lazy', { createdAt: now + i }), 'k', { maxPerUser: 2 })));
     t.deepEqual(evicted, [], 'nothing live was evicted');
     t.deepEqual(
       (await store.list(APP, 'o-lazy')).map((s) => s.tokenHash),

@@ -31,8 +31,8 @@ export interface TestGateway extends Gateway {
   logs: string[];
 }
 
-/** The gateway in this process, on port 0, its log captured. */
-export async function startTestGateway(raw: Record<string, unknown>): Promise<TestGateway> {
+/** The gateway in this process, on port 0, its log captured (at `logLevel`, default debug). */
+export async function startTestGateway(raw: Record<string, unknown>, opts: { logLevel?: string } = {}): Promise<TestGateway> {
   const config = buildConfig(raw, 'test');
   const logs: string[] = [];
   const sink = new Writable({
@@ -41,7 +41,7 @@ export async function startTestGateway(raw: Record<string, unknown>): Promise<Te
       cb();
     },
   });
-  const log = createLogger('debug', sink);
+  const log = createLogger(opts.logLevel ?? 'debug', sink);
   const gw = await startGateway(config, { log });
   return Object.assign(gw, { logs });
 }

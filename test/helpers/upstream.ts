@@ -1,5 +1,5 @@
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 
 export interface Seen {
   method: string;
@@ -7,6 +7,8 @@ export interface Seen {
   headers: http.IncomingHttpHeaders;
   rawHeaders: string[];
   body: string;
+  /** trailer fields of a chunked request body */
+  trailers: http.IncomingHttpHeaders;
 }
 
 export interface Upstream {
@@ -29,7 +31,7 @@ export async function startUpstream(): Promise<Upstream> {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const seen: Seen = { method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.concat(chunks).toString() };
+      const seen: Seen = { method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.concat(chunks).toString(), trailers: req.trailers };
       up.seen.push(seen);
       const path = req.url!.split('?')[0]!;
       const send = () => {
@@ -59,4 +61,51 @@ export async function startUpstream(): Promise<Upstream> {
       server.close(() => r());
     });
   return up;
+}
+
+export interface RawUpstream {
+  url: string;
+  /** The head (request line and header lines) of every request that reached it, in order. */
+  heads: string[];
+  close(): Promise<void>;
+}
+
+/**
+ * An upstream that answers with whatever bytes `answer` writes on the socket, malformed ones
+ * included (a node http server would refuse to send them). It reads each request's head and its
+ * Content-Length body (the gateway sends nothing else to it in these tests), then calls `answer`.
+ */
+export async function startRawUpstream(answer: (head: string, socket: net.Socket) => void): Promise<RawUpstream> {
+  const heads: string[] = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+    let buf = '';
+    socket.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      for (;;) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const head = buf.slice(0, end);
+        const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+        if (buf.length < end + 4 + length) return;
+        buf = buf.slice(end + 4 + length);
+        heads.push(head);
+        answer(head, socket);
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    heads,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
 }

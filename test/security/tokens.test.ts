@@ -1,0 +1,246 @@
+/**
+ * Who is who, part 2: only `Authorization: Bearer <the token>` opens a session, everything else is a
+ * 401 JSON with WWW-Authenticate: Bearer, and no token, session_key or app secret ever lands in a log
+ * line (captured at trace level) or, for the token, in Redis. A real redis-server backs the sessions.
+ *
+ * Serial: the last test reads every log line the others produced.
+ */
+import test from 'ava';
+import { Redis } from 'ioredis';
+import { startSimulator } from '../../src/wechat/simulator.js';
+import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
+import { rawRequest, rawHeader, request, type Reply } from '../helpers/http.js';
+import { startRedis, type RedisServer } from '../helpers/redis.js';
+import { startUpstream, type Upstream } from '../helpers/upstream.js';
+
+const PREFIX = 'tokentest:';
+const CODE = 'token-owner.1';
+
+let sim: Awaited<ReturnType<typeof startSimulator>>;
+let redis: RedisServer;
+let up: Upstream;
+let gw: TestGateway;
+let token: string;
+let openid: string;
+/** every token-like string the tests sent, good or bad: none may be logged */
+const sentSecrets = new Set<string>();
+/** the real tokens: not even a part of one may be logged */
+const realTokens = new Set<string>();
+
+test.before(async () => {
+  sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } });
+  redis = await startRedis();
+  up = await startUpstream();
+  gw = await startTestGateway(
+    testConfig({
+      apiBase: sim.url,
+      routes: [
+        { path: '/api/public', upstream: up.url, auth: 'none' },
+        { path: '/api', upstream: up.url },
+      ],
+      session: { store: 'redis', redis: { url: redis.url, keyPrefix: PREFIX } },
+    }),
+    { logLevel: 'trace' },
+  );
+  token = await login(gw.url, CODE);
+  realTokens.add(token);
+  const s = await request(gw.url, { path: '/session', headers: { authorization: `Bearer ${token}` } });
+  openid = s.json.openid;
+});
+test.after.always(async () => {
+  await gw?.close();
+  await up?.close();
+  await redis?.close();
+  await sim?.close();
+});
+
+/** The token with the character at `i` replaced by another base64url character. */
+function changed(t: string, i: number): string {
+  const c = t[i] === 'A' ? 'B' : 'A';
+  return t.slice(0, i) + c + t.slice(i + 1);
+}
+
+const status = (res: Reply) => res.status;
+
+function assertUnauthorized(t: import('ava').ExecutionContext, res: Reply, what: string): void {
+  t.is(res.status, 401, what);
+  t.is(res.json?.error, 'unauthorized', what);
+  t.is(typeof res.json?.message, 'string', what);
+  t.deepEqual(Object.keys(res.json ?? {}).sort(), ['error', 'message'], what);
+  t.regex(String(res.headers['www-authenticate']), /^Bearer realm="wxgate"/, what);
+  t.regex(String(res.headers['content-type']), /^application\/json/, what);
+}
+
+/** Credentials that must all be refused, as header lines built from the good token and a near miss. */
+const badCredentials: Array<[string, (token: string, other: string) => Array<[string, string]>]> = [
+  ['missing', () => []],
+  ['empty', () => [['Authorization', '']]],
+  ['scheme only', () => [['Authorization', 'Bearer']]],
+  ['scheme and a space', () => [['Authorization', 'Bearer ']]],
+  ['truncated by one character', (tk) => [['Authorization', `Bearer ${tk.slice(0, -1)}`]]],
+  ['truncated to half', (tk) => [['Authorization', `Bearer ${tk.slice(0, 22)}`]]],
+  ['one character changed (first)', (tk) => [['Authorization', `Bearer ${changed(tk, 0)}`]]],
+  ['one character changed (middle)', (_, other) => [['Authorization', `Bearer ${other}`]]],
+  ['one character changed (last)', (tk) => [['Authorization', `Bearer ${changed(tk, 42)}`]]],
+  ['padded with =', (tk) => [['Authorization', `Bearer ${tk}=`]]],
+  ['padded with ==', (tk) => [['Authorization', `Bearer ${tk}==`]]],
+  ['standard base64 alphabet', (tk) => [['Authorization', `Bearer ${tk.replace(/-/g, '+').replace(/_/g, '/')}${/[-_]/.test(tk) ? '' : '+'}`]]],
+  ['no scheme', (tk) => [['Authorization', tk]]],
+  ['another scheme', (tk) => [['Authorization', `Token ${tk}`]]],
+  ['Basic carrying the token', (tk) => [['Authorization', `Basic ${Buffer.from(`${tk}:`).toString('base64')}`]]],
+  ['tab instead of a space', (tk) => [['Authorization', `Bearer\t${tk}`]]],
+  ['two tokens', (tk, other) => [['Authorization', `Bearer ${tk} ${other}`]]],
+  ['two tokens, comma-separated', (tk, other) => [['Authorization', `Bearer ${tk}, Bearer ${other}`]]],
+  ['two Authorization headers, the good one first', (tk, other) => [['Authorization', `Bearer ${tk}`], ['Authorization', `Bearer ${other}`]]],
+  ['two Authorization headers, the good one last', (tk, other) => [['Authorization', `Bearer ${other}`], ['Authorization', `Bearer ${tk}`]]],
+  ['two Authorization headers, both the good one', (tk) => [['Authorization', `Bearer ${tk}`], ['Authorization', `Bearer ${tk}`]]],
+  ['4 KiB of junk before the token', (tk) => [['Authorization', `Bearer ${'A'.repeat(4096)}${tk}`]]],
+  ['4 KiB of spaces before the token', (tk) => [['Authorization', `Bearer ${' '.repeat(4096)}${tk}`]]],
+  ['the token in a cookie', (tk) => [['Cookie', `token=${tk}; session=${tk}`]]],
+  ['the token in other headers', (tk) => [['X-Token', tk], ['X-Auth-Token', tk], ['X-Access-Token', `Bearer ${tk}`]]],
+];
+
+for (const [name, build] of badCredentials) {
+  test.serial(`refused credential, ${name}: 401 JSON with WWW-Authenticate: Bearer on a proxied route and on /session`, async (t) => {
+    const lines = build(token, changed(token, 20));
+    for (const [, v] of lines) if (v.length > 20) sentSecrets.add(v.replace(/^\w+[\t ]+/, '').trim());
+    const marker = `bad-${name.replace(/\W+/g, '-')}`;
+    const proxied = await request(gw.url, { path: `/api/orders?m=${marker}`, headers: lines });
+    const own = await request(gw.url, { path: '/session', headers: lines });
+    // both answers in one comparison, so that a failure shows which of the two paths let it through
+    t.deepEqual({ proxied: status(proxied), session: status(own) }, { proxied: 401, session: 401 });
+    assertUnauthorized(t, proxied, 'proxied route');
+    assertUnauthorized(t, own, '/session');
+    t.false(
+      up.seen.some((s) => s.url.includes(`m=${marker}`)),
+      'nothing reached the upstream',
+    );
+  });
+}
+
+test.serial('a token in the query string is ignored: 401', async (t) => {
+  for (const query of [`access_token=${token}`, `token=${token}`, `authorization=Bearer%20${token}`, `Authorization=Bearer+${token}`]) {
+    const res = await request(gw.url, { path: `/api/orders?m=query&${query}` });
+    assertUnauthorized(t, res, query);
+    const session = await request(gw.url, { path: `/session?${query}` });
+    assertUnauthorized(t, session, `/session?${query}`);
+  }
+  t.false(up.seen.some((s) => s.url.includes('m=query')));
+});
+
+test.serial('non-ASCII bytes in the token (raw UTF-8) are 401 JSON', async (t) => {
+  const variants = [
+    Buffer.concat([Buffer.from(`Bearer ${token.slice(0, 42)}`), Buffer.from('é', 'utf8')]),
+    Buffer.concat([Buffer.from(`Bearer ${token}`), Buffer.from('\u200b', 'utf8')]), // zero-width space after the token
+    Buffer.concat([Buffer.from('Bearer '), Buffer.from('ｔｏｋｅｎ'.repeat(8), 'utf8')]), // fullwidth letters
+    Buffer.concat([Buffer.from('Bearer\u00a0', 'latin1'), Buffer.from(token)]), // no-break space as the separator
+  ];
+  for (const [i, value] of variants.entries()) {
+    for (const path of [`/api/orders?m=utf8-${i}`, '/session']) {
+      const reply = await rawRequest(
+        gw.url,
+        Buffer.concat([Buffer.from(`GET ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: `), value, Buffer.from('\r\nConnection: close\r\n\r\n')]),
+      );
+      const res = reply.responses[0];
+      t.is(res?.status, 401, `variant ${i} ${path}`);
+      t.is(JSON.parse(res?.body ?? '{}').error, 'unauthorized');
+      t.regex(rawHeader(res, 'www-authenticate') ?? '', /^Bearer /);
+    }
+  }
+  t.false(up.seen.some((s) => s.url.includes('m=utf8')));
+});
+
+test.serial('a 16 KiB Authorization header: 401 JSON while it fits the header limit, refused (431) beyond it, never proxied', async (t) => {
+  // node's limit is 16 KiB for the whole head; this header line is 16 KiB less what the rest of the head needs
+  const fits = `Bearer ${'x'.repeat(16 * 1024 - 200)}${token}`;
+  sentSecrets.add(fits.slice(7));
+  const res = await request(gw.url, { path: '/api/orders?m=long-fits', headers: { authorization: fits } });
+  assertUnauthorized(t, res, '16 KiB header within the limit');
+  const own = await request(gw.url, { path: '/session', headers: { authorization: fits } });
+  assertUnauthorized(t, own, '16 KiB header on /session');
+
+  const beyond = `Bearer ${'x'.repeat(16 * 1024)}${token}`;
+  const reply = await rawRequest(gw.url, `GET /api/orders?m=long-beyond HTTP/1.1\r\nHost: x\r\nAuthorization: ${beyond}\r\nConnection: close\r\n\r\n`);
+  t.is(reply.responses[0]?.status, 431, 'node refuses a head over its limit');
+  t.false(up.seen.some((s) => /m=long-/.test(s.url)));
+  // the gateway still answers afterwards
+  t.is((await request(gw.url, { path: '/healthz' })).status, 200);
+});
+
+test.serial('the Bearer scheme is case-insensitive (RFC 7235): "bearer" and "BEARER" open the session', async (t) => {
+  for (const scheme of ['bearer', 'BEARER', 'bEaReR']) {
+    const marker = `scheme-${scheme}`;
+    const res = await request(gw.url, { path: `/api/orders?m=${marker}`, headers: { authorization: `${scheme} ${token}` } });
+    t.is(res.status, 200, scheme);
+    const seen = up.seen.find((s) => s.url.includes(`m=${marker}`));
+    t.is(seen?.headers['x-openid'], openid, scheme);
+    t.is(seen?.headers.authorization, undefined);
+    const s = await request(gw.url, { path: '/session', headers: { authorization: `${scheme} ${token}` } });
+    t.is(s.status, 200, `${scheme} on /session`);
+    t.is(s.json.openid, openid);
+  }
+});
+
+test.serial('tokens are 256-bit and fresh per login; Redis holds neither the token nor anything it can be read from', async (t) => {
+  const again = await login(gw.url, 'token-owner.2');
+  realTokens.add(again);
+  t.not(again, token);
+  for (const tk of [token, again]) {
+    t.regex(tk, /^[A-Za-z0-9_-]{43}$/);
+    t.is(Buffer.from(tk, 'base64url').length, 32);
+  }
+  // everything Redis holds, as text
+  const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  await client.connect();
+  t.teardown(() => client.disconnect());
+  const dump: string[] = [];
+  for (const key of await client.keys('*')) {
+    dump.push(key);
+    const type = await client.type(key);
+    if (type === 'string') dump.push((await client.get(key)) ?? '');
+    else if (type === 'hash') dump.push(...Object.entries(await client.hgetall(key)).flat());
+    else if (type === 'zset') dump.push(...(await client.zrange(key, 0, -1, 'WITHSCORES')));
+    else if (type === 'set') dump.push(...(await client.smembers(key)));
+    else if (type === 'list') dump.push(...(await client.lrange(key, 0, -1)));
+  }
+  t.true(dump.length > 0, 'the sessions are in this Redis');
+  t.true(dump.some((v) => v.includes(openid)), 'the dump holds the session records');
+  for (const tk of [token, again]) {
+    t.false(dump.some((v) => v.includes(tk)), 'no token in Redis');
+    t.false(dump.some((v) => v.includes(tk.slice(0, 16)) || v.includes(tk.slice(-16))), 'no part of a token in Redis');
+  }
+});
+
+test.serial('no log line holds a token (good or bad), the session_key, the app secret or the login code', async (t) => {
+  // one more login whose session_key we read back from Redis, where the gateway keeps it
+  const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  await client.connect();
+  t.teardown(() => client.disconnect());
+  const sessionKey = await client.hget(`${PREFIX}u:${APPID}:${openid}`, 'k');
+  t.truthy(sessionKey, 'the session_key is where the store keeps it');
+  // and a refused login, a logout and an unknown-token logout, so that those paths log too
+  t.is((await request(gw.url, { method: 'POST', path: '/login', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: 'fail-40029' }) })).status, 401);
+  const spent = await login(gw.url, 'token-spent.1');
+  realTokens.add(spent);
+  t.is((await request(gw.url, { method: 'POST', path: '/logout', headers: { authorization: `Bearer ${spent}` } })).status, 204);
+  assertUnauthorized(t, await request(gw.url, { path: '/api/x?m=spent', headers: { authorization: `Bearer ${spent}` } }), 'logged-out token');
+
+  const logs = gw.logs;
+  t.true(logs.length > 0, 'the log was captured');
+  t.true(
+    logs.some((l) => JSON.parse(l).level === 20 || JSON.parse(l).level === 10),
+    'debug/trace lines were captured, so the quiet paths were logged too',
+  );
+  const forbidden: Array<[string, string]> = [
+    ['app secret', SECRET],
+    ['session_key', sessionKey!],
+    ['login code', CODE],
+    ['login code', 'token-spent.1'],
+  ];
+  for (const s of sentSecrets) forbidden.push(['a refused credential', s]);
+  for (const s of realTokens) forbidden.push(['token', s], ['token (start)', s.slice(0, 16)], ['token (end)', s.slice(-16)]);
+  for (const [what, secret] of forbidden) {
+    const hit = logs.find((l) => l.includes(secret));
+    t.is(hit, undefined, `${what} appears in the log: ${hit?.slice(0, 200)}`);
+  }
+});
