@@ -141,6 +141,25 @@ export function backoff(times: number): number {
   return Math.round(Math.min(50 * 2 ** Math.min(times, 6), 2000) * (0.8 + Math.random() * 0.4));
 }
 
+/**
+ * After a failover the old master answers READONLY: behind Sentinel (or in a Cluster) a reconnection
+ * finds the new one, so reconnect, but at most once a second (Sentinel may not have switched yet, and
+ * every reconnection fails the commands in flight and empties the session caches). A plain `url` would
+ * lead back to the same server: there the connection is kept, so that sessions are still read while
+ * writes (logins) answer 503.
+ */
+function readonlyReconnect(): (err: Error) => boolean {
+  let last = 0;
+  return (err) => {
+    if (!/^READONLY/.test(err.message) || Date.now() - last < 1000) return false;
+    last = Date.now();
+    return true;
+  };
+}
+
+/** Redis refusing our credentials: reconnecting will not help until they match. */
+const AUTH_REFUSED = /^(WRONGPASS|NOAUTH|ERR invalid password)/;
+
 /** Builds the ioredis client for one node, a Sentinel-watched master, or a Cluster (ioredis's own support). */
 export function createRedisClient(o: Pick<RedisStoreOptions, 'url' | 'sentinels' | 'name' | 'cluster'>, opts: RedisOptions): RedisClient {
   const u = new URL(o.url);
@@ -219,8 +238,7 @@ export class RedisStore implements SessionStore {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       retryStrategy: backoff,
-      // after a failover the old master answers READONLY: reconnect (Sentinel then finds the new one)
-      reconnectOnError: (err) => /READONLY/.test(err.message),
+      reconnectOnError: opts.sentinels || opts.cluster ? readonlyReconnect() : undefined,
     };
     this.channel = `${opts.keyPrefix}invalidate`;
     this.redis = createRedisClient(opts, base);
@@ -244,7 +262,13 @@ export class RedisStore implements SessionStore {
       opts.metrics?.sessionStoreUp.set(0);
       if (!this.outage) {
         this.outage = true;
-        opts.logger?.warn({ err: err ? safeMessage(err) : 'connection closed' }, 'redis is unavailable; requests that need it answer 503');
+        const message = err ? safeMessage(err) : 'connection closed';
+        opts.logger?.warn(
+          { err: message },
+          AUTH_REFUSED.test(message)
+            ? 'redis refuses the credentials of session.redis.url; requests that need it answer 503 until it accepts them'
+            : 'redis is unavailable; requests that need it answer 503',
+        );
       }
     };
     this.redis.on('error', (err: Error) => down(err));

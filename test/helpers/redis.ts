@@ -12,6 +12,8 @@ export interface RedisServer {
   url: string;
   /** Stops the server (SIGTERM, then SIGKILL) and waits for it to exit. */
   stop(): Promise<void>;
+  /** SIGKILL (a crash: nothing written beyond what the server had already written) and waits for it to exit. */
+  kill(): Promise<void>;
   /** Starts it again on the same port. */
   start(): Promise<void>;
   /** SIGSTOP: connections stay open but nothing answers (a blackhole). */
@@ -145,6 +147,13 @@ export async function startRedis(extra: (port: number, dir: string) => { conf?: 
     port,
     url: `redis://127.0.0.1:${port}`,
     stop,
+    kill: async () => {
+      const c = child;
+      if (!c || c.exitCode !== null || c.signalCode !== null) return;
+      const exited = once(c, 'exit');
+      c.kill('SIGKILL');
+      await exited;
+    },
     start: async () => {
       if (child && child.exitCode === null && child.signalCode === null) return;
       await spawnOn(port);

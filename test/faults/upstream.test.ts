@@ -1,0 +1,205 @@
+import net from 'node:net';
+import test from 'ava';
+import { startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
+import { rawConnect, request } from '../helpers/http.js';
+import { metricValue, scrape } from '../helpers/metrics.js';
+import { freePort } from '../helpers/ports.js';
+import { startRawUpstream, type RawUpstream } from '../helpers/upstream.js';
+
+/**
+ * When the upstream fails: refused, reset before and in the middle of its answer, silent before the
+ * headers or in the middle of the body, answering 5xx, closing a kept-alive connection just as it is
+ * reused. A real gateway in this process, real upstreams on loopback sockets. The tests are serial
+ * and in this order: the last one checks that none of it left a socket behind.
+ */
+const TIMEOUT = 400;
+let gw: TestGateway;
+let faulty: RawUpstream;
+let dropping: RawUpstream;
+let refusedPort: number;
+
+/** What the faulty upstream does, by request path. */
+const behaviours: Record<string, (socket: net.Socket) => void> = {
+  '/f/ok': (s) => s.write('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'),
+  '/f/reset-before': (s) => s.destroy(),
+  '/f/reset-mid': (s) => {
+    s.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\nthe first part of the answer');
+    setTimeout(() => s.destroy(), 30);
+  },
+  '/f/slow-headers': () => {},
+  '/f/slow-body': (s) => s.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\nthe first part, then silence'),
+  '/f/503': (s) =>
+    s.write(
+      'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\nRetry-After: 7\r\nX-Upstream-Error: db-down\r\n' +
+        'Content-Length: 44\r\n\r\n{"type":"db-down","detail":"the database!"}\n',
+    ),
+  '/f/500-chunked': (s) =>
+    s.write('HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n<html>\r\n7\r\n</html>\r\n0\r\n\r\n'),
+  '/f/malformed': (s) => s.write('HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nok'),
+};
+
+/** Requests answered per connection by the dropping upstream: the second one on a connection is dropped. */
+const served = new WeakMap<net.Socket, number>();
+
+test.before(async () => {
+  faulty = await startRawUpstream((head, socket) => {
+    const path = head.split(' ')[1]!.split('?')[0]!;
+    const behave = behaviours[path];
+    if (behave) behave(socket);
+    else socket.write('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n');
+  });
+  // A kept-alive connection the upstream closes just as the gateway reuses it.
+  dropping = await startRawUpstream((_head, socket) => {
+    const n = served.get(socket) ?? 0;
+    served.set(socket, n + 1);
+    if (n > 0) socket.destroy();
+    else socket.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok');
+  });
+  refusedPort = await freePort(); // nothing listens there
+  gw = await startTestGateway(
+    testConfig({
+      apiBase: 'http://127.0.0.1:1',
+      routes: [
+        { name: 'faulty', path: '/f', upstream: faulty.url, auth: 'none', timeout: `${TIMEOUT}ms` },
+        { name: 'refused', path: '/refused', upstream: `http://127.0.0.1:${refusedPort}`, auth: 'none' },
+        { name: 'dropping', path: '/ka', upstream: dropping.url, auth: 'none' },
+      ],
+    }),
+  );
+});
+test.after.always(async () => {
+  await gw?.close();
+  await faulty?.close();
+  await dropping?.close();
+});
+
+const errorsOf = async (route: string, kind: string) => metricValue(await scrape(gw.url), 'wxgate_upstream_errors_total', { route, kind });
+
+/**
+ * Sockets of the gateway (in this process) that are in use: client connections it accepted, and
+ * connections it opened to the upstreams. Idle kept-alive upstream sockets are unref'ed by the agent
+ * and not counted.
+ */
+function gatewaySockets(): number {
+  const upstreamPorts = new Set([Number(new URL(faulty.url).port), Number(new URL(dropping.url).port), refusedPort]);
+  const handles = (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles();
+  return handles.filter((h) => h instanceof net.Socket && !h.destroyed && (h.localPort === gw.port || upstreamPorts.has(h.remotePort ?? -1))).length;
+}
+let socketsBefore = -1;
+
+/** One GET on a connection of its own; what came back, whether the gateway closed it, and when. */
+async function rawGet(path: string, idleMs = 3 * TIMEOUT) {
+  const start = Date.now();
+  const conn = await rawConnect(gw.url);
+  conn.write(`GET ${path} HTTP/1.1\r\nHost: shop.example\r\n\r\n`);
+  const reply = await conn.done(idleMs);
+  return { ...reply, ms: Date.now() - start };
+}
+
+test.serial('a healthy upstream answers (the baseline for the socket count)', async (t) => {
+  const res = await request(gw.url, { path: '/f/ok' });
+  t.is(res.status, 200);
+  t.deepEqual(res.json, { ok: true });
+  socketsBefore = gatewaySockets();
+});
+
+test.serial('upstream refusing connections → 502 upstream_unavailable JSON at once, counted as refused', async (t) => {
+  const start = Date.now();
+  const res = await request(gw.url, { path: '/refused/x' });
+  t.is(res.status, 502);
+  t.deepEqual(res.json, { error: 'upstream_unavailable', message: 'The upstream service could not be reached.' });
+  t.true(Date.now() - start < 500, `answered after ${Date.now() - start} ms`);
+  t.is(await errorsOf('refused', 'refused'), 1);
+});
+
+test.serial('upstream resetting the connection before answering → 502 upstream_unavailable, counted as reset', async (t) => {
+  const res = await request(gw.url, { path: '/f/reset-before' });
+  t.is(res.status, 502);
+  t.is(res.json.error, 'upstream_unavailable');
+  t.is(await errorsOf('faulty', 'reset'), 1);
+});
+
+test.serial('upstream resetting the connection in the middle of its answer → the client connection is cut at once, not left hanging; counted as reset', async (t) => {
+  const before = await errorsOf('faulty', 'reset');
+  const reply = await rawGet('/f/reset-mid');
+  t.is(reply.responses[0]?.status, 200, 'the headers had gone out already');
+  t.false(reply.responses[0]?.complete, 'the client can tell the answer is incomplete');
+  t.true(reply.closedByServer, `the gateway kept the client connection open with half an answer (${reply.ms} ms, then the test gave up)`);
+  t.true(reply.ms < TIMEOUT, `closed after ${reply.ms} ms`);
+  t.is((await errorsOf('faulty', 'reset')) - before, 1);
+});
+
+test.serial('upstream silent before its headers beyond the route timeout → 504 upstream_timeout JSON at the timeout, counted as timeout', async (t) => {
+  const start = Date.now();
+  const res = await request(gw.url, { path: '/f/slow-headers' });
+  const ms = Date.now() - start;
+  t.is(res.status, 504);
+  t.deepEqual(res.json, { error: 'upstream_timeout', message: 'The upstream service did not answer in time.' });
+  t.is(res.headers['content-type'], 'application/json; charset=utf-8');
+  t.true(ms >= TIMEOUT - 20 && ms < TIMEOUT + 600, `answered after ${ms} ms (route timeout ${TIMEOUT} ms)`);
+  t.is(await errorsOf('faulty', 'timeout'), 1);
+});
+
+test.serial('upstream stalling in the middle of its body beyond the route timeout → the client connection is closed at the timeout, not a hang', async (t) => {
+  const reply = await rawGet('/f/slow-body');
+  t.is(reply.responses[0]?.status, 200);
+  t.false(reply.responses[0]?.complete);
+  t.true(reply.closedByServer, 'the gateway closed the connection');
+  t.true(reply.ms >= TIMEOUT - 20 && reply.ms < TIMEOUT + 600, `closed after ${reply.ms} ms (route timeout ${TIMEOUT} ms)`);
+  t.is(await errorsOf('faulty', 'timeout'), 2);
+});
+
+test.serial("upstream 5xx answers are passed through untouched: status, headers and body are the upstream's", async (t) => {
+  const res = await request(gw.url, { path: '/f/503' });
+  t.is(res.status, 503);
+  t.is(res.text, '{"type":"db-down","detail":"the database!"}\n');
+  t.is(res.headers['content-type'], 'application/problem+json');
+  t.is(res.headers['retry-after'], '7');
+  t.is(res.headers['x-upstream-error'], 'db-down');
+  const chunked = await request(gw.url, { path: '/f/500-chunked' });
+  t.is(chunked.status, 500);
+  t.is(chunked.text, '<html></html>');
+  t.is(chunked.headers['content-type'], 'text/html');
+  const text = await scrape(gw.url);
+  t.is(metricValue(text, 'wxgate_upstream_errors_total', { route: 'faulty', kind: 'other' }), 0, 'an answer is not an upstream error');
+  t.is(metricValue(text, 'wxgate_http_requests_total', { route: 'faulty', method: 'GET', status: '503' }), 1);
+});
+
+test.serial('an answer that is not HTTP (a malformed Content-Length) → 502 upstream_unavailable, counted as other', async (t) => {
+  const res = await request(gw.url, { path: '/f/malformed' });
+  t.is(res.status, 502);
+  t.is(res.json.error, 'upstream_unavailable');
+  t.is(await errorsOf('faulty', 'other'), 1);
+});
+
+test.serial('a reused keep-alive connection the upstream had closed: a GET is sent again once, a POST with a body is not', async (t) => {
+  const first = await request(gw.url, { path: '/ka/one' });
+  t.is(first.status, 200);
+  const second = await request(gw.url, { path: '/ka/two' });
+  t.is(second.status, 200, 'the client never sees the stale connection');
+  t.deepEqual(
+    dropping.heads.map((h) => h.split('\r\n')[0]),
+    ['GET /ka/one HTTP/1.1', 'GET /ka/two HTTP/1.1', 'GET /ka/two HTTP/1.1'],
+  );
+  const post = await request(gw.url, { method: 'POST', path: '/ka/three', headers: { 'content-type': 'text/plain' }, body: 'data' });
+  t.is(post.status, 502, 'a request with a body may have been consumed: not sent twice');
+  t.is(post.json.error, 'upstream_unavailable');
+  t.is(dropping.heads.filter((h) => h.startsWith('POST /ka/three ')).length, 1);
+  const text = await scrape(gw.url);
+  t.is(metricValue(text, 'wxgate_upstream_retries_total', { route: 'dropping' }), 1);
+  t.is(metricValue(text, 'wxgate_upstream_errors_total', { route: 'dropping', kind: 'reset' }), 1, 'the POST');
+});
+
+test.serial('after all of that: the gateway still serves, holds no socket more than before, and counted every kind', async (t) => {
+  t.is((await request(gw.url, { path: '/f/ok' })).status, 200);
+  let now = gatewaySockets();
+  for (const deadline = Date.now() + 2000; now > socketsBefore && Date.now() < deadline; now = gatewaySockets()) await new Promise((r) => setTimeout(r, 20));
+  t.true(socketsBefore >= 0);
+  t.true(now <= socketsBefore, `${now} sockets in use now, ${socketsBefore} before the faults`);
+  t.log(`gateway sockets in use: ${socketsBefore} before the faults, ${now} after`);
+  const text = await scrape(gw.url);
+  for (const kind of ['refused', 'reset', 'timeout', 'other']) {
+    const n = ['faulty', 'refused', 'dropping'].reduce((sum, route) => sum + metricValue(text, 'wxgate_upstream_errors_total', { route, kind }), 0);
+    t.true(n > 0, `wxgate_upstream_errors_total{kind="${kind}"} is ${n}`);
+  }
+});
