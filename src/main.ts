@@ -166,7 +166,7 @@ export async function startGateway(config: Config, opts: { log?: Logger } = {}):
       await closeServer(server, config.server.shutdownTimeout);
       if (metricsServer) await closeServer(metricsServer, 1000);
       if (adminServer) await closeServer(adminServer, 1000);
-      proxy.close();
+      await proxy.close();
       wechat.close();
       await store.close();
       for (const c of closers.reverse()) await c();

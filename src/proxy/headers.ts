@@ -10,6 +10,7 @@ import type { Identity } from '../session/types.js';
 
 /** Hop-by-hop headers (RFC 9110 7.6.1) plus ones the gateway answers itself (Expect). */
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-authenticate', 'expect'];
+const RESPONSE_HOP_BY_HOP = new Set(HOP_BY_HOP);
 /** Never dropped because a Connection header named them: they frame the body. */
 const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
 
@@ -78,7 +79,30 @@ export function setIdentity(headers: IncomingHttpHeaders, who: Identity): void {
   if (who.unionid) headers['x-unionid'] = who.unionid;
 }
 
-/** Drops hop-by-hop headers from an upstream's response before it reaches the client. */
-export function dropResponseHopByHop(headers: IncomingHttpHeaders): void {
-  dropHopByHop(headers);
+/**
+ * An upstream's raw response headers as the client gets them: a flat [name, value, ...] list for
+ * res.writeHead (duplicates such as Set-Cookie kept as sent), without hop-by-hop headers, those the
+ * upstream's Connection header names, or its Transfer-Encoding (node frames the body for the client).
+ */
+export function responseHeaders(raw: Buffer[], close: boolean): string[] {
+  const out: string[] = [];
+  let named: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toString('latin1');
+    const lower = name.toLowerCase();
+    if (lower === 'connection') {
+      for (const n of raw[i + 1]!.toString('latin1').split(',')) {
+        const t = n.trim().toLowerCase();
+        if (t && !FRAMING.has(t)) (named ??= new Set()).add(t);
+      }
+      continue;
+    }
+    if (lower === 'transfer-encoding' || RESPONSE_HOP_BY_HOP.has(lower)) continue;
+    out.push(name, raw[i + 1]!.toString('latin1'));
+  }
+  if (named) {
+    for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);
+  }
+  if (close) out.push('Connection', 'close');
+  return out;
 }

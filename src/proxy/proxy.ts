@@ -1,173 +1,199 @@
-import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
-import https from 'node:https';
-import { parse as parseUrl, type UrlWithStringQuery } from 'node:url';
-import httpProxy from 'http-proxy';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { buildConnector, Pool, type Dispatcher } from 'undici';
 import type { Metrics } from '../metrics/metrics.js';
 import { errorBody } from '../server/errors.js';
-import { dropResponseHopByHop } from './headers.js';
+import { responseHeaders } from './headers.js';
 import type { Route } from './routes.js';
 
 interface Logger {
   warn(obj: object, msg: string): void;
 }
 
-/** What one proxied request needs to remember; kept on the request under a symbol. */
+export type UpstreamFailure = 'refused' | 'reset' | 'timeout' | 'other';
+
+/** What one proxied request needs to remember. */
 interface ProxyState {
   route: Route;
-  proxyReq?: ClientRequest;
-  clientGone: boolean;
-  timedOut: boolean;
+  req: IncomingMessage;
+  res: ServerResponse;
   clientWantsClose: boolean;
-  /** sent a second time after a reused keep-alive connection turned out closed */
-  retried?: boolean;
+  /** the client sent a body (Content-Length above 0, or chunked) */
+  withBody: boolean;
+  /** undici's abort for the request in flight, once it has a connection */
+  abort?: (err?: Error) => void;
+  clientGone: boolean;
+  /** the upstream's status line and headers were passed on */
+  answered: boolean;
+  /** sent a second time after its connection was closed before any answer */
+  retried: boolean;
   /** the failure was answered and counted already */
-  failed?: boolean;
+  failed: boolean;
 }
 
 /** A reason phrase node can write back (RFC 9112: HTAB, SP, VCHAR, obs-text); others are dropped. */
 const REASON = /^[\t\x20-\x7e\x80-\xff]*$/;
-const STATE = Symbol('wxgate.proxy');
-type WithState = IncomingMessage & { [STATE]?: ProxyState };
 
-/** Safe to send again: an idempotent method and no request body (nothing of it was consumed). */
-function bodiless(req: IncomingMessage): boolean {
-  const m = req.method;
-  if (m !== 'GET' && m !== 'HEAD' && m !== 'OPTIONS' && m !== 'DELETE') return false;
+/** Methods safe to send again when no body was sent (nothing of it was consumed). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'DELETE']);
+
+function hasBody(req: IncomingMessage): boolean {
   const len = req.headers['content-length'];
-  return req.headers['transfer-encoding'] === undefined && (len === undefined || len === '0');
+  return req.headers['transfer-encoding'] !== undefined || (len !== undefined && len !== '0');
 }
 
-export type UpstreamFailure = 'refused' | 'reset' | 'timeout' | 'other';
-
-function classify(err: NodeJS.ErrnoException, state: ProxyState): UpstreamFailure {
-  if (state.timedOut) return 'timeout';
-  if (err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || err.code === 'ENOTFOUND') return 'refused';
-  if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || err.message === 'socket hang up') return 'reset';
-  return 'other';
+function classify(err: Error & { code?: string }): UpstreamFailure {
+  switch (err.code) {
+    case 'ECONNREFUSED':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return 'refused';
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return 'timeout';
+    case 'UND_ERR_SOCKET':
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return 'reset';
+    default:
+      return 'other';
+  }
 }
 
 /**
- * Ends an upstream request nobody waits for any more. Its connection cannot be reused mid-response,
- * so it is reset (RST) rather than closed: a close would leave a TIME_WAIT socket behind for every
- * client that leaves early, and thousands of those under load exhaust the port range.
+ * Upstream connections come from undici's connector, with one change: a connection undici gives up
+ * because its request was aborted (the client left mid-response) is reset (RST) rather than closed. A
+ * close would leave a TIME_WAIT socket behind on the gateway for every client that leaves early, and
+ * thousands of those under load exhaust the port range.
  */
-function abortUpstream(proxyReq: ClientRequest | undefined): void {
-  if (!proxyReq) return;
-  const socket = proxyReq.socket as (typeof proxyReq.socket & { resetAndDestroy?: () => void }) | null;
-  if (socket && !socket.destroyed && typeof socket.resetAndDestroy === 'function') socket.resetAndDestroy();
-  proxyReq.destroy();
+function resettingConnector(): buildConnector.connector {
+  const connect = buildConnector({});
+  return (opts, callback) =>
+    connect(opts, (err, socket) => {
+      if (socket && 'resetAndDestroy' in socket) {
+        const s = socket as Socket;
+        const destroy = s.destroy;
+        s.destroy = function (this: Socket, error?: Error) {
+          if (error?.message === 'aborted' && !this.destroyed && !this.connecting) return this.resetAndDestroy();
+          return destroy.call(this, error);
+        };
+      }
+      callback(err, socket as never);
+    });
 }
 
 /**
- * Reverse proxy over http-proxy with one keep-alive agent per upstream (its default opens a new
- * upstream connection per request). Errors become 502/504 JSON; a client that goes away takes its
- * upstream request with it.
+ * The reverse proxy: undici pools, one per upstream, kept alive (undici's HTTP/1.1 client costs about a
+ * quarter less CPU per request than node's http client under http-proxy, the gap the bench measured).
+ * Errors become 502/504 JSON; a client that goes away takes its upstream request with it; a request
+ * without a body whose connection closed before any answer is sent once more.
  */
 export class Proxy {
-  private readonly proxy = withoutDeleteLength(httpProxy.createProxyServer({ xfwd: false, changeOrigin: true, ws: false }));
-  private readonly agents = new Map<string, http.Agent>();
-  /** Upstream URLs parsed once: http-proxy would url.parse() a string target on every request. */
-  private readonly targets = new Map<string, UrlWithStringQuery>();
+  private readonly pools = new Map<string, Pool>();
 
   constructor(
     private readonly metrics: Metrics,
     private readonly log: Logger,
-  ) {
-    this.proxy.on('proxyReq', (proxyReq, req: WithState) => {
-      const state = req[STATE];
-      if (!state) return;
-      state.proxyReq = proxyReq;
-      if (state.clientGone) {
-        proxyReq.destroy();
-        return;
-      }
-      proxyReq.setTimeout(state.route.timeout, () => {
-        state.timedOut = true;
-        proxyReq.destroy(Object.assign(new Error('upstream timed out'), { code: 'ETIMEDOUT' }));
-      });
-    });
-    this.proxy.on('proxyRes', (proxyRes, req: WithState, res: ServerResponse) => {
-      const state = req[STATE];
-      dropResponseHopByHop(proxyRes.headers);
-      if (!state) return;
-      if (state.clientWantsClose) proxyRes.headers.connection = 'close';
-      // What node cannot write back would throw inside http-proxy's passes and leave the client hanging.
-      const status = proxyRes.statusCode ?? 0;
-      if (status < 100 || status > 599) {
-        proxyRes.destroy();
-        this.fail(state, res, 'other', `upstream answered with status ${status}`);
-        return;
-      }
-      if (proxyRes.statusMessage && !REASON.test(proxyRes.statusMessage)) proxyRes.statusMessage = '';
-      // An upstream that dies mid-body: the client cannot be given the rest, so its connection is cut
-      // (a complete-looking response would be a lie), and the failure is counted.
-      proxyRes.once('close', () => {
-        if (!proxyRes.complete && !state.failed && !state.timedOut && !state.clientGone) this.fail(state, res, 'reset', 'upstream closed mid-response');
-      });
-    });
-    // Without a listener http-proxy would throw; every web() call has its own callback anyway.
-    this.proxy.on('error', () => {});
-  }
+  ) {}
 
-  private agentFor(upstream: string): http.Agent {
-    let agent = this.agents.get(upstream);
-    if (!agent) {
-      const opts = { keepAlive: true, maxSockets: 512, maxFreeSockets: 256, scheduling: 'lifo' as const, timeout: 60_000 };
-      agent = upstream.startsWith('https:') ? new https.Agent(opts) : new http.Agent(opts);
-      this.agents.set(upstream, agent);
+  private poolFor(upstream: string): Pool {
+    let pool = this.pools.get(upstream);
+    if (!pool) {
+      pool = new Pool(upstream, { connections: 512, pipelining: 1, keepAliveTimeout: 4_000, connect: resettingConnector() });
+      this.pools.set(upstream, pool);
     }
-    return agent;
-  }
-
-  private targetFor(upstream: string): UrlWithStringQuery {
-    let target = this.targets.get(upstream);
-    if (!target) {
-      target = parseUrl(upstream);
-      this.targets.set(upstream, target);
-    }
-    return target;
+    return pool;
   }
 
   /**
    * Hands the request to the upstream; `done` is called once the response is over (finished or aborted).
-   * Headers must already be prepared on req.headers.
+   * Headers must already be prepared on req.headers (hop-by-hop dropped, identity set).
    */
   forward(req: IncomingMessage, res: ServerResponse, route: Route, clientWantsClose: boolean, done: () => void): void {
-    const state: ProxyState = { route, clientGone: false, timedOut: false, clientWantsClose };
-    (req as WithState)[STATE] = state;
+    const state: ProxyState = { route, req, res, clientWantsClose, withBody: false, clientGone: false, answered: false, retried: false, failed: false };
     res.once('close', () => {
       if (!res.writableFinished) {
-        // The client went away: take the upstream request down with it (http-proxy's own abort
-        // handling leaks on current Node, its issue #1586).
         state.clientGone = true;
-        abortUpstream(state.proxyReq);
+        state.abort?.();
       }
       done();
     });
-    const send = () =>
-      this.proxy.web(req, res, { target: this.targetFor(route.upstream), agent: this.agentFor(route.upstream) }, (err: NodeJS.ErrnoException) => {
-        const proxyReq = state.proxyReq;
-        proxyReq?.destroy();
-        if (state.clientGone) return;
-        const kind = classify(err, state);
+    state.withBody = hasBody(req);
+    const headers = req.headers;
+    // undici frames the body itself and names the upstream's host; the client's Host is in X-Forwarded-Host
+    delete headers.host;
+    if (headers['transfer-encoding'] !== undefined) delete headers['transfer-encoding'];
+    this.dispatch(state);
+  }
+
+  private dispatch(state: ProxyState): void {
+    const { req, res, route } = state;
+    const options: Dispatcher.DispatchOptions = {
+      path: req.url!,
+      method: req.method as Dispatcher.HttpMethod,
+      headers: req.headers as Record<string, string>,
+      body: state.withBody ? req : null,
+      headersTimeout: route.timeout,
+      bodyTimeout: route.timeout,
+    };
+    let resume: (() => void) | undefined;
+    const onDrain = () => resume?.();
+    this.poolFor(route.upstream).dispatch(options, {
+      onConnect: (abort) => {
+        state.abort = abort;
+        if (state.clientGone) abort();
+      },
+      onHeaders: (statusCode, rawHeaders, resumeUpstream, statusText) => {
+        if (statusCode < 200) return true; // 1xx: the final answer follows
+        if (statusCode > 599) {
+          this.fail(state, 'other', `upstream answered with status ${statusCode}`);
+          return false;
+        }
+        resume = resumeUpstream;
+        try {
+          const out = responseHeaders(rawHeaders as unknown as Buffer[], state.clientWantsClose);
+          if (statusText && REASON.test(statusText)) res.writeHead(statusCode, statusText, out);
+          else res.writeHead(statusCode, out);
+        } catch (err) {
+          // a header node refuses to write (invalid characters): nothing was sent yet
+          this.fail(state, 'other', (err as Error).message);
+          return false;
+        }
+        state.answered = true;
+        return true;
+      },
+      onData: (chunk) => {
+        if (res.write(chunk)) return true;
+        res.once('drain', onDrain);
+        return false;
+      },
+      onComplete: () => {
+        res.end();
+      },
+      onError: (err: Error & { code?: string }) => {
+        if (state.clientGone || state.failed) return;
+        const kind = classify(err);
         // A kept-alive connection the upstream closed just as we reused it: nothing reached the
         // upstream's application, so a request without a body is sent once more on a new one.
-        if (kind === 'reset' && proxyReq?.reusedSocket && !state.retried && !res.headersSent && bodiless(req)) {
+        if (kind === 'reset' && !state.answered && !state.retried && !state.withBody && IDEMPOTENT.has(req.method!)) {
           state.retried = true;
           this.metrics.upstreamRetries.inc({ route: route.name });
-          send();
+          this.dispatch(state);
           return;
         }
-        if (state.failed) return;
-        this.fail(state, res, kind, err.message, err.code);
-      });
-    send();
+        this.fail(state, kind, err.message, err.code);
+      },
+    });
   }
 
   /** Counts and logs a failed upstream request once; answers 502/504 JSON, or cuts a response already begun. */
-  private fail(state: ProxyState, res: ServerResponse, kind: UpstreamFailure, reason: string, errno?: string): void {
+  private fail(state: ProxyState, kind: UpstreamFailure, reason: string, errno?: string): void {
     state.failed = true;
-    abortUpstream(state.proxyReq);
+    state.abort?.();
+    const { res } = state;
     const route = state.route.name;
     this.metrics.upstreamErrors.inc({ route, kind });
     // "errno", not "code": the logger redacts any field named code (login codes)
@@ -185,20 +211,9 @@ export class Proxy {
     res.end(body);
   }
 
-  close(): void {
-    for (const agent of this.agents.values()) agent.destroy();
-    this.agents.clear();
-    this.proxy.close();
+  close(): Promise<void> {
+    const pools = [...this.pools.values()];
+    this.pools.clear();
+    return Promise.all(pools.map((p) => p.destroy())).then(() => undefined);
   }
-}
-
-/**
- * http-proxy's `deleteLength` step sets `Content-Length: 0` on a DELETE or OPTIONS without one and drops
- * its Transfer-Encoding, yet still streams the chunked body: the upstream would read that body as a second,
- * unauthenticated request (smuggling). Without the step the request is forwarded as it was framed.
- */
-function withoutDeleteLength(server: httpProxy): httpProxy {
-  const s = server as httpProxy & { webPasses: Array<{ name: string }> };
-  s.webPasses = s.webPasses.filter((pass) => pass.name !== 'deleteLength');
-  return server;
 }
