@@ -4,8 +4,7 @@ import type { Identity } from '../session/types.js';
 
 /**
  * The header steps a proxied request goes through, in order, each a small function on the
- * request's own headers (changed before proxy.web(), never in http-proxy's proxyReq event, which it
- * skips for some requests).
+ * request's own headers, all done before the proxy sends them on; and the one step of the response's.
  */
 
 /** Hop-by-hop headers (RFC 9110 7.6.1) plus ones the gateway answers itself (Expect). */
