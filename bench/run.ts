@@ -206,6 +206,14 @@ http {
   mkdirSync(join(ROOT, '.bench'), { recursive: true });
   writeFileSync(join(ROOT, '.bench', 'last-run.md'), `${report}\n`);
   for (const c of [gw, gwNoLru]) await stop(c);
+  if (SMOKE) {
+    // the smoke run (part of npm test) checks that every target answered, and without errors
+    const broken = targets.filter((t) => !(med(t.name, 'rps') > 0) || (results.get(t.name) ?? []).some((x) => x.errors > 0));
+    if (broken.length) {
+      console.error(`[bench] smoke: no answers or errors from ${broken.map((t) => t.name).join(', ')}`);
+      process.exit(1);
+    }
+  }
   process.exit(0);
 }
 

@@ -13,7 +13,8 @@ export interface LoadResult {
   errors: number;
 }
 
-export const HAS_WRK = has('wrk');
+/** wrk when installed (BENCH_TOOL=autocannon forces autocannon, as on a machine without wrk) */
+export const HAS_WRK = process.env.BENCH_TOOL !== 'autocannon' && has('wrk');
 const here = fileURLToPath(new URL('.', import.meta.url));
 const scripts = mkdtempSync(join(tmpdir(), 'wxgate-bench-'));
 

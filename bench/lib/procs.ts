@@ -6,7 +6,16 @@ import os from 'node:os';
 /** Child processes of the bench, pinned to a core when the machine has two; all killed on exit. */
 const children = new Set<ChildProcess>();
 const killAll = () => {
-  for (const c of children) c.kill('SIGKILL');
+  // children's own children too: nginx's workers outlive a killed master, and keep its port and a core busy
+  for (const c of children) {
+    for (const pid of withChildren(c.pid).reverse()) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+  }
 };
 process.on('exit', killAll);
 process.on('SIGINT', () => process.exit(130));
