@@ -110,6 +110,8 @@ export const configSchema = z
         logout: endpointPath.default('/logout'),
         healthz: endpointPath.default('/healthz'),
         readyz: endpointPath.default('/readyz'),
+        /** POST: WeChat open data (encryptedData + iv) decrypted with the session's session_key. */
+        decrypt: endpointPath.default('/wx/decrypt'),
       })
       .prefault({}),
     wechat: z
@@ -170,6 +172,8 @@ export const configSchema = z
           auth: z.enum(['required', 'none'], { error: 'must be "required" or "none"' }).default('required'),
           /** The upstream must start answering within this time (idle time between bytes). */
           timeout: duration().prefault('30s'),
+          /** Only sessions of these apps pass (403 app_not_allowed for others); absent = every configured app. */
+          apps: z.array(appid).min(1, { error: 'must list at least one appid (leave "apps" out to allow every app)' }).optional(),
         }),
       )
       .default([]),
@@ -254,6 +258,13 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
     if (prev !== undefined) out.push({ path: ['wechat', 'apps', i, 'appid'], message: `"${a.appid}" is already listed at wechat.apps[${prev}]` });
     else appids.set(a.appid, i);
   });
+  routes.forEach((r, i) => {
+    if (!isObj(r) || !Array.isArray(r.apps)) return;
+    if (r.auth === 'none') out.push({ path: ['routes', i, 'apps'], message: 'needs auth: required (without a session there is no app to check)' });
+    r.apps.forEach((a, j) => {
+      if (typeof a === 'string' && !appids.has(a)) out.push({ path: ['routes', i, 'apps', j], message: `"${a}" is not one of wechat.apps` });
+    });
+  });
   const dev = isObj(raw.dev) ? raw.dev : {};
   if (dev.simulator === true && wechat.apiBase !== undefined) {
     out.push({
@@ -270,6 +281,7 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
     'endpoints.logout': endpoints.logout ?? '/logout',
     'endpoints.healthz': endpoints.healthz ?? '/healthz',
     'endpoints.readyz': endpoints.readyz ?? '/readyz',
+    'endpoints.decrypt': endpoints.decrypt ?? '/wx/decrypt',
   };
   if (metrics.enabled !== false && metrics.port === undefined) own['metrics.path'] = metrics.path ?? '/metrics';
   const byPath = new Map<unknown, string>();

@@ -8,6 +8,7 @@ import { StoreUnavailableError } from '../session/types.js';
 import type { WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';
 import { readJsonObject } from './body.js';
+import { openUserDataAtLogin, userDataFields } from './decrypt.js';
 import { CODE_LIFETIME_MS, replayKey, seal, unseal, type LoginOutcome, type ReplayStore } from './replay.js';
 
 interface Logger {
@@ -71,7 +72,11 @@ export function loginHandlers({ config, sessions, wechat, replay, metrics, log }
   const soleApp = config.wechat.apps.length === 1 ? config.wechat.apps[0]!.appid : undefined;
 
   function pickApp(body: Record<string, unknown>, ctx: Context): string {
-    const given = body.appid ?? ctx.get('x-wx-appid') ?? undefined;
+    const header = ctx.get('x-wx-appid');
+    if (body.appid !== undefined && header !== '' && body.appid !== header) {
+      throw new GatewayError('invalid_request', { message: 'The "appid" in the body and the X-Wx-Appid header differ.' });
+    }
+    const given = body.appid ?? header;
     if (given === undefined || given === '') {
       if (soleApp) return soleApp;
       throw new GatewayError('invalid_request', { message: 'Several apps are served here: "appid" is required.' });
@@ -152,6 +157,7 @@ export function loginHandlers({ config, sessions, wechat, replay, metrics, log }
         throw new GatewayError('invalid_request', { message: 'The "code" is not a wx.login() code (1-128 printable characters).' });
       }
       const appid = pickApp(body, ctx);
+      const userData = userDataFields(body, false);
       const key = replayKey(appid, code);
       let pending = inflight.get(key);
       if (pending) metrics.loginReplays.inc({ source: 'inflight' });
@@ -167,8 +173,9 @@ export function loginHandlers({ config, sessions, wechat, replay, metrics, log }
       // A remembered token may have been logged out since: then the code is spent.
       const session = await sessions.authenticate(outcome.token);
       if (!session) throw new GatewayError('code_used');
+      const data = userData && (await openUserDataAtLogin(sessions, session, outcome.token, userData));
       ctx.set('Cache-Control', 'no-store');
-      ctx.body = { token: outcome.token, expires_in: sessions.expiresIn(session) };
+      ctx.body = { token: outcome.token, expires_in: sessions.expiresIn(session), ...(data ? { data } : {}) };
     } catch (err) {
       result = err instanceof GatewayError ? err.code : err instanceof StoreUnavailableError ? 'session_store_unavailable' : 'internal_error';
       throw err;
@@ -218,5 +225,5 @@ export function loginHandlers({ config, sessions, wechat, replay, metrics, log }
     ctx.status = 204;
   }
 
-  return { login, session, logout };
+  return { login, session, logout, current };
 }

@@ -3,6 +3,7 @@ import Router from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
+import { decryptHandler } from '../login/decrypt.js';
 import { loginHandlers, unauthorized } from '../login/handlers.js';
 import type { ReplayStore } from '../login/replay.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -65,7 +66,7 @@ function ownKey(url: string): string {
 
 function ownEndpointPaths(config: Config): string[] {
   const e = config.endpoints;
-  const paths = [e.login, e.session, e.logout, e.healthz, e.readyz];
+  const paths = [e.login, e.session, e.logout, e.healthz, e.readyz, e.decrypt];
   if (config.metrics.enabled && config.metrics.port === undefined) paths.push(config.metrics.path);
   return paths;
 }
@@ -139,6 +140,9 @@ function ownEndpoints(deps: AppDeps): Router {
   router.get(e.session, label('session'), h.session).all(e.session, label('session'), notAllowed('GET, HEAD'));
   router.post(e.logout, label('logout'), h.logout).all(e.logout, label('logout'), notAllowed('POST'));
   router
+    .post(e.decrypt, label('decrypt'), decryptHandler({ config, sessions, current: h.current }))
+    .all(e.decrypt, label('decrypt'), notAllowed('POST'));
+  router
     .get(e.healthz, label('healthz'), (ctx) => {
       ctx.set('Cache-Control', 'no-store');
       ctx.body = { status: 'ok' };
@@ -173,6 +177,8 @@ function ownEndpoints(deps: AppDeps): Router {
  */
 function gateway({ config, sessions, proxy, metrics, log }: AppDeps) {
   const routes = new RouteTable(config.routes);
+  /** routes[].apps as Sets, made once; routes without `apps` are not in here and cost nothing per request */
+  const allowedApps = new Map(routes.all.filter((r) => r.apps).map((r) => [r, new Set(r.apps)] as const));
   const trust = proxyaddr.compile([...config.server.trustedProxies]);
   const record = recorder(metrics);
 
@@ -196,7 +202,9 @@ function gateway({ config, sessions, proxy, metrics, log }: AppDeps) {
       // Delete first, then set: nothing the client sent can pass for the gateway's own identity headers.
       dropHopByHop(headers);
       stripIdentity(headers);
+      const allowed = route.apps && allowedApps.get(route);
       const send = (session: ActiveSession | undefined) => {
+        if (allowed && !(session && allowed.has(session.appid))) throw new GatewayError('app_not_allowed');
         stripCredentials(headers);
         setForwarded(req, trust);
         if (session) setIdentity(headers, session);

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { devEncrypt } from './simulator-encrypt.js';
 
 /**
  * A WeChat API simulator for development and tests (never for production). It answers like WeChat:
@@ -15,6 +16,9 @@ import type { AddressInfo } from 'node:net';
  *   html                a 502 HTML error page
  *   garbage             200 with a body that is not JSON
  *   nojson-openid       200 JSON without openid
+ *
+ * `POST /dev/encrypt` (not a WeChat API) makes open data (encryptedData, iv, rawData, signature) with a
+ * user's session_key from here: see simulator-encrypt.ts.
  */
 export const SIMULATOR_CODES = `Codes: any "<user>.<n>" logs <user> in (single use; users "union*" get a unionid);
   fail-<errcode> (fail-40029, fail-45011, fail-40226, fail--1), slow-<ms>, html, garbage, nojson-openid.`;
@@ -55,6 +59,11 @@ export function simulatedUnionid(user: string): string {
   return `o${sha256(`unionid:${user}`).toString('base64url').slice(0, 27)}`;
 }
 
+/** The session_key the simulator gives the login with `code` in `appid` (WeChat rotates it at every login). */
+export function simulatedSessionKey(appid: string, code: string): string {
+  return sha256(`session_key:${appid}:${code}`).subarray(0, 16).toString('base64');
+}
+
 /** The user a code logs in: the part before the first ".", or the whole code. */
 export function simulatedUser(code: string): string {
   const dot = code.indexOf('.');
@@ -65,6 +74,8 @@ export function simulatedUser(code: string): string {
 export function createSimulator(opts: SimulatorOptions = {}): http.Server {
   /** "appid:code" → when first used; insertion order is time order, so the oldest are in front. */
   const used = new Map<string, number>();
+  /** "appid:openid" → the session_key of the user's latest login here (for POST /dev/encrypt) */
+  const latestKeys = new Map<string, string>();
   let rid = 0;
 
   function json(res: http.ServerResponse, body: object): void {
@@ -115,10 +126,15 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
     if (!firstUse(appid, code, Date.now())) return error(res, 40163);
 
     const user = simulatedUser(code);
+    // WeChat rotates session_key on every login: derived from the code, not the user.
+    const sessionKey = simulatedSessionKey(appid, code);
+    const openid = simulatedOpenid(appid, user);
+    latestKeys.delete(`${appid}:${openid}`);
+    if (latestKeys.size >= USED_CODES_MAX) latestKeys.delete(latestKeys.keys().next().value!);
+    latestKeys.set(`${appid}:${openid}`, sessionKey);
     json(res, {
-      // WeChat rotates session_key on every login: derived from the code, not the user.
-      session_key: sha256(`session_key:${appid}:${code}`).subarray(0, 16).toString('base64'),
-      openid: simulatedOpenid(appid, user),
+      session_key: sessionKey,
+      openid,
       ...(user.startsWith('union') ? { unionid: simulatedUnionid(user) } : {}),
     });
   }
@@ -127,6 +143,9 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
     const url = new URL(req.url ?? '/', 'http://simulator');
     const answer = () => {
       if (req.method === 'GET' && url.pathname === '/sns/jscode2session') return jscode2session(url.searchParams, res);
+      if (req.method === 'POST' && url.pathname === '/dev/encrypt') {
+        return devEncrypt(req, res, { apps: opts.apps, latestKeys, sessionKeyOf: simulatedSessionKey, openidOf: simulatedOpenid });
+      }
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ errcode: -1, errmsg: `the simulator does not know ${req.method} ${url.pathname}` }));
     };

@@ -1,0 +1,115 @@
+import type { Context } from 'koa';
+import type { Config } from '../config/schema.js';
+import { GatewayError } from '../server/errors.js';
+import type { ActiveSession, Sessions } from '../session/sessions.js';
+import { decryptUserData, parseCiphertext, verifySignature } from '../wechat/userdata.js';
+import { readJsonObject } from './body.js';
+
+/**
+ * WeChat open data (wx.getUserProfile, getPhoneNumber's old form, wx.getWeRunData, ...), decrypted with the
+ * session user's current session_key, which never leaves the gateway:
+ *   POST /wx/decrypt  { encryptedData, iv, rawData?, signature? }  → { data }
+ *   POST /login       the same optional fields next to "code"     → { token, expires_in, data }
+ * `data` is the decrypted object without its `watermark` (checked here: its appid must be the session's
+ * app, and it must carry a timestamp). Nothing of the data, the key or the token is logged.
+ */
+
+export interface UserDataFields {
+  encryptedData: string;
+  iv: string;
+  rawData?: string;
+  signature?: string;
+}
+
+const invalid = (message: string) => new GatewayError('invalid_request', { message });
+
+/**
+ * The open-data fields of a request body, checked for shape (before any code is spent or key read):
+ * undefined when none is present and `required` is false; 400 invalid_request when anything is off.
+ */
+export function userDataFields(body: Record<string, unknown>, required: boolean): UserDataFields | undefined {
+  const { encryptedData, iv, rawData, signature } = body;
+  if (!required && encryptedData === undefined && iv === undefined && rawData === undefined && signature === undefined) return undefined;
+  if (typeof encryptedData !== 'string' || encryptedData === '' || typeof iv !== 'string' || iv === '') {
+    throw invalid('"encryptedData" and "iv" (base64 strings from WeChat) are required.');
+  }
+  const parsed = parseCiphertext(encryptedData, iv);
+  if (!parsed.ok) throw invalid(parsed.message);
+  if ((rawData === undefined) !== (signature === undefined)) throw invalid('"rawData" and "signature" go together: give both or neither.');
+  if (rawData !== undefined && typeof rawData !== 'string') throw invalid('"rawData" must be a string.');
+  if (signature !== undefined && (typeof signature !== 'string' || !/^[0-9a-fA-F]{40}$/.test(signature))) {
+    throw invalid('"signature" must be a SHA-1 in hex (40 characters).');
+  }
+  return { encryptedData, iv, ...(rawData !== undefined ? { rawData: rawData as string, signature: signature as string } : {}) };
+}
+
+/**
+ * True when the user has logged in again since this session was made: then the stored session_key is
+ * that later login's, and data this session's device got from WeChat before was made with the old key.
+ * The user's sessions are listed oldest first; only failed decryptions pay for this read.
+ */
+async function superseded(sessions: Sessions, session: ActiveSession): Promise<boolean> {
+  const list = await sessions.store.list(session.appid, session.openid);
+  const at = list.findIndex((s) => s.tokenHash === session.tokenHash);
+  if (at >= 0) return at < list.length - 1;
+  return list.some((s) => s.record.createdAt > session.createdAt);
+}
+
+const stale = () => new GatewayError('session_key_stale');
+
+/**
+ * Verifies and decrypts for `session`'s user. With `staleCheck`, a failure (bad signature or undecryptable
+ * data) of a session that is not the user's newest is answered 401 session_key_stale: log in again.
+ */
+export async function openUserData(
+  sessions: Sessions,
+  session: ActiveSession,
+  fields: UserDataFields,
+  opts: { staleCheck: boolean },
+): Promise<Record<string, unknown>> {
+  const key = await sessions.store.getSessionKey(session.appid, session.openid);
+  if (key === undefined) throw stale();
+
+  let failure: GatewayError | undefined;
+  if (fields.rawData !== undefined && !verifySignature(fields.rawData, fields.signature!, key)) {
+    failure = new GatewayError('signature_invalid');
+  } else {
+    const result = decryptUserData(key, fields.encryptedData, fields.iv, session.appid);
+    if (result.ok) return result.data;
+    if (result.reason === 'invalid') throw invalid(result.message);
+    if (result.reason === 'watermark') throw new GatewayError('watermark_mismatch', { message: result.message });
+    failure = new GatewayError('decrypt_failed', { message: result.message });
+  }
+  if (opts.staleCheck && (await superseded(sessions, session))) throw stale();
+  throw failure;
+}
+
+/**
+ * At /login: decrypts with the session_key of the login that just happened. A failure fails the login:
+ * the new session is revoked at once and the error answered (the code is then spent: call wx.login() again).
+ */
+export async function openUserDataAtLogin(sessions: Sessions, session: ActiveSession, token: string, fields: UserDataFields): Promise<Record<string, unknown>> {
+  try {
+    return await openUserData(sessions, session, fields, { staleCheck: false });
+  } catch (err) {
+    await sessions.revoke(token).catch(() => {});
+    throw err;
+  }
+}
+
+/** POST /wx/decrypt for a logged-in session (`current` is the login handlers' token check). */
+export function decryptHandler(deps: {
+  config: Config;
+  sessions: Sessions;
+  current: (ctx: Context) => Promise<{ token: string; session: ActiveSession }>;
+}) {
+  const { config, sessions, current } = deps;
+  return async function decrypt(ctx: Context): Promise<void> {
+    const { session } = await current(ctx);
+    const body = await readJsonObject(ctx, config.server.bodyLimit);
+    const fields = userDataFields(body, true)!;
+    const data = await openUserData(sessions, session, fields, { staleCheck: true });
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = { data };
+  };
+}
