@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Config } from './config/schema.js';
 import { createAdminApp } from './admin/admin.js';
 import { createExampleUpstream } from './dev/example-upstream.js';
+import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from './login/rate-limit.js';
 import { MemoryReplayStore, RedisReplayStore, type ReplayStore } from './login/replay.js';
 import { createMetrics, type Metrics } from './metrics/metrics.js';
 import { Proxy } from './proxy/proxy.js';
@@ -12,6 +13,7 @@ import { MemoryStore } from './session/memory-store.js';
 import { RedisStore } from './session/redis-store.js';
 import { Sessions } from './session/sessions.js';
 import type { SessionStore } from './session/types.js';
+import { AccessTokens, MemoryTokenStore, RedisTokenStore } from './wechat/access-token.js';
 import { WechatClient } from './wechat/client.js';
 import { startSimulator } from './wechat/simulator.js';
 
@@ -86,6 +88,24 @@ async function waitForStore(store: SessionStore, within: number, log: Logger): P
   }
 }
 
+/** limits.login: counted in Redis with the redis store (replicas share the budget), else in this process. */
+function loginLimiter(config: Config, store: SessionStore): RateLimiter | undefined {
+  const { perIp, window } = config.limits.login;
+  if (perIp === 0) return undefined;
+  if (store instanceof RedisStore) return new RedisRateLimiter(store.redis, `${config.session.redis.keyPrefix}rl:login:`, perIp, window);
+  return new MemoryRateLimiter(perIp, window);
+}
+
+/**
+ * The main listener's parser limits. node checks headersTimeout and requestTimeout only every
+ * connectionsCheckingInterval (30 s by default, so a 20 s headersTimeout held a slow client for up to
+ * 50 s): check every second, or more often for shorter timeouts.
+ */
+function serverOptions(config: Config): http.ServerOptions {
+  const { maxHeaderSize, headersTimeout, requestTimeout } = config.server;
+  return { maxHeaderSize, connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(Math.min(headersTimeout, requestTimeout) / 4))) };
+}
+
 function urlOf(host: string, port: number): string {
   const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
   return `http://${h}:${port}`;
@@ -122,10 +142,20 @@ export async function startGateway(config: Config, opts: { log?: Logger } = {}):
     store instanceof RedisStore ? new RedisReplayStore(store.redis, config.session.redis.keyPrefix) : new MemoryReplayStore();
   if (replay instanceof MemoryReplayStore) closers.push(() => replay.close());
   const wechat = new WechatClient({ apiBase, timeout: config.wechat.timeout, apps: config.wechat.apps, metrics });
+  const accessTokens = new AccessTokens({
+    apps: config.wechat.apps,
+    wechat,
+    store: store instanceof RedisStore ? new RedisTokenStore(store.redis, config.session.redis.keyPrefix) : new MemoryTokenStore(),
+    redis: store instanceof RedisStore ? store.redis : undefined,
+    metrics,
+    log: log.child({ part: 'access_token' }),
+    timeout: config.wechat.timeout,
+  });
   const proxy = new Proxy(metrics, log.child({ part: 'proxy' }));
-  const handler = createHandler({ config, sessions, wechat, replay, metrics, proxy, log });
+  const handler = createHandler({ config, sessions, wechat, accessTokens, replay, metrics, proxy, log, loginLimiter: loginLimiter(config, store) });
 
-  const server = http.createServer(handler);
+  const server = http.createServer(serverOptions(config), handler);
+  if (config.server.maxConnections > 0) server.maxConnections = config.server.maxConnections;
   server.requestTimeout = config.server.requestTimeout;
   server.headersTimeout = config.server.headersTimeout;
   server.keepAliveTimeout = config.server.keepAliveTimeout;
@@ -152,7 +182,7 @@ export async function startGateway(config: Config, opts: { log?: Logger } = {}):
   let adminUrl: string | undefined;
   let adminServer: http.Server | undefined;
   if (config.admin) {
-    adminServer = http.createServer(createAdminApp({ token: config.admin.token, sessions, log: log.child({ part: 'admin' }) }).callback());
+    adminServer = http.createServer(createAdminApp({ token: config.admin.token, sessions, accessTokens, log: log.child({ part: 'admin' }) }).callback());
     adminUrl = urlOf(config.admin.host, await listen(adminServer, config.admin.port, config.admin.host));
   }
   log.info(
@@ -167,6 +197,7 @@ export async function startGateway(config: Config, opts: { log?: Logger } = {}):
       if (metricsServer) await closeServer(metricsServer, 1000);
       if (adminServer) await closeServer(adminServer, 1000);
       await proxy.close();
+      await accessTokens.close();
       wechat.close();
       await store.close();
       for (const c of closers.reverse()) await c();

@@ -169,7 +169,9 @@ test('missing parameters get WeChat errcodes, unknown paths a 404, always JSON',
   const ok = await get(`/sns/jscode2session?appid=${APP_A}&secret=${secret}&js_code=hank.1&grant_type=authorization_code`);
   t.is(ok.status, 200);
   t.is(ok.body.errcode, undefined, 'a success has no errcode, as at WeChat');
-  const lost = await get('/cgi-bin/token');
+  const noGrant = await get(`/cgi-bin/token?appid=${APP_A}&secret=${secret}`);
+  t.deepEqual([noGrant.status, noGrant.body.errcode], [200, 40002], 'cgi-bin/token without grant_type');
+  const lost = await get('/cgi-bin/no_such_api');
   t.deepEqual([lost.status, lost.body.errcode], [404, -1]);
 });
 

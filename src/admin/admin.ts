@@ -4,6 +4,7 @@ import Koa, { type Context, type Next } from 'koa';
 import { GatewayError, writeError } from '../server/errors.js';
 import type { Logger } from '../server/logger.js';
 import type { Sessions } from '../session/sessions.js';
+import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -11,10 +12,11 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
  * The admin API, on its own listener (config `admin`), for operators and back-office services:
  *   GET    /users/:appid/:openid/sessions   a user's live sessions
  *   DELETE /users/:appid/:openid/sessions   revoke them all, on every replica
+ *   GET    /apps/:appid/access_token        the app's WeChat access_token, for upstreams that call WeChat APIs
  * Every call needs `Authorization: Bearer <admin.token>`.
  */
-export function createAdminApp(opts: { token: string; sessions: Sessions; log: Logger }): Koa {
-  const { sessions, log } = opts;
+export function createAdminApp(opts: { token: string; sessions: Sessions; accessTokens?: AccessTokens; log: Logger }): Koa {
+  const { sessions, accessTokens, log } = opts;
   const expected = digest(`Bearer ${opts.token}`);
   const app = new Koa({ proxy: false });
   app.silent = true;
@@ -55,6 +57,18 @@ export function createAdminApp(opts: { token: string; sessions: Sessions; log: L
     const revoked = await sessions.revokeAll(who);
     log.info({ appid: who.appid, revoked }, 'admin: revoked all sessions of a user');
     ctx.body = { revoked };
+  });
+  router.get('/apps/:appid/access_token', async (ctx) => {
+    const appid = String(ctx.params.appid);
+    if (!accessTokens?.has(appid)) throw new GatewayError('not_found', { message: 'No such app (wechat.apps).' });
+    try {
+      const t = await accessTokens.get(appid);
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = { access_token: t.token, expires_in: Math.max(0, Math.floor((t.expiresAt - Date.now()) / 1000)) };
+    } catch (err) {
+      if (!(err instanceof AccessTokenError)) throw err;
+      throw new GatewayError('wechat_unavailable', { message: 'No valid WeChat access_token for this app right now; retry later.', detail: { appid, reason: err.message } });
+    }
   });
   app.use(router.routes());
   app.use(router.allowedMethods({ throw: true }));

@@ -101,6 +101,10 @@ export const configSchema = z
         requestTimeout: duration().prefault('60s'),
         headersTimeout: duration().prefault('20s'),
         keepAliveTimeout: duration().prefault('5s'),
+        /** Largest request head (request line and headers) node's parser accepts; beyond it node answers 431. */
+        maxHeaderSize: size.refine((n) => n >= 1024, { error: 'must be at least 1kb' }).prefault('16kb'),
+        /** Open client connections at most; node closes further ones at once (0 = no limit). */
+        maxConnections: z.number().int().min(0).default(10_000),
       })
       .prefault({}),
     endpoints: z
@@ -112,6 +116,8 @@ export const configSchema = z
         readyz: endpointPath.default('/readyz'),
         /** POST: WeChat open data (encryptedData + iv) decrypted with the session's session_key. */
         decrypt: endpointPath.default('/wx/decrypt'),
+        /** POST: a getPhoneNumber code → the user's phone number (wxa/business/getuserphonenumber). */
+        phone: endpointPath.default('/wx/phone'),
       })
       .prefault({}),
     wechat: z
@@ -124,6 +130,15 @@ export const configSchema = z
               appid,
               secret: z.string({ error: 'is required (use ${ENV_NAME} to read it from the environment)' }).min(1, { error: 'must not be empty' }),
               name: z.string().optional(),
+              /** Where this app's access_token comes from (see access-token.ts). */
+              tokenSource: z
+                .enum(['stable_token', 'token', 'external'], { error: 'must be "stable_token", "token" or "external"' })
+                .default('stable_token'),
+              /** tokenSource external: the Redis key or the URL another system keeps the token at. */
+              externalToken: z
+                .strictObject({ redisKey: z.string().min(1).optional(), url: httpUrl.optional() })
+                .refine((e) => (e.redisKey === undefined) !== (e.url === undefined), { error: 'needs exactly one of redisKey and url' })
+                .optional(),
             }),
           )
           .min(1, { error: 'must list at least one mini-program app' }),
@@ -159,6 +174,10 @@ export const configSchema = z
             max: z.number().int().min(0).default(100_000),
             /** How long a cached session is trusted before the store is asked again. */
             ttl: duration().prefault('10s'),
+            /** How long a token the store does not know is answered 401 without asking the store again (0 turns it off). */
+            negativeTtl: duration(0).prefault('2s'),
+            /** Unknown tokens remembered that way, in their own LRU (never the sessions' one). */
+            negativeMax: z.number().int().min(0).default(10_000),
           })
           .prefault({}),
       })
@@ -174,9 +193,24 @@ export const configSchema = z
           timeout: duration().prefault('30s'),
           /** Only sessions of these apps pass (403 app_not_allowed for others); absent = every configured app. */
           apps: z.array(appid).min(1, { error: 'must list at least one appid (leave "apps" out to allow every app)' }).optional(),
+          /** Largest request body passed to the upstream (413 beyond it); absent = no limit. */
+          bodyLimit: size.optional(),
         }),
       )
       .default([]),
+    /** Limits on what one client may ask for. */
+    limits: z
+      .strictObject({
+        /** POST /login per client IP (IPv6: per /64), counted in the session store so replicas share it. */
+        login: z
+          .strictObject({
+            /** Logins per window per client IP (0 turns the limit off). */
+            perIp: z.number().int().min(0).default(20),
+            window: duration(1000).prefault('1m'),
+          })
+          .prefault({}),
+      })
+      .prefault({}),
     metrics: z
       .strictObject({
         enabled: z.boolean().default(true),
@@ -265,6 +299,17 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
       if (typeof a === 'string' && !appids.has(a)) out.push({ path: ['routes', i, 'apps', j], message: `"${a}" is not one of wechat.apps` });
     });
   });
+  apps.forEach((a, i) => {
+    if (!isObj(a)) return;
+    const ext = isObj(a.externalToken) ? a.externalToken : undefined;
+    if (a.tokenSource === 'external' && !ext) {
+      out.push({ path: ['wechat', 'apps', i, 'externalToken'], message: 'is required with tokenSource: external ({ redisKey } or { url })' });
+    }
+    if (ext && a.tokenSource !== 'external') out.push({ path: ['wechat', 'apps', i, 'externalToken'], message: 'needs tokenSource: external' });
+    if (ext?.redisKey !== undefined && (isObj(raw.session) ? raw.session.store : undefined) !== 'redis') {
+      out.push({ path: ['wechat', 'apps', i, 'externalToken', 'redisKey'], message: 'needs session.store: redis' });
+    }
+  });
   const dev = isObj(raw.dev) ? raw.dev : {};
   if (dev.simulator === true && wechat.apiBase !== undefined) {
     out.push({
@@ -282,6 +327,7 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
     'endpoints.healthz': endpoints.healthz ?? '/healthz',
     'endpoints.readyz': endpoints.readyz ?? '/readyz',
     'endpoints.decrypt': endpoints.decrypt ?? '/wx/decrypt',
+    'endpoints.phone': endpoints.phone ?? '/wx/phone',
   };
   if (metrics.enabled !== false && metrics.port === undefined) own['metrics.path'] = metrics.path ?? '/metrics';
   const byPath = new Map<unknown, string>();

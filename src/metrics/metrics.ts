@@ -7,6 +7,8 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'wxgate_' });
+  const tokenFetchedAt = new Map<string, number>();
+  const cacheSizes = new Map<string, () => number>();
   const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
   return {
     registry,
@@ -50,7 +52,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     }),
     sessionLookups: new Counter({
       name: 'wxgate_session_lookups_total',
-      help: 'Session token checks by where they were answered: lru, store, miss (no such session), error (store unavailable).',
+      help: 'Session token checks by where they were answered: lru, store, negative (a token the store recently did not know), miss (no such session), error (store unavailable).',
       labelNames: ['source'] as const,
       registers: [registry],
     }),
@@ -64,6 +66,42 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       name: 'wxgate_session_store_up',
       help: '1 while the session store answers, 0 while it does not.',
       registers: [registry],
+    }),
+    wechatTokenRefreshes: new Counter({
+      name: 'wxgate_wechat_token_refreshes_total',
+      help: 'access_token fetches by appid and outcome: ok, forced (force_refresh), external (read from the external source), error.',
+      labelNames: ['appid', 'outcome'] as const,
+      registers: [registry],
+    }),
+    /** appid → when the token in use was fetched (ms since epoch); read at scrape time. */
+    wechatTokenFetchedAt: tokenFetchedAt,
+    wechatTokenAge: new Gauge({
+      name: 'wxgate_wechat_token_age_seconds',
+      help: 'Seconds since the access_token this replica uses was fetched from WeChat (by any replica), by appid.',
+      labelNames: ['appid'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        const now = Date.now();
+        for (const [appid, at] of tokenFetchedAt) this.set({ appid }, Math.max(0, (now - at) / 1000));
+      },
+    }),
+    rateLimited: new Counter({
+      name: 'wxgate_rate_limited_total',
+      help: 'Requests refused with 429 rate_limited by the gateway\'s own limits, by endpoint.',
+      labelNames: ['endpoint'] as const,
+      registers: [registry],
+    }),
+    /** cache name → its current size; read at scrape time (set by Sessions). */
+    sessionCacheSizes: cacheSizes,
+    sessionCacheEntries: new Gauge({
+      name: 'wxgate_session_cache_entries',
+      help: 'Entries held in this replica\'s session caches: live (sessions) and negative (tokens the store did not know).',
+      labelNames: ['cache'] as const,
+      registers: [registry],
+      collect() {
+        for (const [cache, size] of cacheSizes) this.set({ cache }, size());
+      },
     }),
     upstreamRetries: new Counter({
       name: 'wxgate_upstream_retries_total',

@@ -4,15 +4,19 @@ import Koa, { type Context, type Next } from 'koa';
 import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
 import { decryptHandler } from '../login/decrypt.js';
+import { phoneHandler } from '../login/phone.js';
 import { loginHandlers, unauthorized } from '../login/handlers.js';
+import { clientKey, type RateLimiter } from '../login/rate-limit.js';
 import type { ReplayStore } from '../login/replay.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { dropHopByHop, setForwarded, setIdentity, stripCredentials, stripIdentity } from '../proxy/headers.js';
 import { checkPath } from '../proxy/path.js';
 import type { Proxy } from '../proxy/proxy.js';
 import { RouteTable } from '../proxy/routes.js';
+import { safeMessage } from '../session/redis-store.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
 import { authorizationOf, bearerToken } from '../session/tokens.js';
+import type { AccessTokens } from '../wechat/access-token.js';
 import type { WechatClient } from '../wechat/client.js';
 import { GatewayError, sendError, writeError } from './errors.js';
 import type { Logger } from './logger.js';
@@ -21,10 +25,14 @@ export interface AppDeps {
   config: Config;
   sessions: Sessions;
   wechat: WechatClient;
+  /** the apps' access_tokens (POST /wx/phone) */
+  accessTokens: AccessTokens;
   replay: ReplayStore;
   metrics: Metrics;
   proxy: Proxy;
   log: Logger;
+  /** limits.login: counts POST /login per client IP; absent = no limit */
+  loginLimiter?: RateLimiter;
 }
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
@@ -66,7 +74,7 @@ function ownKey(url: string): string {
 
 function ownEndpointPaths(config: Config): string[] {
   const e = config.endpoints;
-  const paths = [e.login, e.session, e.logout, e.healthz, e.readyz, e.decrypt];
+  const paths = [e.login, e.session, e.logout, e.healthz, e.readyz, e.decrypt, e.phone];
   if (config.metrics.enabled && config.metrics.port === undefined) paths.push(config.metrics.path);
   return paths;
 }
@@ -136,12 +144,18 @@ function ownEndpoints(deps: AppDeps): Router {
     throw new GatewayError('method_not_allowed');
   };
 
-  router.post(e.login, label('login'), h.login).all(e.login, label('login'), notAllowed('POST'));
+  const limit = loginLimit(deps);
+  if (limit) router.post(e.login, label('login'), limit, h.login);
+  else router.post(e.login, label('login'), h.login);
+  router.all(e.login, label('login'), notAllowed('POST'));
   router.get(e.session, label('session'), h.session).all(e.session, label('session'), notAllowed('GET, HEAD'));
   router.post(e.logout, label('logout'), h.logout).all(e.logout, label('logout'), notAllowed('POST'));
   router
     .post(e.decrypt, label('decrypt'), decryptHandler({ config, sessions, current: h.current }))
     .all(e.decrypt, label('decrypt'), notAllowed('POST'));
+  router
+    .post(e.phone, label('phone'), phoneHandler({ config, wechat: deps.wechat, accessTokens: deps.accessTokens, current: h.current, log: deps.log }))
+    .all(e.phone, label('phone'), notAllowed('POST'));
   router
     .get(e.healthz, label('healthz'), (ctx) => {
       ctx.set('Cache-Control', 'no-store');
@@ -171,6 +185,75 @@ function ownEndpoints(deps: AppDeps): Router {
 }
 
 /**
+ * limits.login: every POST /login counts against its client's budget (the socket peer, or the
+ * X-Forwarded-For entry server.trustedProxies vouch for); beyond it 429 rate_limited with Retry-After.
+ * When the counter cannot be reached (Redis down) logins go on unlimited: logged once, counted as
+ * wxgate_session_store_errors_total{op="rateLimit"}.
+ */
+function loginLimit({ config, metrics, log, loginLimiter }: AppDeps) {
+  if (!loginLimiter) return undefined;
+  const trust = proxyaddr.compile([...config.server.trustedProxies]);
+  const limited = metrics.rateLimited.labels({ endpoint: 'login' });
+  let failing = false;
+  return async function limitLogins(ctx: Context, next: Next): Promise<void> {
+    const decision = await loginLimiter.hit(clientKey(proxyaddr(ctx.req, trust) ?? '')).then(
+      (d) => {
+        if (failing) log.info({}, 'the login rate limit is counting again');
+        failing = false;
+        return d;
+      },
+      (err: unknown) => {
+        metrics.sessionStoreErrors.inc({ op: 'rateLimit' });
+        if (!failing) log.warn({ err: safeMessage(err) }, 'the login rate limit cannot count (session store unavailable); logins are not limited meanwhile');
+        failing = true;
+        return undefined;
+      },
+    );
+    if (decision && !decision.allowed) {
+      limited.inc();
+      metrics.logins.inc({ result: 'rate_limited' });
+      throw new GatewayError('rate_limited', {
+        message: 'Too many logins from this address; retry after the time in Retry-After.',
+        headers: { 'Retry-After': String(Math.max(1, Math.ceil(decision.retryAfterMs / 1000))) },
+      });
+    }
+    await next();
+  };
+}
+
+/**
+ * routes[].bodyLimit: a declared Content-Length over the limit is refused before anything is sent on.
+ * A chunked body is counted as it streams: the chunk that crosses the limit is not passed on, and the
+ * client gets 413 if no answer has begun (then, as after a begun one, its connection is closed, which
+ * aborts the upstream request, so the upstream never sees a complete request).
+ */
+function checkBodyLimit(req: IncomingMessage, res: ServerResponse, limit: number, log: Logger, route: string): void {
+  const message = `The request body is larger than ${limit} bytes.`;
+  const length = req.headers['content-length'];
+  if (length !== undefined) {
+    // node's parser has refused malformed and conflicting lengths already
+    if (Number(length) > limit) throw new GatewayError('payload_too_large', { message, headers: { Connection: 'close' } });
+    return;
+  }
+  if (req.headers['transfer-encoding'] === undefined) return;
+  let received = 0;
+  const push = req.push;
+  req.push = function (this: IncomingMessage, chunk: unknown, encoding?: BufferEncoding): boolean {
+    if (received > limit) return true; // over the limit: nothing more goes on, not even the end
+    if (chunk !== null && chunk !== undefined) {
+      received += (chunk as Buffer).length;
+      if (received > limit) {
+        if (!res.headersSent) sendError(req, res, new GatewayError('payload_too_large', { message, headers: { Connection: 'close' } }), log, route);
+        // before the answer counts as finished: the proxy sees a client gone and drops the upstream request
+        req.destroy();
+        return true;
+      }
+    }
+    return push.call(this, chunk, encoding);
+  };
+}
+
+/**
  * Everything else: path check → route → session check → header steps → proxy, recorded like the rest.
  * A session the LRU holds is answered synchronously, so such a request reaches the upstream in the same
  * tick, without a promise on its way.
@@ -196,6 +279,7 @@ function gateway({ config, sessions, proxy, metrics, log }: AppDeps) {
       const route = routes.match(checked.matchKey);
       if (!route) throw new GatewayError('not_found');
       routeName = route.name;
+      if (route.bodyLimit !== undefined) checkBodyLimit(req, res, route.bodyLimit, log, routeName);
 
       const headers = req.headers;
       const clientWantsClose = headers.connection !== undefined && /(?:^|,)\s*close\s*(?:,|$)/i.test(headers.connection);
@@ -205,6 +289,8 @@ function gateway({ config, sessions, proxy, metrics, log }: AppDeps) {
       const allowed = route.apps && allowedApps.get(route);
       const send = (session: ActiveSession | undefined) => {
         if (allowed && !(session && allowed.has(session.appid))) throw new GatewayError('app_not_allowed');
+        // a chunked body crossed routes[].bodyLimit while the session was looked up: answered already
+        if (route.bodyLimit !== undefined && req.destroyed) return done();
         stripCredentials(headers);
         setForwarded(req, trust);
         if (session) setIdentity(headers, session);

@@ -193,7 +193,7 @@ export function createRedisClient(o: Pick<RedisStoreOptions, 'url' | 'sentinels'
  * An error's message fit for logs and for StoreUnavailableError: first line only, no command arguments
  * (Redis echoes them in some errors), no long token-like strings (hashes, session keys, openids).
  */
-function safeMessage(err: unknown): string {
+export function safeMessage(err: unknown): string {
   const raw = err instanceof Error ? err.message : String(err);
   return (raw.split('\n')[0] ?? '')
     .replace(/(with args beginning with:).*$/i, '$1 …')

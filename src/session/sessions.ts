@@ -11,7 +11,11 @@ export interface SessionOptions {
   /** minimum ms between two writes of a session's idle deadline */
   refreshInterval: number;
   maxPerUser: number;
-  cache: { max: number; ttl: number };
+  /**
+   * The LRU of live sessions (max 0 = off), and the one of tokens the store did not know: a token found
+   * unknown is answered 401 for `negativeTtl` ms without asking the store again (absent or 0 = off).
+   */
+  cache: { max: number; ttl: number; negativeMax?: number; negativeTtl?: number };
 }
 
 interface Logger {
@@ -28,9 +32,14 @@ export interface ActiveSession extends SessionRecord {
  * `authenticate`; the login handlers call `create` and `revoke`.
  */
 export class Sessions {
+  /** live sessions only: never a miss, never a read in flight (a flood of unknown tokens evicts nothing) */
   private readonly cache?: LRUCache<string, ActiveSession>;
+  /** token hashes the store did not know, for a short while: a repeated unknown token costs no store read */
+  private readonly negative?: LRUCache<string, true>;
+  /** store reads in flight: concurrent checks of one uncached token share one read */
+  private readonly reads = new Map<string, Promise<ActiveSession | undefined>>();
   /** the lookup counter's series, looked up once instead of per request */
-  private readonly lookups: Record<'lru' | 'store' | 'miss' | 'error', { inc(): void }>;
+  private readonly lookups: Record<'lru' | 'store' | 'negative' | 'miss' | 'error', { inc(): void }>;
 
   constructor(
     readonly store: SessionStore,
@@ -39,20 +48,33 @@ export class Sessions {
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
   ) {
-    const lookup = (source: string) => metrics.sessionLookups.labels({ source });
-    this.lookups = { lru: lookup('lru'), store: lookup('store'), miss: lookup('miss'), error: lookup('error') };
+    // every series exists from the start at 0, so a scrape never sees one appear later
+    const lookup = (source: string) => {
+      const series = metrics.sessionLookups.labels({ source });
+      series.inc(0);
+      return series;
+    };
+    this.lookups = { lru: lookup('lru'), store: lookup('store'), negative: lookup('negative'), miss: lookup('miss'), error: lookup('error') };
     if (opts.cache.max > 0) {
-      this.cache = new LRUCache<string, ActiveSession>({
-        max: opts.cache.max,
-        ttl: opts.cache.ttl,
-        // Concurrent misses for one token share this one store read (lru-cache's fetch coalesces them).
-        fetchMethod: async (tokenHash) => withHash(tokenHash, await this.store.get(tokenHash)),
-      });
+      // No fetchMethod: lru-cache's fetch() parks each read in flight in the cache, where a flood of
+      // unknown tokens would push live sessions out. Reads in flight are in `reads` instead.
+      this.cache = new LRUCache<string, ActiveSession>({ max: opts.cache.max, ttl: opts.cache.ttl });
     }
+    const { negativeMax = 0, negativeTtl = 0 } = opts.cache;
+    if (negativeMax > 0 && negativeTtl > 0) this.negative = new LRUCache<string, true>({ max: negativeMax, ttl: negativeTtl });
+    metrics.sessionCacheSizes.set('live', () => this.cache?.size ?? 0);
+    metrics.sessionCacheSizes.set('negative', () => this.negative?.size ?? 0);
     store.onInvalidate((inv) => {
-      if (!this.cache) return;
-      if (inv === 'all') this.cache.clear();
-      else for (const h of inv) this.cache.delete(h);
+      // A read in flight may predate the revocation: it must not put the session back in the cache.
+      if (inv === 'all') {
+        this.cache?.clear();
+        this.reads.clear();
+      } else {
+        for (const h of inv) {
+          this.cache?.delete(h);
+          this.reads.delete(h);
+        }
+      }
     });
   }
 
@@ -72,6 +94,9 @@ export class Sessions {
     };
     await this.store.create(tokenHash, record, sessionKey, { maxPerUser: this.opts.maxPerUser });
     const session = { ...record, tokenHash };
+    // (a fresh 256-bit token cannot have been looked up before; kept correct all the same)
+    this.negative?.delete(tokenHash);
+    this.reads.delete(tokenHash);
     this.cache?.set(tokenHash, session);
     return { token, session };
   }
@@ -96,23 +121,54 @@ export class Sessions {
       // Not cached, or our copy says it lapsed (another replica may have kept it alive): ask the store.
       if (session) this.cache.delete(tokenHash);
     }
+    if (this.negative?.get(tokenHash)) {
+      this.lookups.negative.inc();
+      return undefined;
+    }
     return this.fromStoreChecked(tokenHash, now);
   }
 
   private async fromStoreChecked(tokenHash: string, now: number): Promise<ActiveSession | undefined> {
-    const cache = this.cache;
-    const session = await this.fromStore(cache ? () => cache.fetch(tokenHash) : async () => withHash(tokenHash, await this.store.get(tokenHash)));
+    const session = await this.fromStore(() => this.read(tokenHash));
     if (!session || !this.alive(session, now)) {
-      if (session) cache?.delete(tokenHash);
+      if (session) this.cache?.delete(tokenHash);
       return undefined;
     }
     return this.slide(session, now);
+  }
+
+  /**
+   * One store read per uncached token at a time. What it finds goes into the LRU, what it does not into
+   * the negative cache, unless the token was revoked or created meanwhile (then the read is not current).
+   */
+  private read(tokenHash: string): Promise<ActiveSession | undefined> {
+    const pending = this.reads.get(tokenHash);
+    if (pending) return pending;
+    const read: Promise<ActiveSession | undefined> = this.store.get(tokenHash).then(
+      (record) => {
+        const current = this.reads.get(tokenHash) === read;
+        if (current) this.reads.delete(tokenHash);
+        const session = withHash(tokenHash, record);
+        if (current) {
+          if (session) this.cache?.set(tokenHash, session);
+          else this.negative?.set(tokenHash, true);
+        }
+        return session;
+      },
+      (err: unknown) => {
+        if (this.reads.get(tokenHash) === read) this.reads.delete(tokenHash);
+        throw err;
+      },
+    );
+    this.reads.set(tokenHash, read);
+    return read;
   }
 
   /** Kills one session on this replica at once (and, through the store, everywhere). */
   async revoke(token: string): Promise<boolean> {
     const tokenHash = hashToken(token);
     this.cache?.delete(tokenHash);
+    this.reads.delete(tokenHash);
     return this.store.revoke(tokenHash);
   }
 

@@ -19,8 +19,8 @@ const MAX_SOCKETS = 64;
 /**
  * The only code that talks to WeChat. One method per API; each returns data or throws a WechatError
  * (errcode, timeout, network, bad_response). Error messages carry the API name, errcode, errmsg and
- * error codes such as ECONNREFUSED, never the secret, the code or a session key. Nothing here
- * retries: a login code may already be spent.
+ * error codes such as ECONNREFUSED, never the secret, the code, an access_token or a session key.
+ * Nothing here retries: a login code may already be spent (access-token.ts retries stable_token).
  */
 export class WechatClient {
   private readonly base: URL;
@@ -43,24 +43,68 @@ export class WechatClient {
 
   /** `sns/jscode2session`: a wx.login() code → openid, session_key and maybe unionid. Never retried. */
   async code2Session(appid: string, code: string): Promise<CodeSession> {
-    const secret = this.secrets.get(appid);
-    if (secret === undefined) throw new Error('unknown appid');
+    const secret = this.secretOf(appid);
     const query = new URLSearchParams({ appid, secret, js_code: code, grant_type: 'authorization_code' });
     const data = await this.call('jscode2session', `/sns/jscode2session?${query}`, ['openid', 'session_key'], [secret, code]);
     const { openid, session_key: sessionKey, unionid } = data as { openid: string; session_key: string; unionid?: unknown };
     return { openid, sessionKey, ...(typeof unionid === 'string' && unionid !== '' ? { unionid } : {}) };
   }
 
+  /**
+   * `POST cgi-bin/stable_token`: the app's access_token. With forceRefresh false WeChat answers the
+   * current token while it has more than 5 minutes left (idempotent, so callers may retry it).
+   */
+  async stableToken(appid: string, forceRefresh = false): Promise<AccessTokenAnswer> {
+    const secret = this.secretOf(appid);
+    const body = { grant_type: 'client_credential', appid, secret, force_refresh: forceRefresh };
+    return tokenAnswer(await this.call('stable_token', '/cgi-bin/stable_token', ['access_token'], [secret], body), 'stable_token');
+  }
+
+  /** `GET cgi-bin/token`: a new access_token at every call (the previous one stays valid for 5 minutes). Never retried. */
+  async token(appid: string): Promise<AccessTokenAnswer> {
+    const secret = this.secretOf(appid);
+    const query = new URLSearchParams({ grant_type: 'client_credential', appid, secret });
+    return tokenAnswer(await this.call('token', `/cgi-bin/token?${query}`, ['access_token'], [secret]), 'token');
+  }
+
+  /**
+   * `POST wxa/business/getuserphonenumber`: a getPhoneNumber button's code → the user's phone number.
+   * With `openid`, WeChat checks that the code was made for that user. Never retried (the code is single-use).
+   */
+  async getPhoneNumber(accessToken: string, code: string, openid?: string): Promise<PhoneNumber> {
+    const query = new URLSearchParams({ access_token: accessToken });
+    const data = await this.call('getuserphonenumber', `/wxa/business/getuserphonenumber?${query}`, [], [accessToken, code], {
+      code,
+      ...(openid ? { openid } : {}),
+    });
+    const info = data.phone_info as Record<string, unknown> | undefined;
+    const str = (v: unknown) => (typeof v === 'string' ? v : typeof v === 'number' && Number.isFinite(v) ? String(v) : undefined);
+    const phoneNumber = str(info?.phoneNumber);
+    const purePhoneNumber = str(info?.purePhoneNumber);
+    const countryCode = str(info?.countryCode);
+    if (!info || typeof info !== 'object' || !phoneNumber || !purePhoneNumber || !countryCode) {
+      throw new WechatError('bad_response', 'getuserphonenumber', undefined, 'no phone_info in the answer');
+    }
+    return { phoneNumber, purePhoneNumber, countryCode };
+  }
+
   close(): void {
     this.agent.destroy();
   }
 
+  private secretOf(appid: string): string {
+    const secret = this.secrets.get(appid);
+    if (secret === undefined) throw new Error('unknown appid');
+    return secret;
+  }
+
   /**
-   * GET a WeChat API path; resolves with the JSON object when it has no (or a zero) errcode and every
-   * `required` key as a non-empty string. `hidden` values are cut out of WeChat's errmsg, should it
-   * ever echo them.
+   * GET a WeChat API path (or POST `json` to it); resolves with the JSON object when it has no (or a
+   * zero) errcode and every `required` key as a non-empty string. `hidden` values are cut out of
+   * WeChat's errmsg, should it ever echo them.
    */
-  private call(api: string, pathAndQuery: string, required: string[], hidden: string[]): Promise<Record<string, unknown>> {
+  private call(api: string, pathAndQuery: string, required: string[], hidden: string[], json?: object): Promise<Record<string, unknown>> {
+    const payload = json === undefined ? undefined : Buffer.from(JSON.stringify(json));
     const started = process.hrtime.bigint();
     return new Promise<Record<string, unknown>>((resolve, reject) => {
       let settled = false;
@@ -81,9 +125,11 @@ export class WechatClient {
         hostname: this.base.hostname,
         port: this.base.port || undefined,
         path: this.basePath + pathAndQuery,
-        method: 'GET',
+        method: payload ? 'POST' : 'GET',
         agent: this.agent,
-        headers: { accept: 'application/json' },
+        headers: payload
+          ? { accept: 'application/json', 'content-type': 'application/json', 'content-length': payload.length }
+          : { accept: 'application/json' },
       });
       const timer = setTimeout(() => {
         fail('timeout', `no answer within ${this.opts.timeout}ms`);
@@ -128,9 +174,27 @@ export class WechatClient {
           finish('ok', undefined, obj);
         });
       });
-      req.end();
+      req.end(payload);
     });
   }
+}
+
+/** An access_token as WeChat gave it: the token and its lifetime in seconds. */
+export interface AccessTokenAnswer {
+  accessToken: string;
+  expiresIn: number;
+}
+
+export interface PhoneNumber {
+  phoneNumber: string;
+  purePhoneNumber: string;
+  countryCode: string;
+}
+
+function tokenAnswer(data: Record<string, unknown>, api: string): AccessTokenAnswer {
+  const expiresIn = Number(data.expires_in);
+  if (!Number.isFinite(expiresIn) || expiresIn <= 0) throw new WechatError('bad_response', api, undefined, 'no expires_in in the answer');
+  return { accessToken: data.access_token as string, expiresIn };
 }
 
 /** WeChat's errmsg without any of the given values (the secret, the code); values under 4 characters are no secret. */

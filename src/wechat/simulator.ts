@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { devEncrypt } from './simulator-encrypt.js';
+import { createTokenApis } from './simulator-token.js';
 
 /**
  * A WeChat API simulator for development and tests (never for production). It answers like WeChat:
@@ -19,6 +20,9 @@ import { devEncrypt } from './simulator-encrypt.js';
  *
  * `POST /dev/encrypt` (not a WeChat API) makes open data (encryptedData, iv, rawData, signature) with a
  * user's session_key from here: see simulator-encrypt.ts.
+ *
+ * `POST /cgi-bin/stable_token`, `GET /cgi-bin/token` and `POST /wxa/business/getuserphonenumber`
+ * (codes "phone-<digits>", "fail-<errcode>"): see simulator-token.ts.
  */
 export const SIMULATOR_CODES = `Codes: any "<user>.<n>" logs <user> in (single use; users "union*" get a unionid);
   fail-<errcode> (fail-40029, fail-45011, fail-40226, fail--1), slow-<ms>, html, garbage, nojson-openid.`;
@@ -28,6 +32,8 @@ export interface SimulatorOptions {
   apps?: Record<string, string>;
   /** Added to every answer, ms. */
   latencyMs?: number;
+  /** Lifetime of the access_tokens it issues (cgi-bin/stable_token, cgi-bin/token), seconds; default 7200. */
+  tokenExpiresIn?: number;
 }
 
 const ERRMSG: Record<number, string> = {
@@ -77,6 +83,8 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
   /** "appid:openid" → the session_key of the user's latest login here (for POST /dev/encrypt) */
   const latestKeys = new Map<string, string>();
   let rid = 0;
+  /** access_token APIs and getuserphonenumber: see simulator-token.ts */
+  const tokenApis = createTokenApis({ apps: opts.apps, tokenExpiresIn: opts.tokenExpiresIn });
 
   function json(res: http.ServerResponse, body: object): void {
     const text = JSON.stringify(body);
@@ -146,6 +154,7 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
       if (req.method === 'POST' && url.pathname === '/dev/encrypt') {
         return devEncrypt(req, res, { apps: opts.apps, latestKeys, sessionKeyOf: simulatedSessionKey, openidOf: simulatedOpenid });
       }
+      if (tokenApis.handle(req, res, url)) return;
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ errcode: -1, errmsg: `the simulator does not know ${req.method} ${url.pathname}` }));
     };

@@ -13,7 +13,10 @@ export const APPID = 'wx0123456789abcdef';
 export const SECRET = 'test-secret-0123456789';
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
-/** A configuration object for tests: one app, the given routes, fast timeouts. */
+/**
+ * A configuration object for tests: one app, the given routes, fast timeouts. The login rate limit is
+ * off (every test client is 127.0.0.1); test/security/login-rate-limit.test.ts turns it on with `limits`.
+ */
 export function testConfig(opts: { apiBase: string; routes?: object[]; session?: object; [key: string]: unknown }): Record<string, unknown> {
   const { apiBase, routes, session, ...rest } = opts;
   return {
@@ -22,6 +25,7 @@ export function testConfig(opts: { apiBase: string; routes?: object[]; session?:
     session: session ?? { store: 'memory' },
     routes: routes ?? [],
     log: { level: 'debug' },
+    limits: { login: { perIp: 0 } },
     ...rest,
   };
 }

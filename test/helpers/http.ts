@@ -11,10 +11,17 @@ export interface Reply {
 /**
  * One HTTP request sent exactly as given (fetch would normalise the path: "..", "%2e%2e").
  * `headers` may be an array of [name, value] pairs to send repeated or odd-cased headers.
+ * Each request has a connection of its own unless `agent` (e.g. a keep-alive http.Agent) is given.
  */
 export function request(
   base: string,
-  opts: { method?: string; path?: string; headers?: Record<string, string | string[]> | Array<[string, string]>; body?: string } = {},
+  opts: {
+    method?: string;
+    path?: string;
+    headers?: Record<string, string | string[]> | Array<[string, string]>;
+    body?: string;
+    agent?: http.Agent;
+  } = {},
 ): Promise<Reply> {
   const u = new URL(base);
   return new Promise((resolve, reject) => {
@@ -23,7 +30,7 @@ export function request(
       port: u.port,
       method: opts.method ?? 'GET',
       path: opts.path ?? '/',
-      agent: false,
+      agent: opts.agent ?? false,
       // As an array, Node sends the headers exactly as given, without adding Host.
       headers: Array.isArray(opts.headers)
         ? [...(opts.headers.some(([k]) => k.toLowerCase() === 'host') ? [] : ['Host', u.host]), ...opts.headers.flat()]

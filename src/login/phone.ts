@@ -1,0 +1,76 @@
+import type { Context } from 'koa';
+import type { Config } from '../config/schema.js';
+import { GatewayError, type ErrorCode } from '../server/errors.js';
+import type { ActiveSession } from '../session/sessions.js';
+import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
+import type { WechatClient } from '../wechat/client.js';
+import { WechatError } from '../wechat/types.js';
+import { readJsonObject } from './body.js';
+
+interface Logger {
+  warn(obj: object, msg: string): void;
+}
+
+/** A getPhoneNumber code is a short printable token (WeChat's are 64 hex characters); anything else never goes to WeChat. */
+const CODE = /^[\x21-\x7e]{1,128}$/;
+
+/** How a failed getuserphonenumber call is answered (token errors are handled by AccessTokens first). */
+export function phoneErrorFor(err: WechatError): ErrorCode {
+  if (err.kind === 'timeout') return 'wechat_timeout';
+  if (err.kind === 'network') return 'wechat_unavailable';
+  if (err.kind === 'bad_response') return 'wechat_error';
+  switch (err.errcode) {
+    case 40029:
+      return 'phone_code_invalid';
+    case 45011:
+      return 'wechat_rate_limited';
+    case -1:
+      return 'wechat_unavailable';
+    default:
+      return 'wechat_error';
+  }
+}
+
+/**
+ * POST /wx/phone { code } with the session's token: the code from the mini-program's getPhoneNumber
+ * button → `wxa/business/getuserphonenumber` with the app's access_token and the session's openid (so
+ * WeChat checks the code is this user's) → { phoneNumber, purePhoneNumber, countryCode }.
+ * Nothing of the code, the token or the number is logged.
+ */
+export function phoneHandler(deps: {
+  config: Config;
+  wechat: WechatClient;
+  accessTokens: AccessTokens;
+  current: (ctx: Context) => Promise<{ token: string; session: ActiveSession }>;
+  log: Logger;
+}) {
+  const { config, wechat, accessTokens, current, log } = deps;
+  return async function phone(ctx: Context): Promise<void> {
+    const { session } = await current(ctx);
+    const body = await readJsonObject(ctx, config.server.bodyLimit);
+    const code = body.code;
+    if (typeof code !== 'string' || code === '' || !CODE.test(code)) {
+      throw new GatewayError('invalid_request', { message: 'A "code" string from the getPhoneNumber button (1-128 printable characters) is required.' });
+    }
+    try {
+      const phone = await accessTokens.withToken(session.appid, (token) => wechat.getPhoneNumber(token, code, session.openid));
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = phone;
+    } catch (err) {
+      if (err instanceof AccessTokenError) {
+        throw new GatewayError('wechat_unavailable', {
+          message: 'No valid WeChat access_token for this app right now; retry later.',
+          headers: { 'Retry-After': '5' },
+          detail: { appid: session.appid, reason: err.message },
+        });
+      }
+      if (!(err instanceof WechatError)) throw err;
+      const error = phoneErrorFor(err);
+      log.warn({ appid: session.appid, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg }, 'WeChat refused the phone number');
+      if (error === 'wechat_rate_limited') {
+        throw new GatewayError(error, { message: 'WeChat is rate limiting phone number requests; retry later.', headers: { 'Retry-After': '1' } });
+      }
+      throw new GatewayError(error);
+    }
+  };
+}

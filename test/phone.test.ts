@@ -1,0 +1,190 @@
+import test from 'ava';
+import { startSimulator } from '../src/wechat/simulator.js';
+import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
+import { request } from './helpers/http.js';
+import { metricValue, scrape } from './helpers/metrics.js';
+import { startRedis, type RedisServer } from './helpers/redis.js';
+
+/** POST /wx/phone end to end: real sessions, the simulator as WeChat, a real redis-server for the replica cases. */
+type Sim = Awaited<ReturnType<typeof startSimulator>>;
+
+let redis: RedisServer;
+let prefixes = 0;
+
+test.before(async () => {
+  redis = await startRedis();
+});
+test.after.always(async () => {
+  await redis?.close();
+});
+
+async function sim(): Promise<Sim> {
+  return startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } });
+}
+async function stats(s: Sim): Promise<{ stable_token: number; stable_token_forced: number; token: number }> {
+  return (await fetch(`${s.url}/dev/token-stats`)).json() as never;
+}
+const revokeTokens = (s: Sim) => fetch(`${s.url}/dev/revoke-tokens?appid=${APPID}`, { method: 'POST' });
+
+function gateway(s: Sim, opts: { prefix?: string; endpoints?: object } = {}): Promise<TestGateway> {
+  return startTestGateway(
+    testConfig({
+      apiBase: s.url,
+      session: { store: 'redis', redis: { url: redis.url, keyPrefix: opts.prefix ?? `p${++prefixes}:` } },
+      ...(opts.endpoints ? { endpoints: opts.endpoints } : {}),
+    }),
+  );
+}
+
+function phone(gw: TestGateway, token: string | undefined, body: unknown, path = '/wx/phone') {
+  return request(gw.url, {
+    method: 'POST',
+    path,
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+}
+
+function nothingSecretLogged(t: { false(v: boolean, m?: string): void }, gw: TestGateway, ...values: string[]) {
+  for (const line of gw.logs) for (const v of values) t.false(line.includes(v), `${v} in log line ${line}`);
+}
+
+test('a logged-in user gets the phone number of their getPhoneNumber code', async (t) => {
+  const s = await sim();
+  const gw = await gateway(s);
+  try {
+    const token = await login(gw.url, 'alice.1');
+    const res = await phone(gw, token, { code: 'phone-13800138000@alice' });
+    t.is(res.status, 200, res.text);
+    t.deepEqual(res.json, { phoneNumber: '13800138000', purePhoneNumber: '13800138000', countryCode: '86' });
+    t.is(res.headers['cache-control'], 'no-store');
+    // the code is single-use, as at WeChat
+    const again = await phone(gw, token, { code: 'phone-13800138000@alice' });
+    t.is(again.status, 400);
+    t.is(again.json.error, 'phone_code_invalid');
+    // a code made for another user: WeChat checks it against the session's openid
+    const bobs = await phone(gw, token, { code: 'phone-13900139000@bob' });
+    t.is(bobs.status, 400);
+    t.is(bobs.json.error, 'phone_code_invalid');
+    t.is((await stats(s)).stable_token, 1, 'one access_token for all of it');
+    const text = await scrape(gw.url);
+    t.is(metricValue(text, 'wxgate_http_requests_total', { route: 'phone', method: 'POST', status: '200' }), 1);
+    t.is(metricValue(text, 'wxgate_wechat_requests_total', { api: 'getuserphonenumber', outcome: 'ok' }), 1);
+    nothingSecretLogged(t, gw, token, '13800138000', 'phone-139', SECRET);
+  } finally {
+    await gw.close();
+    await s.close();
+  }
+});
+
+test('bad requests: no session 401, no code 400, wrong method 405, not JSON 400', async (t) => {
+  const s = await sim();
+  const gw = await gateway(s, { endpoints: { phone: '/api/phone-number' } });
+  try {
+    const token = await login(gw.url, 'carol.1');
+    const anon = await phone(gw, undefined, { code: 'phone-13800138000' }, '/api/phone-number');
+    t.is(anon.status, 401);
+    t.is(anon.json.error, 'unauthorized');
+    t.is(anon.headers['www-authenticate'], 'Bearer realm="wxgate"');
+    t.is((await phone(gw, 'not-a-session-token', { code: 'phone-13800138000' }, '/api/phone-number')).status, 401);
+    for (const body of [{}, { code: '' }, { code: 42 }, { code: 'x'.repeat(129) }, { code: 'with space' }]) {
+      const r = await phone(gw, token, body, '/api/phone-number');
+      t.is(r.status, 400, JSON.stringify(body));
+      t.is(r.json.error, 'invalid_request');
+    }
+    const notJson = await phone(gw, token, '{"code":', '/api/phone-number');
+    t.is(notJson.status, 400);
+    t.is(notJson.json.error, 'invalid_json');
+    const get = await request(gw.url, { path: '/api/phone-number', headers: { authorization: `Bearer ${token}` } });
+    t.is(get.status, 405);
+    t.is(get.headers.allow, 'POST');
+    t.is((await phone(gw, token, { code: 'phone-13800138000' })).status, 404, 'the default path is gone when configured elsewhere');
+    t.is((await stats(s)).stable_token, 0, 'no token fetched for refused requests');
+  } finally {
+    await gw.close();
+    await s.close();
+  }
+});
+
+test("WeChat's errors are the catalogue's", async (t) => {
+  const s = await sim();
+  const gw = await gateway(s);
+  try {
+    const token = await login(gw.url, 'dave.1');
+    const cases: Array<[string, number, string]> = [
+      ['fail-40029', 400, 'phone_code_invalid'],
+      ['not-a-phone-code', 400, 'phone_code_invalid'],
+      ['fail-45011', 429, 'wechat_rate_limited'],
+      ['fail--1', 503, 'wechat_unavailable'],
+      ['fail-40013', 502, 'wechat_error'],
+    ];
+    for (const [code, status, error] of cases) {
+      const r = await phone(gw, token, { code });
+      t.is(r.status, status, code);
+      t.is(r.json.error, error, code);
+      t.is(typeof r.json.message, 'string');
+    }
+    t.is((await stats(s)).stable_token, 1);
+  } finally {
+    await gw.close();
+    await s.close();
+  }
+});
+
+test('a rejected token (40001) is dropped only where it is still stored, and fetched again once', async (t) => {
+  const s = await sim();
+  const prefix = `p${++prefixes}:`;
+  const a = await gateway(s, { prefix });
+  const b = await gateway(s, { prefix });
+  try {
+    const ta = await login(a.url, 'erin.1');
+    const tb = await login(b.url, 'frank.1');
+    t.is((await phone(a, ta, { code: 'phone-13800000001' })).status, 200);
+    t.is((await phone(b, tb, { code: 'phone-13800000002' })).status, 200);
+    t.is((await stats(s)).stable_token, 1, 'both replicas use the one token');
+
+    await revokeTokens(s); // WeChat no longer takes it
+    // replica a meets 40001: deletes the stored token, fetches a new one, succeeds
+    const ra = await phone(a, ta, { code: 'phone-13800000003' });
+    t.is(ra.status, 200, ra.text);
+    t.is((await stats(s)).stable_token, 2);
+    // replica b still holds the old token: its 40001 must not delete a's new token, and b fetches nothing
+    const rb = await phone(b, tb, { code: 'phone-13800000004' });
+    t.is(rb.status, 200, rb.text);
+    t.is((await stats(s)).stable_token, 2);
+    t.is((await stats(s)).stable_token_forced, 0);
+  } finally {
+    await a.close();
+    await b.close();
+    await s.close();
+  }
+});
+
+test('a token WeChat keeps rejecting: one force_refresh per 30 s, then 503', async (t) => {
+  const s = await sim();
+  const prefix = `p${++prefixes}:`;
+  const a = await gateway(s, { prefix });
+  const b = await gateway(s, { prefix });
+  try {
+    const ta = await login(a.url, 'gina.1');
+    const tb = await login(b.url, 'hank.1');
+    // "fail-40001": the simulator rejects every token for this code
+    const first = await phone(a, ta, { code: 'fail-40001' });
+    t.is(first.status, 503);
+    t.is(first.json.error, 'wechat_unavailable');
+    t.is((await stats(s)).stable_token_forced, 1, 'the normal refetch did not help: one force_refresh');
+    const fromB = await phone(b, tb, { code: 'fail-40001' });
+    const fromA = await phone(a, ta, { code: 'fail-40001' });
+    t.is(fromB.status, 503);
+    t.is(fromA.status, 503);
+    t.is((await stats(s)).stable_token_forced, 1, 'no second force_refresh within 30 s, on any replica');
+    // the app keeps working for good codes
+    t.is((await phone(b, tb, { code: 'phone-13800000005' })).status, 200);
+    const forced = await Promise.all([a, b].map(async (g) => metricValue(await scrape(g.url), 'wxgate_wechat_token_refreshes_total', { appid: APPID, outcome: 'forced' })));
+    t.is(forced[0]! + forced[1]!, 1);
+  } finally {
+    await a.close();
+    await b.close();
+    await s.close();
+  }
+});

@@ -1,0 +1,216 @@
+import test from 'ava';
+import { Redis } from 'ioredis';
+import { buildConfig, ConfigError } from '../../src/config/load.js';
+import { clientKey } from '../../src/login/rate-limit.js';
+import { startSimulator } from '../../src/wechat/simulator.js';
+import { APPID, SECRET, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
+import { request, type Reply } from '../helpers/http.js';
+import { metricValue, scrape } from '../helpers/metrics.js';
+import { startRedis, type RedisServer } from '../helpers/redis.js';
+
+/**
+ * limits.login: POST /login per client IP, counted in the session store. Two in-process replicas share
+ * one real redis-server; the client IP is the socket peer, or the X-Forwarded-For entry that the
+ * trusted proxies vouch for.
+ */
+let sim: Awaited<ReturnType<typeof startSimulator>>;
+let redis: RedisServer;
+let admin: Redis;
+/** two replicas behind a trusted proxy (127.0.0.1), 5 logins per client per minute */
+let a: TestGateway;
+let b: TestGateway;
+/** the same Redis, no trusted proxies: clients are who the socket says */
+let direct: TestGateway;
+
+const PER_IP = 5;
+let codes = 0;
+const code = (user = 'rl-user') => `${user}-${++codes}.1`;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function redisSession(url: string, keyPrefix = 'wxgate:') {
+  return { store: 'redis', redis: { url, keyPrefix, commandTimeout: '300ms', connectTimeout: '500ms' } };
+}
+
+test.before(async () => {
+  sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } });
+  redis = await startRedis();
+  admin = new Redis(redis.url);
+  const replica = () =>
+    startTestGateway(
+      testConfig({
+        apiBase: sim.url,
+        session: redisSession(redis.url),
+        server: { host: '127.0.0.1', port: 0, trustedProxies: ['127.0.0.1'] },
+        limits: { login: { perIp: PER_IP, window: '1m' } },
+      }),
+    );
+  [a, b] = await Promise.all([replica(), replica()]);
+  direct = await startTestGateway(
+    testConfig({ apiBase: sim.url, session: redisSession(redis.url, 'direct:'), limits: { login: { perIp: PER_IP, window: '1m' } } }),
+  );
+});
+test.after.always(async () => {
+  await Promise.all([a?.close(), b?.close(), direct?.close()]);
+  admin?.disconnect();
+  await redis?.close();
+  await sim?.close();
+});
+
+function postLogin(gw: TestGateway, headers: Record<string, string> = {}, user?: string): Promise<Reply> {
+  return request(gw.url, {
+    method: 'POST',
+    path: '/login',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify({ code: code(user) }),
+  });
+}
+
+function assertLimited(t: { is: Function; regex: Function; true: Function }, res: Reply, what: string): void {
+  t.is(res.status, 429, what);
+  t.is(res.json?.error, 'rate_limited', what);
+  t.regex(String(res.json?.message), /retry/i, what);
+  t.regex(String(res.headers['content-type']), /^application\/json/, what);
+  const retryAfter = Number(res.headers['retry-after']);
+  t.true(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 60, `${what}: Retry-After ${res.headers['retry-after']}`);
+}
+
+async function wechatCalls(gw: TestGateway): Promise<number> {
+  return (await gw.metrics.wechatRequests.get()).values.reduce((n, v) => n + v.value, 0);
+}
+
+test.serial('two replicas on one Redis share one budget per client IP; refused logins never reach WeChat', async (t) => {
+  const client = { 'x-forwarded-for': '198.51.100.1' };
+  const before = (await wechatCalls(a)) + (await wechatCalls(b));
+  for (let i = 0; i < PER_IP; i++) {
+    const res = await postLogin(i % 2 ? b : a, client);
+    t.is(res.status, 200, `login ${i + 1} of ${PER_IP}`);
+  }
+  assertLimited(t, await postLogin(a, client), 'the next one on replica A');
+  assertLimited(t, await postLogin(b, client), 'and on replica B');
+  t.is((await wechatCalls(a)) + (await wechatCalls(b)) - before, PER_IP, 'only the allowed logins asked WeChat');
+  t.is((await postLogin(b, { 'x-forwarded-for': '198.51.100.2' })).status, 200, 'another client is not affected');
+
+  for (const gw of [a, b]) {
+    const text = await scrape(gw.url);
+    t.true(metricValue(text, 'wxgate_rate_limited_total', { endpoint: 'login' }) >= 1);
+    t.true(metricValue(text, 'wxgate_logins_total', { result: 'rate_limited' }) >= 1);
+  }
+  // the counter lives in Redis, under the client's address, and expires with its window
+  const key = 'wxgate:rl:login:198.51.100.1';
+  t.is(await admin.get(key), String(PER_IP + 2));
+  const ttl = await admin.pttl(key);
+  t.true(ttl > 0 && ttl <= 60_000, `window left ${ttl} ms`);
+});
+
+test("a trusted proxy's X-Forwarded-For picks the client: the address the proxy appended, not what the client wrote", async (t) => {
+  const real = '198.51.100.20';
+  for (let i = 0; i < PER_IP; i++) {
+    // the client writes anything into its own X-Forwarded-For; the proxy appends the address it saw
+    const res = await postLogin(a, { 'x-forwarded-for': `10.${i}.0.1, 203.0.113.${i}, ${real}` });
+    t.is(res.status, 200, `login ${i + 1}`);
+  }
+  assertLimited(t, await postLogin(b, { 'x-forwarded-for': `192.0.2.99, ${real}` }), 'a forged entry in front does not make a new client');
+  assertLimited(t, await postLogin(a, { 'x-forwarded-for': real }), 'the client itself');
+  t.is((await postLogin(a, { 'x-forwarded-for': `${real}, 198.51.100.21` })).status, 200, 'the client the proxy names is a new one');
+});
+
+test("an untrusted client's forged X-Forwarded-For (or X-Real-IP, Forwarded) does not dodge the limit", async (t) => {
+  for (let i = 0; i < PER_IP; i++) {
+    const res = await postLogin(direct, { 'x-forwarded-for': `198.51.100.${100 + i}`, 'x-real-ip': `198.51.100.${150 + i}` });
+    t.is(res.status, 200, `login ${i + 1}`);
+  }
+  for (const headers of <Array<Record<string, string>>>[
+    { 'x-forwarded-for': '198.51.100.200' },
+    { 'x-forwarded-for': '198.51.100.201, 198.51.100.202' },
+    { 'x-real-ip': '198.51.100.203' },
+    { forwarded: 'for=198.51.100.204' },
+    {},
+  ]) {
+    assertLimited(t, await postLogin(direct, headers), `with ${JSON.stringify(headers)}`);
+  }
+  t.is(await admin.get('direct:rl:login:127.0.0.1'), String(PER_IP + 5), 'every attempt counted against the socket peer');
+});
+
+test('IPv6 clients are counted per /64 (one subscriber holds a whole /64); IPv4-mapped addresses as IPv4', async (t) => {
+  for (let i = 0; i < PER_IP; i++) {
+    const res = await postLogin(a, { 'x-forwarded-for': `2001:db8:aa:1:${i + 1}::${i + 7}` });
+    t.is(res.status, 200, `login ${i + 1}`);
+  }
+  assertLimited(t, await postLogin(b, { 'x-forwarded-for': '2001:db8:aa:1:ffff:ffff:ffff:ffff' }), 'another address of the same /64');
+  t.is((await postLogin(b, { 'x-forwarded-for': '2001:db8:aa:2::1' })).status, 200, 'the next /64 is another client');
+
+  t.is(clientKey('198.51.100.7'), '198.51.100.7');
+  t.is(clientKey('::ffff:198.51.100.7'), '198.51.100.7');
+  t.is(clientKey('2001:DB8:0:0:1:2:3:4'), '2001:db8:0:0::/64');
+  t.is(clientKey('2001:db8::1'), '2001:db8:0:0::/64');
+  t.is(clientKey('::1'), '0:0:0:0::/64');
+  t.is(clientKey('fe80::1%eth0'), 'fe80:0:0:0::/64');
+});
+
+test('the memory store counts in the process; the window ends when Retry-After says', async (t) => {
+  const gw = await startTestGateway(testConfig({ apiBase: sim.url, limits: { login: { perIp: 2, window: '1s' } } }));
+  t.teardown(() => gw.close());
+  t.is((await postLogin(gw)).status, 200);
+  t.is((await postLogin(gw)).status, 200);
+  const refused = await postLogin(gw);
+  assertLimited(t, refused, 'third login in the window');
+  t.is(refused.headers['retry-after'], '1');
+  const started = Date.now();
+  let status = 429;
+  while (status === 429 && Date.now() - started < 3000) {
+    await sleep(50);
+    status = (await postLogin(gw)).status;
+  }
+  t.is(status, 200, 'allowed again once the window is over');
+  t.true(Date.now() - started <= 2500, `after ${Date.now() - started} ms`);
+  t.true(metricValue(await scrape(gw.url), 'wxgate_rate_limited_total', { endpoint: 'login' }) >= 1);
+});
+
+test.serial('Redis down: logins are not limited (fail open, logged once, counted), never a 500; counting resumes when it is back', async (t) => {
+  const r2 = await startRedis();
+  t.teardown(() => r2.close());
+  const gw = await startTestGateway(testConfig({ apiBase: sim.url, session: redisSession(r2.url), limits: { login: { perIp: 1, window: '1m' } } }));
+  t.teardown(() => gw.close());
+  t.is((await postLogin(gw)).status, 200);
+  assertLimited(t, await postLogin(gw), 'the limit works while Redis does');
+
+  await r2.stop();
+  for (let i = 0; i < 3; i++) {
+    const res = await postLogin(gw);
+    // the login itself needs Redis (the code's replay record): 503, as any request that needs the store
+    t.is(res.status, 503, `login ${i + 1} while Redis is down`);
+    t.is(res.json?.error, 'session_store_unavailable');
+  }
+  const text = await scrape(gw.url);
+  t.true(metricValue(text, 'wxgate_session_store_errors_total', { op: 'rateLimit' }) >= 3);
+  t.is(metricValue(text, 'wxgate_rate_limited_total', { endpoint: 'login' }), 1, 'nothing refused while it cannot count');
+  const warned = gw.logs.filter((l) => l.includes('login rate limit cannot count'));
+  t.is(warned.length, 1, 'one log line for the outage, not one per login');
+  t.is(JSON.parse(warned[0]!).level, 40);
+  t.false(gw.logs.some((l) => JSON.parse(l).level >= 50), 'no error-level log line');
+
+  await r2.start();
+  const deadline = Date.now() + 8000;
+  let res = await postLogin(gw);
+  while (res.status === 503 && Date.now() < deadline) {
+    await sleep(50);
+    res = await postLogin(gw);
+  }
+  t.is(res.status, 200, 'the first login after the restart (its counter was lost with the data)');
+  assertLimited(t, await postLogin(gw), 'counting again');
+  t.true(gw.logs.some((l) => l.includes('login rate limit is counting again')));
+});
+
+test('limits.login is validated: defaults 20 per minute, 0 turns it off, nonsense refused with the key named', (t) => {
+  const base = { wechat: { apps: [{ appid: APPID, secret: 's' }] } };
+  const c = buildConfig(base, 'x', {});
+  t.deepEqual(c.limits.login, { perIp: 20, window: 60_000 });
+  t.is(buildConfig({ ...base, limits: { login: { perIp: 0 } } }, 'x', {}).limits.login.perIp, 0);
+  const err = t.throws(() => buildConfig({ ...base, limits: { login: { perIp: -1, window: '10ms', burst: 3 } } }, 'x', {}), {
+    instanceOf: ConfigError,
+  }) as ConfigError;
+  const text = err.problems.join('\n');
+  t.regex(text, /limits\.login\.perIp/);
+  t.regex(text, /limits\.login\.window: must be at least 1000ms/);
+  t.regex(text, /limits\.login\.burst: unknown key/);
+});
