@@ -42,6 +42,7 @@ async function lru(): Promise<{ rss: number; heap: number }> {
     create: async () => [],
     get: async () => undefined,
     touch: async () => true,
+    setPhone: async () => true,
     revoke: async () => true,
     revokeAll: async () => 0,
     list: async () => [],

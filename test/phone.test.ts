@@ -1,9 +1,13 @@
 import test from 'ava';
+import { Redis } from 'ioredis';
+import { buildConfig } from '../src/config/load.js';
+import { hashToken } from '../src/session/tokens.js';
 import { startSimulator } from '../src/wechat/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { metricValue, scrape } from './helpers/metrics.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
+import { startUpstream } from './helpers/upstream.js';
 
 /** POST /wx/phone end to end: real sessions, the simulator as WeChat, a real redis-server for the replica cases. */
 type Sim = Awaited<ReturnType<typeof startSimulator>>;
@@ -187,4 +191,102 @@ test('a token WeChat keeps rejecting: one force_refresh per 30 s, then 503', asy
     await b.close();
     await s.close();
   }
+});
+
+test('routes[].forwardPhone: once granted, every replica sends X-Wx-Phone (E.164) on that route only; a client never can', async (t) => {
+  const s = await sim();
+  const up = await startUpstream();
+  const prefix = `p${++prefixes}:`;
+  const config = () =>
+    testConfig({
+      apiBase: s.url,
+      session: { store: 'redis', redis: { url: redis.url, keyPrefix: prefix }, cache: { ttl: '1h' } },
+      routes: [
+        { path: '/shop', upstream: up.url, forwardPhone: true },
+        { path: '/api', upstream: up.url },
+      ],
+    });
+  const a = await startTestGateway(config());
+  const b = await startTestGateway(config());
+  const spoof = { 'x-wx-phone': '+10000000000', X_Wx_Phone: '+10000000001' };
+  const seenFor = async (gw: TestGateway, token: string, path: string) => {
+    const res = await request(gw.url, { path, headers: { authorization: `Bearer ${token}`, ...spoof } });
+    t.is(res.status, 200, res.text);
+    const seen = up.seen.at(-1)!;
+    t.is(seen.url, path);
+    return Object.entries(seen.headers).filter(([k]) => k.replace(/_/g, '-').toLowerCase() === 'x-wx-phone');
+  };
+  try {
+    const token = await login(a.url, 'carol.1');
+    // b caches the session before the number is granted (its LRU ttl is an hour)
+    t.deepEqual(await seenFor(b, token, '/shop/cart'), [], 'no number before it is granted, and no spoofed one');
+    t.is((await phone(a, token, { code: 'phone-13800138000@carol' })).status, 200);
+    const deadline = Date.now() + 2000;
+    let onB = await seenFor(b, token, '/shop/cart');
+    while (onB.length === 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+      onB = await seenFor(b, token, '/shop/cart');
+    }
+    t.deepEqual(onB, [['x-wx-phone', '+8613800138000']], 'the other replica dropped its cached copy and sends the number');
+    t.deepEqual(await seenFor(a, token, '/shop/cart'), [['x-wx-phone', '+8613800138000']]);
+    t.deepEqual(await seenFor(a, token, '/api/orders'), [], 'a route without forwardPhone never gets it');
+    t.is(up.seen.at(-1)!.headers['x-openid'], (await (await fetch(`${a.url}/session`, { headers: { authorization: `Bearer ${token}` } })).json() as { openid: string }).openid);
+    // another session of the same user has not granted it
+    const other = await login(a.url, 'carol.2');
+    t.deepEqual(await seenFor(a, other, '/shop/cart'), []);
+    nothingSecretLogged(t, a, '13800138000', token);
+    nothingSecretLogged(t, b, '13800138000', token);
+  } finally {
+    await a.close();
+    await b.close();
+    await up.close();
+    await s.close();
+  }
+});
+
+test('the phone number is kept with the session in both stores, and the session keeps its deadlines', async (t) => {
+  for (const store of ['memory', 'redis'] as const) {
+    const s = await sim();
+    const up = await startUpstream();
+    const prefix = store === 'redis' ? `p${++prefixes}:` : undefined;
+    const gw = await startTestGateway(
+      testConfig({
+        apiBase: s.url,
+        session: prefix ? { store, redis: { url: redis.url, keyPrefix: prefix }, cache: { max: 0 } } : { store, cache: { max: 0 } },
+        routes: [{ path: '/shop', upstream: up.url, forwardPhone: true }],
+      }),
+    );
+    try {
+      const token = await login(gw.url, 'dave.1');
+      const before = (await request(gw.url, { path: '/session', headers: { authorization: `Bearer ${token}` } })).json;
+      t.is((await phone(gw, token, { code: 'phone-13900139000@dave' })).status, 200);
+      const res = await request(gw.url, { path: '/shop/x', headers: { authorization: `Bearer ${token}` } });
+      t.is(res.status, 200, `${store}: ${res.text}`);
+      t.is(up.seen.at(-1)!.headers['x-wx-phone'], '+8613900139000', `${store}: read from the store (no LRU)`);
+      const after = (await request(gw.url, { path: '/session', headers: { authorization: `Bearer ${token}` } })).json;
+      t.is(after.openid, before.openid);
+      t.true(after.expires_in > 0 && after.expires_in <= before.expires_in + 1, `${store}: the session lives on as before`);
+      if (prefix) {
+        const client = new Redis(redis.url);
+        try {
+          const key = `${prefix}s:${hashToken(token)}`;
+          t.true((await client.pttl(key)) > 0, 'the session key keeps its expiry');
+          t.regex((await client.get(key))!, /\t\+8613900139000\t/);
+        } finally {
+          client.disconnect();
+        }
+      }
+    } finally {
+      await gw.close();
+      await up.close();
+      await s.close();
+    }
+  }
+});
+
+test('config: forwardPhone needs auth: required', async (t) => {
+  const err = t.throws(() =>
+    buildConfig(testConfig({ apiBase: 'http://127.0.0.1:1', routes: [{ path: '/pub', upstream: 'http://127.0.0.1:2', auth: 'none', forwardPhone: true }] })),
+  );
+  t.regex(err!.message, /routes\[0\]\.forwardPhone.*needs auth: required/s);
 });

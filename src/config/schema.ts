@@ -193,6 +193,8 @@ export const configSchema = z
           timeout: duration().prefault('30s'),
           /** Only sessions of these apps pass (403 app_not_allowed for others); absent = every configured app. */
           apps: z.array(appid).min(1, { error: 'must list at least one appid (leave "apps" out to allow every app)' }).optional(),
+          /** Send the phone number the user granted (POST /wx/phone) as X-Wx-Phone (E.164); absent until they have. */
+          forwardPhone: z.boolean().optional(),
           /** Largest request body passed to the upstream (413 beyond it); absent = no limit. */
           bodyLimit: size.optional(),
         }),
@@ -293,6 +295,9 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
     else appids.set(a.appid, i);
   });
   routes.forEach((r, i) => {
+    if (isObj(r) && r.forwardPhone === true && r.auth === 'none') {
+      out.push({ path: ['routes', i, 'forwardPhone'], message: 'needs auth: required (without a session there is no phone number)' });
+    }
     if (!isObj(r) || !Array.isArray(r.apps)) return;
     if (r.auth === 'none') out.push({ path: ['routes', i, 'apps'], message: 'needs auth: required (without a session there is no app to check)' });
     r.apps.forEach((a, j) => {

@@ -1,14 +1,20 @@
 import type { Context } from 'koa';
 import type { Config } from '../config/schema.js';
 import { GatewayError, type ErrorCode } from '../server/errors.js';
-import type { ActiveSession } from '../session/sessions.js';
+import type { ActiveSession, Sessions } from '../session/sessions.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
-import type { WechatClient } from '../wechat/client.js';
+import type { PhoneNumber, WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';
 import { readJsonObject } from './body.js';
 
 interface Logger {
   warn(obj: object, msg: string): void;
+}
+
+/** The number as the upstream gets it (X-Wx-Phone): E.164, "+" country code and number, digits only. */
+export function e164(p: PhoneNumber): string | undefined {
+  const n = `+${p.countryCode}${p.purePhoneNumber}`;
+  return /^\+[1-9]\d{5,17}$/.test(n) ? n : undefined;
 }
 
 /** A getPhoneNumber code is a short printable token (WeChat's are 64 hex characters); anything else never goes to WeChat. */
@@ -35,16 +41,19 @@ export function phoneErrorFor(err: WechatError): ErrorCode {
  * POST /wx/phone { code } with the session's token: the code from the mini-program's getPhoneNumber
  * button → `wxa/business/getuserphonenumber` with the app's access_token and the session's openid (so
  * WeChat checks the code is this user's) → { phoneNumber, purePhoneNumber, countryCode }.
- * Nothing of the code, the token or the number is logged.
+ * The number is kept with the session (for routes[].forwardPhone); a store that cannot keep it just now
+ * does not fail the answer (logged, and the user can be asked again). Nothing of the code, the token or
+ * the number is logged.
  */
 export function phoneHandler(deps: {
   config: Config;
+  sessions: Sessions;
   wechat: WechatClient;
   accessTokens: AccessTokens;
   current: (ctx: Context) => Promise<{ token: string; session: ActiveSession }>;
   log: Logger;
 }) {
-  const { config, wechat, accessTokens, current, log } = deps;
+  const { config, sessions, wechat, accessTokens, current, log } = deps;
   return async function phone(ctx: Context): Promise<void> {
     const { session } = await current(ctx);
     const body = await readJsonObject(ctx, config.server.bodyLimit);
@@ -54,6 +63,12 @@ export function phoneHandler(deps: {
     }
     try {
       const phone = await accessTokens.withToken(session.appid, (token) => wechat.getPhoneNumber(token, code, session.openid));
+      const number = e164(phone);
+      if (number && number !== session.phone) {
+        await sessions.setPhone(session, number).catch((err: Error) => {
+          log.warn({ appid: session.appid, err: err.message }, 'could not keep the phone number with the session');
+        });
+      }
       ctx.set('Cache-Control', 'no-store');
       ctx.body = phone;
     } catch (err) {

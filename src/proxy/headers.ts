@@ -13,7 +13,7 @@ const RESPONSE_HOP_BY_HOP = new Set(HOP_BY_HOP);
 /** Never dropped because a Connection header named them: they frame the body. */
 const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
 
-export const IDENTITY_HEADERS = ['x-openid', 'x-unionid', 'x-appid'] as const;
+export const IDENTITY_HEADERS = ['x-openid', 'x-unionid', 'x-appid', 'x-wx-phone'] as const;
 
 /** Drops hop-by-hop headers and every header the Connection header names. */
 export function dropHopByHop(headers: IncomingHttpHeaders): void {
@@ -34,9 +34,9 @@ export function dropHopByHop(headers: IncomingHttpHeaders): void {
  */
 export function stripIdentity(headers: IncomingHttpHeaders): void {
   for (const name of Object.keys(headers)) {
-    if (name.length < 7 || name.length > 9 || (name.charCodeAt(0) | 32) !== 120 /* x */) continue;
+    if (name.length < 7 || name.length > 10 || (name.charCodeAt(0) | 32) !== 120 /* x */) continue;
     const n = name.replace(/_/g, '-');
-    if (n === 'x-openid' || n === 'x-unionid' || n === 'x-appid') delete headers[name];
+    if (n === 'x-openid' || n === 'x-unionid' || n === 'x-appid' || n === 'x-wx-phone') delete headers[name];
   }
 }
 
@@ -71,11 +71,15 @@ export function setForwarded(req: IncomingMessage, trust: TrustFn): void {
   }
 }
 
-/** Sets the identity the upstream trusts, from the session. */
-export function setIdentity(headers: IncomingHttpHeaders, who: Identity): void {
+/**
+ * Sets the identity the upstream trusts, from the session; with `phone` (routes[].forwardPhone) also
+ * the phone number the user granted, when they have.
+ */
+export function setIdentity(headers: IncomingHttpHeaders, who: Identity & { phone?: string }, phone?: boolean): void {
   headers['x-openid'] = who.openid;
   headers['x-appid'] = who.appid;
   if (who.unionid) headers['x-unionid'] = who.unionid;
+  if (phone && who.phone) headers['x-wx-phone'] = who.phone;
 }
 
 /**

@@ -154,7 +154,7 @@ function ownEndpoints(deps: AppDeps): Router {
     .post(e.decrypt, label('decrypt'), decryptHandler({ config, sessions, current: h.current }))
     .all(e.decrypt, label('decrypt'), notAllowed('POST'));
   router
-    .post(e.phone, label('phone'), phoneHandler({ config, wechat: deps.wechat, accessTokens: deps.accessTokens, current: h.current, log: deps.log }))
+    .post(e.phone, label('phone'), phoneHandler({ config, sessions, wechat: deps.wechat, accessTokens: deps.accessTokens, current: h.current, log: deps.log }))
     .all(e.phone, label('phone'), notAllowed('POST'));
   router
     .get(e.healthz, label('healthz'), (ctx) => {
@@ -293,7 +293,7 @@ function gateway({ config, sessions, proxy, metrics, log }: AppDeps) {
         if (route.bodyLimit !== undefined && req.destroyed) return done();
         stripCredentials(headers);
         setForwarded(req, trust);
-        if (session) setIdentity(headers, session);
+        if (session) setIdentity(headers, session, route.forwardPhone);
         proxy.forward(req, res, route, clientWantsClose, done);
       };
       if (route.auth !== 'required') return send(undefined);

@@ -107,6 +107,14 @@ export class MemoryStore implements SessionStore {
     return true;
   }
 
+  async setPhone(tokenHash: string, phone: string): Promise<boolean> {
+    const r = this.live(tokenHash);
+    if (!r) return false;
+    this.sessions.set(tokenHash, { ...r, phone });
+    this.emit([tokenHash]);
+    return true;
+  }
+
   async revoke(tokenHash: string): Promise<boolean> {
     const r = this.live(tokenHash);
     if (!r) return false;

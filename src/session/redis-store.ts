@@ -29,7 +29,9 @@ export interface RedisStoreOptions {
  * Key layout (Redis ≥ 7.0):
  *   {prefix}s:{tokenHash}        string "appid\topenid\tunionid\tcreatedAt\texpiresAt\tidleExpiresAt"
  *                                (times in base 36 ms; unionid may be empty), PEXPIREAT = the idle deadline,
- *                                which is never past expiresAt. The token itself is never stored.
+ *                                which is never past expiresAt. The token itself is never stored. Once the
+ *                                user grants their phone number, it stands as a 4th field after unionid
+ *                                ("…\tunionid\t+8613800138000\tcreatedAt…"); sessions without one keep 6.
  *   {prefix}u:{appid}:{openid}   hash: "k" → the user's current session_key, tokenHash → createdAt (ms);
  *                                PEXPIREAT = the latest expiresAt of the user's sessions. Members whose
  *                                session key has expired are dropped at the user's next login.
@@ -48,19 +50,23 @@ const SEP = '\t';
 
 function encode(r: SessionRecord): string {
   const unionid = r.unionid ?? '';
-  if (r.appid.includes(SEP) || r.openid.includes(SEP) || unionid.includes(SEP)) throw new TypeError('appid, openid and unionid must not contain a tab');
+  if (r.appid.includes(SEP) || r.openid.includes(SEP) || unionid.includes(SEP) || r.phone?.includes(SEP)) {
+    throw new TypeError('appid, openid, unionid and phone must not contain a tab');
+  }
   const t = (ms: number) => Math.floor(ms).toString(36);
-  return [r.appid, r.openid, unionid, t(r.createdAt), t(r.expiresAt), t(r.idleExpiresAt)].join(SEP);
+  return [r.appid, r.openid, unionid, ...(r.phone ? [r.phone] : []), t(r.createdAt), t(r.expiresAt), t(r.idleExpiresAt)].join(SEP);
 }
 
 function decode(v: string): SessionRecord | undefined {
   const f = v.split(SEP);
-  if (f.length !== 6) return undefined;
+  if (f.length !== 6 && f.length !== 7) return undefined;
+  const phone = f.length === 7 ? f.splice(3, 1)[0] : undefined;
   const [appid, openid, unionid, created, expires, idle] = f as [string, string, string, string, string, string];
   const r: SessionRecord = {
     appid,
     openid,
     ...(unionid ? { unionid } : {}),
+    ...(phone ? { phone } : {}),
     createdAt: parseInt(created, 36),
     expiresAt: parseInt(expires, 36),
     idleExpiresAt: parseInt(idle, 36),
@@ -84,6 +90,21 @@ local at, at36 = tonumber(ARGV[1]), ARGV[2]
 if at >= exp then at, at36 = exp, exp36 end
 if at <= tonumber(idle36, 36) then return 1 end
 redis.call('SET', KEYS[1], head .. exp36 .. '\t' .. at36, 'PXAT', string.format('%.0f', at))
+return 1`;
+
+/**
+ * Puts the phone number into a session's value (after unionid, replacing one there), keeping its expiry,
+ * and publishes the hash so every replica drops its cached copy.
+ * KEYS: session. ARGV: phone, invalidation channel, tokenHash. Returns 1, or 0 when the session is gone.
+ */
+const SET_PHONE = String.raw`
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local who, rest = string.match(v, '^([^	]*	[^	]*	[^	]*	)(.*)$')
+local times = rest and string.match(rest, '([0-9a-z]+	[0-9a-z]+	[0-9a-z]+)$')
+if not times then return 0 end
+redis.call('SET', KEYS[1], who .. ARGV[1] .. '	' .. times, 'KEEPTTL')
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1`;
 
 /**
@@ -131,6 +152,7 @@ return evicted`;
 
 interface Scripts {
   wxgateTouch(sKey: string, at: string, at36: string): Promise<number>;
+  wxgateSetPhone(sKey: string, phone: string, channel: string, tokenHash: string): Promise<number>;
   wxgateCreate(uKey: string, sKey: string, ...argv: string[]): Promise<string[]>;
 }
 
@@ -243,6 +265,7 @@ export class RedisStore implements SessionStore {
     this.channel = `${opts.keyPrefix}invalidate`;
     this.redis = createRedisClient(opts, base);
     this.redis.defineCommand('wxgateTouch', { numberOfKeys: 1, lua: TOUCH });
+    this.redis.defineCommand('wxgateSetPhone', { numberOfKeys: 1, lua: SET_PHONE });
     this.redis.defineCommand('wxgateCreate', { numberOfKeys: 2, lua: CREATE });
     // The subscriber sends SUBSCRIBE itself at every 'ready' (and PINGs to notice a dead connection).
     this.sub = createRedisClient(opts, { ...base, commandTimeout: undefined });
@@ -418,6 +441,13 @@ export class RedisStore implements SessionStore {
   async touch(tokenHash: string, idleExpiresAt: number): Promise<boolean> {
     const at = Math.floor(idleExpiresAt);
     const done = await this.run('touch', () => this.scripts.wxgateTouch(this.sKey(tokenHash), String(at), at.toString(36)));
+    return done === 1;
+  }
+
+  async setPhone(tokenHash: string, phone: string): Promise<boolean> {
+    if (phone.includes(SEP)) throw new TypeError('phone must not contain a tab');
+    const done = await this.run('setPhone', () => this.scripts.wxgateSetPhone(this.sKey(tokenHash), phone, this.channel, tokenHash));
+    if (done === 1) this.emit([tokenHash]); // the script published it for the other replicas
     return done === 1;
   }
 

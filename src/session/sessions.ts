@@ -164,6 +164,18 @@ export class Sessions {
     return read;
   }
 
+  /**
+   * Keeps the phone number the user granted with their session (for routes[].forwardPhone); every
+   * replica's cached copy is dropped, this one's replaced. False when the session is gone.
+   */
+  async setPhone(session: ActiveSession, phone: string): Promise<boolean> {
+    const { tokenHash } = session;
+    this.reads.delete(tokenHash);
+    const kept = await this.store.setPhone(tokenHash, phone);
+    if (kept && this.cache) this.cache.set(tokenHash, { ...session, phone });
+    return kept;
+  }
+
   /** Kills one session on this replica at once (and, through the store, everywhere). */
   async revoke(token: string): Promise<boolean> {
     const tokenHash = hashToken(token);

@@ -14,6 +14,8 @@ export interface SessionRecord extends Identity {
   expiresAt: number;
   /** Idle deadline (ms since epoch), moved forward by activity; never beyond expiresAt. */
   idleExpiresAt: number;
+  /** The user's phone number (E.164, e.g. +8613800138000) once granted in this session (POST /wx/phone). */
+  phone?: string;
 }
 
 /** Thrown by a store that cannot answer (down, slow, refusing writes). The gateway answers 503, never 401. */
@@ -43,6 +45,11 @@ export interface SessionStore {
   get(tokenHash: string): Promise<SessionRecord | undefined>;
   /** Moves the idle deadline (clamped to expiresAt). False when the session is gone. */
   touch(tokenHash: string, idleExpiresAt: number): Promise<boolean>;
+  /**
+   * Records the phone number the user granted in this session, keeping its deadlines, and tells every
+   * replica to drop its cached copy. False when the session is gone.
+   */
+  setPhone(tokenHash: string, phone: string): Promise<boolean>;
   /** Kills one session. False when it did not exist. */
   revoke(tokenHash: string): Promise<boolean>;
   /** Kills every session of the user. Returns how many. */

@@ -52,6 +52,23 @@ const cases: Record<string, Case> = {
     await sleep(450);
     t.is(await store.get(h), undefined);
   },
+  'setPhone keeps the number with the session (with or without unionid), through touch, and tells the caches': async (t, store) => {
+    const seen: Invalidation[] = [];
+    store.onInvalidate((inv) => seen.push(inv));
+    for (const r of [{ ...record('o-phone-u'), unionid: 'o-union-phone' }, record('o-phone')]) {
+      const h = hashToken(newToken());
+      await store.create(h, r, 'k', { maxPerUser: 10 });
+      t.true(await store.setPhone(h, '+8613800138000'));
+      t.deepEqual(await store.get(h), { ...r, phone: '+8613800138000' });
+      t.true(await store.setPhone(h, '+12025550123'), 'a newer number replaces the old one');
+      const idle = Date.now() + 45_000; // later than the 30 s it has, before the 60 s deadline
+      t.true(await store.touch(h, idle));
+      t.deepEqual(await store.get(h), { ...r, phone: '+12025550123', idleExpiresAt: idle });
+      t.is((await store.list(r.appid, r.openid))[0]?.record.phone, '+12025550123');
+      t.true(seen.some((inv) => inv !== 'all' && inv.includes(h)), 'the caches are told');
+    }
+    t.false(await store.setPhone(hashToken(newToken()), '+8613800138000'), 'no such session');
+  },
   'touch moves the idle deadline; touching a missing session is false': async (t, store) => {
     const h = hashToken(newToken());
     const r = record('o-touch', { idleMs: 300 });

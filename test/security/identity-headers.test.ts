@@ -58,7 +58,7 @@ function identityLines(seen: Seen): Array<[string, string]> {
   const out: Array<[string, string]> = [];
   for (let i = 0; i < seen.rawHeaders.length; i += 2) {
     const name = seen.rawHeaders[i]!.toLowerCase();
-    if (/^x[-_]?(openid|unionid|appid)$/.test(name.replace(/_/g, '-'))) out.push([name, seen.rawHeaders[i + 1]!]);
+    if (/^x[-_]?(openid|unionid|appid|wx-phone)$/.test(name.replace(/_/g, '-'))) out.push([name, seen.rawHeaders[i + 1]!]);
   }
   return out.sort(([a], [b]) => a.localeCompare(b));
 }
@@ -68,7 +68,7 @@ function allValues(seen: Seen): string[] {
   return [...seen.rawHeaders.filter((_, i) => i % 2 === 1), ...Object.values(seen.trailers).map(String)];
 }
 
-const SPOOF = /evil|wxevil/;
+const SPOOF = /evil|wxevil|^\+1000000000/;
 
 /** Identity headers as an attacker writes them: every case, "_" for "-", repeated, with the victim's real openid. */
 const spoofs: Array<[string, string]> = [
@@ -83,6 +83,8 @@ const spoofs: Array<[string, string]> = [
   ['X-Appid', 'wxevil-1'],
   ['x_appid', 'wxevil-2'],
   ['X-APPID', 'wxevil-3'],
+  ['X-Wx-Phone', '+10000000000'],
+  ['x_wx_phone', '+10000000001'],
 ];
 
 test('on an auth: required route the upstream sees exactly the session identity, whatever identity headers the client sent', async (t) => {
