@@ -12,8 +12,10 @@ export interface WechatClientOptions {
   metrics?: Metrics;
 }
 
-/** Largest answer read; WeChat's are a few hundred bytes. */
+/** Largest JSON answer read; WeChat's are a few hundred bytes. */
 const MAX_BODY = 64 * 1024;
+/** Largest image answer read (wxacode images are some 10 to 300 KB). */
+const MAX_IMAGE = 2 * 1024 * 1024;
 const MAX_SOCKETS = 64;
 
 /**
@@ -88,6 +90,72 @@ export class WechatClient {
     return { phoneNumber, purePhoneNumber, countryCode };
   }
 
+  /**
+   * `GET sns/oauth2/access_token`: the code of a web authorization (Official Account `connect/oauth2/authorize`
+   * or website `connect/qrconnect`) → the user's openid and a user access_token. The app's secret comes from
+   * `apps`. Never retried (the code is single-use).
+   */
+  async oauth2AccessToken(appid: string, code: string): Promise<OAuthAccessToken> {
+    const secret = this.secretOf(appid);
+    const query = new URLSearchParams({ appid, secret, code, grant_type: 'authorization_code' });
+    const data = await this.call('oauth2_access_token', `/sns/oauth2/access_token?${query}`, ['openid', 'access_token'], [secret, code]);
+    const expiresIn = Number(data.expires_in);
+    if (!Number.isFinite(expiresIn) || expiresIn <= 0) {
+      throw new WechatError('bad_response', 'oauth2_access_token', undefined, 'no expires_in in the answer');
+    }
+    const refreshToken = nonEmpty(data.refresh_token);
+    const scope = nonEmpty(data.scope);
+    const unionid = nonEmpty(data.unionid);
+    return {
+      openid: data.openid as string,
+      accessToken: data.access_token as string,
+      expiresIn,
+      ...(refreshToken ? { refreshToken } : {}),
+      ...(scope ? { scope } : {}),
+      ...(unionid ? { unionid } : {}),
+      ...(data.is_snapshotuser === 1 || data.is_snapshotuser === '1' ? { isSnapshotuser: true } : {}),
+    };
+  }
+
+  /**
+   * `GET sns/userinfo`: the profile of the user a `snsapi_userinfo` (or `snsapi_login`) access_token was
+   * given for. An answer about another openid than the one asked for is a bad response.
+   */
+  async snsUserinfo(accessToken: string, openid: string, lang: SnsLang = 'zh_CN'): Promise<SnsUserinfo> {
+    const query = new URLSearchParams({ access_token: accessToken, openid, lang });
+    const data = await this.call('sns_userinfo', `/sns/userinfo?${query}`, ['openid'], [accessToken]);
+    if (data.openid !== openid) throw new WechatError('bad_response', 'sns_userinfo', undefined, 'the answer is about another openid');
+    const info: SnsUserinfo = { openid };
+    for (const key of ['nickname', 'headimgurl', 'unionid', 'province', 'city', 'country'] as const) {
+      const v = nonEmpty(data[key]);
+      if (v) info[key] = v;
+    }
+    const sex = Number(data.sex);
+    if (data.sex !== undefined && data.sex !== null && Number.isInteger(sex)) info.sex = sex;
+    return info;
+  }
+
+  /**
+   * `POST wxa/getwxacodeunlimit`: a mini-program code image that opens `page` with `scene`. The parameters
+   * are checked first (checkWxacodeParams; a bad one throws a plain Error, nothing is sent). WeChat answers
+   * the image itself, or JSON with an errcode. Never retried.
+   */
+  async getwxacodeUnlimit(accessToken: string, params: WxacodeParams): Promise<WxacodeImage> {
+    const problem = checkWxacodeParams(params);
+    if (problem) throw new Error(`invalid wxacode parameters: ${problem}`);
+    const query = new URLSearchParams({ access_token: accessToken });
+    const body = {
+      scene: params.scene,
+      page: params.page,
+      check_path: params.checkPath,
+      env_version: params.envVersion,
+      width: params.width,
+    };
+    const answer = await this.exchange('getwxacodeunlimit', `/wxa/getwxacodeunlimit?${query}`, [], [accessToken], body, true);
+    if (!answer.image) throw new WechatError('bad_response', 'getwxacodeunlimit', undefined, 'JSON without an image');
+    return answer.image;
+  }
+
   close(): void {
     this.agent.destroy();
   }
@@ -103,23 +171,39 @@ export class WechatClient {
    * zero) errcode and every `required` key as a non-empty string. `hidden` values are cut out of
    * WeChat's errmsg, should it ever echo them.
    */
-  private call(api: string, pathAndQuery: string, required: string[], hidden: string[], json?: object): Promise<Record<string, unknown>> {
+  private async call(api: string, pathAndQuery: string, required: string[], hidden: string[], json?: object): Promise<Record<string, unknown>> {
+    return (await this.exchange(api, pathAndQuery, required, hidden, json, false)).data!;
+  }
+
+  /**
+   * call(), and with `acceptImage` an answer whose content type is image/* is read (up to MAX_IMAGE
+   * bytes, checked to be a PNG, JPEG or GIF) and resolved as `image` instead of JSON.
+   */
+  private exchange(
+    api: string,
+    pathAndQuery: string,
+    required: string[],
+    hidden: string[],
+    json: object | undefined,
+    acceptImage: boolean,
+  ): Promise<{ data?: Record<string, unknown>; image?: WxacodeImage }> {
     const payload = json === undefined ? undefined : Buffer.from(JSON.stringify(json));
     const started = process.hrtime.bigint();
-    return new Promise<Record<string, unknown>>((resolve, reject) => {
+    return new Promise((resolve, reject) => {
       let settled = false;
       const fail = (kind: 'timeout' | 'network' | 'bad_response', detail: string) =>
         finish(kind, new WechatError(kind, api, undefined, detail));
-      const finish = (outcome: string, err?: WechatError, data?: Record<string, unknown>) => {
+      const finish = (outcome: string, err?: WechatError, answer?: { data?: Record<string, unknown>; image?: WxacodeImage }) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         this.opts.metrics?.wechatRequests.inc({ api, outcome });
         this.opts.metrics?.wechatDuration.observe({ api }, Number(process.hrtime.bigint() - started) / 1e9);
         if (err) reject(err);
-        else resolve(data!);
+        else resolve(answer!);
       };
 
+      const accept = acceptImage ? 'image/*, application/json' : 'application/json';
       const req = this.transport.request({
         protocol: this.base.protocol,
         hostname: this.base.hostname,
@@ -128,8 +212,8 @@ export class WechatClient {
         method: payload ? 'POST' : 'GET',
         agent: this.agent,
         headers: payload
-          ? { accept: 'application/json', 'content-type': 'application/json', 'content-length': payload.length }
-          : { accept: 'application/json' },
+          ? { accept, 'content-type': 'application/json', 'content-length': payload.length }
+          : { accept },
       });
       const timer = setTimeout(() => {
         fail('timeout', `no answer within ${this.opts.timeout}ms`);
@@ -144,20 +228,28 @@ export class WechatClient {
           res.resume();
           return fail('bad_response', `HTTP ${status}`);
         }
+        const contentType = String(res.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+        const isImage = acceptImage && contentType.startsWith('image/');
+        const limit = isImage ? MAX_IMAGE : MAX_BODY;
         const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (c: Buffer) => {
           size += c.length;
-          if (size > MAX_BODY) {
-            fail('bad_response', `answer larger than ${MAX_BODY} bytes`);
+          if (size > limit) {
+            fail('bad_response', `answer larger than ${limit} bytes`);
             req.destroy();
           } else chunks.push(c);
         });
         res.on('error', (err: NodeJS.ErrnoException) => fail('network', err.code ?? 'answer cut off'));
         res.on('end', () => {
+          const body = Buffer.concat(chunks);
+          if (isImage) {
+            if (!looksLikeImage(body)) return fail('bad_response', `${contentType} answer is not a PNG, JPEG or GIF`);
+            return finish('ok', undefined, { image: { contentType, body } });
+          }
           let data: unknown;
           try {
-            data = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+            data = JSON.parse(body.toString('utf8'));
           } catch {
             return fail('bad_response', 'answer is not JSON');
           }
@@ -171,7 +263,7 @@ export class WechatClient {
           }
           const missing = required.filter((k) => typeof obj[k] !== 'string' || obj[k] === '');
           if (missing.length) return fail('bad_response', `no ${missing.join(', ')} in the answer`);
-          finish('ok', undefined, obj);
+          finish('ok', undefined, { data: obj });
         });
       });
       req.end(payload);
@@ -201,4 +293,86 @@ function tokenAnswer(data: Record<string, unknown>, api: string): AccessTokenAns
 function redact(text: string, hidden: string[]): string {
   for (const h of hidden) if (h.length >= 4) text = text.split(h).join('***');
   return text;
+}
+
+/** What `sns/oauth2/access_token` gives for a web authorization code. */
+export interface OAuthAccessToken {
+  openid: string;
+  /** A user access_token, only good for sns/userinfo and sns/auth (not the app's access_token). */
+  accessToken: string;
+  expiresIn: number;
+  refreshToken?: string;
+  /** The scope(s) the user granted, e.g. "snsapi_base", "snsapi_userinfo", "snsapi_login". */
+  scope?: string;
+  /** WeChat documents it for snsapi_userinfo (and website apps) when the app is bound to an Open Platform account. */
+  unionid?: string;
+  /** True for the virtual user of WeChat's "snapshot page" mode: not a real person's openid. */
+  isSnapshotuser?: boolean;
+}
+
+export type SnsLang = 'zh_CN' | 'zh_TW' | 'en';
+
+/** What `sns/userinfo` gives; WeChat answers sex 0 and empty places since 2021, left out here when empty. */
+export interface SnsUserinfo {
+  openid: string;
+  nickname?: string;
+  headimgurl?: string;
+  unionid?: string;
+  sex?: number;
+  province?: string;
+  city?: string;
+  country?: string;
+}
+
+export interface WxacodeParams {
+  /** 1 to 32 characters: digits, letters and !#$&'()*+,/:;=?@-._~ (no %). */
+  scene: string;
+  /** A page such as "pages/index/index": no leading "/", no query; the home page when left out. */
+  page?: string;
+  /** WeChat's default true: the page must exist in the released version. */
+  checkPath?: boolean;
+  envVersion?: 'release' | 'trial' | 'develop';
+  /** Pixels, 280 to 1280 (WeChat's default 430). */
+  width?: number;
+}
+
+/** An image as WeChat answered it. */
+export interface WxacodeImage {
+  /** e.g. "image/jpeg" or "image/png", without parameters */
+  contentType: string;
+  body: Buffer;
+}
+
+const SCENE = /^[0-9A-Za-z!#$&'()*+,/:;=?@\-._~]{1,32}$/;
+const ENV_VERSIONS = new Set(['release', 'trial', 'develop']);
+
+/**
+ * What is wrong with getwxacodeunlimit parameters as WeChat documents them, or undefined when nothing is:
+ * scene 1 to 32 characters from its allowed set, page without a leading "/" or a query, env_version one
+ * of release, trial, develop.
+ */
+export function checkWxacodeParams(p: { scene: unknown; page?: unknown; envVersion?: unknown }): string | undefined {
+  if (typeof p.scene !== 'string' || p.scene.length === 0) return 'scene is required';
+  if (p.scene.length > 32) return 'scene is longer than 32 characters';
+  if (!SCENE.test(p.scene)) return "scene may only contain digits, letters and !#$&'()*+,/:;=?@-._~";
+  if (p.page !== undefined) {
+    if (typeof p.page !== 'string' || p.page === '') return 'page must be a non-empty string';
+    if (p.page.startsWith('/')) return 'page must not start with "/"';
+    if (/[?#]/.test(p.page)) return 'page must not carry a query (put it in scene)';
+  }
+  if (p.envVersion !== undefined && (typeof p.envVersion !== 'string' || !ENV_VERSIONS.has(p.envVersion))) {
+    return 'envVersion must be release, trial or develop';
+  }
+  return undefined;
+}
+
+function nonEmpty(v: unknown): string | undefined {
+  return typeof v === 'string' && v !== '' ? v : undefined;
+}
+
+/** PNG, JPEG or GIF magic bytes. */
+function looksLikeImage(b: Buffer): boolean {
+  if (b.length >= 8 && b.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return true;
+  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return true;
+  return b.length >= 6 && (b.subarray(0, 6).toString('latin1') === 'GIF87a' || b.subarray(0, 6).toString('latin1') === 'GIF89a');
 }

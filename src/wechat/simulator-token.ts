@@ -116,11 +116,20 @@ export function createTokenApis(opts: TokenApiOptions) {
     json(res, { access_token: token, expires_in: expiresIn(token, now) });
   }
 
-  function phoneNumber(q: URLSearchParams, body: Record<string, unknown>, res: http.ServerResponse): void {
-    const token = q.get('access_token');
-    if (!token) return error(res, 41001);
+  /**
+   * The app an access_token from here belongs to, or the errcode WeChat answers for it: 41001 when
+   * missing, 40001 when unknown, revoked or expired. (Other simulator APIs that take a token use it too.)
+   */
+  function checkToken(token: string | null | undefined): { appid: string } | { errcode: 41001 | 40001 } {
+    if (!token) return { errcode: 41001 };
     const entry = tokens.get(token);
-    if (!entry || entry.expiresAt <= Date.now()) return error(res, 40001);
+    if (!entry || entry.expiresAt <= Date.now()) return { errcode: 40001 };
+    return { appid: entry.appid };
+  }
+
+  function phoneNumber(q: URLSearchParams, body: Record<string, unknown>, res: http.ServerResponse): void {
+    const entry = checkToken(q.get('access_token'));
+    if ('errcode' in entry) return error(res, entry.errcode);
     const code = body.code;
     if (typeof code !== 'string' || code === '') return error(res, 41008);
     const fail = /^fail-(-?\d+)$/.exec(code);
@@ -195,5 +204,5 @@ export function createTokenApis(opts: TokenApiOptions) {
         return false;
     }
   }
-  return { handle };
+  return { handle, checkToken };
 }

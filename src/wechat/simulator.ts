@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { devEncrypt } from './simulator-encrypt.js';
 import { createTokenApis } from './simulator-token.js';
+import { createWebApis } from './simulator-web.js';
 
 /**
  * A WeChat API simulator for development and tests (never for production). It answers like WeChat:
@@ -23,9 +24,17 @@ import { createTokenApis } from './simulator-token.js';
  *
  * `POST /cgi-bin/stable_token`, `GET /cgi-bin/token` and `POST /wxa/business/getuserphonenumber`
  * (codes "phone-<digits>", "fail-<errcode>"): see simulator-token.ts.
+ *
+ * Web logins, see simulator-web.ts: the browser pages `GET /connect/oauth2/authorize` (Official Account,
+ * snsapi_base / snsapi_userinfo) and `GET /connect/qrconnect` (website app, snsapi_login) with an
+ * "Approve as <user>" button that submits `GET /connect/approve` (tests may call it directly: 302 to
+ * redirect_uri?code&state); `GET /sns/oauth2/access_token`, `/sns/oauth2/refresh_token`, `/sns/userinfo`,
+ * `/sns/auth`; and `POST /wxa/getwxacodeunlimit` (a real PNG; the access_token from cgi-bin/*). A web user
+ * "union*" has the same unionid as the mini-program user of that name.
  */
 export const SIMULATOR_CODES = `Codes: any "<user>.<n>" logs <user> in (single use; users "union*" get a unionid);
-  fail-<errcode> (fail-40029, fail-45011, fail-40226, fail--1), slow-<ms>, html, garbage, nojson-openid.`;
+  fail-<errcode> (fail-40029, fail-45011, fail-40226, fail--1), slow-<ms>, html, garbage, nojson-openid.
+  Web logins: /connect/oauth2/authorize and /connect/qrconnect show an "Approve as <user>" page.`;
 
 export interface SimulatorOptions {
   /** appid → secret. When given, other appids get 40013 and wrong secrets 40125; otherwise all are accepted. */
@@ -85,6 +94,8 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
   let rid = 0;
   /** access_token APIs and getuserphonenumber: see simulator-token.ts */
   const tokenApis = createTokenApis({ apps: opts.apps, tokenExpiresIn: opts.tokenExpiresIn });
+  /** OAuth pages, sns/* and getwxacodeunlimit: see simulator-web.ts */
+  const webApis = createWebApis({ apps: opts.apps, checkToken: tokenApis.checkToken });
 
   function json(res: http.ServerResponse, body: object): void {
     const text = JSON.stringify(body);
@@ -155,6 +166,7 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
         return devEncrypt(req, res, { apps: opts.apps, latestKeys, sessionKeyOf: simulatedSessionKey, openidOf: simulatedOpenid });
       }
       if (tokenApis.handle(req, res, url)) return;
+      if (webApis.handle(req, res, url)) return;
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ errcode: -1, errmsg: `the simulator does not know ${req.method} ${url.pathname}` }));
     };
