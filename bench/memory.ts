@@ -5,7 +5,7 @@
  *    gateway builds it, over a store that keeps nothing, so only the cache is measured).
  * 2. Redis: used_memory per stored session, loading MEMORY_SESSIONS (default 1,000,000) sessions
  *    through the real RedisStore into a fresh redis-server on a free port: one session per user, then
- *    three sessions per user.
+ *    three sessions per user (one hash per user: its MEMORY USAGE and encoding, which must be listpack).
  *
  *   MEMORY_SESSIONS=200000 npm run bench:memory     (quicker)
  */
@@ -15,6 +15,7 @@ import { Redis } from 'ioredis';
 import { createMetrics } from '../src/metrics/metrics.js';
 import { RedisStore } from '../src/session/redis-store.js';
 import { Sessions } from '../src/session/sessions.js';
+import { hashToken, newToken, userId } from '../src/session/tokens.js';
 import type { SessionStore } from '../src/session/types.js';
 import { freePort, waitForPort } from './lib/procs.js';
 
@@ -76,7 +77,7 @@ async function lru(): Promise<{ rss: number; heap: number }> {
   return { rss: after.rss - before.rss, heap: after.heapUsed - before.heapUsed };
 }
 
-async function redis(n: number, perUser: number): Promise<{ perSession: number; sKey: number; uKey: number }> {
+async function redis(n: number, perUser: number): Promise<{ perSession: number; uKey: number; encoding: string; keys: number }> {
   const port = await freePort();
   const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
   try {
@@ -97,7 +98,7 @@ async function redis(n: number, perUser: number): Promise<{ perSession: number; 
     const before = await used();
     const now = Date.now();
     const users = Math.ceil(n / perUser);
-    let sample: { tokenHash: string; openid: string } | undefined;
+    let sample: string | undefined;
     const BATCH = 2000;
     for (let u = 0; u < users; u += BATCH) {
       const work: Array<Promise<unknown>> = [];
@@ -106,8 +107,8 @@ async function redis(n: number, perUser: number): Promise<{ perSession: number; 
         const unionid = j % 2 ? wxid('u') : undefined;
         const sessionKey = randomBytes(16).toString('base64');
         for (let k = 0; k < perUser; k++) {
-          const tokenHash = randomBytes(24).toString('base64url');
-          sample ??= { tokenHash, openid };
+          const tokenHash = hashToken(newToken({ appid: APPID, openid }));
+          sample ??= openid;
           const record = { appid: APPID, openid, ...(unionid ? { unionid } : {}), createdAt: now, expiresAt: now + 30 * 86400_000, idleExpiresAt: now + 7 * 86400_000 };
           work.push(store.create(tokenHash, record, sessionKey, { maxPerUser: 5 }));
         }
@@ -117,11 +118,13 @@ async function redis(n: number, perUser: number): Promise<{ perSession: number; 
     }
     process.stderr.write('\n');
     const perSession = ((await used()) - before) / (users * perUser);
-    const sKey = Number(await admin.call('MEMORY', 'USAGE', `wxgate:s:${sample!.tokenHash}`, 'SAMPLES', '0'));
-    const uKey = Number(await admin.call('MEMORY', 'USAGE', `wxgate:u:${APPID}:${sample!.openid}`, 'SAMPLES', '0'));
+    const key = `wxgate:u:${userId(APPID, sample!)}`;
+    const uKey = Number(await admin.call('MEMORY', 'USAGE', key, 'SAMPLES', '0'));
+    const encoding = String(await admin.object('ENCODING', key));
+    const keys = await admin.dbsize();
     await store.close();
     admin.disconnect();
-    return { perSession, sKey, uKey };
+    return { perSession, uKey, encoding, keys };
   } finally {
     server.kill('SIGKILL');
   }
@@ -133,7 +136,8 @@ console.log(`| ${CACHED.toLocaleString('en')} cached sessions: RSS added | ${MB(
 console.log(`| ${CACHED.toLocaleString('en')} cached sessions: JS heap added | ${MB(l.heap)} MB (${Math.round(l.heap / CACHED)} B/session) | |`);
 const one = await redis(STORED, 1);
 console.log(`| Redis, ${STORED.toLocaleString('en')} sessions, 1 per user: used_memory per session | ${one.perSession.toFixed(0)} B | ≤ 400 B: ${one.perSession <= 400 ? 'PASS' : 'FAIL'} |`);
-console.log(`| … MEMORY USAGE of one session key / one user key | ${one.sKey} B / ${one.uKey} B | |`);
+console.log(`| … keys in Redis; MEMORY USAGE, encoding of one user's key | ${one.keys.toLocaleString('en')}; ${one.uKey} B, ${one.encoding} | |`);
 const three = await redis(STORED, 3);
 console.log(`| Redis, ${STORED.toLocaleString('en')} sessions, 3 per user: used_memory per session | ${three.perSession.toFixed(0)} B | |`);
+console.log(`| … keys in Redis; MEMORY USAGE, encoding of one user's key | ${three.keys.toLocaleString('en')}; ${three.uKey} B, ${three.encoding} | |`);
 process.exit(0);

@@ -220,7 +220,7 @@ for (const kind of ['memory', 'redis'] as const) {
     }
     t.like(await post(gw().url, '/wx/decrypt', '{"encryptedData":', bearer(token)), { status: 400, json: { error: 'invalid_json' } });
     t.like(await post(gw().url, '/wx/decrypt', good), { status: 401, json: { error: 'unauthorized' } });
-    t.like(await post(gw().url, '/wx/decrypt', good, bearer('x'.repeat(43))), { status: 401, json: { error: 'unauthorized' } });
+    t.like(await post(gw().url, '/wx/decrypt', good, bearer('x'.repeat(59))), { status: 401, json: { error: 'unauthorized' } });
     const get = await request(gw().url, { path: '/wx/decrypt', headers: bearer(token) });
     t.like(get, { status: 405, json: { error: 'method_not_allowed' } });
   });

@@ -92,7 +92,7 @@ test('a route limited to app A: 200 with X-Appid for A, 403 app_not_allowed for 
       t.is(up.seen.at(-1)?.headers['x-appid'], appid, 'X-Appid always names the session\'s app');
     }
   }
-  t.like(await get('/shop/x', 'n'.repeat(43)), { status: 401, json: { error: 'unauthorized' } }, 'no session is still 401 first');
+  t.like(await get('/shop/x', 'n'.repeat(59)), { status: 401, json: { error: 'unauthorized' } }, 'no session is still 401 first');
 });
 
 test('decryption checks the watermark against the session\'s own app', async (t) => {

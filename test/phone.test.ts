@@ -1,7 +1,7 @@
 import test from 'ava';
 import { Redis } from 'ioredis';
 import { buildConfig } from '../src/config/load.js';
-import { hashToken } from '../src/session/tokens.js';
+import { hashToken, TOKEN_HASH_LENGTH, UID_LENGTH } from '../src/session/tokens.js';
 import { startSimulator } from '../src/wechat/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
@@ -269,9 +269,11 @@ test('the phone number is kept with the session in both stores, and the session 
       if (prefix) {
         const client = new Redis(redis.url);
         try {
-          const key = `${prefix}s:${hashToken(token)}`;
-          t.true((await client.pttl(key)) > 0, 'the session key keeps its expiry');
-          t.regex((await client.get(key))!, /\t\+8613900139000\t/);
+          const h = hashToken(token);
+          t.is(h.length, TOKEN_HASH_LENGTH);
+          const key = `${prefix}u:${h.slice(0, UID_LENGTH)}`;
+          t.true((await client.pttl(key)) > 0, "the user's key keeps its expiry");
+          t.regex((await client.hget(key, h.slice(UID_LENGTH)))!, /^\+8613900139000\t[0-9a-z]+\t[0-9a-z]+\t[0-9a-z]+$/, "the number is in the session's field");
         } finally {
           client.disconnect();
         }

@@ -137,7 +137,7 @@ test('auth: no token, a bad token, or a token in the query string → 401 JSON w
   const cases: Array<[string, Record<string, string>]> = [
     ['/api/x?m=noauth', {}],
     ['/api/x?m=badtoken', { authorization: 'Bearer not-a-token' }],
-    ['/api/x?m=unknown', { authorization: `Bearer ${'B'.repeat(43)}` }],
+    ['/api/x?m=unknown', { authorization: `Bearer ${'B'.repeat(59)}` }],
     [`/api/x?m=querytoken&token=${token}&access_token=${token}`, {}],
     ['/api/x?m=basic', { authorization: `Basic ${Buffer.from('a:b').toString('base64')}` }],
   ];

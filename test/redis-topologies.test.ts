@@ -1,9 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import test from 'ava';
 import { RedisStore } from '../src/session/redis-store.js';
-import { hashToken, newToken } from '../src/session/tokens.js';
 import { startRedisCluster, startSentinel } from './helpers/redis.js';
-import { ready, record, sleep, storeCases } from './helpers/store-cases.js';
+import { hashFor, ready, record, sleep, storeCases } from './helpers/store-cases.js';
 
 /** The store's cases again, through ioredis's own Cluster and Sentinel support, on real servers. */
 let cluster: Awaited<ReturnType<typeof startRedisCluster>>;
@@ -46,7 +45,7 @@ for (const [kind, make] of [
       await b.close();
     });
     await sleep(200);
-    const h = hashToken(newToken());
+    const h = hashFor('o-topo');
     await a.create(h, record('o-topo'), 'k', { maxPerUser: 10 });
     const heard = new Promise<boolean>((resolve) => b.onInvalidate((inv) => inv !== 'all' && inv.includes(h) && resolve(true)));
     await a.revoke(h);

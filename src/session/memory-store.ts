@@ -1,12 +1,17 @@
+import { TOKEN_HASH_LENGTH, userId } from './tokens.js';
 import type { Invalidation, SessionRecord, SessionStore } from './types.js';
 
 interface User {
   /** the session_key of the user's latest login */
-  sessionKey: string;
+  /** absent for users who have only web sessions (no wx.login) */
+  sessionKey?: string;
   /** token hashes, oldest first */
   tokens: string[];
-  /** the latest absolute deadline of the user's sessions: the entry (and its session_key) lives until then */
-  expiresAt: number;
+  /**
+   * the latest idle deadline of the user's sessions (never past their absolute deadline): the entry (and
+   * its session_key) lives until then, as the user's key in Redis does; it goes with their last session
+   */
+  until: number;
 }
 
 export interface MemoryStoreOptions {
@@ -18,12 +23,13 @@ export interface MemoryStoreOptions {
 
 const userKey = (appid: string, openid: string) => `${appid}\n${openid}`;
 const alive = (r: SessionRecord, now: number) => now < r.idleExpiresAt && now < r.expiresAt;
+const deadline = (r: SessionRecord) => Math.min(r.idleExpiresAt, r.expiresAt);
 
 /**
  * The embedded default: sessions in this process only (one replica; all sessions end with it).
  * Expired sessions are dropped when read and by a periodic sweep, so memory stays bounded.
- * Behaves like the Redis store, down to how long a user's session_key is kept (until the latest
- * absolute deadline of their sessions).
+ * Behaves like the Redis store, down to how long a user's session_key is kept (as long as one of their
+ * sessions lives) and to refusing a token hash that is not one of the user's (see tokens.ts).
  */
 export class MemoryStore implements SessionStore {
   readonly kind = 'memory' as const;
@@ -50,11 +56,23 @@ export class MemoryStore implements SessionStore {
     return r;
   }
 
-  /** Removes a session and its index entry (the user entry stays for its session_key until it expires). */
-  private drop(tokenHash: string, r: SessionRecord): void {
+  /**
+   * Removes a session and its index entry; the user entry goes with their last live session, or else
+   * lives until the latest deadline of those left.
+   */
+  private drop(tokenHash: string, r: SessionRecord, now = this.now()): void {
     this.sessions.delete(tokenHash);
-    const user = this.users.get(userKey(r.appid, r.openid));
-    if (user) user.tokens = user.tokens.filter((h) => h !== tokenHash);
+    const key = userKey(r.appid, r.openid);
+    const user = this.users.get(key);
+    if (!user) return;
+    user.tokens = user.tokens.filter((h) => h !== tokenHash);
+    let until = 0;
+    for (const h of user.tokens) {
+      const o = this.sessions.get(h);
+      if (o && alive(o, now)) until = Math.max(until, deadline(o));
+    }
+    if (until === 0) this.users.delete(key);
+    else user.until = until;
   }
 
   private emit(hashes: string[]): void {
@@ -68,13 +86,15 @@ export class MemoryStore implements SessionStore {
     }
   }
 
-  async create(tokenHash: string, record: SessionRecord, sessionKey: string, opts: { maxPerUser: number }): Promise<string[]> {
+  async create(tokenHash: string, record: SessionRecord, sessionKey: string | undefined, opts: { maxPerUser: number }): Promise<string[]> {
+    if (tokenHash.length !== TOKEN_HASH_LENGTH || !tokenHash.startsWith(userId(record.appid, record.openid))) {
+      throw new TypeError("the token hash is not one of this user's tokens");
+    }
     const now = this.now();
     const key = userKey(record.appid, record.openid);
     let user = this.users.get(key);
-    if (!user || now >= user.expiresAt) user = { sessionKey, tokens: [], expiresAt: 0 };
-    user.sessionKey = sessionKey;
-    user.expiresAt = Math.max(user.expiresAt, record.expiresAt);
+    if (!user || now >= user.until) user = { tokens: [], until: 0 };
+    if (sessionKey !== undefined) user.sessionKey = sessionKey;
     // lazy cleanup: only live sessions count towards maxPerUser
     const kept: string[] = [];
     for (const h of user.tokens) {
@@ -89,6 +109,7 @@ export class MemoryStore implements SessionStore {
     const evicted = kept.splice(0, Math.max(0, kept.length - Math.max(1, opts.maxPerUser)));
     for (const h of evicted) this.sessions.delete(h);
     user.tokens = kept;
+    user.until = Math.max(...kept.map((h) => deadline(this.sessions.get(h)!)));
     this.users.set(key, user);
     this.emit(evicted);
     return evicted;
@@ -104,6 +125,8 @@ export class MemoryStore implements SessionStore {
     if (!r) return false;
     // never backwards, never beyond the absolute deadline
     r.idleExpiresAt = Math.min(Math.max(r.idleExpiresAt, idleExpiresAt), r.expiresAt);
+    const user = this.users.get(userKey(r.appid, r.openid));
+    if (user) user.until = Math.max(user.until, deadline(r));
     return true;
   }
 
@@ -124,7 +147,8 @@ export class MemoryStore implements SessionStore {
   }
 
   async revokeAll(appid: string, openid: string): Promise<number> {
-    const user = this.users.get(userKey(appid, openid));
+    const key = userKey(appid, openid);
+    const user = this.users.get(key);
     if (!user) return 0;
     const now = this.now();
     const hashes: string[] = [];
@@ -133,7 +157,7 @@ export class MemoryStore implements SessionStore {
       if (r && alive(r, now)) hashes.push(h);
       this.sessions.delete(h);
     }
-    user.tokens = [];
+    this.users.delete(key);
     this.emit(hashes);
     return hashes.length;
   }
@@ -154,7 +178,7 @@ export class MemoryStore implements SessionStore {
     const key = userKey(appid, openid);
     const user = this.users.get(key);
     if (!user) return undefined;
-    if (this.now() >= user.expiresAt) {
+    if (this.now() >= user.until) {
       this.users.delete(key);
       return undefined;
     }
@@ -176,7 +200,7 @@ export class MemoryStore implements SessionStore {
     return this.sessions.size;
   }
 
-  /** Users held, with or without live sessions (for tests). */
+  /** Users held (for tests): those with a session that may still be alive. */
   get userCount(): number {
     return this.users.size;
   }
@@ -184,7 +208,7 @@ export class MemoryStore implements SessionStore {
   /** Drops every expired session and every user entry past its last deadline. */
   sweep(): void {
     const now = this.now();
-    for (const [h, r] of this.sessions) if (!alive(r, now)) this.drop(h, r);
-    for (const [k, u] of this.users) if (now >= u.expiresAt) this.users.delete(k);
+    for (const [h, r] of this.sessions) if (!alive(r, now)) this.drop(h, r, now);
+    for (const [k, u] of this.users) if (now >= u.until) this.users.delete(k);
   }
 }

@@ -1,5 +1,6 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Metrics } from '../metrics/metrics.js';
+import { TOKEN_HASH_LENGTH, UID_LENGTH, userId } from './tokens.js';
 import { StoreUnavailableError, type Invalidation, type SessionRecord, type SessionStore } from './types.js';
 
 export interface RedisStoreOptions {
@@ -26,42 +27,58 @@ export interface RedisStoreOptions {
 }
 
 /*
- * Key layout (Redis ≥ 7.0):
- *   {prefix}s:{tokenHash}        string "appid\topenid\tunionid\tcreatedAt\texpiresAt\tidleExpiresAt"
- *                                (times in base 36 ms; unionid may be empty), PEXPIREAT = the idle deadline,
- *                                which is never past expiresAt. The token itself is never stored. Once the
- *                                user grants their phone number, it stands as a 4th field after unionid
- *                                ("…\tunionid\t+8613800138000\tcreatedAt…"); sessions without one keep 6.
- *   {prefix}u:{appid}:{openid}   hash: "k" → the user's current session_key, tokenHash → createdAt (ms);
- *                                PEXPIREAT = the latest expiresAt of the user's sessions. Members whose
- *                                session key has expired are dropped at the user's next login.
- *   {prefix}invalidate           pub/sub channel: revoked token hashes, comma-separated
- * (appid never contains ":", config checks it, so "u:{appid}:{openid}" is unambiguous.)
+ * Key layout (Redis ≥ 7.0): one hash per user, found from the token.
+ *   {prefix}u:{uid}      hash, uid = base64url of the first 96 bits of SHA-256("appid\nopenid") (16 chars):
+ *                          "w"     → "appid\topenid" (who the hash belongs to; checked at every login, so two
+ *                                    users whose ids collide are never merged: the login fails instead)
+ *                          "n"     → the unionid from the user's latest login (absent when WeChat gave none)
+ *                          "k"     → the user's current session_key (from their latest login)
+ *                          {field} → one per session: "[phone\t]createdAt\texpiresAt\tidleExpiresAt" (times in
+ *                                    base 36 ms; the phone number, E.164, only once the user granted it)
+ *                        PEXPIREAT = the latest idle deadline of the user's sessions (never past a session's
+ *                        expiresAt): set at each login, moved forward (GT) by activity, tightened when a
+ *                        session is revoked; the key is deleted with the user's last session. A session's
+ *                        own deadlines are checked from its field (dead fields are dropped at the next login).
+ *   {prefix}invalidate   pub/sub channel: revoked token hashes, comma-separated
+ * A token is base64url(uid's 12 bytes ‖ 32 random bytes) (59 chars); its hash, what callers hold, is the
+ * uid (16 chars) followed by {field} = base64url of the first 128 bits of SHA-256(token) (22 chars). The
+ * token itself is never stored, nor anything of its random part but that hash (see tokens.ts).
  *
- * Measured with the default prefix on Redis 7.0 (test/session-store.test.ts): about 490 bytes of
- * used_memory per session when every user has one session, about 350 with three sessions per user.
+ * Every element stays well under hash-max-listpack-value (64 bytes; openids and unionids are 28
+ * characters), so Redis keeps each user's hash as a compact listpack up to hash-max-listpack-entries (128)
+ * fields, i.e. up to about 125 sessions per user; beyond that it still works, as a plain hash table.
+ * One key per user instead of two keys per session: Redis's ~90 bytes of per-key bookkeeping (key,
+ * dict entry, expiry entry) are paid once per user. Measured with the default prefix on Redis 7.0 (npm run
+ * bench:memory, 1,000,000 sessions, half the users with a unionid): about 305 bytes of used_memory per
+ * session when every user has one session (482 with the earlier two keys per session), about 140 with
+ * three sessions per user.
  *
- * On a single node or behind Sentinel, create() is one Lua script: the limit of sessions per user holds
- * under concurrent logins, and a session is never outside its user's index. On a Cluster the session
- * key and the user's index live in different slots, so create() is a few single-key commands instead
- * (the limit may then be exceeded by concurrent logins of the same user, by one per racing login).
+ * Every operation touches one key, so each is one command or one Lua script, atomic alike on a single
+ * node, behind Sentinel and on a Cluster (the limit of sessions per user holds under concurrent logins
+ * everywhere).
+ *
+ * Sessions written by the earlier layout ({prefix}s:{tokenHash} strings and {prefix}u:{appid}:{openid}
+ * indexes, 43-character tokens) are not read: after the upgrade their tokens are refused (401) and users
+ * log in again; the old keys expire by themselves.
  */
 const SEP = '\t';
 
-function encode(r: SessionRecord): string {
-  const unionid = r.unionid ?? '';
-  if (r.appid.includes(SEP) || r.openid.includes(SEP) || unionid.includes(SEP) || r.phone?.includes(SEP)) {
-    throw new TypeError('appid, openid, unionid and phone must not contain a tab');
-  }
+/** A session's field value: "[phone\t]createdAt36\texpiresAt36\tidleExpiresAt36". */
+function encodeTimes(r: SessionRecord): string {
+  if (r.phone?.includes(SEP)) throw new TypeError('phone must not contain a tab');
   const t = (ms: number) => Math.floor(ms).toString(36);
-  return [r.appid, r.openid, unionid, ...(r.phone ? [r.phone] : []), t(r.createdAt), t(r.expiresAt), t(r.idleExpiresAt)].join(SEP);
+  return `${r.phone ? r.phone + SEP : ''}${t(r.createdAt)}${SEP}${t(r.expiresAt)}${SEP}${t(r.idleExpiresAt)}`;
 }
 
-function decode(v: string): SessionRecord | undefined {
+/** The record from a session's field value and the user's "w" and "n", or undefined when malformed. */
+function decode(v: string, who: string, unionid: string | null): SessionRecord | undefined {
   const f = v.split(SEP);
-  if (f.length !== 6 && f.length !== 7) return undefined;
-  const phone = f.length === 7 ? f.splice(3, 1)[0] : undefined;
-  const [appid, openid, unionid, created, expires, idle] = f as [string, string, string, string, string, string];
+  if (f.length !== 3 && f.length !== 4) return undefined;
+  const phone = f.length === 4 ? f.shift() : undefined;
+  const w = who.split(SEP);
+  if (w.length !== 2) return undefined;
+  const [appid, openid] = w as [string, string];
+  const [created, expires, idle] = f as [string, string, string];
   const r: SessionRecord = {
     appid,
     openid,
@@ -77,53 +94,45 @@ function decode(v: string): SessionRecord | undefined {
 const alive = (r: SessionRecord, now: number) => now < r.idleExpiresAt && now < r.expiresAt;
 
 /**
- * Moves a session's idle deadline forward (never back, never past expiresAt) if the session still exists.
- * KEYS: session. ARGV: new idle deadline in ms, the same in base 36. Returns 1, or 0 when the session is gone.
+ * What every script starts with. times(v): a session field's phone ('' if none) and its three times in
+ * base 36, or nil when malformed. deadline(e36, i36): when the session ends if idle (ms).
+ * isSession(f): the user's fields that are sessions (the others are one character).
  */
-const TOUCH = String.raw`
-local v = redis.call('GET', KEYS[1])
-if not v then return 0 end
-local head, exp36, idle36 = string.match(v, '^(.*\t)([0-9a-z]+)\t([0-9a-z]+)$')
-if not head then return 0 end
-local exp = tonumber(exp36, 36)
-local at, at36 = tonumber(ARGV[1]), ARGV[2]
-if at >= exp then at, at36 = exp, exp36 end
-if at <= tonumber(idle36, 36) then return 1 end
-redis.call('SET', KEYS[1], head .. exp36 .. '\t' .. at36, 'PXAT', string.format('%.0f', at))
-return 1`;
+const PRELUDE = String.raw`
+local function times(v)
+  local c, e, i = string.match(v, '^([0-9a-z]+)\t([0-9a-z]+)\t([0-9a-z]+)$')
+  if c then return '', c, e, i end
+  return string.match(v, '^([^\t]*)\t([0-9a-z]+)\t([0-9a-z]+)\t([0-9a-z]+)$')
+end
+local function deadline(e36, i36)
+  return math.min(tonumber(e36, 36), tonumber(i36, 36))
+end
+local function isSession(f)
+  return #f > 1
+end
+`;
 
 /**
- * Puts the phone number into a session's value (after unionid, replacing one there), keeping its expiry,
- * and publishes the hash so every replica drops its cached copy.
- * KEYS: session. ARGV: phone, invalidation channel, tokenHash. Returns 1, or 0 when the session is gone.
+ * A login, atomically: refuses a hash that belongs to another user (a uid collision), drops the user's
+ * dead sessions, revokes the oldest live ones beyond maxPerUser (the new one is the newest and always
+ * stays), writes the session, "w", "n" and "k", sets the key's expiry to the latest idle deadline of
+ * the sessions kept, and publishes the evicted hashes. Returns them.
+ * KEYS: user. ARGV: field, its value, its deadline (ms), "appid\topenid", unionid ('' if none),
+ * session_key ('' if none: "k" is left as it is), maxPerUser (>= 1), now (ms), uid, invalidation channel.
  */
-const SET_PHONE = String.raw`
-local v = redis.call('GET', KEYS[1])
-if not v then return 0 end
-local who, rest = string.match(v, '^([^	]*	[^	]*	[^	]*	)(.*)$')
-local times = rest and string.match(rest, '([0-9a-z]+	[0-9a-z]+	[0-9a-z]+)$')
-if not times then return 0 end
-redis.call('SET', KEYS[1], who .. ARGV[1] .. '	' .. times, 'KEEPTTL')
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1`;
-
-/**
- * A login, atomically: drops index members whose session has expired, revokes the oldest live sessions
- * beyond maxPerUser (the new one is the newest and always stays), writes the session, indexes it, sets the
- * session_key and the index's expiry, and publishes the evicted hashes. Returns them.
- * KEYS: user index, new session. ARGV: session value, its PXAT, tokenHash, createdAt, session_key,
- * index PXAT, maxPerUser (>= 1), session key prefix, invalidation channel.
- * (It touches the other sessions' keys too, not declared in KEYS: single node or Sentinel only.)
- */
-const CREATE = String.raw`
-local u, s, h, prefix = KEYS[1], KEYS[2], ARGV[3], ARGV[8]
+const CREATE = PRELUDE + String.raw`
+local u, field, who, union = KEYS[1], ARGV[1], ARGV[4], ARGV[5]
+local max, now, uid = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
 local flat = redis.call('HGETALL', u)
 local live, drop = {}, {}
 for i = 1, #flat, 2 do
-  local f = flat[i]
-  if f ~= 'k' and f ~= h then
-    if redis.call('EXISTS', prefix .. f) == 1 then
-      live[#live + 1] = { f, tonumber(flat[i + 1]) or 0 }
+  local f, v = flat[i], flat[i + 1]
+  if f == 'w' then
+    if v ~= who then return redis.error_reply('ERR wxgate: user id collision, login refused') end
+  elseif isSession(f) and f ~= field then
+    local _, c, e, d = times(v)
+    if c and now < deadline(e, d) then
+      live[#live + 1] = { f, tonumber(c, 36), deadline(e, d) }
     else
       drop[#drop + 1] = f
     end
@@ -134,26 +143,121 @@ table.sort(live, function(a, b)
   return a[1] < b[1]
 end)
 local evicted = {}
-for i = 1, #live + 1 - tonumber(ARGV[7]) do
-  local f = live[i][1]
-  evicted[#evicted + 1] = f
-  drop[#drop + 1] = f
-  redis.call('DEL', prefix .. f)
+local cut = #live + 1 - max
+for i = 1, math.max(cut, 0) do
+  drop[#drop + 1] = live[i][1]
+  evicted[#evicted + 1] = uid .. live[i][1]
 end
+local latest = tonumber(ARGV[3])
+for i = math.max(cut, 0) + 1, #live do
+  if live[i][3] > latest then latest = live[i][3] end
+end
+-- HSET first: under maxmemory Redis refuses a script's first write if it may grow memory, and only that
+-- one, so a login refused as out of memory changes nothing
+local set = { 'w', who, field, ARGV[2] }
+if ARGV[6] ~= '' then set[#set + 1], set[#set + 2] = 'k', ARGV[6] end
+if union ~= '' then set[#set + 1], set[#set + 2] = 'n', union else drop[#drop + 1] = 'n' end
+redis.call('HSET', u, unpack(set))
 for i = 1, #drop, 500 do
   redis.call('HDEL', u, unpack(drop, i, math.min(i + 499, #drop)))
 end
-redis.call('SET', s, ARGV[1], 'PXAT', ARGV[2])
-redis.call('HSET', u, 'k', ARGV[5], h, ARGV[4])
-redis.call('PEXPIREAT', u, ARGV[6], 'GT')
-redis.call('PEXPIREAT', u, ARGV[6], 'NX')
-if #evicted > 0 then redis.call('PUBLISH', ARGV[9], table.concat(evicted, ',')) end
+redis.call('PEXPIREAT', u, string.format('%.0f', latest))
+if #evicted > 0 then redis.call('PUBLISH', ARGV[10], table.concat(evicted, ',')) end
 return evicted`;
 
+/**
+ * Moves a session's idle deadline forward (never back, never past expiresAt) if the session is alive,
+ * and the key's expiry with it (GT: never earlier than another session's deadline).
+ * KEYS: user. ARGV: field, new idle deadline (ms), the same in base 36, now (ms).
+ * Returns 1, or 0 when the session is gone.
+ */
+const TOUCH = PRELUDE + String.raw`
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return 0 end
+local phone, c36, e36, i36 = times(v)
+if not c36 or tonumber(ARGV[4]) >= deadline(e36, i36) then return 0 end
+local exp = tonumber(e36, 36)
+local at, at36 = tonumber(ARGV[2]), ARGV[3]
+if at >= exp then at, at36 = exp, e36 end
+if at <= tonumber(i36, 36) then return 1 end
+if phone ~= '' then phone = phone .. '\t' end
+redis.call('HSET', KEYS[1], ARGV[1], phone .. c36 .. '\t' .. e36 .. '\t' .. at36)
+redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', at), 'GT')
+return 1`;
+
+/**
+ * Puts the phone number into a live session's field (replacing one there), keeping its deadlines, and
+ * publishes the hash so every replica drops its cached copy.
+ * KEYS: user. ARGV: field, phone, now (ms), invalidation channel, tokenHash. Returns 1, or 0 when gone.
+ */
+const SET_PHONE = PRELUDE + String.raw`
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return 0 end
+local _, c36, e36, i36 = times(v)
+if not c36 or tonumber(ARGV[3]) >= deadline(e36, i36) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '\t' .. c36 .. '\t' .. e36 .. '\t' .. i36)
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1`;
+
+/**
+ * Deletes one session, and the whole key when no live session is left (else the key's expiry becomes the
+ * latest deadline of those left); publishes the hash. KEYS: user. ARGV: field, now (ms), invalidation
+ * channel, tokenHash. Returns 1 when the session was alive, 0 when it was unknown or already dead.
+ */
+const REVOKE = PRELUDE + String.raw`
+local u, now = KEYS[1], tonumber(ARGV[2])
+local v = redis.call('HGET', u, ARGV[1])
+if not v then return 0 end
+redis.call('HDEL', u, ARGV[1])
+local _, c36, e36, i36 = times(v)
+local was = c36 and now < deadline(e36, i36)
+local flat = redis.call('HGETALL', u)
+local latest
+for i = 1, #flat, 2 do
+  if isSession(flat[i]) then
+    local _, c, e, d = times(flat[i + 1])
+    if c and now < deadline(e, d) and (not latest or deadline(e, d) > latest) then latest = deadline(e, d) end
+  end
+end
+if latest then
+  redis.call('PEXPIREAT', u, string.format('%.0f', latest))
+else
+  redis.call('DEL', u)
+end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+if was then return 1 end
+return 0`;
+
+/**
+ * Deletes the user's key if it is theirs ("w" matches) and publishes every session's hash.
+ * KEYS: user. ARGV: "appid\topenid", now (ms), uid, invalidation channel.
+ * Returns { live sessions ended, { their hashes and the dead ones' } }.
+ */
+const REVOKE_ALL = PRELUDE + String.raw`
+local flat = redis.call('HGETALL', KEYS[1])
+local who, now, uid = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local mine, n, hashes = false, 0, {}
+for i = 1, #flat, 2 do
+  local f, v = flat[i], flat[i + 1]
+  if f == 'w' then
+    mine = v == who
+  elseif isSession(f) then
+    hashes[#hashes + 1] = uid .. f
+    local _, c, e, d = times(v)
+    if c and now < deadline(e, d) then n = n + 1 end
+  end
+end
+if not mine then return { 0, {} } end
+redis.call('DEL', KEYS[1])
+if #hashes > 0 then redis.call('PUBLISH', ARGV[4], table.concat(hashes, ',')) end
+return { n, hashes }`;
+
 interface Scripts {
-  wxgateTouch(sKey: string, at: string, at36: string): Promise<number>;
-  wxgateSetPhone(sKey: string, phone: string, channel: string, tokenHash: string): Promise<number>;
-  wxgateCreate(uKey: string, sKey: string, ...argv: string[]): Promise<string[]>;
+  wxgateCreate(uKey: string, ...argv: string[]): Promise<string[]>;
+  wxgateTouch(uKey: string, field: string, at: string, at36: string, now: string): Promise<number>;
+  wxgateSetPhone(uKey: string, field: string, phone: string, now: string, channel: string, tokenHash: string): Promise<number>;
+  wxgateRevoke(uKey: string, field: string, now: string, channel: string, tokenHash: string): Promise<number>;
+  wxgateRevokeAll(uKey: string, who: string, now: string, uid: string, channel: string): Promise<[number, string[]]>;
 }
 
 export type RedisClient = Redis | Cluster;
@@ -264,9 +368,11 @@ export class RedisStore implements SessionStore {
     };
     this.channel = `${opts.keyPrefix}invalidate`;
     this.redis = createRedisClient(opts, base);
+    this.redis.defineCommand('wxgateCreate', { numberOfKeys: 1, lua: CREATE });
     this.redis.defineCommand('wxgateTouch', { numberOfKeys: 1, lua: TOUCH });
     this.redis.defineCommand('wxgateSetPhone', { numberOfKeys: 1, lua: SET_PHONE });
-    this.redis.defineCommand('wxgateCreate', { numberOfKeys: 2, lua: CREATE });
+    this.redis.defineCommand('wxgateRevoke', { numberOfKeys: 1, lua: REVOKE });
+    this.redis.defineCommand('wxgateRevokeAll', { numberOfKeys: 1, lua: REVOKE_ALL });
     // The subscriber sends SUBSCRIBE itself at every 'ready' (and PINGs to notice a dead connection).
     this.sub = createRedisClient(opts, { ...base, commandTimeout: undefined });
     opts.metrics?.sessionStoreUp.set(0);
@@ -335,11 +441,13 @@ export class RedisStore implements SessionStore {
     );
   }
 
-  private sKey(tokenHash: string) {
-    return `${this.opts.keyPrefix}s:${tokenHash}`;
+  /** The user's key and the session's field in it, from a token hash; undefined when malformed. */
+  private split(tokenHash: string): { key: string; field: string } | undefined {
+    if (tokenHash.length !== TOKEN_HASH_LENGTH) return undefined;
+    return { key: `${this.opts.keyPrefix}u:${tokenHash.slice(0, UID_LENGTH)}`, field: tokenHash.slice(UID_LENGTH) };
   }
-  private uKey(appid: string, openid: string) {
-    return `${this.opts.keyPrefix}u:${appid}:${openid}`;
+  private uKey(uid: string) {
+    return `${this.opts.keyPrefix}u:${uid}`;
   }
   private get scripts(): Scripts {
     return this.redis as unknown as Scripts;
@@ -366,36 +474,29 @@ export class RedisStore implements SessionStore {
     }
   }
 
-  /** Deletes sessions one key at a time (keys may live on different cluster nodes); returns how many existed. */
-  private async delEach(hashes: string[]): Promise<number> {
-    const n = await Promise.all(hashes.map((h) => this.redis.del(this.sKey(h))));
-    return n.reduce((a, b) => a + b, 0);
-  }
-
-  /** Tells every replica (this one too) to drop these sessions from their caches. */
-  private async publish(hashes: string[]): Promise<void> {
-    if (hashes.length === 0) return;
-    this.emit(hashes);
-    await this.redis.publish(this.channel, hashes.join(','));
-  }
-
-  async create(tokenHash: string, record: SessionRecord, sessionKey: string, opts: { maxPerUser: number }): Promise<string[]> {
-    const value = encode(record);
+  async create(tokenHash: string, record: SessionRecord, sessionKey: string | undefined, opts: { maxPerUser: number }): Promise<string[]> {
+    const uid = userId(record.appid, record.openid);
+    const at = this.split(tokenHash);
+    if (!at || !tokenHash.startsWith(uid)) throw new TypeError("the token hash is not one of this user's tokens");
+    const unionid = record.unionid ?? '';
+    if (record.appid.includes(SEP) || record.openid.includes(SEP) || unionid.includes(SEP)) {
+      throw new TypeError('appid, openid and unionid must not contain a tab');
+    }
+    const value = encodeTimes(record);
     const max = Math.max(1, Math.floor(opts.maxPerUser));
-    const sessionAt = Math.min(record.idleExpiresAt, record.expiresAt);
-    if (this.redis instanceof Cluster) return this.run('create', () => this.createPerKey(tokenHash, record, value, sessionKey, max));
+    const sessionAt = Math.floor(Math.min(record.idleExpiresAt, record.expiresAt));
     return this.run('create', async () => {
       const evicted = await this.scripts.wxgateCreate(
-        this.uKey(record.appid, record.openid),
-        this.sKey(tokenHash),
+        at.key,
+        at.field,
         value,
-        String(Math.floor(sessionAt)),
-        tokenHash,
-        String(Math.floor(record.createdAt)),
-        sessionKey,
-        String(Math.floor(record.expiresAt)),
+        String(sessionAt),
+        record.appid + SEP + record.openid,
+        unionid,
+        sessionKey ?? '', // (none: "k" stays as it is)
         String(max),
-        this.sKey(''),
+        String(Date.now()),
+        uid,
         this.channel,
       );
       this.emit(evicted); // the script published them for the other replicas
@@ -403,93 +504,65 @@ export class RedisStore implements SessionStore {
     });
   }
 
-  /** create() in single-key commands, for a Cluster: the session first, so it is never unindexed for long. */
-  private async createPerKey(tokenHash: string, record: SessionRecord, value: string, sessionKey: string, max: number): Promise<string[]> {
-    const uKey = this.uKey(record.appid, record.openid);
-    await this.redis.set(this.sKey(tokenHash), value, 'PXAT', Math.floor(Math.min(record.idleExpiresAt, record.expiresAt)));
-    const members = await this.redis.hgetall(uKey);
-    const others = Object.entries(members).filter(([f]) => f !== 'k' && f !== tokenHash);
-    const exists = await Promise.all(others.map(([f]) => this.redis.exists(this.sKey(f))));
-    const live: Array<[string, number]> = [];
-    const dead: string[] = [];
-    others.forEach(([f, created], i) => {
-      if (exists[i] === 1) live.push([f, Number(created)]);
-      else dead.push(f);
-    });
-    live.sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1));
-    const evicted = live.slice(0, Math.max(0, live.length + 1 - max)).map(([f]) => f);
-    const tx = this.redis.multi();
-    if (dead.length || evicted.length) tx.hdel(uKey, ...dead, ...evicted);
-    tx.hset(uKey, 'k', sessionKey, tokenHash, String(Math.floor(record.createdAt)));
-    tx.pexpireat(uKey, Math.floor(record.expiresAt), 'GT');
-    tx.pexpireat(uKey, Math.floor(record.expiresAt), 'NX');
-    await tx.exec();
-    if (evicted.length) {
-      await this.delEach(evicted);
-      await this.publish(evicted);
-    }
-    return evicted;
-  }
-
   async get(tokenHash: string): Promise<SessionRecord | undefined> {
-    const v = await this.run('get', () => this.redis.get(this.sKey(tokenHash)));
-    if (v === null) return undefined;
-    const r = decode(v);
+    const at = this.split(tokenHash);
+    if (!at) return undefined;
+    const [v, who, unionid] = await this.run('get', () => this.redis.hmget(at.key, at.field, 'w', 'n'));
+    if (!v || !who) return undefined;
+    const r = decode(v, who, unionid ?? null);
     return r && alive(r, Date.now()) ? r : undefined;
   }
 
   async touch(tokenHash: string, idleExpiresAt: number): Promise<boolean> {
-    const at = Math.floor(idleExpiresAt);
-    const done = await this.run('touch', () => this.scripts.wxgateTouch(this.sKey(tokenHash), String(at), at.toString(36)));
+    const at = this.split(tokenHash);
+    if (!at) return false;
+    const ms = Math.floor(idleExpiresAt);
+    const done = await this.run('touch', () => this.scripts.wxgateTouch(at.key, at.field, String(ms), ms.toString(36), String(Date.now())));
     return done === 1;
   }
 
   async setPhone(tokenHash: string, phone: string): Promise<boolean> {
     if (phone.includes(SEP)) throw new TypeError('phone must not contain a tab');
-    const done = await this.run('setPhone', () => this.scripts.wxgateSetPhone(this.sKey(tokenHash), phone, this.channel, tokenHash));
+    const at = this.split(tokenHash);
+    if (!at) return false;
+    const done = await this.run('setPhone', () => this.scripts.wxgateSetPhone(at.key, at.field, phone, String(Date.now()), this.channel, tokenHash));
     if (done === 1) this.emit([tokenHash]); // the script published it for the other replicas
     return done === 1;
   }
 
   async revoke(tokenHash: string): Promise<boolean> {
-    return this.run('revoke', async () => {
-      const v = await this.redis.getdel(this.sKey(tokenHash));
-      if (v === null) return false;
-      const r = decode(v);
-      await Promise.all([r ? this.redis.hdel(this.uKey(r.appid, r.openid), tokenHash) : undefined, this.publish([tokenHash])]);
-      return true;
-    });
+    const at = this.split(tokenHash);
+    if (!at) return false;
+    const done = await this.run('revoke', () => this.scripts.wxgateRevoke(at.key, at.field, String(Date.now()), this.channel, tokenHash));
+    this.emit([tokenHash]); // the script published it for the other replicas (if it was there)
+    return done === 1;
   }
 
   async revokeAll(appid: string, openid: string): Promise<number> {
-    return this.run('revokeAll', async () => {
-      const uKey = this.uKey(appid, openid);
-      const hashes = (await this.redis.hkeys(uKey)).filter((f) => f !== 'k');
-      if (hashes.length === 0) return 0;
-      const deleted = await this.delEach(hashes);
-      await Promise.all([this.redis.hdel(uKey, ...hashes), this.publish(hashes)]);
-      return deleted;
-    });
+    const uid = userId(appid, openid);
+    const [n, hashes] = await this.run('revokeAll', () => this.scripts.wxgateRevokeAll(this.uKey(uid), appid + SEP + openid, String(Date.now()), uid, this.channel));
+    this.emit(hashes); // the script published them for the other replicas
+    return n;
   }
 
   async list(appid: string, openid: string): Promise<Array<{ tokenHash: string; record: SessionRecord }>> {
-    return this.run('list', async () => {
-      const hashes = (await this.redis.hkeys(this.uKey(appid, openid))).filter((f) => f !== 'k');
-      if (hashes.length === 0) return [];
-      const values = await Promise.all(hashes.map((h) => this.redis.get(this.sKey(h))));
-      const now = Date.now();
-      const out: Array<{ tokenHash: string; record: SessionRecord }> = [];
-      hashes.forEach((tokenHash, i) => {
-        const v = values[i];
-        const record = v ? decode(v) : undefined;
-        if (record && alive(record, now)) out.push({ tokenHash, record });
-      });
-      return out.sort((a, b) => a.record.createdAt - b.record.createdAt || (a.tokenHash < b.tokenHash ? -1 : 1));
-    });
+    const uid = userId(appid, openid);
+    const fields = await this.run('list', () => this.redis.hgetall(this.uKey(uid)));
+    const who = appid + SEP + openid;
+    if (fields.w !== who) return []; // nobody, or another user whose id collides with this one's
+    const now = Date.now();
+    const out: Array<{ tokenHash: string; record: SessionRecord }> = [];
+    for (const [f, v] of Object.entries(fields)) {
+      if (f.length !== TOKEN_HASH_LENGTH - UID_LENGTH) continue;
+      const record = decode(v, who, fields.n ?? null);
+      if (record && alive(record, now)) out.push({ tokenHash: uid + f, record });
+    }
+    return out.sort((a, b) => a.record.createdAt - b.record.createdAt || (a.tokenHash < b.tokenHash ? -1 : 1));
   }
 
   async getSessionKey(appid: string, openid: string): Promise<string | undefined> {
-    return (await this.run('getSessionKey', () => this.redis.hget(this.uKey(appid, openid), 'k'))) ?? undefined;
+    const [k, who] = await this.run('getSessionKey', () => this.redis.hmget(this.uKey(userId(appid, openid)), 'k', 'w'));
+    return k !== null && who === appid + SEP + openid ? k : undefined;
   }
 
   onInvalidate(listener: (inv: Invalidation) => void): void {

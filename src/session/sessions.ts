@@ -78,10 +78,13 @@ export class Sessions {
     });
   }
 
-  /** Creates a session for a user who just logged in; returns the token to hand to the client. */
-  async create(identity: Identity, sessionKey: string): Promise<{ token: string; session: ActiveSession }> {
+  /**
+   * Creates a session for a user who just logged in; returns the token to hand to the client. Without a
+   * sessionKey (web logins: OAuth gives none) the user's current session_key, if any, stays as it is.
+   */
+  async create(identity: Identity, sessionKey: string | undefined): Promise<{ token: string; session: ActiveSession }> {
     const now = this.now();
-    const token = newToken();
+    const token = newToken(identity);
     const tokenHash = hashToken(token);
     const expiresAt = now + this.opts.maxAge;
     const record: SessionRecord = {

@@ -40,7 +40,7 @@ export interface SessionStore {
    * session_key (WeChat rotates it at every login), and revokes the user's oldest sessions beyond
    * `maxPerUser`. Returns the hashes of sessions revoked that way.
    */
-  create(tokenHash: string, record: SessionRecord, sessionKey: string, opts: { maxPerUser: number }): Promise<string[]>;
+  create(tokenHash: string, record: SessionRecord, sessionKey: string | undefined, opts: { maxPerUser: number }): Promise<string[]>;
   /** The live session, or undefined when unknown, revoked or past either deadline. */
   get(tokenHash: string): Promise<SessionRecord | undefined>;
   /** Moves the idle deadline (clamped to expiresAt). False when the session is gone. */

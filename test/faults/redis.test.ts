@@ -238,7 +238,7 @@ test.serial('Redis refusing our password (WRONGPASS): the gateway runs, /readyz 
   t.is(readyz.status, 503);
   t.is(readyz.json.error, 'not_ready');
   storeUnavailable(t, await postLogin(gw, 'wrongpass.1'), '/login');
-  storeUnavailable(t, await api(gw, newToken()), 'proxied request with a token');
+  storeUnavailable(t, await api(gw, newToken({ appid: APPID, openid: 'o-wrongpass' })), 'proxied request with a token');
   const line = gw.logs.find((l) => /WRONGPASS/.test(l));
   t.truthy(line, 'a log line names the refusal');
   const rec = JSON.parse(line ?? '{}') as { level?: number; msg?: string };
@@ -284,7 +284,7 @@ test.serial('while Redis is down, a burst of calls fails at once and nothing pil
   await until(() => client.status !== 'ready', 2000);
 
   const start = Date.now();
-  const results = await Promise.allSettled(Array.from({ length: 5000 }, () => store.get(hashToken(newToken()))));
+  const results = await Promise.allSettled(Array.from({ length: 5000 }, () => store.get(hashToken(newToken({ appid: APPID, openid: `o-${randomBytes(6).toString('hex')}` })))));
   const ms = Date.now() - start;
   t.true(results.every((r) => r.status === 'rejected' && r.reason instanceof StoreUnavailableError));
   t.true(ms < 1000, `5000 calls failed within ${ms} ms`);
@@ -300,12 +300,12 @@ test.serial('while Redis is blackholed, calls waiting for it are dropped after s
   t.true(await until(() => store.ping().then(() => true, () => false), 5000));
   redis.pause();
   t.teardown(() => redis.resume());
-  const results = await Promise.allSettled(Array.from({ length: 500 }, () => store.get(hashToken(newToken()))));
+  const results = await Promise.allSettled(Array.from({ length: 500 }, () => store.get(hashToken(newToken({ appid: APPID, openid: `o-${randomBytes(6).toString('hex')}` })))));
   t.true(results.every((r) => r.status === 'rejected' && r.reason instanceof StoreUnavailableError));
   t.true(await until(() => store.redis instanceof Redis && store.redis.commandQueue.length === 0, 2000), 'the dead connection and its queue are dropped');
   // still blackholed: new calls fail at once or after commandTimeout, never wait on the old queue
   const start = Date.now();
-  await t.throwsAsync(store.get(hashToken(newToken())), { instanceOf: StoreUnavailableError });
+  await t.throwsAsync(store.get(hashToken(newToken({ appid: APPID, openid: `o-${randomBytes(6).toString('hex')}` }))), { instanceOf: StoreUnavailableError });
   t.true(Date.now() - start < COMMAND_TIMEOUT + 300);
 });
 

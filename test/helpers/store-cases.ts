@@ -1,5 +1,5 @@
 import test, { type ExecutionContext } from 'ava';
-import { hashToken, newToken } from '../../src/session/tokens.js';
+import { hashToken, newToken, userId } from '../../src/session/tokens.js';
 import type { Invalidation, SessionRecord, SessionStore } from '../../src/session/types.js';
 
 /** What every session store must do alike: registered against each store and each Redis topology. */
@@ -18,6 +18,11 @@ export async function ready(store: SessionStore): Promise<void> {
   }
 }
 
+/** The hash of a new token of the user (appid defaults to APP), as Sessions makes it at login. */
+export function hashFor(openid: string, appid = APP): string {
+  return hashToken(newToken({ appid, openid }));
+}
+
 export function record(openid: string, opts: { appid?: string; idleMs?: number; maxMs?: number; createdAt?: number } = {}): SessionRecord {
   const now = opts.createdAt ?? Date.now();
   return {
@@ -32,21 +37,22 @@ export function record(openid: string, opts: { appid?: string; idleMs?: number; 
 type Case = (t: ExecutionContext, store: SessionStore) => Promise<void>;
 const cases: Record<string, Case> = {
   'create then get returns the record; an unknown hash is undefined': async (t, store) => {
-    const h = hashToken(newToken());
+    const h = hashFor('o-alice');
     const r = { ...record('o-alice'), unionid: 'o-union-alice' };
     await store.create(h, r, 'key-1', { maxPerUser: 10 });
     t.deepEqual(await store.get(h), r);
-    t.is(await store.get(hashToken(newToken())), undefined);
+    t.is(await store.get(hashFor('o-alice')), undefined, "another token of the same user's");
+    t.is(await store.get(hashFor('o-nobody')), undefined, 'a token of an unknown user');
   },
   'past the idle deadline a session is gone': async (t, store) => {
-    const h = hashToken(newToken());
+    const h = hashFor('o-idle');
     await store.create(h, record('o-idle', { idleMs: 300 }), 'k', { maxPerUser: 10 });
     t.truthy(await store.get(h));
     await sleep(450);
     t.is(await store.get(h), undefined);
   },
   'past the absolute deadline a session is gone, whatever its idle deadline': async (t, store) => {
-    const h = hashToken(newToken());
+    const h = hashFor('o-abs');
     const r = record('o-abs', { idleMs: 5000, maxMs: 300 });
     await store.create(h, { ...r, idleExpiresAt: r.createdAt + 5000 }, 'k', { maxPerUser: 10 });
     await sleep(450);
@@ -56,7 +62,7 @@ const cases: Record<string, Case> = {
     const seen: Invalidation[] = [];
     store.onInvalidate((inv) => seen.push(inv));
     for (const r of [{ ...record('o-phone-u'), unionid: 'o-union-phone' }, record('o-phone')]) {
-      const h = hashToken(newToken());
+      const h = hashFor(r.openid);
       await store.create(h, r, 'k', { maxPerUser: 10 });
       t.true(await store.setPhone(h, '+8613800138000'));
       t.deepEqual(await store.get(h), { ...r, phone: '+8613800138000' });
@@ -67,10 +73,10 @@ const cases: Record<string, Case> = {
       t.is((await store.list(r.appid, r.openid))[0]?.record.phone, '+12025550123');
       t.true(seen.some((inv) => inv !== 'all' && inv.includes(h)), 'the caches are told');
     }
-    t.false(await store.setPhone(hashToken(newToken()), '+8613800138000'), 'no such session');
+    t.false(await store.setPhone(hashFor('o-phone'), '+8613800138000'), 'no such session');
   },
   'touch moves the idle deadline; touching a missing session is false': async (t, store) => {
-    const h = hashToken(newToken());
+    const h = hashFor('o-touch');
     const r = record('o-touch', { idleMs: 300 });
     await store.create(h, r, 'k', { maxPerUser: 10 });
     t.true(await store.touch(h, Date.now() + 1000));
@@ -78,12 +84,12 @@ const cases: Record<string, Case> = {
     const got = await store.get(h);
     t.truthy(got, 'alive past the old idle deadline');
     t.true(got!.idleExpiresAt > r.idleExpiresAt);
-    t.false(await store.touch(hashToken(newToken()), Date.now() + 1000));
+    t.false(await store.touch(hashFor('o-touch'), Date.now() + 1000));
   },
   'revoke kills a session and tells the listeners': async (t, store) => {
     const seen: Invalidation[] = [];
     store.onInvalidate((inv) => seen.push(inv));
-    const h = hashToken(newToken());
+    const h = hashFor('o-rev');
     await store.create(h, record('o-rev'), 'k', { maxPerUser: 10 });
     t.true(await store.revoke(h));
     t.is(await store.get(h), undefined);
@@ -91,9 +97,9 @@ const cases: Record<string, Case> = {
     t.true(seen.some((inv) => inv !== 'all' && inv.includes(h)));
   },
   'revokeAll kills every session of one user only: (appid, openid) is the identity': async (t, store) => {
-    const mine = [hashToken(newToken()), hashToken(newToken())];
-    const otherUser = hashToken(newToken());
-    const sameOpenidOtherApp = hashToken(newToken());
+    const mine = [hashFor('o-all'), hashFor('o-all')];
+    const otherUser = hashFor('o-someone');
+    const sameOpenidOtherApp = hashFor('o-all', OTHER_APP);
     for (const h of mine) await store.create(h, record('o-all'), 'k', { maxPerUser: 10 });
     await store.create(otherUser, record('o-someone'), 'k', { maxPerUser: 10 });
     await store.create(sameOpenidOtherApp, record('o-all', { appid: OTHER_APP }), 'k', { maxPerUser: 10 });
@@ -104,7 +110,7 @@ const cases: Record<string, Case> = {
     t.is(await store.revokeAll(APP, 'o-nobody'), 0);
   },
   'beyond maxPerUser the oldest sessions are revoked and returned': async (t, store) => {
-    const hs = [1, 2, 3, 4].map(() => hashToken(newToken()));
+    const hs = [1, 2, 3, 4].map(() => hashFor('o-max'));
     const now = Date.now();
     const evicted: string[] = [];
     for (const [i, h] of hs.entries()) evicted.push(...(await store.create(h, record('o-max', { createdAt: now + i }), 'k', { maxPerUser: 2 })));
@@ -117,10 +123,68 @@ const cases: Record<string, Case> = {
     );
   },
   'the session_key is the one from the latest login': async (t, store) => {
-    await store.create(hashToken(newToken()), record('o-key'), 'first-key', { maxPerUser: 10 });
-    await store.create(hashToken(newToken()), record('o-key'), 'second-key', { maxPerUser: 10 });
+    await store.create(hashFor('o-key'), record('o-key'), 'first-key', { maxPerUser: 10 });
+    await store.create(hashFor('o-key'), record('o-key'), 'second-key', { maxPerUser: 10 });
     t.is(await store.getSessionKey(APP, 'o-key'), 'second-key');
     t.is(await store.getSessionKey(OTHER_APP, 'o-key'), undefined);
+  },
+  "a hash that names another user's id is refused at create, and that user is left intact": async (t, store) => {
+    const mine = hashFor('o-col-a');
+    const r = { ...record('o-col-a'), unionid: 'o-union-col-a' };
+    await store.create(mine, r, 'key-a', { maxPerUser: 10 });
+    // what a collision of the two users' ids would look like to the store: B's session under A's id
+    const forged = userId(APP, 'o-col-a') + hashFor('o-col-b').slice(16);
+    t.is(forged.slice(0, 16), mine.slice(0, 16));
+    await t.throwsAsync(store.create(forged, record('o-col-b'), 'key-b', { maxPerUser: 1 }));
+    t.deepEqual(await store.get(mine), r, "A's session is still A's");
+    t.deepEqual((await store.list(APP, 'o-col-a')).map((s) => s.tokenHash), [mine], 'nothing was evicted, nothing added');
+    t.is(await store.getSessionKey(APP, 'o-col-a'), 'key-a', "A's session_key is not B's");
+    t.is(await store.get(forged), undefined);
+    t.deepEqual(await store.list(APP, 'o-col-b'), []);
+    t.is(await store.getSessionKey(APP, 'o-col-b'), undefined);
+    await t.throwsAsync(store.create(hashFor('o-col-b').slice(0, 30), record('o-col-b'), 'key-b', { maxPerUser: 1 }), undefined, 'a truncated hash');
+  },
+  "a hash whose user id part is someone else's finds nothing, and changes nothing": async (t, store) => {
+    const a = newToken({ appid: APP, openid: 'o-cross-a' });
+    const b = newToken({ appid: APP, openid: 'o-cross-b' });
+    const ra = record('o-cross-a');
+    const rb = record('o-cross-b');
+    await store.create(hashToken(a), ra, 'key-a', { maxPerUser: 10 });
+    await store.create(hashToken(b), rb, 'key-b', { maxPerUser: 10 });
+    const forgedHashes = [
+      a.slice(0, 16) + hashToken(b).slice(16), // B's session looked up under A's id
+      b.slice(0, 16) + hashToken(a).slice(16), // and the other way round
+      hashToken(a.slice(0, 16) + b.slice(16)), // B's random part behind A's id, as a client could send it
+      hashToken(b.slice(0, 16) + a.slice(16)),
+    ];
+    for (const h of forgedHashes) {
+      t.is(await store.get(h), undefined);
+      t.false(await store.touch(h, Date.now() + 45_000));
+      t.false(await store.setPhone(h, '+8613800138000'));
+      t.false(await store.revoke(h));
+    }
+    t.deepEqual(await store.get(hashToken(a)), ra);
+    t.deepEqual(await store.get(hashToken(b)), rb);
+    t.is(await store.getSessionKey(APP, 'o-cross-a'), 'key-a');
+    t.is(await store.getSessionKey(APP, 'o-cross-b'), 'key-b');
+  },
+  "after the user's last session is revoked or idles out, nothing of the user is left": async (t, store) => {
+    const [one, two] = [hashFor('o-last'), hashFor('o-last')];
+    await store.create(one!, record('o-last'), 'k-last', { maxPerUser: 10 });
+    await store.create(two!, record('o-last'), 'k-last', { maxPerUser: 10 });
+    t.true(await store.revoke(one!));
+    t.is(await store.getSessionKey(APP, 'o-last'), 'k-last', 'kept while a session lives');
+    t.true(await store.revoke(two!));
+    t.is(await store.getSessionKey(APP, 'o-last'), undefined, 'gone with the last session');
+    t.deepEqual(await store.list(APP, 'o-last'), []);
+    t.is(await store.revokeAll(APP, 'o-last'), 0);
+
+    const idle = hashFor('o-idle-out');
+    await store.create(idle, record('o-idle-out', { idleMs: 300 }), 'k-idle', { maxPerUser: 10 });
+    t.is(await store.getSessionKey(APP, 'o-idle-out'), 'k-idle');
+    await sleep(450);
+    t.is(await store.getSessionKey(APP, 'o-idle-out'), undefined, 'gone at the idle deadline');
+    t.deepEqual(await store.list(APP, 'o-idle-out'), []);
   },
 };
 

@@ -57,7 +57,7 @@ function nth(i: number): { method: string; path: string; headers: Record<string,
     case 0:
       return { method, path: `/${rand()}/${rand(3)}`, headers: {} }; // no route: 404
     case 1:
-      return { method, path: `/api/${rand()}`, headers: bearer(rand(32)) }; // unknown token: 401
+      return { method, path: `/api/${rand()}`, headers: bearer(rand(44)) }; // unknown token: 401
     case 2:
       return { method, path: `/API/${rand()}?${rand()}=${rand()}`, headers: {} }; // no token: 401
     case 3:
@@ -69,7 +69,7 @@ function nth(i: number): { method: string; path: string; headers: Record<string,
     default:
       // one in ten of these is proxied (a live session, or the public route): 200
       if (Math.floor(i / 7) % 10 === 0) return { method, path: Math.floor(i / 70) % 2 ? `/pub/${rand()}` : `/api/${rand()}`, headers: bearer(live[i % live.length]!) };
-      return { method, path: `/api/${rand()}`, headers: { ...bearer(rand(32)), 'x-openid': rand() } }; // unknown token, spoofed identity: 401
+      return { method, path: `/api/${rand()}`, headers: { ...bearer(rand(44)), 'x-openid': rand() } }; // unknown token, spoofed identity: 401
   }
 }
 

@@ -44,7 +44,7 @@ test.after.always(async () => {
 });
 
 const VALID = '<valid token>';
-const FAKE = 'A'.repeat(43);
+const FAKE = 'A'.repeat(59);
 
 const method = fc.oneof(
   { weight: 8, arbitrary: fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD') },
