@@ -52,15 +52,18 @@ async function main() {
   const abortRate = Math.max(1, Math.round(rate * ABORT_SHARE));
   log(`gateway max ${max.toFixed(0)} req/s; soaking ${SECONDS}s at ${rate} req/s, of which ${abortRate}/s leave mid-response on /api/slow`);
 
-  const samples: Array<{ t: number; rss: number; heap: number; upstream: number; timeWait: number; twUpstream: number; fds: number }> = [];
+  /** `at`: wall-clock ms, to tell afterwards which samples were taken under load */
+  const samples: Array<{ t: number; at: number; rss: number; heap: number; upstream: number; timeWait: number; twUpstream: number; fds: number }> = [];
   const t0 = Date.now();
   const load = child('rate-client.ts', { url: url(port, '/api/items'), rate: rate - abortRate, seconds: SECONDS, headers, connections: 128 });
   const aborts = child('aborter.ts', { url: url(port, '/api/slow'), rate: abortRate, seconds: SECONDS, headers });
   const own = `( sport = :${port} or dport = :${aux.up} )`;
   while (Date.now() - t0 < SECONDS * 1000) {
     await new Promise((r) => setTimeout(r, SAMPLE_EVERY * 1000));
+    const at = Date.now();
     const s = {
-      t: Math.round((Date.now() - t0) / 1000),
+      t: Math.round((at - t0) / 1000),
+      at,
       rss: rssOf(gw.pid) / 1048576,
       heap: (await metric(port, 'wxgate_nodejs_heap_size_used_bytes')) / 1048576,
       upstream: sockets('established', `( dport = :${aux.up} )`),
@@ -79,9 +82,17 @@ async function main() {
     .join(', ');
   await stop(gw);
 
-  // flat: the last fifth of the run against the second fifth (the first is warm-up)
+  // Only samples taken while both load clients were running count: the clients start a moment after t0
+  // (process start-up, connections) and the loop's last sample may come after they stopped, when idle
+  // upstream sockets close and the heap settles, which would make a growing gateway look flat. The
+  // clients report when their load ran (startedAt, endedAt: wall-clock ms).
+  const loadFrom = Math.max(l.startedAt ?? t0, a.startedAt ?? t0);
+  const loadTo = Math.min(l.endedAt ?? t0 + SECONDS * 1000, a.endedAt ?? t0 + SECONDS * 1000);
+  const loaded = samples.filter((x) => x.at >= loadFrom && x.at <= loadTo);
+  const unloaded = samples.length - loaded.length;
+  // flat: the last fifth of the loaded samples against the second fifth (the first is warm-up)
   const part = (k: 'rss' | 'heap' | 'upstream', from: number, to: number) => {
-    const xs = samples.slice(Math.floor(samples.length * from), Math.max(Math.floor(samples.length * to), Math.floor(samples.length * from) + 1)).map((x) => x[k]);
+    const xs = loaded.slice(Math.floor(loaded.length * from), Math.max(Math.floor(loaded.length * to), Math.floor(loaded.length * from) + 1)).map((x) => x[k]);
     return xs.reduce((p, x) => p + x, 0) / xs.length;
   };
   const growth = (k: 'rss' | 'heap' | 'upstream') => ({ early: part(k, 0.2, 0.4), late: part(k, 0.8, 1) });
@@ -90,6 +101,7 @@ async function main() {
   const up = growth('upstream');
   const maxTw = Math.max(...samples.map((x) => x.timeWait));
   const checks: Array<[string, string, boolean]> = [
+    ['enough samples under load (≥ 5)', `${loaded.length} of ${samples.length} (${unloaded} before or after the load, not counted)`, loaded.length >= 5],
     ['RSS flat (late ≤ early + 10% or + 10 MB)', `${rss.early.toFixed(0)} → ${rss.late.toFixed(0)} MB`, rss.late <= Math.max(rss.early * 1.1, rss.early + 10)],
     ['heap flat (late ≤ early + 10% or + 10 MB)', `${heap.early.toFixed(0)} → ${heap.late.toFixed(0)} MB`, heap.late <= Math.max(heap.early * 1.1, heap.early + 10)],
     ['upstream sockets flat (late ≤ early × 1.5 + 10)', `${up.early.toFixed(0)} → ${up.late.toFixed(0)}`, up.late <= up.early * 1.5 + 10],
@@ -105,7 +117,9 @@ async function main() {
     '',
     '| t (s) | RSS MB | heap MB | upstream sockets | TIME_WAIT | open fds |',
     '| ---: | ---: | ---: | ---: | ---: | ---: |',
-    ...samples.filter((_, i) => i % Math.max(1, Math.floor(samples.length / 12)) === 0 || i === samples.length - 1).map((s) => `| ${s.t} | ${s.rss.toFixed(0)} | ${s.heap.toFixed(0)} | ${s.upstream} | ${s.timeWait} | ${s.fds} |`),
+    ...samples
+      .filter((_, i) => i % Math.max(1, Math.floor(samples.length / 12)) === 0 || i === samples.length - 1)
+      .map((s) => `| ${s.t}${s.at >= loadFrom && s.at <= loadTo ? '' : ' (no load)'} | ${s.rss.toFixed(0)} | ${s.heap.toFixed(0)} | ${s.upstream} | ${s.timeWait} | ${s.fds} |`),
   ];
   console.log(lines.join('\n'));
   mkdirSync(join(ROOT, '.bench'), { recursive: true });

@@ -1,5 +1,5 @@
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Config } from './config/schema.js';
 import { createAdminApp } from './admin/admin.js';
 import { createExampleUpstream } from './dev/example-upstream.js';
@@ -42,12 +42,40 @@ function listen(server: http.Server, port: number, host: string): Promise<number
   });
 }
 
+/** The server's open client connections (kept per connection, nothing per request), for closeServer. */
+const openSockets = new WeakMap<http.Server, Set<Socket>>();
+function trackConnections(server: http.Server): void {
+  const sockets = new Set<Socket>();
+  openSockets.set(server, sockets);
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+}
+
+/**
+ * Drains a server: no new connections; every answer still to come (in flight now, or asked for on a
+ * kept-alive connection meanwhile) says Connection: close and its connection is closed after it; idle
+ * connections are closed at once and every 100 ms (as http-terminator does); whatever is left at
+ * `deadline` is cut.
+ */
 function closeServer(server: http.Server, deadline: number): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(() => server.closeAllConnections(), deadline);
     timer.unref();
+    server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
+      res.shouldKeepAlive = false;
+    });
+    for (const socket of openSockets.get(server) ?? []) {
+      // node keeps the response being written on a connection as socket._httpMessage
+      const res = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+      if (res && !res.headersSent) res.shouldKeepAlive = false;
+    }
+    const sweep = setInterval(() => server.closeIdleConnections(), 100);
+    sweep.unref();
     server.close(() => {
       clearTimeout(timer);
+      clearInterval(sweep);
       resolve();
     });
     server.closeIdleConnections();
@@ -155,6 +183,7 @@ export async function startGateway(config: Config, opts: { log?: Logger } = {}):
   const handler = createHandler({ config, sessions, wechat, accessTokens, replay, metrics, proxy, log, loginLimiter: loginLimiter(config, store) });
 
   const server = http.createServer(serverOptions(config), handler);
+  trackConnections(server);
   if (config.server.maxConnections > 0) server.maxConnections = config.server.maxConnections;
   server.requestTimeout = config.server.requestTimeout;
   server.headersTimeout = config.server.headersTimeout;

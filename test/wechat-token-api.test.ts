@@ -190,3 +190,48 @@ test('errors that another try cannot fix (40125, 40164, 45009) are not retried',
     wx.close();
   }
 });
+
+// serial (ava runs serial tests before the concurrent ones): its pending interceptors would show in the
+// other tests' global nock.isDone(), and their load would blur its timings
+test.serial('the waits between stable_token tries are jittered: they differ from run to run and stay within ±50% of retryDelays', async (t) => {
+  // retryDelays [150, 450]: the wait before the 2nd try is 75–225 ms, before the 3rd 225–675 ms
+  const DELAYS = [150, 450];
+  const RUNS = 8;
+  /** the gaps between the arrivals of a run's three calls at WeChat, ms */
+  const gaps: number[][] = [];
+  for (let run = 0; run < RUNS; run++) {
+    const wxBase = base();
+    const arrivals: number[] = [];
+    const at = () => arrivals.push(performance.now());
+    nock(wxBase)
+      .post('/cgi-bin/stable_token')
+      .times(2)
+      .reply(() => (at(), [200, { errcode: -1, errmsg: 'system error' }]));
+    nock(wxBase)
+      .post('/cgi-bin/stable_token')
+      .reply(() => (at(), [200, { access_token: TOKEN, expires_in: 7200 }]));
+    const { wx, tokens } = service(wxBase, DELAYS);
+    t.is((await tokens.get(APPID)).token, TOKEN);
+    t.is(arrivals.length, 3, `run ${run}: three tries`);
+    gaps.push([arrivals[1]! - arrivals[0]!, arrivals[2]! - arrivals[1]!]);
+    wx.close();
+  }
+  t.log(`gaps (ms): ${gaps.map((g) => g.map((x) => x.toFixed(0)).join('/')).join(', ')}`);
+  // setTimeout never fires early (1 ms for its rounding); a late one is load, bounded generously
+  const SLACK = 40;
+  for (const [i, delay] of DELAYS.entries()) {
+    const xs = gaps.map((g) => g[i]!);
+    for (const x of xs) {
+      t.true(x >= delay * 0.5 - 1, `wait ${i + 1}: ${x.toFixed(1)} ms is under ${delay * 0.5} ms (−50% of ${delay})`);
+      t.true(x <= delay * 1.5 + SLACK, `wait ${i + 1}: ${x.toFixed(1)} ms is over ${delay * 1.5} ms (+50% of ${delay})`);
+    }
+    // Without jitter the 8 waits are the same ±10 ms (the calls' own time). Uniform over a window of `delay`
+    // ms, the chance that 8 of them fall within a fifth of it is 8 · 0.2^7 ≈ 0.01%.
+    const spread = Math.max(...xs) - Math.min(...xs);
+    t.true(spread > delay / 5, `wait ${i + 1} varies by ${spread.toFixed(1)} ms over ${RUNS} runs (jitter window ${delay} ms)`);
+    t.true(new Set(xs.map((x) => Math.round(x / 5))).size >= 3, `wait ${i + 1}: at least three different values`);
+  }
+  // and the waits are independent draws: the second is not the first scaled (the first's ratio to its delay
+  // differs from the second's in some run)
+  t.true(gaps.some(([a, b]) => Math.abs(a! / DELAYS[0]! - b! / DELAYS[1]!) > 0.1));
+});

@@ -3,7 +3,8 @@ import http from 'node:http';
 /**
  * Clients that give up: at a fixed rate, requests to a slow upstream path, each abandoned after a
  * random 0–300 ms (before the answer, or in the middle of its body), the way phones drop off.
- * Usage: aborter '{"url":..., "rate":..., "seconds":..., "headers":{...}}'; prints JSON counts.
+ * Usage: aborter '{"url":..., "rate":..., "seconds":..., "headers":{...}}'; prints JSON counts, and the
+ * wall-clock times (ms) its load started and ended (startedAt, endedAt).
  */
 const o = JSON.parse(process.argv[2]!) as { url: string; rate: number; seconds: number; headers?: Record<string, string> };
 const u = new URL(o.url);
@@ -32,12 +33,16 @@ function fire() {
 }
 
 const start = performance.now();
+const startedAt = Date.now();
 const end = start + o.seconds * 1000;
 const tick = () => {
   const now = performance.now();
   const due = Math.floor(((Math.min(now, end) - start) / 1000) * o.rate);
   while (sent < due) fire();
   if (now < end) setTimeout(tick, 5);
-  else setTimeout(() => process.stdout.write(JSON.stringify({ sent, aborted, completed })), 500);
+  else {
+    const endedAt = Date.now();
+    setTimeout(() => process.stdout.write(JSON.stringify({ sent, aborted, completed, startedAt, endedAt })), 500);
+  }
 };
 tick();

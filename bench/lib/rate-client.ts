@@ -5,7 +5,8 @@ import net from 'node:net';
  * whether or not earlier ones have answered, and each is timed from when it was due, so queueing shows
  * (no coordinated omission). Raw keep-alive sockets, opened before the clock starts, and a request
  * prebuilt once: node's http client costs enough per request to become the tail it is meant to measure.
- * Answers must carry Content-Length (the bench's upstream and the gateway's errors do). Prints JSON.
+ * Answers must carry Content-Length (the bench's upstream and the gateway's errors do). Prints JSON,
+ * with the wall-clock times (ms) the load started and ended (startedAt, endedAt).
  * Usage: rate-client '{"url":..., "rate":..., "seconds":..., "headers":{...}, "connections":64}'
  */
 const o = JSON.parse(process.argv[2]!) as { url: string; rate: number; seconds: number; headers?: Record<string, string>; connections?: number };
@@ -68,6 +69,8 @@ function open(): Promise<Conn> {
 const conns = await Promise.all(Array.from({ length: o.connections ?? 64 }, open));
 idle.push(...conns);
 const start = performance.now();
+/** wall-clock time the load starts (and, below, ends): for callers that sample the server meanwhile */
+const startedAt = Date.now();
 const end = start + o.seconds * 1000;
 const interval = 1000 / o.rate;
 const tick = () => {
@@ -83,12 +86,13 @@ const tick = () => {
     setTimeout(tick, 1);
     return;
   }
+  const endedAt = Date.now();
   const wait = setInterval(() => {
     if (done < sent && performance.now() < end + 5000) return;
     clearInterval(wait);
     lat.sort((a, b) => a - b);
     const q = (p: number) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]! : NaN);
-    process.stdout.write(JSON.stringify({ sent, done, errors: errors + (sent - done), achieved: done / o.seconds, p50: q(0.5), p99: q(0.99) }));
+    process.stdout.write(JSON.stringify({ sent, done, errors: errors + (sent - done), achieved: done / o.seconds, p50: q(0.5), p99: q(0.99), startedAt, endedAt }));
     for (const c of conns) c.socket.destroy();
   }, 20);
 };

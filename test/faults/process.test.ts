@@ -1,12 +1,18 @@
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import test from 'ava';
-import { spawnGateway, testConfig, type GatewayProcess } from '../helpers/gateway.js';
+import { join } from 'node:path';
+import test, { type ExecutionContext } from 'ava';
+import { Redis } from 'ioredis';
+import { startSimulator } from '../../src/wechat/simulator.js';
+import { APPID, SECRET, login, spawnGateway, startTestGateway, testConfig, type GatewayProcess } from '../helpers/gateway.js';
 import { rawConnect, request } from '../helpers/http.js';
+import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { startRawUpstream, startUpstream, type RawUpstream } from '../helpers/upstream.js';
 
 /**
  * The gateway as its own process (the built CLI, `node dist/cli.js`), where signals and crashes are
- * real: SIGTERM while a request is in flight, and an upstream answer that makes the proxy throw.
+ * real: SIGTERM while requests are in flight (with the memory store, and with a real redis-server whose
+ * CLIENT LIST shows the gateway's connections), and an upstream answer that makes the proxy throw.
  */
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function until(cond: () => boolean, ms: number): Promise<boolean> {
@@ -64,6 +70,174 @@ test('SIGTERM with a slow request in flight: new connections are refused, idle o
   const took = Date.now() - signalled;
   t.true(took < SHUTDOWN, `exited ${took} ms after SIGTERM (shutdownTimeout ${SHUTDOWN} ms)`);
   t.true(gw.stdout.some((l) => l.includes('"msg":"stopped"')));
+});
+
+/** The clients a redis-server lists (CLIENT LIST), except the connection asking. */
+async function redisClients(admin: Redis): Promise<string[]> {
+  const own = await admin.client('ID');
+  return (String(await admin.client('LIST')))
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith(`id=${own} `));
+}
+
+/**
+ * A gateway process with its sessions in a redis-server of its own, one route /api (auth required) to
+ * `up`. The redis-server logs at verbose level, where it writes "Client closed connection <client>" for
+ * every client that just went away (EOF), and nothing for one that sent QUIT (the server closes those).
+ */
+async function redisGateway(t: ExecutionContext, shutdownTimeout: number) {
+  let redisLog = '';
+  const redis: RedisServer = await startRedis((_port, dir) => {
+    redisLog = join(dir, 'redis.log');
+    return { args: ['--loglevel', 'verbose', '--logfile', redisLog] };
+  });
+  t.teardown(() => redis.close());
+  const sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } });
+  t.teardown(() => sim.close());
+  const up = await startUpstream();
+  t.teardown(() => up.close());
+  const proc = await spawnGateway(
+    testConfig({
+      apiBase: sim.url,
+      wechat: { apiBase: sim.url, timeout: '5s', apps: [{ appid: APPID, secret: SECRET }] },
+      routes: [{ path: '/api', upstream: up.url }],
+      session: { store: 'redis', redis: { url: redis.url, keyPrefix: 'drain:' } },
+      server: { host: '127.0.0.1', port: 0, shutdownTimeout: `${shutdownTimeout}ms` },
+    }),
+  );
+  t.teardown(() => void proc.stop('SIGKILL'));
+  const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  await admin.connect();
+  t.teardown(() => admin.disconnect());
+  const token = await login(proc.url, 'drain-user.1');
+  const clients = await redisClients(admin);
+  // its main connection and the subscriber for revocations
+  t.true(clients.length >= 2, `the gateway is connected to Redis: ${clients.length}`);
+  const addrs = clients.map((l) => / addr=(\S+)/.exec(l)?.[1] ?? '?');
+  /** The gateway's connections that Redis saw dropped without a QUIT. */
+  const droppedWithoutQuit = () =>
+    readFileSync(redisLog, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('Client closed connection') && addrs.some((a) => l.includes(` addr=${a} `)));
+  return { redis, sim, up, proc, admin, token, addrs, droppedWithoutQuit, port: Number(new URL(proc.url).port) };
+}
+
+/** Log lines at warn level or above (pino: 40 warn, 50 error, 60 fatal) after the one matching `from`. */
+function warningsAfter(lines: string[], from: string): string[] {
+  const i = lines.findIndex((l) => l.includes(from));
+  return lines.slice(i + 1).filter((l) => {
+    try {
+      return (JSON.parse(l) as { level?: number }).level! >= 40;
+    } catch {
+      return false;
+    }
+  });
+}
+
+test('SIGTERM with the Redis store: in-flight requests (a slow proxied one, a slow login) finish, new connections are refused, the process exits 0, and Redis no longer lists its connections', async (t) => {
+  const SHUTDOWN = 5000;
+  const { redis, up, proc, admin, token, port, addrs, droppedWithoutQuit } = await redisGateway(t, SHUTDOWN);
+
+  // a login WeChat answers after 1.2 s: the session is written to Redis while the gateway drains
+  const slowLogin = fetch(`${proc.url}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: 'slow-1200.drain' }) });
+  const proxied = request(proc.url, { path: '/api/slow?ms=1000', headers: { authorization: `Bearer ${token}` } });
+  t.true(await until(() => up.seen.some((s) => s.url === '/api/slow?ms=1000'), 5000), 'the proxied request reached the upstream');
+  const signalled = Date.now();
+  const exit = proc.stop('SIGTERM');
+  t.true(await until(() => proc.stdout.some((l) => l.includes('shutting down')), 2000));
+  t.is(await tryConnect(port), 'ECONNREFUSED', 'a new connection is refused at once');
+  t.true((await redisClients(admin)).length >= addrs.length, 'Redis stays connected while requests are in flight');
+
+  const res = await proxied;
+  t.is(res.status, 200);
+  t.is(res.json.url, '/api/slow?ms=1000');
+  t.truthy(res.json.openid, 'authenticated from Redis, identity forwarded');
+  const loginRes = await slowLogin;
+  t.is(loginRes.status, 200, 'the login in flight completes: Redis was still there to take its session');
+  const drainedToken = ((await loginRes.json()) as { token?: string }).token;
+  t.truthy(drainedToken);
+  t.is(await exit, 0);
+  const took = Date.now() - signalled;
+  t.true(took < SHUTDOWN, `exited ${took} ms after SIGTERM (shutdownTimeout ${SHUTDOWN} ms)`);
+  t.true(proc.stdout.some((l) => l.includes('"msg":"stopped"')));
+  t.deepEqual(warningsAfter(proc.stdout, 'shutting down'), [], 'closing Redis is not an outage: no warning');
+
+  let left = await redisClients(admin);
+  for (const deadline = Date.now() + 2000; left.length > 0 && Date.now() < deadline; left = await redisClients(admin)) await sleep(20);
+  t.deepEqual(left, [], 'CLIENT LIST no longer lists the gateway');
+  t.deepEqual(droppedWithoutQuit(), [], 'each connection was closed with QUIT, not dropped when the process died');
+
+  // the session the drained login wrote is in Redis: another gateway on the same Redis knows it
+  const next = await startTestGateway(testConfig({ apiBase: 'http://127.0.0.1:1', session: { store: 'redis', redis: { url: redis.url, keyPrefix: 'drain:' } } }));
+  t.teardown(() => next.close());
+  const s = await request(next.url, { path: '/session', headers: { authorization: `Bearer ${drainedToken}` } });
+  t.is(s.status, 200, 'the session created during the drain was kept');
+});
+
+test('SIGTERM with a request that outlives server.shutdownTimeout: it is cut at the deadline (the upstream sees it go), and the process still exits 0 within the deadline', async (t) => {
+  const SHUTDOWN = 1000;
+  const { up, proc, admin, token, droppedWithoutQuit } = await redisGateway(t, SHUTDOWN);
+  // the route's own timeout (30 s) is far beyond the deadline: only the shutdown ends this request
+  const hanging = request(proc.url, { path: '/api/hang', headers: { authorization: `Bearer ${token}` } }).then(
+    (r) => `answered ${r.status}`,
+    (err: NodeJS.ErrnoException) => `cut (${err.code ?? err.message})`,
+  );
+  t.true(await until(() => up.seen.some((s) => s.url === '/api/hang'), 5000), 'the request reached the upstream');
+  const signalled = Date.now();
+  const exit = proc.stop('SIGTERM');
+  const outcome = await hanging;
+  const cutAfter = Date.now() - signalled;
+  t.regex(outcome, /^cut /, 'the client connection is closed, not answered');
+  t.true(cutAfter >= SHUTDOWN - 50, `cut ${cutAfter} ms after SIGTERM, not before the deadline (${SHUTDOWN} ms)`);
+  t.is(await exit, 0);
+  const took = Date.now() - signalled;
+  t.true(took < SHUTDOWN + 1000, `exited ${took} ms after SIGTERM (shutdownTimeout ${SHUTDOWN} ms)`);
+  t.true(await until(() => up.aborted >= 1, 1000), 'the upstream request was abandoned with the client');
+  let left = await redisClients(admin);
+  for (const deadline = Date.now() + 2000; left.length > 0 && Date.now() < deadline; left = await redisClients(admin)) await sleep(20);
+  t.deepEqual(left, [], 'CLIENT LIST no longer lists the gateway');
+  t.deepEqual(droppedWithoutQuit(), [], 'Redis was closed with QUIT after the cut, not dropped');
+});
+
+/*
+ * A kept-alive connection busy at SIGTERM (a load balancer's): its answer must say Connection: close and
+ * the connection close after it, so that the process exits when the last request is done, not when that
+ * connection's keep-alive (server.keepAliveTimeout + node's 1 s) or the shutdownTimeout runs out.
+ */
+test('SIGTERM with a request in flight on a kept-alive connection: its answer says Connection: close, the connection is closed after it, and the process exits soon after', async (t) => {
+  const SHUTDOWN = 8000;
+  const up = await startUpstream();
+  t.teardown(() => up.close());
+  const proc = await spawnGateway(
+    testConfig({
+      apiBase: 'http://127.0.0.1:1',
+      routes: [{ path: '/slow', upstream: up.url, auth: 'none' }],
+      // node's default keep-alive timeout (5 s), well under the shutdown deadline
+      server: { host: '127.0.0.1', port: 0, shutdownTimeout: `${SHUTDOWN}ms`, keepAliveTimeout: '5s' },
+    }),
+  );
+  t.teardown(() => void proc.stop('SIGKILL'));
+  // a load balancer's connection: HTTP/1.1, kept alive, a request in flight when the signal comes
+  const conn = await rawConnect(proc.url);
+  conn.write('GET /slow/slow?ms=500 HTTP/1.1\r\nHost: x\r\n\r\n');
+  t.true(await until(() => up.seen.some((s) => s.url === '/slow/slow?ms=500'), 5000));
+  const signalled = Date.now();
+  const exit = proc.stop('SIGTERM');
+  await conn.waitFor(/"ok":true/, 3000);
+  const answered = Date.now() - signalled;
+  // the client waits as long as the gateway keeps the connection (it never closes it itself here)
+  const reply = await conn.done(SHUTDOWN + 2000);
+  const closed = Date.now() - signalled;
+  const code = await exit;
+  const took = Date.now() - signalled;
+  const connection = reply.responses[0]?.headers.find(([n]) => n === 'connection')?.[1];
+  t.log(`answered after ${answered} ms with Connection: ${connection}; connection closed by the gateway after ${closed} ms; exit ${code} after ${took} ms`);
+  t.is(reply.responses[0]?.status, 200, 'the request in flight is answered');
+  t.is(code, 0);
+  t.is(connection, 'close', 'the answer tells the client not to send another request');
+  t.true(reply.closedByServer && closed - answered < 1000, `the connection is closed once the answer is out (${closed - answered} ms after it), not kept for keepAliveTimeout`);
+  t.true(took < answered + 1500, `exited ${took} ms after SIGTERM, ${took - answered} ms after the last answer (keepAliveTimeout 5 s, shutdownTimeout ${SHUTDOWN / 1000} s)`);
 });
 
 /**

@@ -1,4 +1,5 @@
-import net from 'node:net';
+import { readFileSync } from 'node:fs';
+import type net from 'node:net';
 import test from 'ava';
 import { startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { rawConnect, request } from '../helpers/http.js';
@@ -13,6 +14,7 @@ import { startRawUpstream, type RawUpstream } from '../helpers/upstream.js';
  * and in this order: the last one checks that none of it left a socket behind.
  */
 const TIMEOUT = 400;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 let gw: TestGateway;
 let faulty: RawUpstream;
 let dropping: RawUpstream;
@@ -76,17 +78,41 @@ test.after.always(async () => {
 
 const errorsOf = async (route: string, kind: string) => metricValue(await scrape(gw.url), 'wxgate_upstream_errors_total', { route, kind });
 
-/**
- * Sockets of the gateway (in this process) that are in use: client connections it accepted, and
- * connections it opened to the upstreams. Idle kept-alive upstream sockets are unref'ed by the agent
- * and not counted.
- */
-function gatewaySockets(): number {
-  const upstreamPorts = new Set([Number(new URL(faulty.url).port), Number(new URL(dropping.url).port), refusedPort]);
-  const handles = (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles();
-  return handles.filter((h) => h instanceof net.Socket && !h.destroyed && (h.localPort === gw.port || upstreamPorts.has(h.remotePort ?? -1))).length;
+/** TCP connections in state ESTABLISHED, from the kernel's tables: [local port, remote port] each. */
+function establishedConnections(): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'latin1');
+    } catch {
+      continue; // no IPv6
+    }
+    for (const line of text.split('\n').slice(1)) {
+      // "  sl  local_address rem_address   st ...": addresses as HEXIP:HEXPORT, st 01 = ESTABLISHED
+      const [, local, remote, st] = line.trim().split(/\s+/);
+      if (st !== '01' || !local || !remote) continue;
+      out.push([parseInt(local.slice(local.lastIndexOf(':') + 1), 16), parseInt(remote.slice(remote.lastIndexOf(':') + 1), 16)]);
+    }
+  }
+  return out;
 }
-let socketsBefore = -1;
+
+/**
+ * The gateway's connections as the OS sees them: established TCP connections to the upstreams' ports
+ * (the gateway's end of each: remote port = the upstream's), and those accepted on the gateway's port.
+ * Counted from the kernel, not from process._getActiveHandles(): undici unrefs an idle kept-alive
+ * upstream socket, and an unref'd handle is not listed there, so a leaked idle connection would not show.
+ */
+function gatewayConnections(): { upstream: number; client: number } {
+  const upstreamPorts = new Set([Number(new URL(faulty.url).port), Number(new URL(dropping.url).port), refusedPort]);
+  const all = establishedConnections();
+  return {
+    upstream: all.filter(([, remote]) => upstreamPorts.has(remote)).length,
+    client: all.filter(([local]) => local === gw.port).length,
+  };
+}
+let socketsBefore: { upstream: number; client: number } | undefined;
 
 /** One GET on a connection of its own; what came back, whether the gateway closed it, and when. */
 async function rawGet(path: string, idleMs = 3 * TIMEOUT) {
@@ -101,7 +127,8 @@ test.serial('a healthy upstream answers (the baseline for the socket count)', as
   const res = await request(gw.url, { path: '/f/ok' });
   t.is(res.status, 200);
   t.deepEqual(res.json, { ok: true });
-  socketsBefore = gatewaySockets();
+  socketsBefore = gatewayConnections();
+  t.true(socketsBefore.upstream >= 1, `the kept-alive connection to the upstream is counted although it is idle (${socketsBefore.upstream})`);
 });
 
 test.serial('upstream refusing connections → 502 upstream_unavailable JSON at once, counted as refused', async (t) => {
@@ -192,13 +219,21 @@ test.serial('a reused keep-alive connection the upstream had closed: a GET is se
   t.is(metricValue(text, 'wxgate_upstream_errors_total', { route: 'dropping', kind: 'reset' }), 1, 'the POST');
 });
 
-test.serial('after all of that: the gateway still serves, holds no socket more than before, and counted every kind', async (t) => {
+test.serial('after all of that: the gateway still serves, leaves no connection behind (counted by the OS, idle ones included), and counted every kind', async (t) => {
   t.is((await request(gw.url, { path: '/f/ok' })).status, 200);
-  let now = gatewaySockets();
-  for (const deadline = Date.now() + 2000; now > socketsBefore && Date.now() < deadline; now = gatewaySockets()) await new Promise((r) => setTimeout(r, 20));
-  t.true(socketsBefore >= 0);
-  t.true(now <= socketsBefore, `${now} sockets in use now, ${socketsBefore} before the faults`);
-  t.log(`gateway sockets in use: ${socketsBefore} before the faults, ${now} after`);
+  t.truthy(socketsBefore);
+  const before = socketsBefore!;
+  // Right after: the requests were one at a time, so each upstream's pool keeps at most one idle
+  // connection (closes in flight may take a moment).
+  let now = gatewayConnections();
+  for (const deadline = Date.now() + 1000; (now.upstream > 2 || now.client > before.client) && Date.now() < deadline; now = gatewayConnections()) await sleep(20);
+  t.log(`established connections: to the upstreams ${before.upstream} before the faults, ${now.upstream} right after; from clients ${before.client} before, ${now.client} after`);
+  t.true(now.upstream <= 2, `${now.upstream} connections to the two upstreams right after the faults (one idle per pool at most)`);
+  t.true(now.client <= before.client, `${now.client} client connections now, ${before.client} before the faults`);
+  // Then every one of them ends with the pools' keepAliveTimeout (4 s after its last use); one that
+  // does not is a leak (these upstreams never close a connection themselves).
+  for (const deadline = Date.now() + 4000 + 2500; now.upstream > 0 && Date.now() < deadline; now = gatewayConnections()) await sleep(100);
+  t.is(now.upstream, 0, 'a connection to an upstream outlived the pool\'s keep-alive timeout');
   const text = await scrape(gw.url);
   for (const kind of ['refused', 'reset', 'timeout', 'other']) {
     const n = ['faulty', 'refused', 'dropping'].reduce((sum, route) => sum + metricValue(text, 'wxgate_upstream_errors_total', { route, kind }), 0);

@@ -7,6 +7,7 @@
  */
 import test from 'ava';
 import { Redis } from 'ioredis';
+import { userId } from '../../src/session/tokens.js';
 import { startSimulator } from '../../src/wechat/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { rawRequest, rawHeader, request, type Reply } from '../helpers/http.js';
@@ -15,11 +16,16 @@ import { startUpstream, type Upstream } from '../helpers/upstream.js';
 
 const PREFIX = 'tokentest:';
 const CODE = 'token-owner.1';
+/** a second app, for the gateway with an app-restricted route */
+const OTHER_APPID = 'wxfedcba9876543210';
+const OTHER_SECRET = 'other-secret-9876543210';
 
 let sim: Awaited<ReturnType<typeof startSimulator>>;
 let redis: RedisServer;
 let up: Upstream;
 let gw: TestGateway;
+/** the gateway serving two apps (started by the app-restricted route's test) */
+let gw2: TestGateway | undefined;
 let token: string;
 let openid: string;
 /** every token-like string the tests sent, good or bad: none may be logged */
@@ -28,7 +34,7 @@ const sentSecrets = new Set<string>();
 const realTokens = new Set<string>();
 
 test.before(async () => {
-  sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } });
+  sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET, [OTHER_APPID]: OTHER_SECRET } });
   redis = await startRedis();
   up = await startUpstream();
   gw = await startTestGateway(
@@ -48,6 +54,7 @@ test.before(async () => {
   openid = s.json.openid;
 });
 test.after.always(async () => {
+  await gw2?.close();
   await gw?.close();
   await up?.close();
   await redis?.close();
@@ -78,10 +85,13 @@ const badCredentials: Array<[string, (token: string, other: string) => Array<[st
   ['scheme only', () => [['Authorization', 'Bearer']]],
   ['scheme and a space', () => [['Authorization', 'Bearer ']]],
   ['truncated by one character', (tk) => [['Authorization', `Bearer ${tk.slice(0, -1)}`]]],
-  ['truncated to half', (tk) => [['Authorization', `Bearer ${tk.slice(0, 22)}`]]],
+  ['truncated to half', (tk) => [['Authorization', `Bearer ${tk.slice(0, 30)}`]]],
+  ['truncated to the earlier token length (43)', (tk) => [['Authorization', `Bearer ${tk.slice(0, 43)}`]]],
+  ['the random part alone', (tk) => [['Authorization', `Bearer ${tk.slice(16)}`]]],
   ['one character changed (first)', (tk) => [['Authorization', `Bearer ${changed(tk, 0)}`]]],
   ['one character changed (middle)', (_, other) => [['Authorization', `Bearer ${other}`]]],
-  ['one character changed (last)', (tk) => [['Authorization', `Bearer ${changed(tk, 42)}`]]],
+  ['one character changed (last)', (tk) => [['Authorization', `Bearer ${changed(tk, 58)}`]]],
+  ['one character changed (in the user id)', (tk) => [['Authorization', `Bearer ${changed(tk, 5)}`]]],
   ['padded with =', (tk) => [['Authorization', `Bearer ${tk}=`]]],
   ['padded with ==', (tk) => [['Authorization', `Bearer ${tk}==`]]],
   ['standard base64 alphabet', (tk) => [['Authorization', `Bearer ${tk.replace(/-/g, '+').replace(/_/g, '/')}${/[-_]/.test(tk) ? '' : '+'}`]]],
@@ -130,7 +140,7 @@ test.serial('a token in the query string is ignored: 401', async (t) => {
 
 test.serial('non-ASCII bytes in the token (raw UTF-8) are 401 JSON', async (t) => {
   const variants = [
-    Buffer.concat([Buffer.from(`Bearer ${token.slice(0, 42)}`), Buffer.from('é', 'utf8')]),
+    Buffer.concat([Buffer.from(`Bearer ${token.slice(0, 58)}`), Buffer.from('é', 'utf8')]),
     Buffer.concat([Buffer.from(`Bearer ${token}`), Buffer.from('\u200b', 'utf8')]), // zero-width space after the token
     Buffer.concat([Buffer.from('Bearer '), Buffer.from('ｔｏｋｅｎ'.repeat(8), 'utf8')]), // fullwidth letters
     Buffer.concat([Buffer.from('Bearer\u00a0', 'latin1'), Buffer.from(token)]), // no-break space as the separator
@@ -185,10 +195,22 @@ test.serial('tokens are 256-bit and fresh per login; Redis holds neither the tok
   const again = await login(gw.url, 'token-owner.2');
   realTokens.add(again);
   t.not(again, token);
+  const random: Buffer[] = [];
   for (const tk of [token, again]) {
-    t.regex(tk, /^[A-Za-z0-9_-]{43}$/);
-    t.is(Buffer.from(tk, 'base64url').length, 32);
+    t.regex(tk, /^[A-Za-z0-9_-]{59}$/);
+    const bytes = Buffer.from(tk, 'base64url');
+    t.is(bytes.length, 12 + 32, "the user's id (not secret: derived from appid and openid) and 256 random bits");
+    t.is(tk.slice(0, 16), userId(APPID, openid), 'the first 16 characters are the id, nothing else');
+    t.is(bytes.subarray(0, 12).toString('base64url'), userId(APPID, openid));
+    random.push(bytes.subarray(12));
   }
+  t.is(token.slice(0, 16), again.slice(0, 16), 'same user, same id');
+  const [r1, r2] = random as [Buffer, Buffer];
+  t.false(r1.equals(r2), 'the random parts differ');
+  // 256 independent bits: each random part has about half its bits set, and the two differ in about half
+  const ones = (b: Buffer) => [...b].reduce((n, x) => n + x.toString(2).replaceAll('0', '').length, 0);
+  const xor = Buffer.from(r1.map((x, i) => x ^ r2[i]!));
+  for (const n of [ones(r1), ones(r2), ones(xor)]) t.true(n > 80 && n < 176, `${n} of 256 bits`);
   // everything Redis holds, as text
   const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   await client.connect();
@@ -207,8 +229,63 @@ test.serial('tokens are 256-bit and fresh per login; Redis holds neither the tok
   t.true(dump.some((v) => v.includes(openid)), 'the dump holds the session records');
   for (const tk of [token, again]) {
     t.false(dump.some((v) => v.includes(tk)), 'no token in Redis');
-    t.false(dump.some((v) => v.includes(tk.slice(0, 16)) || v.includes(tk.slice(-16))), 'no part of a token in Redis');
+    // the id is the key's name (it is derived from appid and openid, so it tells nothing new); of the
+    // random part, not even 8 characters anywhere
+    t.true(dump.includes(`${PREFIX}u:${tk.slice(0, 16)}`), "the user's key is named by the id");
+    const secret = tk.slice(16);
+    for (let i = 0; i + 8 <= secret.length; i++) {
+      t.false(dump.some((v) => v.includes(secret.slice(i, i + 8))), `no part of a token's random part in Redis (at ${i})`);
+    }
   }
+});
+
+test.serial('a valid token of another app on an app-restricted route: 403 app_not_allowed JSON, not 401 (a new login would not help), and nothing reaches the upstream', async (t) => {
+  gw2 = await startTestGateway(
+    testConfig({
+      apiBase: sim.url,
+      wechat: { apiBase: sim.url, timeout: '1s', apps: [{ appid: APPID, secret: SECRET }, { appid: OTHER_APPID, secret: OTHER_SECRET }] },
+      routes: [
+        { path: '/shop', upstream: up.url, apps: [APPID] },
+        { path: '/any', upstream: up.url },
+      ],
+      session: { store: 'redis', redis: { url: redis.url, keyPrefix: 'tokentest2:' } },
+    }),
+    { logLevel: 'trace' },
+  );
+  const mine = await login(gw2.url, 'two-apps.1', { appid: APPID });
+  const foreign = await login(gw2.url, 'two-apps.2', { appid: OTHER_APPID });
+  realTokens.add(mine);
+  realTokens.add(foreign);
+
+  // the controls: the route serves its own app, and the other app's token is a valid session
+  const own = await request(gw2.url, { path: '/shop/cart?m=own-app', headers: { authorization: `Bearer ${mine}` } });
+  t.is(own.status, 200, own.text);
+  t.is(up.seen.find((s) => s.url === '/shop/cart?m=own-app')?.headers['x-appid'], APPID);
+  const valid = await request(gw2.url, { path: '/any/x?m=foreign-valid', headers: { authorization: `Bearer ${foreign}` } });
+  t.is(valid.status, 200, 'the foreign token is a live session of its own app');
+  t.is(up.seen.find((s) => s.url === '/any/x?m=foreign-valid')?.headers['x-appid'], OTHER_APPID);
+
+  const before = up.seen.length;
+  const attempts: Array<[string, Array<[string, string]>]> = [
+    ['/shop/cart?m=foreign', []],
+    ['/shop?m=foreign-root', []],
+    ['/SHOP/cart?m=foreign-case', []],
+    ['/shop/cart?m=foreign-spoof', [['X-Appid', APPID], ['X_Appid', APPID], ['X-Wx-Appid', APPID]]],
+  ];
+  for (const [path, extra] of attempts) {
+    for (const scheme of ['Bearer', 'bearer']) {
+      const res = await request(gw2.url, { path, headers: [['Authorization', `${scheme} ${foreign}`], ...extra] });
+      t.is(res.status, 403, `${scheme} ${path}`);
+      t.deepEqual(Object.keys(res.json ?? {}).sort(), ['error', 'message'], path);
+      t.is(res.json?.error, 'app_not_allowed', path);
+      t.regex(String(res.headers['content-type']), /^application\/json/, path);
+      t.is(res.headers['www-authenticate'], undefined, 'not a challenge: the client must not log in again and loop');
+    }
+  }
+  t.is(up.seen.length, before, 'nothing reached the upstream');
+  t.false(up.seen.some((s) => s.url.includes('m=foreign&') || /m=foreign(-root|-case|-spoof)?$/.test(s.url)));
+  // the refusal did not end the session: it still works where its app is served
+  t.is((await request(gw2.url, { path: '/any/y?m=foreign-after', headers: { authorization: `Bearer ${foreign}` } })).status, 200);
 });
 
 test.serial('no log line holds a token (good or bad), the session_key, the app secret or the login code', async (t) => {
@@ -216,7 +293,7 @@ test.serial('no log line holds a token (good or bad), the session_key, the app s
   const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   await client.connect();
   t.teardown(() => client.disconnect());
-  const sessionKey = await client.hget(`${PREFIX}u:${APPID}:${openid}`, 'k');
+  const sessionKey = await client.hget(`${PREFIX}u:${userId(APPID, openid)}`, 'k');
   t.truthy(sessionKey, 'the session_key is where the store keeps it');
   // and a refused login, a logout and an unknown-token logout, so that those paths log too
   t.is((await request(gw.url, { method: 'POST', path: '/login', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: 'fail-40029' }) })).status, 401);
@@ -225,7 +302,7 @@ test.serial('no log line holds a token (good or bad), the session_key, the app s
   t.is((await request(gw.url, { method: 'POST', path: '/logout', headers: { authorization: `Bearer ${spent}` } })).status, 204);
   assertUnauthorized(t, await request(gw.url, { path: '/api/x?m=spent', headers: { authorization: `Bearer ${spent}` } }), 'logged-out token');
 
-  const logs = gw.logs;
+  const logs = [...gw.logs, ...(gw2?.logs ?? [])];
   t.true(logs.length > 0, 'the log was captured');
   t.true(
     logs.some((l) => JSON.parse(l).level === 20 || JSON.parse(l).level === 10),
@@ -233,6 +310,7 @@ test.serial('no log line holds a token (good or bad), the session_key, the app s
   );
   const forbidden: Array<[string, string]> = [
     ['app secret', SECRET],
+    ['app secret', OTHER_SECRET],
     ['session_key', sessionKey!],
     ['login code', CODE],
     ['login code', 'token-spent.1'],
