@@ -16,6 +16,8 @@ import type { SessionStore } from './session/types.js';
 import { AccessTokens, MemoryTokenStore, RedisTokenStore } from './wechat/access-token.js';
 import { WechatClient } from './wechat/client.js';
 import { startSimulator } from './wechat/simulator.js';
+import { createWebContext, type WebContext } from './web/context.js';
+import { MemoryWebStore, RedisWebStore } from './web/store.js';
 
 export interface Gateway {
   /** http://host:port of the main listener */
@@ -145,13 +147,17 @@ export async function startGateway(config: Config, opts: { log?: Logger } = {}):
   const metrics = createMetrics();
   const closers: Array<() => Promise<void> | void> = [];
 
+  // the apps whose secrets the gateway holds: the mini-programs, and the web apps of browser logins
+  const secretApps = [...config.wechat.apps, ...(config.web?.mp ? [config.web.mp] : []), ...(config.web?.open ? [config.web.open] : [])];
   let apiBase = config.wechat.apiBase;
+  let oauthBase = config.wechat.oauthBase;
   if (config.dev.simulator) {
     const sim = await startSimulator(config.dev.simulatorPort, '127.0.0.1', {
-      apps: Object.fromEntries(config.wechat.apps.map((a) => [a.appid, a.secret])),
+      apps: Object.fromEntries(secretApps.map((a) => [a.appid, a.secret])),
     });
     closers.push(() => sim.close());
     apiBase = sim.url;
+    oauthBase = sim.url;
     const banner = `DEV MODE: WeChat simulator at ${sim.url} answers all logins; no real WeChat user can log in. Never use dev.simulator in production.`;
     log.warn({ simulator: sim.url }, banner);
     if (process.stderr.isTTY) process.stderr.write(`\n\x1b[1;33m*** ${banner} ***\x1b[0m\n\n`);
@@ -169,7 +175,7 @@ export async function startGateway(config: Config, opts: { log?: Logger } = {}):
   const replay: ReplayStore =
     store instanceof RedisStore ? new RedisReplayStore(store.redis, config.session.redis.keyPrefix) : new MemoryReplayStore();
   if (replay instanceof MemoryReplayStore) closers.push(() => replay.close());
-  const wechat = new WechatClient({ apiBase, timeout: config.wechat.timeout, apps: config.wechat.apps, metrics });
+  const wechat = new WechatClient({ apiBase, timeout: config.wechat.timeout, apps: secretApps, metrics });
   const accessTokens = new AccessTokens({
     apps: config.wechat.apps,
     wechat,
@@ -179,8 +185,14 @@ export async function startGateway(config: Config, opts: { log?: Logger } = {}):
     log: log.child({ part: 'access_token' }),
     timeout: config.wechat.timeout,
   });
-  const proxy = new Proxy(metrics, log.child({ part: 'proxy' }));
-  const handler = createHandler({ config, sessions, wechat, accessTokens, replay, metrics, proxy, log, loginLimiter: loginLimiter(config, store) });
+  let web: WebContext | undefined;
+  if (config.web) {
+    const webStore = store instanceof RedisStore ? new RedisWebStore(store.redis, config.session.redis.keyPrefix) : new MemoryWebStore();
+    if (webStore instanceof MemoryWebStore) closers.push(() => webStore.close());
+    web = createWebContext(config, webStore);
+  }
+  const proxy = new Proxy(metrics, log.child({ part: 'proxy' }), web?.cookies.names);
+  const handler = createHandler({ config, sessions, wechat, accessTokens, replay, metrics, proxy, log, loginLimiter: loginLimiter(config, store), web, oauthBase });
 
   const server = http.createServer(serverOptions(config), handler);
   trackConnections(server);

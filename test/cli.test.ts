@@ -33,12 +33,15 @@ routes:
   t.regex(err, /routes\[1\]\.path: duplicates routes\[0\]\.path/);
 });
 
+/** The production example's web-login secrets. */
+const WEB_ENV = { WXGATE_STATE_SECRET: 'state-secret-0123456789-0123456789-abc', WX_MP_SECRET: 'mp-from-env', WX_OPEN_SECRET: 'open-from-env' };
+
 test('check-config validates without starting', async (t) => {
-  const ok = await run(['check-config', join(ROOT, 'config/production.example.yaml')], { WX_SECRET: 'from-env-secret', WXGATE_ADMIN_TOKEN: 'admin-token-0123456789-abcdef' });
+  const ok = await run(['check-config', join(ROOT, 'config/production.example.yaml')], { ...WEB_ENV, WX_SECRET: 'from-env-secret', WXGATE_ADMIN_TOKEN: 'admin-token-0123456789-abcdef' });
   t.is(ok.code, 0, ok.err);
   t.regex(ok.out, /valid/);
   t.notRegex(ok.out + ok.err, /from-env-secret/);
-  const bad = await run(['check-config', join(ROOT, 'config/production.example.yaml')], { WX_SECRET: '', WXGATE_ADMIN_TOKEN: 'admin-token-0123456789-abcdef' });
+  const bad = await run(['check-config', join(ROOT, 'config/production.example.yaml')], { ...WEB_ENV, WX_SECRET: '', WXGATE_ADMIN_TOKEN: 'admin-token-0123456789-abcdef' });
   t.is(bad.code, 1);
   t.regex(bad.err, /WX_SECRET is not set/);
   const missing = await run(['check-config', '/nonexistent/gateway.yaml']);

@@ -121,8 +121,16 @@ test('$$ is a literal dollar; a YAML duplicate key names its line', (t) => {
 test("the repo's gateway.yaml and the production example are valid", (t) => {
   const dev = loadConfigFile(join(ROOT, 'gateway.yaml'), {});
   t.true(dev.dev.simulator);
-  const prod = loadConfigFile(join(ROOT, 'config/production.example.yaml'), { WX_SECRET: 'x', WXGATE_ADMIN_TOKEN: 'admin-token-0123456789-abcdef' });
+  const prod = loadConfigFile(join(ROOT, 'config/production.example.yaml'), {
+    WX_SECRET: 'x',
+    WXGATE_ADMIN_TOKEN: 'admin-token-0123456789-abcdef',
+    WXGATE_STATE_SECRET: 'state-secret-0123456789-0123456789-abc',
+    WX_MP_SECRET: 'mp',
+    WX_OPEN_SECRET: 'open',
+  });
   t.is(prod.session.store, 'redis');
+  t.is(prod.web?.publicUrl, 'https://m.example.com');
+  t.is(dev.web?.scan?.demo, true, 'the quick start has the scan-to-login demo page');
   t.false(prod.dev.simulator);
   t.is(prod.wechat.apiBase, 'https://api.weixin.qq.com');
   t.regex(readFileSync(join(ROOT, 'config/production.example.yaml'), 'utf8'), /\$\{WX_SECRET\}/);

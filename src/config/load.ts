@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
-import { configSchema, crossCheck, routeNameFromPath, DEFAULT_API_BASE, type Config } from './schema.js';
+import { configSchema, crossCheck, routeNameFromPath, DEFAULT_API_BASE, DEFAULT_OAUTH_BASE, type Config } from './schema.js';
 
 /** Every problem found in a configuration, each naming the key and why; thrown once. */
 export class ConfigError extends Error {
@@ -90,7 +90,11 @@ export function buildConfig(raw: unknown, source = 'configuration', env: NodeJS.
   const parsed = result.data;
   const config: Config = {
     ...parsed,
-    wechat: { ...parsed.wechat, apiBase: (parsed.wechat.apiBase ?? DEFAULT_API_BASE).replace(/\/+$/, '') },
+    wechat: {
+      ...parsed.wechat,
+      apiBase: (parsed.wechat.apiBase ?? DEFAULT_API_BASE).replace(/\/+$/, ''),
+      oauthBase: (parsed.wechat.oauthBase ?? DEFAULT_OAUTH_BASE).replace(/\/+$/, ''),
+    },
     routes: parsed.routes.map((r) => ({ ...r, name: r.name ?? routeNameFromPath(r.path), upstream: r.upstream.replace(/\/+$/, '') })),
   };
   return deepFreeze(config);

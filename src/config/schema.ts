@@ -84,6 +84,33 @@ const cidr = z.string().refine(
 
 const ROUTE_NAME = /^[a-zA-Z_][a-zA-Z0-9_.-]*$/;
 
+/** An origin: scheme, host and port only ("https://m.example.com"). */
+const origin = z.string({ error: 'must be an origin such as "https://m.example.com"' }).refine(
+  (s) => {
+    try {
+      const u = new URL(s);
+      return (u.protocol === 'http:' || u.protocol === 'https:') && u.origin === s.replace(/\/$/, '');
+    } catch {
+      return false;
+    }
+  },
+  { error: 'must be an origin such as "https://m.example.com" (scheme, host and port; no path, query or credentials)' },
+);
+
+/** A redirect target after a web login: a local path prefix ("/", "/shop") or an origin. */
+const redirectRule = z.union([z.string().regex(/^\/[A-Za-z0-9._~\-/]*$/), origin], {
+  error: 'must be a path such as "/shop" or an origin such as "https://shop.example.com"',
+});
+
+/** A web app's credentials (Official Account or Open Platform website app). */
+const webApp = {
+  appid,
+  secret: z.string({ error: 'is required (use ${ENV_NAME} to read it from the environment)' }).min(1, { error: 'must not be empty' }),
+};
+
+/** Where WeChat's browser pages live (connect/oauth2/authorize, connect/qrconnect). */
+export const DEFAULT_OAUTH_BASE = 'https://open.weixin.qq.com';
+
 export const DEFAULT_API_BASE = 'https://api.weixin.qq.com';
 
 export const configSchema = z
@@ -123,6 +150,8 @@ export const configSchema = z
     wechat: z
       .strictObject({
         apiBase: httpUrl.optional(),
+        /** WeChat's browser pages for web logins (default https://open.weixin.qq.com; the simulator with dev.simulator). */
+        oauthBase: httpUrl.optional(),
         timeout: duration().prefault('3s'),
         apps: z
           .array(
@@ -200,6 +229,55 @@ export const configSchema = z
         }),
       )
       .default([]),
+    /** Browser logins: Official Account OAuth, website QR login, scan-to-login with the mini-program. Off unless set. */
+    web: z
+      .strictObject({
+        /** The gateway's origin as browsers reach it: OAuth redirect_uri and cookie security come from it, never from Host. */
+        publicUrl: origin,
+        /** Where ?redirect= may send the browser after a login: path prefixes on publicUrl and other origins. */
+        redirects: z.array(redirectRule).default(['/']),
+        /** Origins (besides publicUrl) whose pages may send unsafe requests with the session cookie. */
+        origins: z.array(origin).default([]),
+        cookie: z
+          .strictObject({
+            /** Session cookie name; "__Host-" is put before it when publicUrl is https. */
+            name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, { error: 'must be 1-64 letters, digits, "_" or "-"' }).default('wxgate_session'),
+            /** CSRF defence for unsafe methods on cookie sessions: the Origin header, or a double-submit token. */
+            csrf: z.enum(['origin', 'double-submit'], { error: 'must be "origin" or "double-submit"' }).default('origin'),
+          })
+          .prefault({}),
+        /** HMAC key for the OAuth state; absent: a random key, shared through Redis with the redis store. */
+        stateSecret: z.string().min(32, { error: 'must be at least 32 characters' }).optional(),
+        /** How long a login started in the browser may take (state and scan tickets). */
+        loginTimeout: duration(10_000).prefault('5m'),
+        /** Official Account (公众号) web OAuth: /oauth/mp/authorize. */
+        mp: z
+          .strictObject({
+            ...webApp,
+            /** snsapi_base: openid only, no consent page; snsapi_userinfo: also nickname and avatar. */
+            scope: z.enum(['snsapi_base', 'snsapi_userinfo'], { error: 'must be "snsapi_base" or "snsapi_userinfo"' }).default('snsapi_base'),
+          })
+          .optional(),
+        /** Open Platform website app: QR login on a PC with the WeChat app (/oauth/open/authorize). */
+        open: z.strictObject(webApp).optional(),
+        /** Scan to log in on a PC with the mini-program: /scan/tickets. */
+        scan: z
+          .strictObject({
+            /** The mini-program whose users confirm (default: the first of wechat.apps). */
+            app: appid.optional(),
+            /** The mini-program page the QR code opens, without a leading "/". */
+            page: z.string().regex(/^[A-Za-z0-9_\-]+(\/[A-Za-z0-9_\-.]+)*$/, { error: 'must be a page path such as "pages/scan/index" (no leading "/")' }).default('pages/scan/index'),
+            envVersion: z.enum(['release', 'trial', 'develop'], { error: 'must be "release", "trial" or "develop"' }).default('release'),
+            /** WeChat checks that the page exists in the published version (false for pages not yet released). */
+            checkPath: z.boolean().default(true),
+            /** How long a ticket may wait for its scan and confirmation. */
+            ticketTtl: duration(1000).prefault('2m'),
+            /** Serve a demo PC page at /scan/demo that shows the QR code and logs in. */
+            demo: z.boolean().default(false),
+          })
+          .optional(),
+      })
+      .optional(),
     /** Limits on what one client may ask for. */
     limits: z
       .strictObject({
@@ -258,7 +336,7 @@ export type RouteConfig = Parsed['routes'][number] & { name: string };
 /** The validated, defaulted configuration (durations in ms, sizes in bytes). */
 export type Config = Omit<Parsed, 'routes' | 'wechat'> & {
   routes: RouteConfig[];
-  wechat: Omit<Parsed['wechat'], 'apiBase'> & { apiBase: string };
+  wechat: Omit<Parsed['wechat'], 'apiBase' | 'oauthBase'> & { apiBase: string; oauthBase: string };
 };
 export type AppConfig = Config['wechat']['apps'][number];
 
@@ -294,6 +372,32 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
     if (prev !== undefined) out.push({ path: ['wechat', 'apps', i, 'appid'], message: `"${a.appid}" is already listed at wechat.apps[${prev}]` });
     else appids.set(a.appid, i);
   });
+  // web logins: their apps are session apps too (routes[].apps may name them), their paths are the gateway's
+  const web = isObj(raw.web) ? raw.web : undefined;
+  const webApps = new Map<string, string>();
+  if (web) {
+    for (const kind of ['mp', 'open'] as const) {
+      const w = isObj(web[kind]) ? web[kind] : undefined;
+      if (!w || typeof w.appid !== 'string') continue;
+      if (appids.has(w.appid)) out.push({ path: ['web', kind, 'appid'], message: `"${w.appid}" is a mini-program of wechat.apps; a web app has its own appid` });
+      else if (webApps.has(w.appid)) out.push({ path: ['web', kind, 'appid'], message: `"${w.appid}" is already web.${webApps.get(w.appid)}.appid` });
+      else webApps.set(w.appid, kind);
+    }
+    if (web.mp === undefined && web.open === undefined && web.scan === undefined) {
+      out.push({ path: ['web'], message: 'enables nothing: configure web.mp, web.open or web.scan (or leave web out)' });
+    }
+    const scan = isObj(web.scan) ? web.scan : undefined;
+    if (scan && typeof scan.app === 'string' && !appids.has(scan.app)) {
+      out.push({ path: ['web', 'scan', 'app'], message: `"${scan.app}" is not one of wechat.apps` });
+    }
+    const taken = [...(web.mp !== undefined || web.open !== undefined ? ['/oauth'] : []), ...(scan ? ['/scan'] : [])];
+    routes.forEach((r, i) => {
+      if (!isObj(r) || typeof r.path !== 'string') return;
+      const p = r.path.toLowerCase();
+      const hit = taken.find((t) => p === t || p.startsWith(`${t}/`));
+      if (hit) out.push({ path: ['routes', i, 'path'], message: `is under ${hit}/, which the gateway answers itself for web logins` });
+    });
+  }
   routes.forEach((r, i) => {
     if (isObj(r) && r.forwardPhone === true && r.auth === 'none') {
       out.push({ path: ['routes', i, 'forwardPhone'], message: 'needs auth: required (without a session there is no phone number)' });
@@ -301,7 +405,9 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
     if (!isObj(r) || !Array.isArray(r.apps)) return;
     if (r.auth === 'none') out.push({ path: ['routes', i, 'apps'], message: 'needs auth: required (without a session there is no app to check)' });
     r.apps.forEach((a, j) => {
-      if (typeof a === 'string' && !appids.has(a)) out.push({ path: ['routes', i, 'apps', j], message: `"${a}" is not one of wechat.apps` });
+      if (typeof a === 'string' && !appids.has(a) && !webApps.has(a)) {
+        out.push({ path: ['routes', i, 'apps', j], message: `"${a}" is not one of wechat.apps, web.mp or web.open` });
+      }
     });
   });
   apps.forEach((a, i) => {

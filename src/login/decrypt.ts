@@ -106,6 +106,9 @@ export function decryptHandler(deps: {
   const { config, sessions, current } = deps;
   return async function decrypt(ctx: Context): Promise<void> {
     const { session } = await current(ctx);
+    if (!config.wechat.apps.some((a) => a.appid === session.appid)) {
+      throw new GatewayError('app_not_allowed', { message: 'This endpoint decrypts open data for mini-program sessions (wechat.apps) only, not web logins.' });
+    }
     const body = await readJsonObject(ctx, config.server.bodyLimit);
     const fields = userDataFields(body, true)!;
     const data = await openUserData(sessions, session, fields, { staleCheck: true });

@@ -3,13 +3,13 @@ import type { Config } from '../config/schema.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { GatewayError, type ErrorCode } from '../server/errors.js';
 import type { Sessions } from '../session/sessions.js';
-import { authorizationOf, bearerToken } from '../session/tokens.js';
 import { StoreUnavailableError } from '../session/types.js';
 import type { WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';
 import { readJsonObject } from './body.js';
 import { openUserDataAtLogin, userDataFields } from './decrypt.js';
-import { CODE_LIFETIME_MS, replayKey, seal, unseal, type LoginOutcome, type ReplayStore } from './replay.js';
+import { bearerOnly, type WebContext } from '../web/context.js';
+import type { CodeOnce, Exchanged } from './code-once.js';
 
 interface Logger {
   info(obj: object, msg: string): void;
@@ -20,14 +20,16 @@ export interface LoginDeps {
   config: Config;
   sessions: Sessions;
   wechat: WechatClient;
-  replay: ReplayStore;
+  /** spends each code once across replicas (code-once.ts) */
+  codeOnce: CodeOnce;
+  /** browser logins (session cookie, CSRF), when configured */
+  web?: WebContext;
   metrics: Metrics;
   log: Logger;
 }
 
 /** WeChat's answers that stay true for the code's whole life, so a replay gets them too. */
 const FINAL: ReadonlySet<ErrorCode> = new Set(['code_invalid', 'code_used', 'user_blocked']);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A wx.login() code is a short printable token; anything else never goes to WeChat. */
 const CODE = /^[\x21-\x7e]{1,128}$/;
@@ -67,7 +69,8 @@ export function unauthorized(tokenGiven: boolean): GatewayError {
 }
 
 /** POST /login, GET /session and POST /logout: the mini-program's side of the session. */
-export function loginHandlers({ config, sessions, wechat, replay, metrics, log }: LoginDeps) {
+export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, metrics, log }: LoginDeps) {
+  const credentials = web?.credentials ?? bearerOnly;
   const apps = new Map(config.wechat.apps.map((a) => [a.appid, a]));
   const soleApp = config.wechat.apps.length === 1 ? config.wechat.apps[0]!.appid : undefined;
 
@@ -85,8 +88,8 @@ export function loginHandlers({ config, sessions, wechat, replay, metrics, log }
     return given;
   }
 
-  /** Asks WeChat about a code this replica has the right to spend, and remembers the answer. */
-  async function exchange(appid: string, code: string, key: string): Promise<LoginOutcome> {
+  /** Spends a code at WeChat and makes the session (run at most once per code: see code-once.ts). */
+  async function exchange(appid: string, code: string): Promise<Exchanged> {
     let answer;
     try {
       answer = await wechat.code2Session(appid, code);
@@ -97,53 +100,11 @@ export function loginHandlers({ config, sessions, wechat, replay, metrics, log }
         { appid, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg, hint: err.errcode === undefined ? undefined : HINTS[err.errcode] },
         'WeChat refused the login',
       );
-      // A final answer is remembered; after a timeout or an outage a retry may try WeChat again.
-      if (FINAL.has(error)) await replay.fulfil(key, seal(appid, code, { error }), CODE_LIFETIME_MS).catch(() => {});
-      else await replay.release(key).catch(() => {});
-      return { error };
+      return { error, final: FINAL.has(error) };
     }
-    let token: string;
-    try {
-      ({ token } = await sessions.create({ appid, openid: answer.openid, unionid: answer.unionid }, answer.sessionKey));
-    } catch (err) {
-      await replay.release(key).catch(() => {});
-      throw err;
-    }
-    await replay.fulfil(key, seal(appid, code, { token }), CODE_LIFETIME_MS).catch((err: Error) => {
-      log.warn({ appid, err: err.message }, 'could not remember the login code; a retry with it will fail');
-    });
+    const { token } = await sessions.create({ appid, openid: answer.openid, unionid: answer.unionid }, answer.sessionKey);
     return { token };
   }
-
-  /**
-   * One WeChat call per code, however often and wherever it is presented within its life: concurrent
-   * callers in this process share one promise; other replicas and later retries read the remembered answer.
-   */
-  async function resolveCode(appid: string, code: string, key: string): Promise<LoginOutcome> {
-    const lockMs = config.wechat.timeout + 2000;
-    const deadline = Date.now() + lockMs + 1000;
-    for (;;) {
-      const claim = await replay.claim(key, lockMs);
-      if (claim === 'won') return exchange(appid, code, key);
-      if (claim !== 'pending') return fromRemembered(appid, code, claim);
-      metrics.loginReplays.inc({ source: 'pending' });
-      let value: string | undefined = 'pending';
-      while (value === 'pending' && Date.now() < deadline) {
-        await sleep(40);
-        value = await replay.peek(key);
-      }
-      if (value === 'pending') return { error: 'wechat_timeout' };
-      if (value !== undefined) return fromRemembered(appid, code, value);
-      // released after a passing failure elsewhere: try ourselves
-    }
-  }
-
-  function fromRemembered(appid: string, code: string, sealed: string): LoginOutcome {
-    metrics.loginReplays.inc({ source: 'store' });
-    return unseal(appid, code, sealed) ?? { error: 'code_used' };
-  }
-
-  const inflight = new Map<string, Promise<LoginOutcome>>();
 
   async function login(ctx: Context): Promise<void> {
     let result: string = 'ok';
@@ -158,14 +119,7 @@ export function loginHandlers({ config, sessions, wechat, replay, metrics, log }
       }
       const appid = pickApp(body, ctx);
       const userData = userDataFields(body, false);
-      const key = replayKey(appid, code);
-      let pending = inflight.get(key);
-      if (pending) metrics.loginReplays.inc({ source: 'inflight' });
-      else {
-        pending = resolveCode(appid, code, key).finally(() => inflight.delete(key));
-        inflight.set(key, pending);
-      }
-      const outcome = await pending;
+      const outcome = await once(appid, code, () => exchange(appid, code));
       if ('error' in outcome) {
         const error = outcome.error as ErrorCode;
         throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': '1' } } : {});
@@ -184,13 +138,14 @@ export function loginHandlers({ config, sessions, wechat, replay, metrics, log }
     }
   }
 
+  /** The request's session: its Bearer token, or with web logins its session cookie (CSRF-checked). */
   async function current(ctx: Context) {
-    const header = authorizationOf(ctx.req);
-    const token = bearerToken(header);
-    if (!token) throw unauthorized(header !== undefined);
+    const { token, via, given } = credentials.of(ctx.req);
+    if (!token) throw unauthorized(given);
     const session = await sessions.authenticate(token);
     if (!session) throw unauthorized(true);
-    return { token, session };
+    if (!credentials.csrfOk(ctx.req, via, token)) throw new GatewayError('csrf_failed');
+    return { token, via, session };
   }
 
   /** The server side of wx.checkSession(): is this token still good, and for how long? */
@@ -213,14 +168,17 @@ export function loginHandlers({ config, sessions, wechat, replay, metrics, log }
       throw new GatewayError('invalid_request', { message: '"all" must be true or false.' });
     }
     if (body.all === true) {
-      const { session } = await current(ctx);
+      const { session, via } = await current(ctx);
       const revoked = await sessions.revokeAll(session);
       log.info({ appid: session.appid, revoked }, 'logout of all sessions');
+      if (via === 'cookie') web?.clearSession(ctx);
     } else {
-      const header = authorizationOf(ctx.req);
-      const token = bearerToken(header);
-      if (!token) throw unauthorized(header !== undefined);
+      // a token that is no longer valid is logged out all the same (idempotent)
+      const { token, via, given } = credentials.of(ctx.req);
+      if (!token) throw unauthorized(given);
+      if (via === 'cookie' && !credentials.csrfOk(ctx.req, via, token)) throw new GatewayError('csrf_failed');
       await sessions.revoke(token);
+      if (via === 'cookie') web?.clearSession(ctx);
     }
     ctx.status = 204;
   }

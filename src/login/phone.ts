@@ -56,6 +56,9 @@ export function phoneHandler(deps: {
   const { config, sessions, wechat, accessTokens, current, log } = deps;
   return async function phone(ctx: Context): Promise<void> {
     const { session } = await current(ctx);
+    if (!config.wechat.apps.some((a) => a.appid === session.appid)) {
+      throw new GatewayError('app_not_allowed', { message: 'This endpoint gets phone numbers for mini-program sessions (wechat.apps) only, not web logins.' });
+    }
     const body = await readJsonObject(ctx, config.server.bodyLimit);
     const code = body.code;
     if (typeof code !== 'string' || code === '' || !CODE.test(code)) {

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { Identity } from '../session/types.js';
+import { setCookieName } from '../web/cookies.js';
 
 /**
  * The header steps a proxied request goes through, in order, each a small function on the
@@ -85,9 +86,10 @@ export function setIdentity(headers: IncomingHttpHeaders, who: Identity & { phon
 /**
  * An upstream's raw response headers as the client gets them: a flat [name, value, ...] list for
  * res.writeHead (duplicates such as Set-Cookie kept as sent), without hop-by-hop headers, those the
- * upstream's Connection header names, or its Transfer-Encoding (node frames the body for the client).
+ * upstream's Connection header names, its Transfer-Encoding (node frames the body for the client), or
+ * Set-Cookie lines for the gateway's own cookies (`ownCookies`, with web logins).
  */
-export function responseHeaders(raw: Buffer[], close: boolean): string[] {
+export function responseHeaders(raw: Buffer[], close: boolean, ownCookies?: ReadonlySet<string>): string[] {
   const out: string[] = [];
   let named: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
@@ -101,7 +103,10 @@ export function responseHeaders(raw: Buffer[], close: boolean): string[] {
       continue;
     }
     if (lower === 'transfer-encoding' || RESPONSE_HOP_BY_HOP.has(lower)) continue;
-    out.push(name, raw[i + 1]!.toString('latin1'));
+    const value = raw[i + 1]!.toString('latin1');
+    // an upstream cannot set (or delete) the gateway's own cookies
+    if (ownCookies && lower === 'set-cookie' && ownCookies.has(setCookieName(value))) continue;
+    out.push(name, value);
   }
   if (named) {
     for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);

@@ -97,6 +97,8 @@ export class Proxy {
   constructor(
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    /** the gateway's cookie names: an upstream's Set-Cookie for them is dropped */
+    private readonly ownCookies?: ReadonlySet<string>,
   ) {}
 
   private poolFor(upstream: string): Pool {
@@ -154,7 +156,7 @@ export class Proxy {
         }
         resume = resumeUpstream;
         try {
-          const out = responseHeaders(rawHeaders as unknown as Buffer[], state.clientWantsClose);
+          const out = responseHeaders(rawHeaders as unknown as Buffer[], state.clientWantsClose, this.ownCookies);
           if (statusText && REASON.test(statusText)) res.writeHead(statusCode, statusText, out);
           else res.writeHead(statusCode, out);
         } catch (err) {

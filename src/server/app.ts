@@ -3,6 +3,7 @@ import Router from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
+import { createCodeOnce, type CodeOnce } from '../login/code-once.js';
 import { decryptHandler } from '../login/decrypt.js';
 import { phoneHandler } from '../login/phone.js';
 import { loginHandlers, unauthorized } from '../login/handlers.js';
@@ -15,9 +16,13 @@ import type { Proxy } from '../proxy/proxy.js';
 import { RouteTable } from '../proxy/routes.js';
 import { safeMessage } from '../session/redis-store.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
-import { authorizationOf, bearerToken } from '../session/tokens.js';
 import type { AccessTokens } from '../wechat/access-token.js';
 import type { WechatClient } from '../wechat/client.js';
+import { bearerOnly, type WebContext } from '../web/context.js';
+import { stripOwnCookies } from '../web/cookies.js';
+import { demoPage } from '../web/demo.js';
+import { oauthFlows, oauthHandlers } from '../web/oauth.js';
+import { scanHandlers } from '../web/scan.js';
 import { GatewayError, sendError, writeError } from './errors.js';
 import type { Logger } from './logger.js';
 
@@ -31,8 +36,12 @@ export interface AppDeps {
   metrics: Metrics;
   proxy: Proxy;
   log: Logger;
-  /** limits.login: counts POST /login per client IP; absent = no limit */
+  /** limits.login: counts POST /login (and POST /scan/tickets, apart) per client IP; absent = no limit */
   loginLimiter?: RateLimiter;
+  /** browser logins (config `web`) */
+  web?: WebContext;
+  /** where browsers are sent for WeChat's OAuth pages (the simulator in dev mode); default config.wechat.oauthBase */
+  oauthBase?: string;
 }
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
@@ -48,9 +57,11 @@ const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIO
 export function createHandler(deps: AppDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const own = createApp(deps).callback();
   const ownPaths = new Set(ownEndpointPaths(deps.config).map((p) => p.toLowerCase()));
+  const ownPrefixes = ownEndpointPrefixes(deps.config);
   const proxied = gateway(deps);
   return function handle(req, res) {
-    if (ownPaths.has(ownKey(req.url ?? ''))) {
+    const key = ownKey(req.url ?? '');
+    if (ownPaths.has(key) || (ownPrefixes.length && ownPrefixes.some((p) => key === p || key.startsWith(`${p}/`)))) {
       void own(req, res);
       return;
     }
@@ -77,6 +88,13 @@ function ownEndpointPaths(config: Config): string[] {
   const paths = [e.login, e.session, e.logout, e.healthz, e.readyz, e.decrypt, e.phone];
   if (config.metrics.enabled && config.metrics.port === undefined) paths.push(config.metrics.path);
   return paths;
+}
+
+/** Path prefixes the gateway answers itself, whatever follows: the web logins' (config cross-checks that no route is under them). */
+function ownEndpointPrefixes(config: Config): string[] {
+  const web = config.web;
+  if (!web) return [];
+  return [...(web.mp || web.open ? ['/oauth'] : []), ...(web.scan ? ['/scan'] : [])];
 }
 
 /** The koa app for the gateway's own endpoints. */
@@ -133,7 +151,8 @@ function observe(metrics: Metrics, log: Logger) {
 function ownEndpoints(deps: AppDeps): Router {
   const { config, sessions, metrics } = deps;
   const router = new Router();
-  const h = loginHandlers(deps);
+  const codeOnce = createCodeOnce({ replay: deps.replay, metrics, log: deps.log, wechatTimeout: config.wechat.timeout });
+  const h = loginHandlers({ ...deps, codeOnce });
   const e = config.endpoints;
   const label = (name: string) => async (ctx: Context, next: Next) => {
     ctx.state.route = name;
@@ -144,7 +163,7 @@ function ownEndpoints(deps: AppDeps): Router {
     throw new GatewayError('method_not_allowed');
   };
 
-  const limit = loginLimit(deps);
+  const limit = perIpLimit(deps, 'login');
   if (limit) router.post(e.login, label('login'), limit, h.login);
   else router.post(e.login, label('login'), h.login);
   router.all(e.login, label('login'), notAllowed('POST'));
@@ -181,7 +200,62 @@ function ownEndpoints(deps: AppDeps): Router {
       })
       .all(config.metrics.path, label('metrics'), notAllowed('GET, HEAD'));
   }
+  if (deps.web) webEndpoints(router, deps, deps.web, codeOnce, h.current, label, notAllowed);
   return router;
+}
+
+/**
+ * Browser logins (config `web`): the OAuth flows under /oauth/, scan-to-login under /scan/. Errors on
+ * the pages a browser navigates to (authorize, callback, demo) are HTML for a browser, JSON otherwise.
+ */
+function webEndpoints(
+  router: Router,
+  deps: AppDeps,
+  web: WebContext,
+  codeOnce: CodeOnce,
+  current: (ctx: Context) => Promise<{ token: string; session: ActiveSession }>,
+  label: (name: string) => (ctx: Context, next: Next) => Promise<void>,
+  notAllowed: (allow: string) => (ctx: Context) => never,
+): void {
+  const { config, sessions, wechat, log } = deps;
+  const oauth = oauthHandlers({ config, web, sessions, wechat, codeOnce, log });
+  for (const flow of oauthFlows(config, deps.oauthBase ?? config.wechat.oauthBase)) {
+    const p = `/oauth/${flow.provider}`;
+    router.get(`${p}/authorize`, label(`oauth_${flow.provider}`), htmlErrors, oauth.authorize(flow)).all(`${p}/authorize`, label(`oauth_${flow.provider}`), notAllowed('GET, HEAD'));
+    router.get(`${p}/callback`, label(`oauth_${flow.provider}`), htmlErrors, oauth.callback(flow)).all(`${p}/callback`, label(`oauth_${flow.provider}`), notAllowed('GET, HEAD'));
+  }
+  const scan = config.web!.scan;
+  if (scan) {
+    const h = scanHandlers({ config, web, sessions, wechat, accessTokens: deps.accessTokens, current, log });
+    const limit = perIpLimit(deps, 'scan');
+    const s = label('scan');
+    if (limit) router.post('/scan/tickets', s, limit, h.create);
+    else router.post('/scan/tickets', s, h.create);
+    router.all('/scan/tickets', s, notAllowed('POST'));
+    router.get('/scan/tickets/:id', s, h.wait).all('/scan/tickets/:id', s, notAllowed('GET, HEAD'));
+    router.post('/scan/tickets/:id/confirm', s, h.confirm).all('/scan/tickets/:id/confirm', s, notAllowed('POST'));
+    router.post('/scan/tickets/:id/cancel', s, h.cancel).all('/scan/tickets/:id/cancel', s, notAllowed('POST'));
+    if (scan.demo) router.get('/scan/demo', s, htmlErrors, demoPage).all('/scan/demo', s, notAllowed('GET, HEAD'));
+  }
+  router.all(/^\/(oauth|scan)(\/.*)?$/i, label('web'), () => {
+    throw new GatewayError('not_found', { message: 'No such web login endpoint.' });
+  });
+}
+
+/** Errors as a small HTML page for a browser that navigates (Accept: text/html), as JSON otherwise. */
+async function htmlErrors(ctx: Context, next: Next): Promise<void> {
+  try {
+    await next();
+  } catch (err) {
+    if (!(err instanceof GatewayError) || !ctx.accepts('json', 'html') || ctx.accepts('json', 'html') === 'json' || !ctx.get('accept').includes('text/html')) throw err;
+    ctx.status = err.status;
+    if (err.headers) ctx.set(err.headers);
+    ctx.set('Cache-Control', 'no-store');
+    ctx.set('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'");
+    ctx.type = 'text/html; charset=utf-8';
+    const text = err.message.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+    ctx.body = `<!doctype html><html><head><meta charset="utf-8"><title>Login</title></head><body style="font:16px system-ui,sans-serif;max-width:32rem;margin:3rem auto"><h1>Login did not work</h1><p>${text}</p><p><code>${err.code}</code></p></body></html>`;
+  }
 }
 
 /**
@@ -190,13 +264,16 @@ function ownEndpoints(deps: AppDeps): Router {
  * When the counter cannot be reached (Redis down) logins go on unlimited: logged once, counted as
  * wxgate_session_store_errors_total{op="rateLimit"}.
  */
-function loginLimit({ config, metrics, log, loginLimiter }: AppDeps) {
+function perIpLimit({ config, metrics, log, loginLimiter }: AppDeps, endpoint: 'login' | 'scan') {
   if (!loginLimiter) return undefined;
   const trust = proxyaddr.compile([...config.server.trustedProxies]);
-  const limited = metrics.rateLimited.labels({ endpoint: 'login' });
+  const limited = metrics.rateLimited.labels({ endpoint });
   let failing = false;
-  return async function limitLogins(ctx: Context, next: Next): Promise<void> {
-    const decision = await loginLimiter.hit(clientKey(proxyaddr(ctx.req, trust) ?? '')).then(
+  const what = endpoint === 'login' ? 'logins' : 'QR codes';
+  return async function limitPerIp(ctx: Context, next: Next): Promise<void> {
+    const client = clientKey(proxyaddr(ctx.req, trust) ?? '');
+    // one budget per endpoint: the scan tickets' counters are kept apart from the logins'
+    const decision = await loginLimiter.hit(endpoint === 'login' ? client : `${endpoint}:${client}`).then(
       (d) => {
         if (failing) log.info({}, 'the login rate limit is counting again');
         failing = false;
@@ -211,9 +288,9 @@ function loginLimit({ config, metrics, log, loginLimiter }: AppDeps) {
     );
     if (decision && !decision.allowed) {
       limited.inc();
-      metrics.logins.inc({ result: 'rate_limited' });
+      if (endpoint === 'login') metrics.logins.inc({ result: 'rate_limited' });
       throw new GatewayError('rate_limited', {
-        message: 'Too many logins from this address; retry after the time in Retry-After.',
+        message: `Too many ${what} from this address; retry after the time in Retry-After.`,
         headers: { 'Retry-After': String(Math.max(1, Math.ceil(decision.retryAfterMs / 1000))) },
       });
     }
@@ -258,7 +335,9 @@ function checkBodyLimit(req: IncomingMessage, res: ServerResponse, limit: number
  * A session the LRU holds is answered synchronously, so such a request reaches the upstream in the same
  * tick, without a promise on its way.
  */
-function gateway({ config, sessions, proxy, metrics, log }: AppDeps) {
+function gateway({ config, sessions, proxy, metrics, log, web }: AppDeps) {
+  const credentials = web?.credentials ?? bearerOnly;
+  const ownCookies = web?.cookies.names;
   const routes = new RouteTable(config.routes);
   /** routes[].apps as Sets, made once; routes without `apps` are not in here and cost nothing per request */
   const allowedApps = new Map(routes.all.filter((r) => r.apps).map((r) => [r, new Set(r.apps)] as const));
@@ -292,24 +371,24 @@ function gateway({ config, sessions, proxy, metrics, log }: AppDeps) {
         // a chunked body crossed routes[].bodyLimit while the session was looked up: answered already
         if (route.bodyLimit !== undefined && req.destroyed) return done();
         stripCredentials(headers);
+        if (ownCookies) stripOwnCookies(headers, ownCookies);
         setForwarded(req, trust);
         if (session) setIdentity(headers, session, route.forwardPhone);
         proxy.forward(req, res, route, clientWantsClose, done);
       };
       if (route.auth !== 'required') return send(undefined);
 
-      const authorization = authorizationOf(req);
-      const token = bearerToken(authorization);
-      if (!token) throw unauthorized(authorization !== undefined);
-      const found = sessions.authenticate(token);
-      if (!(found instanceof Promise)) {
-        if (!found) throw unauthorized(true);
-        return send(found);
-      }
-      found.then((session) => {
+      const { token, via, given } = credentials.of(req);
+      if (!token) throw unauthorized(given);
+      // a cookie session changing something must come from an allowed page (CSRF); Bearer needs nothing
+      const verified = (session: ActiveSession | undefined): ActiveSession => {
         if (!session) throw unauthorized(true);
-        send(session);
-      }).catch(fail);
+        if (via === 'cookie' && !credentials.csrfOk(req, via, token)) throw new GatewayError('csrf_failed');
+        return session;
+      };
+      const found = sessions.authenticate(token);
+      if (!(found instanceof Promise)) return send(verified(found));
+      found.then((session) => send(verified(session))).catch(fail);
     } catch (err) {
       fail(err);
     }

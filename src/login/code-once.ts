@@ -1,0 +1,83 @@
+import type { Metrics } from '../metrics/metrics.js';
+import type { ErrorCode } from '../server/errors.js';
+import { CODE_LIFETIME_MS, replayKey, seal, unseal, type LoginOutcome, type ReplayStore } from './replay.js';
+
+interface Logger {
+  warn(obj: object, msg: string): void;
+}
+
+/** What spending a code gave: a session token, or an error (final ones stay true for the code's whole life). */
+export type Exchanged = { token: string } | { error: ErrorCode; final: boolean };
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * One WeChat call per authorization code (a wx.login() code, or a web OAuth code), however often and
+ * wherever it is presented within its 5-minute life: concurrent callers in this process share one
+ * promise; other replicas and later retries (a lost response, a repeated redirect, the back button) read
+ * the remembered answer instead of meeting WeChat's 40163 "code been used". The answer is stored sealed
+ * with the code (replay.ts): the store alone reveals nothing.
+ */
+export function createCodeOnce(deps: { replay: ReplayStore; metrics: Metrics; log: Logger; wechatTimeout: number }) {
+  const { replay, metrics, log } = deps;
+  const inflight = new Map<string, Promise<LoginOutcome>>();
+
+  /** Spends the code (this replica has the right to) and remembers the answer. */
+  async function spend(appid: string, code: string, key: string, exchange: () => Promise<Exchanged>): Promise<LoginOutcome> {
+    let result: Exchanged;
+    try {
+      result = await exchange();
+    } catch (err) {
+      await replay.release(key).catch(() => {});
+      throw err;
+    }
+    if ('error' in result) {
+      // A final answer is remembered; after a timeout or an outage a retry may try WeChat again.
+      if (result.final) await replay.fulfil(key, seal(appid, code, { error: result.error }), CODE_LIFETIME_MS).catch(() => {});
+      else await replay.release(key).catch(() => {});
+      return { error: result.error };
+    }
+    await replay.fulfil(key, seal(appid, code, { token: result.token }), CODE_LIFETIME_MS).catch((err: Error) => {
+      log.warn({ appid, err: err.message }, 'could not remember the code; a retry with it will fail');
+    });
+    return { token: result.token };
+  }
+
+  async function resolve(appid: string, code: string, key: string, exchange: () => Promise<Exchanged>): Promise<LoginOutcome> {
+    const lockMs = deps.wechatTimeout + 2000;
+    const deadline = Date.now() + lockMs + 1000;
+    for (;;) {
+      const claim = await replay.claim(key, lockMs);
+      if (claim === 'won') return spend(appid, code, key, exchange);
+      if (claim !== 'pending') return remembered(appid, code, claim);
+      metrics.loginReplays.inc({ source: 'pending' });
+      let value: string | undefined = 'pending';
+      while (value === 'pending' && Date.now() < deadline) {
+        await sleep(40);
+        value = await replay.peek(key);
+      }
+      if (value === 'pending') return { error: 'wechat_timeout' };
+      if (value !== undefined) return remembered(appid, code, value);
+      // released after a passing failure elsewhere: try ourselves
+    }
+  }
+
+  function remembered(appid: string, code: string, sealed: string): LoginOutcome {
+    metrics.loginReplays.inc({ source: 'store' });
+    return unseal(appid, code, sealed) ?? { error: 'code_used' };
+  }
+
+  /** The outcome of `code` for `appid`: `exchange` runs at most once per code across replicas. */
+  return function once(appid: string, code: string, exchange: () => Promise<Exchanged>): Promise<LoginOutcome> {
+    const key = replayKey(appid, code);
+    let pending = inflight.get(key);
+    if (pending) metrics.loginReplays.inc({ source: 'inflight' });
+    else {
+      pending = resolve(appid, code, key, exchange).finally(() => inflight.delete(key));
+      inflight.set(key, pending);
+    }
+    return pending;
+  };
+}
+
+export type CodeOnce = ReturnType<typeof createCodeOnce>;

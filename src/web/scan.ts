@@ -1,0 +1,149 @@
+import { hash, randomBytes } from 'node:crypto';
+import type { Context } from 'koa';
+import type { Config } from '../config/schema.js';
+import { GatewayError } from '../server/errors.js';
+import type { ActiveSession, Sessions } from '../session/sessions.js';
+import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
+import type { WechatClient } from '../wechat/client.js';
+import { WechatError } from '../wechat/types.js';
+import type { WebContext } from './context.js';
+
+interface Logger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+/** Ticket ids: 22 base64url characters, within WeChat's `scene` (<= 32 characters of its allowed set). */
+const TICKET = /^[A-Za-z0-9_-]{22}$/;
+/** How long a finished or expired ticket is remembered, to tell "expired" or "used" from "unknown". */
+const KEEP_MS = 10 * 60_000;
+const POLL_MS = 250;
+const MAX_WAIT_S = 30;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const secretHash = (secret: string) => hash('sha256', `wxgate-scan\n${secret}`, 'base64url');
+
+/**
+ * Scan to log in on a PC with the mini-program (扫码登录):
+ *   POST /scan/tickets                  the PC page: a ticket (single use, web.scan.ticketTtl) and its QR code,
+ *                                       a mini-program code (wxa/getwxacodeunlimit, scene = the ticket) that
+ *                                       opens web.scan.page; plus a secret only this page holds
+ *   POST /scan/tickets/:id/confirm      the mini-program, with its user's own token: "log that PC in as me"
+ *   POST /scan/tickets/:id/cancel       … or "no"
+ *   GET  /scan/tickets/:id?wait=25      the PC page, with X-Scan-Secret: waits (long poll) and, once
+ *                                       confirmed, gets its own web session as the session cookie
+ * The ticket id is in the QR code for anyone to see; the session goes only to the holder of the secret.
+ * Tickets live in the web store (Redis with the redis store), so any replica answers either side.
+ */
+export function scanHandlers(deps: {
+  config: Config;
+  web: WebContext;
+  sessions: Sessions;
+  wechat: WechatClient;
+  accessTokens: AccessTokens;
+  current: (ctx: Context) => Promise<{ token: string; session: ActiveSession }>;
+  log: Logger;
+}) {
+  const { config, web, sessions, wechat, accessTokens, current, log } = deps;
+  const scan = config.web!.scan!;
+  const app = scan.app ?? config.wechat.apps[0]!.appid;
+
+  function ticketOf(ctx: Context): string {
+    const id = String(ctx.params.id ?? '');
+    if (!TICKET.test(id)) throw new GatewayError('ticket_not_found');
+    return id;
+  }
+
+  async function create(ctx: Context): Promise<void> {
+    const id = randomBytes(16).toString('base64url');
+    const secret = randomBytes(32).toString('base64url');
+    let qr;
+    try {
+      qr = await accessTokens.withToken(app, (token) =>
+        wechat.getwxacodeUnlimit(token, { scene: id, page: scan.page, checkPath: scan.checkPath, envVersion: scan.envVersion }),
+      );
+    } catch (err) {
+      if (err instanceof AccessTokenError) {
+        throw new GatewayError('wechat_unavailable', { message: 'No valid WeChat access_token for the mini-program right now; retry later.', headers: { 'Retry-After': '5' } });
+      }
+      if (!(err instanceof WechatError)) throw err;
+      log.warn({ appid: app, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg }, 'WeChat did not make the QR code');
+      throw new GatewayError(err.kind === 'timeout' ? 'wechat_timeout' : err.errcode === -1 || err.kind === 'network' ? 'wechat_unavailable' : 'wechat_error');
+    }
+    const now = Date.now();
+    await web.store.createTicket(id, secretHash(secret), now + scan.ticketTtl, KEEP_MS);
+    ctx.set('Cache-Control', 'no-store');
+    ctx.status = 201;
+    ctx.body = {
+      ticket: id,
+      secret,
+      expires_in: Math.floor(scan.ticketTtl / 1000),
+      qr: `data:${qr.contentType};base64,${qr.body.toString('base64')}`,
+    };
+  }
+
+  function settle(to: 'confirmed' | 'cancelled') {
+    return async function settleTicket(ctx: Context): Promise<void> {
+      const id = ticketOf(ctx);
+      const { session } = await current(ctx);
+      if (session.appid !== app) throw new GatewayError('app_not_allowed', { message: 'Only a session of the mini-program web.scan.app can answer a scan-to-login ticket.' });
+      const who = { appid: session.appid, openid: session.openid, ...(session.unionid ? { unionid: session.unionid } : {}) };
+      const answer = await web.store.settleTicket(id, to, to === 'confirmed' ? who : undefined, Date.now());
+      ctx.set('Cache-Control', 'no-store');
+      switch (answer) {
+        case 'ok':
+          if (to === 'confirmed') log.info({ appid: app }, 'scan-to-login confirmed');
+          ctx.body = { status: to };
+          return;
+        case 'confirmed':
+        case 'used':
+          throw new GatewayError('ticket_already_confirmed');
+        case 'cancelled':
+          throw new GatewayError('ticket_cancelled');
+        case 'expired':
+          throw new GatewayError('ticket_expired');
+        default:
+          throw new GatewayError('ticket_not_found');
+      }
+    };
+  }
+
+  async function wait(ctx: Context): Promise<void> {
+    const id = ticketOf(ctx);
+    const secret = ctx.get('x-scan-secret');
+    if (!/^[A-Za-z0-9_-]{43}$/.test(secret)) throw new GatewayError('ticket_not_found', { message: 'No such ticket for this secret (X-Scan-Secret).' });
+    const waitS = Math.min(MAX_WAIT_S, Math.max(0, Number.parseInt(String(ctx.query.wait ?? '0'), 10) || 0));
+    const deadline = Date.now() + waitS * 1000;
+    const h = secretHash(secret);
+    ctx.set('Cache-Control', 'no-store');
+    for (;;) {
+      const answer = await web.store.claimTicket(id, h, Date.now());
+      switch (answer.status) {
+        case 'confirmed': {
+          const { token, session } = await sessions.create(answer.who, undefined);
+          web.setSession(ctx, token);
+          log.info({ appid: answer.who.appid }, 'scan-to-login: browser logged in');
+          ctx.body = { status: 'confirmed', expires_in: sessions.expiresIn(session) };
+          return;
+        }
+        case 'pending':
+          if (Date.now() + POLL_MS > deadline || ctx.req.destroyed) {
+            ctx.body = { status: 'pending' };
+            return;
+          }
+          await sleep(POLL_MS);
+          continue;
+        case 'cancelled':
+          throw new GatewayError('ticket_cancelled');
+        case 'used':
+          throw new GatewayError('ticket_used');
+        case 'expired':
+          throw new GatewayError('ticket_expired');
+        default:
+          throw new GatewayError('ticket_not_found', { message: 'No such ticket for this secret (X-Scan-Secret).' });
+      }
+    }
+  }
+
+  return { create, confirm: settle('confirmed'), cancel: settle('cancelled'), wait };
+}

@@ -1,0 +1,87 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+
+/** The web login flows that carry an OAuth state. */
+export type Provider = 'mp' | 'open';
+
+const B64 = /^[A-Za-z0-9_-]+$/;
+
+/**
+ * The OAuth `state` of a web login: `nonce.expiry.mac` (53 characters, within WeChat's 128), where the
+ * mac is an HMAC over the flow, the nonce, the expiry and the redirect target. The browser that started
+ * the login holds the nonce and the redirect in the state cookie, so a state is good only
+ *   - in that browser (the cookie's nonce must be the state's: no login CSRF, no state from elsewhere),
+ *   - until its expiry (web.loginTimeout), for that flow, and with the redirect the gateway approved,
+ *   - for one authorization code (the caller marks it used, see oauth.ts).
+ */
+export class OAuthStates {
+  constructor(
+    private readonly key: () => Promise<Buffer>,
+    private readonly ttlMs: number,
+  ) {}
+
+  private async mac(provider: Provider, nonce: string, exp: string, redirect: string): Promise<string> {
+    return createHmac('sha256', await this.key())
+      .update(`wxgate-oauth-state\n${provider}\n${nonce}\n${exp}\n${redirect}`)
+      .digest('base64url')
+      .slice(0, 22);
+  }
+
+  /** A new state for a login that will end at `redirect`, and the state cookie's value that goes with it. */
+  async issue(provider: Provider, redirect: string, now = Date.now()): Promise<{ state: string; cookie: string }> {
+    const nonce = randomBytes(16).toString('base64url');
+    const exp = Math.ceil((now + this.ttlMs) / 1000).toString(36);
+    const state = `${nonce}.${exp}.${await this.mac(provider, nonce, exp, redirect)}`;
+    return { state, cookie: `${nonce}.${Buffer.from(redirect).toString('base64url')}` };
+  }
+
+  /** The nonce and redirect of a good state; undefined when forged, expired, of another flow, or not this browser's. */
+  async verify(provider: Provider, state: unknown, cookie: string | undefined, now = Date.now()): Promise<{ nonce: string; redirect: string } | undefined> {
+    if (typeof state !== 'string' || state.length > 128 || cookie === undefined || cookie.length > 4096) return undefined;
+    const [nonce, exp, mac, ...rest] = state.split('.');
+    if (rest.length || !nonce || !exp || !mac || nonce.length !== 22 || !B64.test(nonce) || !/^[0-9a-z]{1,9}$/.test(exp)) return undefined;
+    const dot = cookie.indexOf('.');
+    if (dot < 0) return undefined;
+    const cookieNonce = cookie.slice(0, dot);
+    if (!same(cookieNonce, nonce)) return undefined;
+    const redirect = Buffer.from(cookie.slice(dot + 1), 'base64url').toString('utf8');
+    if (!same(mac, await this.mac(provider, nonce, exp, redirect))) return undefined;
+    if (parseInt(exp, 36) * 1000 <= now) return undefined;
+    return { nonce, redirect };
+  }
+}
+
+function same(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/**
+ * Where a login may send the browser afterwards (no open redirects): a path on the gateway's own origin
+ * under one of the allowed path prefixes, or a URL on one of the allowed origins. Anything that a browser
+ * could read as another host (`//evil`, `/\evil`, `https:evil`, control characters) is refused. Returns the
+ * target to put in Location, or undefined.
+ */
+export function allowedRedirect(target: unknown, rules: ReadonlyArray<string>, publicUrl: string): string | undefined {
+  if (typeof target !== 'string' || target === '' || target.length > 2048) return undefined;
+  if (/[\u0000-\u001f\u007f\\]/.test(target)) return undefined;
+  let url: URL;
+  const local = target.startsWith('/') && !target.startsWith('//');
+  try {
+    url = new URL(target, publicUrl);
+  } catch {
+    return undefined;
+  }
+  if (url.username || url.password) return undefined;
+  const home = new URL(publicUrl).origin;
+  for (const rule of rules) {
+    if (rule.startsWith('/')) {
+      if (!local || url.origin !== home) continue;
+      const prefix = rule === '/' ? '/' : rule.replace(/\/$/, '');
+      if (prefix === '/' || url.pathname === prefix || url.pathname.startsWith(`${prefix}/`)) return url.pathname + url.search + url.hash;
+    } else if (!local && url.origin === rule.replace(/\/$/, '') && (url.protocol === 'https:' || url.protocol === 'http:')) {
+      return url.href;
+    }
+  }
+  return undefined;
+}
