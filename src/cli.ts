@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { stringify } from 'yaml';
+import { explainRoute, maskSecrets } from './config/inspect.js';
 import { ConfigError, loadConfigFile } from './config/load.js';
 import { startGateway } from './main.js';
 import { createLogger } from './server/logger.js';
@@ -8,7 +10,9 @@ import { startSimulator } from './wechat/simulator.js';
 
 const USAGE = `Usage:
   wxgate [--config FILE]           run the gateway (FILE defaults to $WXGATE_CONFIG or ./gateway.yaml)
-  wxgate check-config FILE         validate a configuration and exit (0 = valid)
+  wxgate check-config FILE         validate a configuration, print it as loaded (secrets masked), exit 0 if valid
+  wxgate check-route FILE METHOD PATH
+                                   which route, upstream and auth rule a request would get
   wxgate simulate [--port N]       run the WeChat API simulator (development only)
   wxgate --help`;
 
@@ -43,7 +47,17 @@ async function main(argv: string[]): Promise<number> {
     const file = rest[0] ?? values.config;
     if (!file) throw new ConfigError('(none)', ['check-config needs a FILE']);
     const config = loadConfigFile(file);
-    process.stdout.write(`${file}: valid (${config.routes.length} routes, ${config.session.store} session store)\n`);
+    process.stdout.write(`# ${file}: valid (${config.routes.length} routes, ${config.session.store} session store); as loaded, secrets masked:\n`);
+    process.stdout.write(stringify(maskSecrets(config)));
+    return 0;
+  }
+  if (command === 'check-route') {
+    const [file, method, target] = rest;
+    if (!file || !method || !target) {
+      process.stderr.write(`wxgate: check-route needs FILE METHOD PATH\n${USAGE}\n`);
+      return 2;
+    }
+    process.stdout.write(`${explainRoute(loadConfigFile(file), method, target)}\n`);
     return 0;
   }
   if (command !== undefined) {
@@ -58,13 +72,15 @@ async function main(argv: string[]): Promise<number> {
   }
   const config = loadConfigFile(file);
   const log = createLogger(config.log.level);
-  const gw = await startGateway(config, { log });
+  // the file is watched and reloaded when it changes (WXGATE_WATCH=0 turns that off); SIGHUP reloads too
+  const gw = await startGateway(config, { log, configFile: file, watch: process.env.WXGATE_WATCH !== '0' });
+  process.on('SIGHUP', () => void gw.reload());
 
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal, deadline_ms: config.server.shutdownTimeout }, 'shutting down: draining in-flight requests');
+    log.info({ signal, deadline_ms: gw.config.server.shutdownTimeout }, 'shutting down: draining in-flight requests');
     gw.close().then(
       () => {
         log.info('stopped');

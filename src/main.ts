@@ -1,5 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { ConfigError, loadConfigFile } from './config/load.js';
+import { restartOnlyChanges, watchConfigFile } from './config/reload.js';
 import type { Config } from './config/schema.js';
 import { createAdminApp } from './admin/admin.js';
 import { createExampleUpstream } from './dev/example-upstream.js';
@@ -30,9 +32,19 @@ export interface Gateway {
   server: http.Server;
   metrics: Metrics;
   log: Logger;
+  /** The configuration in force (the last one loaded, or reloaded). */
+  readonly config: Config;
+  /**
+   * Loads opts.configFile again and, when it is valid and changes only what may change live, swaps the
+   * request path over to it (in-flight requests finish on the old one). Also on SIGHUP and, with
+   * opts.watch, when the file changes.
+   */
+  reload(): Promise<ReloadResult>;
   /** Stops accepting, lets in-flight requests finish (up to server.shutdownTimeout), closes the store. */
   close(): Promise<void>;
 }
+
+export type ReloadResult = { ok: true; changed: boolean } | { ok: false; error: string };
 
 function listen(server: http.Server, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -142,7 +154,7 @@ function urlOf(host: string, port: number): string {
 }
 
 /** Starts the gateway (and, when the config asks for them, the dev simulator and example upstream). */
-export async function startGateway(config: Config, opts: { log?: Logger } = {}): Promise<Gateway> {
+export async function startGateway(config: Config, opts: { log?: Logger; configFile?: string; watch?: boolean } = {}): Promise<Gateway> {
   const log = opts.log ?? createLogger(config.log.level);
   const metrics = createMetrics();
   const closers: Array<() => Promise<void> | void> = [];
@@ -192,14 +204,22 @@ export async function startGateway(config: Config, opts: { log?: Logger } = {}):
     web = createWebContext(config, webStore);
   }
   const proxy = new Proxy(metrics, log.child({ part: 'proxy' }), web?.cookies.names);
-  const handler = createHandler({ config, sessions, wechat, accessTokens, replay, metrics, proxy, log, loginLimiter: loginLimiter(config, store), web, oauthBase });
+  // The request path is built from the config; a reload builds it anew and swaps it in whole.
+  const build = (c: Config) => createHandler({ config: c, sessions, wechat, accessTokens, replay, metrics, proxy, log, loginLimiter: loginLimiter(c, store), web, oauthBase });
+  let live = config;
+  let handler = build(config);
 
-  const server = http.createServer(serverOptions(config), handler);
+  const server = http.createServer(serverOptions(config), (req, res) => handler(req, res));
   trackConnections(server);
-  if (config.server.maxConnections > 0) server.maxConnections = config.server.maxConnections;
-  server.requestTimeout = config.server.requestTimeout;
-  server.headersTimeout = config.server.headersTimeout;
-  server.keepAliveTimeout = config.server.keepAliveTimeout;
+  const applyServerLimits = (c: Config) => {
+    server.maxConnections = c.server.maxConnections > 0 ? c.server.maxConnections : Infinity;
+    server.requestTimeout = c.server.requestTimeout;
+    server.headersTimeout = c.server.headersTimeout;
+    server.keepAliveTimeout = c.server.keepAliveTimeout;
+  };
+  applyServerLimits(config);
+  metrics.configReloadSuccess.set(1);
+  metrics.configReloadTimestamp.set(Date.now() / 1000);
   const port = await listen(server, config.server.port, config.server.host);
   const url = urlOf(config.server.host, port);
 
@@ -231,10 +251,40 @@ export async function startGateway(config: Config, opts: { log?: Logger } = {}):
     'wxgate listening',
   );
 
+  const reload = async (): Promise<ReloadResult> => {
+    const file = opts.configFile;
+    const fail = (error: string): ReloadResult => {
+      metrics.configReloadSuccess.set(0);
+      log.error({ file, problems: error.split('\n') }, 'config reload rejected; the previous configuration keeps serving');
+      return { ok: false, error };
+    };
+    if (!file) return fail('no configuration file to reload (the gateway was started from an object)');
+    let next: Config;
+    try {
+      next = loadConfigFile(file);
+    } catch (err) {
+      return fail(err instanceof ConfigError ? err.message : (err as Error).message);
+    }
+    const fixed = restartOnlyChanges(live, next);
+    if (fixed.length) return fail(`these settings cannot change while the gateway runs (restart to apply them): ${fixed.join(', ')}`);
+    const changed = JSON.stringify(next) !== JSON.stringify(live);
+    if (changed) {
+      handler = build(next);
+      applyServerLimits(next);
+      live = next;
+    }
+    metrics.configReloadSuccess.set(1);
+    metrics.configReloadTimestamp.set(Date.now() / 1000);
+    log.info({ file, changed, routes: next.routes.length }, changed ? 'config reloaded' : 'config reloaded (no change)');
+    return { ok: true, changed };
+  };
+  const watcher = opts.watch && opts.configFile ? watchConfigFile(opts.configFile, () => void reload()) : undefined;
+
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
-      await closeServer(server, config.server.shutdownTimeout);
+      watcher?.close();
+      await closeServer(server, live.server.shutdownTimeout);
       if (metricsServer) await closeServer(metricsServer, 1000);
       if (adminServer) await closeServer(adminServer, 1000);
       await proxy.close();
@@ -243,5 +293,18 @@ export async function startGateway(config: Config, opts: { log?: Logger } = {}):
       await store.close();
       for (const c of closers.reverse()) await c();
     })());
-  return { url, port, metricsUrl, adminUrl, server, metrics, log, close };
+  return {
+    url,
+    port,
+    metricsUrl,
+    adminUrl,
+    server,
+    metrics,
+    log,
+    get config() {
+      return live;
+    },
+    reload,
+    close,
+  };
 }

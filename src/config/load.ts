@@ -95,7 +95,11 @@ export function buildConfig(raw: unknown, source = 'configuration', env: NodeJS.
       apiBase: (parsed.wechat.apiBase ?? DEFAULT_API_BASE).replace(/\/+$/, ''),
       oauthBase: (parsed.wechat.oauthBase ?? DEFAULT_OAUTH_BASE).replace(/\/+$/, ''),
     },
-    routes: parsed.routes.map((r) => ({ ...r, name: r.name ?? routeNameFromPath(r.path), upstream: r.upstream.replace(/\/+$/, '') })),
+    routes: parsed.routes.map((r) => {
+      // one URL or a list: `upstreams` is always the list, `upstream` its first (what one-target code reads)
+      const upstreams = (typeof r.upstream === 'string' ? [r.upstream] : r.upstream).map((u) => u.replace(/\/+$/, ''));
+      return { ...r, name: r.name ?? routeNameFromPath(r.path), upstream: upstreams[0]!, upstreams };
+    }),
   };
   return deepFreeze(config);
 }

@@ -113,6 +113,40 @@ export const DEFAULT_OAUTH_BASE = 'https://open.weixin.qq.com';
 
 export const DEFAULT_API_BASE = 'https://api.weixin.qq.com';
 
+/** Request headers routes[].headers may not set, and why (lower-case names). */
+const RESERVED_HEADERS: ReadonlyArray<[RegExp, string]> = [
+  [/^x[-_](openid|unionid|appid|wx[-_]phone)$/, 'is an identity header: the gateway sets it from the session'],
+  [/^(connection|keep-alive|proxy-connection|te|trailer|upgrade|proxy-authorization|proxy-authenticate|expect)$/, 'is a hop-by-hop header (it concerns one connection, not the upstream)'],
+  [/^(host|content-length|transfer-encoding)$/, 'frames the request: the gateway sets it'],
+  [/^(authorization|cookie)$/, "carries the client's credentials to the gateway: the gateway strips it and does not send one of its own"],
+  [/^sec-websocket-/, "belongs to the WebSocket handshake between the client and the upstream"],
+];
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/** routes[].headers: { Name: value }; names are HTTP tokens, none the gateway sets or strips itself. */
+const routeHeaders = z
+  .record(
+    z.string(),
+    z
+      .union([z.string(), z.number()], { error: 'must be a string' })
+      .transform(String)
+      .refine((v) => HEADER_VALUE.test(v), { error: 'must not contain control characters (CR, LF, NUL)' }),
+  )
+  .superRefine((headers, ctx) => {
+    const seen = new Set<string>();
+    for (const name of Object.keys(headers)) {
+      const lower = name.toLowerCase();
+      if (!HEADER_NAME.test(name)) ctx.addIssue({ code: 'custom', path: [name], message: 'is not a valid header name (letters, digits and !#$%&\'*+-.^_`|~ only)' });
+      else if (seen.has(lower)) ctx.addIssue({ code: 'custom', path: [name], message: 'is given twice (header names are case-insensitive)' });
+      else {
+        const reserved = RESERVED_HEADERS.find(([re]) => re.test(lower));
+        if (reserved) ctx.addIssue({ code: 'custom', path: [name], message: `cannot be set: it ${reserved[1]}` });
+      }
+      seen.add(lower);
+    }
+  });
+
 export const configSchema = z
   .strictObject({
     server: z
@@ -216,7 +250,18 @@ export const configSchema = z
         z.strictObject({
           name: z.string().regex(ROUTE_NAME, { error: 'must be letters, digits, "_", "." or "-"' }).optional(),
           path: routePath,
-          upstream: httpUrl,
+          /** One URL, or a list of them (targets, taken in turn; one whose connection fails is skipped for failTimeout). */
+          upstream: z.union([httpUrl, z.array(httpUrl).min(1, { error: 'must list at least one URL' }).refine((l) => new Set(l.map((u) => u.replace(/\/+$/, ''))).size === l.length, { error: 'lists the same URL twice' })], {
+            error: (iss) => (iss.input === undefined ? 'is required' : 'must be an http(s) URL or a list of them'),
+          }),
+          /** How long a target whose connection failed (refused, connect timeout, reset) is skipped; "0s" = never. */
+          failTimeout: duration(0).prefault('10s'),
+          /** Send the path without the route's prefix ("/api/v1/x" on "/api/v1" → "/x"). */
+          stripPrefix: z.boolean().optional(),
+          /** Extra request headers the upstream gets, replacing a client header of the same name. */
+          headers: routeHeaders.optional(),
+          /** WebSocket upgrades on this route: a socket is closed after maxLifetime. */
+          websocket: z.strictObject({ maxLifetime: duration(1000).prefault('1h') }).prefault({}),
           auth: z.enum(['required', 'none'], { error: 'must be "required" or "none"' }).default('required'),
           /** The upstream must start answering within this time (idle time between bytes). */
           timeout: duration().prefault('30s'),
@@ -312,6 +357,10 @@ export const configSchema = z
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        /** One JSON line per request at level info (request id, route, status, duration, upstream, user). */
+        access: z.boolean().default(true),
+        /** The user in access log lines: hash (of appid and openid; the same user, the same hash) or omit. */
+        openid: z.enum(['hash', 'omit'], { error: 'must be "hash" or "omit"' }).default('hash'),
       })
       .prefault({}),
     /** Development helpers. Never set these in production. */
@@ -332,7 +381,8 @@ export function routeNameFromPath(path: string): string {
 }
 
 type Parsed = z.output<typeof configSchema>;
-export type RouteConfig = Parsed['routes'][number] & { name: string };
+/** A route as loaded: `upstreams` are its targets (trailing "/" dropped), `upstream` the first of them. */
+export type RouteConfig = Omit<Parsed['routes'][number], 'upstream'> & { name: string; upstream: string; upstreams: readonly string[] };
 /** The validated, defaulted configuration (durations in ms, sizes in bytes). */
 export type Config = Omit<Parsed, 'routes' | 'wechat'> & {
   routes: RouteConfig[];

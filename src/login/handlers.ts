@@ -127,6 +127,7 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
       // A remembered token may have been logged out since: then the code is spent.
       const session = await sessions.authenticate(outcome.token);
       if (!session) throw new GatewayError('code_used');
+      ctx.state.session = session;
       const data = userData && (await openUserDataAtLogin(sessions, session, outcome.token, userData));
       ctx.set('Cache-Control', 'no-store');
       ctx.body = { token: outcome.token, expires_in: sessions.expiresIn(session), ...(data ? { data } : {}) };
@@ -145,6 +146,7 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
     const session = await sessions.authenticate(token);
     if (!session) throw unauthorized(true);
     if (!credentials.csrfOk(ctx.req, via, token)) throw new GatewayError('csrf_failed');
+    ctx.state.session = session; // for the access log line
     return { token, via, session };
   }
 

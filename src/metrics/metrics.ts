@@ -9,6 +9,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'wxgate_' });
   const tokenFetchedAt = new Map<string, number>();
   const cacheSizes = new Map<string, () => number>();
+  const upstreamTargets = new Map<string, () => boolean>();
   const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
   return {
     registry,
@@ -103,6 +104,16 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
         for (const [cache, size] of cacheSizes) this.set({ cache }, size());
       },
     }),
+    configReloadSuccess: new Gauge({
+      name: 'wxgate_config_last_reload_success',
+      help: 'Whether the last configuration (re)load succeeded (1) or was rejected (0, the previous configuration keeps serving).',
+      registers: [registry],
+    }),
+    configReloadTimestamp: new Gauge({
+      name: 'wxgate_config_last_reload_success_timestamp_seconds',
+      help: 'When the configuration in force was loaded (start or the last successful reload), seconds since the epoch.',
+      registers: [registry],
+    }),
     upstreamRetries: new Counter({
       name: 'wxgate_upstream_retries_total',
       help: 'Requests without a body sent again because the kept-alive upstream connection they were given had just been closed by the upstream.',
@@ -113,6 +124,33 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       name: 'wxgate_upstream_errors_total',
       help: 'Proxied requests that failed, by route name and kind (refused, reset, timeout, other).',
       labelNames: ['route', 'kind'] as const,
+      registers: [registry],
+    }),
+    /** "route\ntarget" → whether that target takes requests now; read at scrape time (set by the proxy). */
+    upstreamTargets: upstreamTargets,
+    upstreamTargetUp: new Gauge({
+      name: 'wxgate_upstream_target_up',
+      help: 'Per route and upstream target (host:port): 1 while it takes requests, 0 while it is skipped because its connection failed (for routes[].failTimeout).',
+      labelNames: ['route', 'target'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [key, up] of upstreamTargets) {
+          const nl = key.indexOf('\n');
+          this.set({ route: key.slice(0, nl), target: key.slice(nl + 1) }, up() ? 1 : 0);
+        }
+      },
+    }),
+    websocketsOpen: new Gauge({
+      name: 'wxgate_websockets_open',
+      help: 'WebSocket connections open through the gateway, by route name.',
+      labelNames: ['route'] as const,
+      registers: [registry],
+    }),
+    websocketClosures: new Counter({
+      name: 'wxgate_websocket_closures_total',
+      help: 'WebSocket connections closed, by route name and reason: client, upstream, session_ended (revoked or expired), max_lifetime, shutdown, error.',
+      labelNames: ['route', 'reason'] as const,
       registers: [registry],
     }),
   };

@@ -23,6 +23,7 @@ import { stripOwnCookies } from '../web/cookies.js';
 import { demoPage } from '../web/demo.js';
 import { oauthFlows, oauthHandlers } from '../web/oauth.js';
 import { scanHandlers } from '../web/scan.js';
+import { accessLogger, requestId } from './access-log.js';
 import { GatewayError, sendError, writeError } from './errors.js';
 import type { Logger } from './logger.js';
 
@@ -56,12 +57,10 @@ const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIO
  */
 export function createHandler(deps: AppDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const own = createApp(deps).callback();
-  const ownPaths = new Set(ownEndpointPaths(deps.config).map((p) => p.toLowerCase()));
-  const ownPrefixes = ownEndpointPrefixes(deps.config);
+  const isOwn = ownEndpointMatcher(deps.config);
   const proxied = gateway(deps);
   return function handle(req, res) {
-    const key = ownKey(req.url ?? '');
-    if (ownPaths.has(key) || (ownPrefixes.length && ownPrefixes.some((p) => key === p || key.startsWith(`${p}/`)))) {
+    if (isOwn(req.url ?? '')) {
       void own(req, res);
       return;
     }
@@ -72,6 +71,16 @@ export function createHandler(deps: AppDeps): (req: IncomingMessage, res: Server
       deps.log.error({ err }, 'request failed');
       res.destroy();
     }
+  };
+}
+
+/** Whether a request target is one of the gateway's own endpoints (else it goes through the routes). */
+export function ownEndpointMatcher(config: Config): (url: string) => boolean {
+  const ownPaths = new Set(ownEndpointPaths(config).map((p) => p.toLowerCase()));
+  const ownPrefixes = ownEndpointPrefixes(config);
+  return (url) => {
+    const key = ownKey(url);
+    return ownPaths.has(key) || (ownPrefixes.length > 0 && ownPrefixes.some((p) => key === p || key.startsWith(`${p}/`)));
   };
 }
 
@@ -103,7 +112,7 @@ export function createApp(deps: AppDeps): Koa {
   const app = new Koa({ proxy: false });
   app.silent = true;
 
-  app.use(observe(metrics, log));
+  app.use(observe(metrics, log, accessLogger(deps.config, log)));
   app.use(ownEndpoints(deps).routes());
   app.use(() => {
     throw new GatewayError('not_found');
@@ -111,7 +120,8 @@ export function createApp(deps: AppDeps): Koa {
   return app;
 }
 
-type Record = (route: string, method: string, status: number, start: bigint) => void;
+/** Records a finished request; returns its duration in seconds. */
+type Record = (route: string, method: string, status: number, start: bigint) => number;
 
 /**
  * Records a finished request: by route, method and status, and its duration. The labelled series are
@@ -129,21 +139,27 @@ function recorder(metrics: Metrics): Record {
     let timer = timers.get(rm);
     if (!timer) timers.set(rm, (timer = metrics.requestDuration.labels({ route, method: m })));
     counter.inc();
-    timer.observe(Number(process.hrtime.bigint() - start) / 1e9);
+    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    timer.observe(seconds);
+    return seconds;
   };
 }
 
 /** Outermost for own endpoints: times the request, records it, and turns anything thrown into `{ error, message }`. */
-function observe(metrics: Metrics, log: Logger) {
+function observe(metrics: Metrics, log: Logger, access: ReturnType<typeof accessLogger>) {
   const record = recorder(metrics);
   return async function observe(ctx: Context, next: Next): Promise<void> {
     const start = process.hrtime.bigint();
+    const id = requestId(ctx.req.headers);
+    ctx.set('X-Request-Id', id);
     try {
       await next();
     } catch (err) {
       writeError(ctx, err, log);
     }
-    record(ctx.state.route ?? 'unmatched', ctx.method, ctx.status, start);
+    const route = ctx.state.route ?? 'unmatched';
+    const seconds = record(route, ctx.method, ctx.status, start);
+    access?.({ id, route, method: ctx.method, url: ctx.url, status: ctx.status, seconds, who: ctx.state.session });
   };
 }
 
@@ -343,11 +359,19 @@ function gateway({ config, sessions, proxy, metrics, log, web }: AppDeps) {
   const allowedApps = new Map(routes.all.filter((r) => r.apps).map((r) => [r, new Set(r.apps)] as const));
   const trust = proxyaddr.compile([...config.server.trustedProxies]);
   const record = recorder(metrics);
+  const access = accessLogger(config, log);
 
   return function gateway(req: IncomingMessage, res: ServerResponse): void {
     const start = process.hrtime.bigint();
     let routeName = 'unmatched';
-    const done = () => record(routeName, req.method ?? 'OTHER', res.headersSent ? res.statusCode : 499, start);
+    let upstream: string | undefined;
+    let who: ActiveSession | undefined;
+    const id = requestId(req.headers);
+    const done = () => {
+      const status = res.headersSent ? res.statusCode : 499;
+      const seconds = record(routeName, req.method ?? 'OTHER', status, start);
+      access?.({ id, route: routeName, method: req.method ?? 'OTHER', url: req.url ?? '', status, seconds, upstream, who });
+    };
     const fail = (err: unknown) => {
       sendError(req, res, err, log, routeName);
       done();
@@ -374,6 +398,8 @@ function gateway({ config, sessions, proxy, metrics, log, web }: AppDeps) {
         if (ownCookies) stripOwnCookies(headers, ownCookies);
         setForwarded(req, trust);
         if (session) setIdentity(headers, session, route.forwardPhone);
+        upstream = route.upstream;
+        who = session;
         proxy.forward(req, res, route, clientWantsClose, done);
       };
       if (route.auth !== 'required') return send(undefined);

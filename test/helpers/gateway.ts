@@ -52,6 +52,8 @@ export async function startTestGateway(raw: Record<string, unknown>, opts: { log
 
 export interface GatewayProcess {
   url: string;
+  /** the config file it runs on (tests may rewrite it) */
+  file: string;
   child: ChildProcess;
   stdout: string[];
   stderr: string[];
@@ -76,7 +78,8 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildProces
 }
 
 export async function spawnGateway(raw: Record<string, unknown> | string, env: NodeJS.ProcessEnv = {}): Promise<GatewayProcess> {
-  const child = runCli(['--config', writeConfig(raw)], env);
+  const file = writeConfig(raw);
+  const child = runCli(['--config', file], env);
   const stdout: string[] = [];
   const stderr: string[] = [];
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
@@ -106,6 +109,7 @@ export async function spawnGateway(raw: Record<string, unknown> | string, env: N
   });
   return {
     url,
+    file,
     child,
     stdout,
     stderr,

@@ -1,0 +1,70 @@
+import { hash, randomUUID } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Config } from '../config/schema.js';
+import type { Identity } from '../session/types.js';
+import type { Logger } from './logger.js';
+
+/** A request id a client (or a load balancer before us) may pass on: short and plain. */
+const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
+
+/**
+ * The request's id: the X-Request-Id it came with when that is a plain short token, else a new UUID.
+ * Either way it is set on the request's headers, so the upstream gets it.
+ */
+export function requestId(headers: IncomingHttpHeaders): string {
+  const given = headers['x-request-id'];
+  if (typeof given === 'string' && REQUEST_ID.test(given)) return given;
+  const id = randomUUID();
+  headers['x-request-id'] = id;
+  return id;
+}
+
+export interface AccessEntry {
+  id: string;
+  route: string;
+  method: string;
+  /** the path, without the query (which may carry anything) */
+  url: string;
+  status: number;
+  seconds: number;
+  upstream?: string;
+  who?: Identity;
+}
+
+/**
+ * log.access: one JSON line per request (msg "request"): request id, route, method, path, status,
+ * duration, upstream, and the user as config says: openid hashed (log.openid: hash, the default; the
+ * same user gives the same hash, so one user's requests can be followed without their openid in the
+ * logs) or left out (omit). Absent when log.access is false.
+ */
+export function accessLogger(config: Config, log: Logger): ((e: AccessEntry) => void) | undefined {
+  if (!config.log.access) return undefined;
+  const access = log.child({ part: 'access' });
+  const hashes = new WeakMap<Identity, string>();
+  const userOf =
+    config.log.openid === 'hash'
+      ? (who: Identity | undefined) => {
+          if (!who) return undefined;
+          let h = hashes.get(who);
+          if (h === undefined) hashes.set(who, (h = hash('sha256', `wxgate-access-log\n${who.appid}\n${who.openid}`, 'base64url').slice(0, 16)));
+          return h;
+        }
+      : () => undefined;
+  return (e) => {
+    const q = e.url.indexOf('?');
+    const path = q < 0 ? e.url : e.url.slice(0, q);
+    access.info(
+      {
+        req_id: e.id,
+        route: e.route,
+        method: e.method,
+        path: path.length > 512 ? `${path.slice(0, 512)}…` : path,
+        status: e.status,
+        ms: Math.round(e.seconds * 1e4) / 10,
+        ...(e.upstream ? { upstream: e.upstream } : {}),
+        ...(e.who ? { appid: e.who.appid, user: userOf(e.who) } : {}),
+      },
+      'request',
+    );
+  };
+}
