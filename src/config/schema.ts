@@ -293,7 +293,7 @@ export const configSchema = z
           .prefault({}),
         /** HMAC key for the OAuth state; absent: a random key, shared through Redis with the redis store. */
         stateSecret: z.string().min(32, { error: 'must be at least 32 characters' }).optional(),
-        /** How long a login started in the browser may take (state and scan tickets). */
+        /** How long an OAuth login may take from the redirect to WeChat to the callback (the state's life). */
         loginTimeout: duration(10_000).prefault('5m'),
         /** Official Account (公众号) web OAuth: /oauth/mp/authorize. */
         mp: z

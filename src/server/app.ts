@@ -229,7 +229,7 @@ function webEndpoints(
   deps: AppDeps,
   web: WebContext,
   codeOnce: CodeOnce,
-  current: (ctx: Context) => Promise<{ token: string; session: ActiveSession }>,
+  current: (ctx: Context) => Promise<{ token: string; via: 'bearer' | 'cookie' | undefined; session: ActiveSession }>,
   label: (name: string) => (ctx: Context, next: Next) => Promise<void>,
   notAllowed: (allow: string) => (ctx: Context) => never,
 ): void {

@@ -53,7 +53,15 @@ export function demoPage(ctx: Context): void {
       const a = await r.json();
       if (r.ok && a.status === 'pending') continue;
       if (r.ok && a.status === 'confirmed') {
-        const s = await (await fetch('/session')).json();
+        // the session is the cookie this answer set: GET /session proves the browser kept it (it does not
+        // when an https publicUrl's Secure cookie meets a page opened over http)
+        const sr = await fetch('/session');
+        const s = await sr.json().catch(() => ({}));
+        if (!sr.ok || typeof s.openid !== 'string') {
+          show('Confirmed, but this browser did not keep the session cookie' + (s.message ? ': ' + s.message : '.'));
+          $('again').hidden = false;
+          return;
+        }
         show('Logged in as ' + s.openid);
         document.body.dataset.openid = s.openid;
         return;
@@ -63,8 +71,10 @@ export function demoPage(ctx: Context): void {
       return;
     }
   }
-  $('again').addEventListener('click', () => start().catch((e) => show(String(e))));
-  start().catch((e) => show(String(e)));
+  // a network failure (the gateway restarting, the connection cut) offers a new code too
+  const run = () => start().catch((e) => { show(String(e)); $('again').hidden = false; });
+  $('again').addEventListener('click', run);
+  run();
 })();
 </script>
 </body>

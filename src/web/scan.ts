@@ -41,7 +41,7 @@ export function scanHandlers(deps: {
   sessions: Sessions;
   wechat: WechatClient;
   accessTokens: AccessTokens;
-  current: (ctx: Context) => Promise<{ token: string; session: ActiveSession }>;
+  current: (ctx: Context) => Promise<{ token: string; via: 'bearer' | 'cookie' | undefined; session: ActiveSession }>;
   log: Logger;
 }) {
   const { config, web, sessions, wechat, accessTokens, current, log } = deps;
@@ -85,7 +85,9 @@ export function scanHandlers(deps: {
   function settle(to: 'confirmed' | 'cancelled') {
     return async function settleTicket(ctx: Context): Promise<void> {
       const id = ticketOf(ctx);
-      const { session } = await current(ctx);
+      const { session, via } = await current(ctx);
+      // the phone answers with its own token; a browser's cookie session (even one scan-to-login made) cannot
+      if (via !== 'bearer') throw new GatewayError('app_not_allowed', { message: 'A scan-to-login ticket is answered by the mini-program, with its token (Authorization: Bearer).' });
       if (session.appid !== app) throw new GatewayError('app_not_allowed', { message: 'Only a session of the mini-program web.scan.app can answer a scan-to-login ticket.' });
       const who = { appid: session.appid, openid: session.openid, ...(session.unionid ? { unionid: session.unionid } : {}) };
       const answer = await web.store.settleTicket(id, to, to === 'confirmed' ? who : undefined, Date.now());
@@ -116,7 +118,16 @@ export function scanHandlers(deps: {
     const deadline = Date.now() + waitS * 1000;
     const h = secretHash(secret);
     ctx.set('Cache-Control', 'no-store');
+    // A PC page that went away (closed, reloaded) while it waited must not claim the ticket: the session
+    // would go to a closed connection and the page's next poll would find the ticket used.
+    let closed = false;
+    ctx.res.once('close', () => (closed = true));
+    const gone = () => closed || ctx.req.socket.destroyed;
     for (;;) {
+      if (gone()) {
+        ctx.body = { status: 'pending' };
+        return;
+      }
       const answer = await web.store.claimTicket(id, h, Date.now());
       switch (answer.status) {
         case 'confirmed': {
@@ -127,7 +138,7 @@ export function scanHandlers(deps: {
           return;
         }
         case 'pending':
-          if (Date.now() + POLL_MS > deadline || ctx.req.destroyed) {
+          if (Date.now() + POLL_MS > deadline || gone()) {
             ctx.body = { status: 'pending' };
             return;
           }
