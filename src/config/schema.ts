@@ -179,6 +179,8 @@ export const configSchema = z
         decrypt: endpointPath.default('/wx/decrypt'),
         /** POST: a getPhoneNumber code → the user's phone number (wxa/business/getuserphonenumber). */
         phone: endpointPath.default('/wx/phone'),
+        /** GET: the OpenAPI description of these endpoints. */
+        openapi: endpointPath.default('/openapi.json'),
       })
       .prefault({}),
     wechat: z
@@ -489,6 +491,7 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
     'endpoints.readyz': endpoints.readyz ?? '/readyz',
     'endpoints.decrypt': endpoints.decrypt ?? '/wx/decrypt',
     'endpoints.phone': endpoints.phone ?? '/wx/phone',
+    'endpoints.openapi': endpoints.openapi ?? '/openapi.json',
   };
   if (metrics.enabled !== false && metrics.port === undefined) own['metrics.path'] = metrics.path ?? '/metrics';
   const byPath = new Map<unknown, string>();

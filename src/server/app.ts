@@ -24,6 +24,7 @@ import { demoPage } from '../web/demo.js';
 import { oauthFlows, oauthHandlers } from '../web/oauth.js';
 import { scanHandlers } from '../web/scan.js';
 import { accessLogger, requestId } from './access-log.js';
+import { openapiDocument } from './openapi.js';
 import { GatewayError, sendError, writeError } from './errors.js';
 import type { Logger } from './logger.js';
 
@@ -94,7 +95,7 @@ function ownKey(url: string): string {
 
 function ownEndpointPaths(config: Config): string[] {
   const e = config.endpoints;
-  const paths = [e.login, e.session, e.logout, e.healthz, e.readyz, e.decrypt, e.phone];
+  const paths = [e.login, e.session, e.logout, e.healthz, e.readyz, e.decrypt, e.phone, e.openapi];
   if (config.metrics.enabled && config.metrics.port === undefined) paths.push(config.metrics.path);
   return paths;
 }
@@ -208,6 +209,13 @@ function ownEndpoints(deps: AppDeps): Router {
       }
     })
     .all(e.readyz, label('readyz'), notAllowed('GET, HEAD'));
+  const openapi = JSON.stringify(openapiDocument(config));
+  router
+    .get(e.openapi, label('openapi'), (ctx) => {
+      ctx.type = 'application/json';
+      ctx.body = openapi;
+    })
+    .all(e.openapi, label('openapi'), notAllowed('GET, HEAD'));
   if (config.metrics.enabled && config.metrics.port === undefined) {
     router
       .get(config.metrics.path, label('metrics'), async (ctx) => {

@@ -1,0 +1,531 @@
+import { readFileSync } from 'node:fs';
+import type { Config } from '../config/schema.js';
+import { WebCookies } from '../web/cookies.js';
+import { ERRORS, type ErrorCode } from './errors.js';
+
+/**
+ * The OpenAPI 3.1 description of the gateway's own endpoints, as this configuration serves them: the
+ * paths come from config.endpoints (and metrics.path, and the web logins' fixed paths when `web` is set),
+ * and every operation lists the statuses its handler can answer, each error status with the catalogue's
+ * codes it can carry (errors.ts). Routes to upstreams are not described: they are the upstreams' own.
+ * Plain objects, no dependencies; nothing secret goes in (no app secrets, no state secret, no admin token,
+ * no store address).
+ */
+
+type Obj = Record<string, unknown>;
+
+const ALL_CODES = Object.keys(ERRORS) as ErrorCode[];
+
+const STRING = { type: 'string' } as const;
+const SECONDS = { type: 'integer', minimum: 0, description: 'Seconds.' } as const;
+/** What koa writes as the body of a redirect: "Redirecting to <url>." */
+const REDIRECT_BODY = {
+  'text/plain': { schema: { type: 'string', description: 'Redirecting to <Location>.' } },
+  'text/html': { schema: { type: 'string', description: 'Redirecting to <Location>. (when the client accepts HTML)' } },
+} as const;
+const NO_STORE = { description: 'The answer is never cached.', required: true, schema: { type: 'string', const: 'no-store' } } as const;
+/** The request body could not be read as a JSON object of the allowed size. */
+const BODY_ERRORS: ErrorCode[] = ['bad_request', 'invalid_json', 'payload_too_large', 'unsupported_media_type'];
+/** A WeChat call that failed in a passing or unexpected way. */
+const WECHAT_ERRORS: ErrorCode[] = ['wechat_error', 'wechat_unavailable', 'wechat_timeout'];
+/** Anything that reads or writes the session (or web) store, and anything at all. */
+const ALWAYS: ErrorCode[] = ['session_store_unavailable', 'internal_error'];
+
+let version: string | undefined;
+/** The package's version (package.json sits two levels up from src/server and from dist/server). */
+function packageVersion(): string {
+  if (version === undefined) {
+    try {
+      version = String((JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown }).version ?? '0.0.0');
+    } catch {
+      version = '0.0.0';
+    }
+  }
+  return version;
+}
+
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const json = (schema: object) => ({ 'application/json': { schema } });
+
+function errorResponse(status: number, codes: ErrorCode[], html: boolean): Obj {
+  const headers: Obj = { 'Cache-Control': NO_STORE };
+  if (codes.includes('unauthorized')) {
+    headers['WWW-Authenticate'] = {
+      description: 'With `unauthorized`: `Bearer realm="wxgate"`, and `error="invalid_token"` when a token was given.',
+      required: codes.every((c) => c === 'unauthorized'),
+      schema: { type: 'string', pattern: '^Bearer realm="wxgate"' },
+    };
+  }
+  if (status === 429 || codes.includes('session_store_unavailable')) {
+    headers['Retry-After'] = {
+      description: 'Seconds to wait before retrying.',
+      required: status === 429,
+      schema: { type: 'string', pattern: '^[0-9]+$' },
+    };
+  }
+  const schema = { allOf: [ref('Error'), { properties: { error: { enum: codes } } }] };
+  return {
+    description: codes.map((c) => `\`${c}\`: ${ERRORS[c].message}`).join('\n\n'),
+    headers,
+    content: {
+      ...json(schema),
+      ...(html ? { 'text/html': { schema: { type: 'string', description: 'The same error as a small page, for a browser that navigates here (Accept: text/html).' } } } : {}),
+    },
+  };
+}
+
+/** The error responses of an operation: its codes grouped by the catalogue's status. */
+function errorResponses(codes: ErrorCode[], html = false): Obj {
+  const byStatus = new Map<number, ErrorCode[]>();
+  for (const code of new Set(codes)) {
+    const status = ERRORS[code].status;
+    byStatus.set(status, [...(byStatus.get(status) ?? []), code]);
+  }
+  const out: Obj = {};
+  for (const status of [...byStatus.keys()].sort((a, b) => a - b)) out[String(status)] = errorResponse(status, byStatus.get(status)!, html);
+  return out;
+}
+
+function operation(op: { id: string; tag: string; summary: string; description?: string; security?: object[]; parameters?: object[]; requestBody?: object; responses: Obj; errors: ErrorCode[]; html?: boolean }): Obj {
+  return {
+    operationId: op.id,
+    tags: [op.tag],
+    summary: op.summary,
+    ...(op.description ? { description: op.description } : {}),
+    security: op.security ?? [],
+    ...(op.parameters?.length ? { parameters: op.parameters } : {}),
+    ...(op.requestBody ? { requestBody: op.requestBody } : {}),
+    responses: { ...op.responses, ...errorResponses(op.errors, op.html) },
+  };
+}
+
+export function openapiDocument(config: Config): object {
+  const e = config.endpoints;
+  const web = config.web;
+  const cookies = web ? new WebCookies(web.publicUrl, web.cookie.name) : undefined;
+  const miniApps = config.wechat.apps.map((a) => a.appid);
+  const webApps = [...(web?.mp ? [web.mp.appid] : []), ...(web?.open ? [web.open.appid] : [])];
+  const rateLimited: ErrorCode[] = config.limits.login.perIp > 0 ? ['rate_limited'] : [];
+  /** CSRF applies to unsafe requests made with the session cookie, which exists only with web logins. */
+  const csrf: ErrorCode[] = web ? ['csrf_failed'] : [];
+  /** Sessions of web apps (OAuth logins) are refused by the mini-program-only endpoints. */
+  const webSessions: ErrorCode[] = webApps.length ? ['app_not_allowed'] : [];
+
+  const sessionAuth = [{ bearer: [] }, ...(cookies ? [{ sessionCookie: [] }] : [])];
+  const csrfHeader =
+    web?.cookie.csrf === 'double-submit'
+      ? [
+          {
+            name: 'X-CSRF-Token',
+            in: 'header',
+            required: false,
+            description: `With the session cookie: the value of the \`${cookies!.csrf}\` cookie (double-submit CSRF defence). Not needed with a Bearer token.`,
+            schema: STRING,
+          },
+        ]
+      : [];
+  const jsonBody = (schema: object, required = true, description?: string) => ({
+    required,
+    ...(description ? { description } : {}),
+    content: json(schema),
+  });
+  const ok = (description: string, schema: object, headers: Obj = {}) => ({
+    description,
+    headers: { 'Cache-Control': NO_STORE, ...headers },
+    content: json(schema),
+  });
+
+  const paths: Obj = {};
+  const add = (path: string, method: string, op: Obj) => {
+    paths[path] = { ...(paths[path] as Obj | undefined), [method]: op };
+  };
+
+  add(e.login, 'post', operation({
+    id: 'login',
+    tag: 'session',
+    summary: 'Log in with a wx.login() code',
+    description:
+      'Spends the code at WeChat (jscode2session) once, whatever number of times and replicas it is presented to within its life, and answers an opaque session token; the session_key stays in the gateway. With `encryptedData` and `iv` (and optionally `rawData` and `signature`) the open data is decrypted with this login\'s session_key and answered as `data`; if it does not open, the login fails.',
+    parameters: [
+      {
+        name: 'X-Wx-Appid',
+        in: 'header',
+        required: false,
+        description: 'The mini-program, instead of `appid` in the body (both must agree). Optional when one app is served.',
+        schema: { type: 'string', enum: miniApps },
+      },
+    ],
+    requestBody: jsonBody(ref('LoginRequest')),
+    responses: { '200': ok('The session.', ref('LoginResponse')) },
+    errors: [
+      ...BODY_ERRORS,
+      'invalid_request',
+      'unknown_appid',
+      'decrypt_failed',
+      'watermark_mismatch',
+      'signature_invalid',
+      'code_invalid',
+      'code_used',
+      'session_key_stale',
+      'user_blocked',
+      'wechat_rate_limited',
+      ...rateLimited,
+      ...WECHAT_ERRORS,
+      ...ALWAYS,
+    ],
+  }));
+
+  add(e.session, 'get', operation({
+    id: 'getSession',
+    tag: 'session',
+    summary: 'The current session (the server side of wx.checkSession())',
+    security: sessionAuth,
+    responses: { '200': ok('Who the session is, and for how long it lasts if unused.', ref('Session')) },
+    errors: ['unauthorized', ...ALWAYS],
+  }));
+
+  add(e.logout, 'post', operation({
+    id: 'logout',
+    tag: 'session',
+    summary: 'End the session, or with `{"all": true}` every session of the user',
+    description: 'A token that is no longer valid is logged out all the same (idempotent); `all` needs a valid one.',
+    security: sessionAuth,
+    parameters: csrfHeader,
+    requestBody: jsonBody(ref('LogoutRequest'), false, 'Optional.'),
+    responses: {
+      '204': {
+        description: 'Logged out. With the session cookie, the answer deletes it.',
+        ...(cookies ? { headers: { 'Set-Cookie': { description: `Deletes \`${cookies.session}\` (Max-Age=0) when it was the credential.`, required: false, schema: STRING } } } : {}),
+      },
+    },
+    errors: [...BODY_ERRORS, 'invalid_request', 'unauthorized', ...csrf, ...ALWAYS],
+  }));
+
+  add(e.decrypt, 'post', operation({
+    id: 'decrypt',
+    tag: 'mini-program',
+    summary: 'Decrypt WeChat open data with the session\'s session_key',
+    description:
+      'wx.getUserProfile, wx.getWeRunData and the like: `encryptedData` and `iv` (and optionally `rawData` with its `signature`) opened with the user\'s current session_key, which never leaves the gateway. The watermark is checked (this app, with a timestamp) and left out of `data`.',
+    security: sessionAuth,
+    parameters: csrfHeader,
+    requestBody: jsonBody(ref('DecryptRequest')),
+    responses: { '200': ok('The decrypted data.', ref('DecryptResponse')) },
+    errors: ['unauthorized', 'session_key_stale', ...csrf, ...webSessions, ...BODY_ERRORS, 'invalid_request', 'decrypt_failed', 'watermark_mismatch', 'signature_invalid', ...ALWAYS],
+  }));
+
+  add(e.phone, 'post', operation({
+    id: 'phone',
+    tag: 'mini-program',
+    summary: 'The user\'s phone number from a getPhoneNumber button code',
+    description: 'Calls wxa/business/getuserphonenumber with the app\'s access_token and the session\'s openid. The number is kept with the session (routes[].forwardPhone sends it upstream as X-Wx-Phone).',
+    security: sessionAuth,
+    parameters: csrfHeader,
+    requestBody: jsonBody(ref('PhoneRequest')),
+    responses: { '200': ok('The phone number, as WeChat gives it.', ref('PhoneNumber')) },
+    errors: ['unauthorized', ...csrf, ...webSessions, ...BODY_ERRORS, 'invalid_request', 'phone_code_invalid', 'wechat_rate_limited', ...WECHAT_ERRORS, ...ALWAYS],
+  }));
+
+  add(e.healthz, 'get', operation({
+    id: 'healthz',
+    tag: 'operations',
+    summary: 'Liveness: the process answers',
+    responses: { '200': ok('Alive.', ref('Health')) },
+    errors: ['internal_error'],
+  }));
+
+  add(e.readyz, 'get', operation({
+    id: 'readyz',
+    tag: 'operations',
+    summary: 'Readiness: the session store answers',
+    responses: { '200': ok('Ready.', ref('Ready')) },
+    errors: ['not_ready', 'internal_error'],
+  }));
+
+  if (config.metrics.enabled && config.metrics.port === undefined) {
+    add(config.metrics.path, 'get', operation({
+      id: 'metrics',
+      tag: 'operations',
+      summary: 'Prometheus metrics',
+      responses: {
+        '200': {
+          description: 'The metrics in the Prometheus text format.',
+          content: { 'text/plain': { schema: { type: 'string' } } },
+        },
+      },
+      errors: ['internal_error'],
+    }));
+  }
+
+  const openapiPath = (e as { openapi?: unknown }).openapi;
+  if (typeof openapiPath === 'string') {
+    add(openapiPath, 'get', operation({
+      id: 'openapi',
+      tag: 'operations',
+      summary: 'This description of the gateway\'s own endpoints (OpenAPI 3.1)',
+      responses: { '200': { description: 'The OpenAPI document.', content: json({ type: 'object', required: ['openapi', 'info', 'paths'] }) } },
+      errors: ['internal_error'],
+    }));
+  }
+
+  if (web && cookies) {
+    const flows = [...(web.mp ? [['mp', 'Official Account (公众号) pages inside WeChat: connect/oauth2/authorize'] as const] : []), ...(web.open ? [['open', 'website QR login (Open Platform website app): connect/qrconnect'] as const] : [])];
+    for (const [provider, what] of flows) {
+      add(`/oauth/${provider}/authorize`, 'get', operation({
+        id: `oauth_${provider}_authorize`,
+        tag: 'web',
+        summary: `Start a web login: ${what}`,
+        description: 'Sends the browser to WeChat with a state bound to this browser (the state cookie). Errors are a small HTML page for a browser that asks for text/html, JSON otherwise.',
+        parameters: [
+          { name: 'redirect', in: 'query', required: false, description: 'Where the browser goes after the login: a path or origin allowed by web.redirects. Default "/".', schema: STRING },
+        ],
+        responses: {
+          '302': {
+            description: 'To WeChat\'s authorization page.',
+            headers: {
+              Location: { description: 'WeChat\'s page, with appid, redirect_uri, response_type, scope, state and #wechat_redirect.', required: true, schema: STRING },
+              'Set-Cookie': { description: `The state cookie \`${cookies.state}\` (HttpOnly, SameSite=Lax, web.loginTimeout).`, required: true, schema: STRING },
+              'Cache-Control': NO_STORE,
+            },
+            content: REDIRECT_BODY,
+          },
+        },
+        errors: ['redirect_not_allowed', ...ALWAYS],
+        html: true,
+      }));
+      add(`/oauth/${provider}/callback`, 'get', operation({
+        id: `oauth_${provider}_callback`,
+        tag: 'web',
+        summary: 'Where WeChat sends the browser back: the code becomes a session cookie',
+        description: 'Needs the state cookie of the browser that started the login. The same code again (a repeated redirect, the back button) gets the same session; WeChat is asked once. Errors are a small HTML page for a browser that asks for text/html, JSON otherwise.',
+        parameters: [
+          { name: 'code', in: 'query', required: false, description: 'WeChat\'s authorization code; absent when the user said no.', schema: STRING },
+          { name: 'state', in: 'query', required: true, description: 'The state sent to WeChat by authorize.', schema: STRING },
+        ],
+        responses: {
+          '302': {
+            description: 'Logged in: to the redirect approved at authorize.',
+            headers: {
+              Location: { description: 'The redirect given to authorize.', required: true, schema: STRING },
+              'Set-Cookie': {
+                description: `The session cookie \`${cookies.session}\`${web.cookie.csrf === 'double-submit' ? ` and the CSRF cookie \`${cookies.csrf}\`` : ''}.`,
+                required: true,
+                schema: STRING,
+              },
+              'Cache-Control': NO_STORE,
+            },
+            content: REDIRECT_BODY,
+          },
+        },
+        errors: ['state_invalid', 'state_used', 'bad_request', 'login_denied', 'code_invalid', 'code_used', 'wechat_rate_limited', ...WECHAT_ERRORS, ...ALWAYS],
+        html: true,
+      }));
+    }
+
+    if (web.scan) {
+      const ticketId = { name: 'id', in: 'path', required: true, description: 'The ticket (in the QR code\'s scene).', schema: { type: 'string', pattern: '^[A-Za-z0-9_-]{22}$' } };
+      add('/scan/tickets', 'post', operation({
+        id: 'scanCreateTicket',
+        tag: 'scan',
+        summary: 'Scan to log in: a ticket and its mini-program code, for the PC page',
+        description: `The QR code (wxa/getwxacodeunlimit, scene = the ticket) opens the mini-program page \`${web.scan.page}\`. The secret is for this PC page only: it polls with it (X-Scan-Secret).`,
+        responses: { '201': ok('A new ticket.', ref('ScanTicket')) },
+        errors: [...rateLimited, ...WECHAT_ERRORS, ...ALWAYS],
+      }));
+      add('/scan/tickets/{id}', 'get', operation({
+        id: 'scanWait',
+        tag: 'scan',
+        summary: 'The PC page waits for the phone (long poll); once confirmed it gets its own session cookie',
+        parameters: [
+          ticketId,
+          { name: 'wait', in: 'query', required: false, description: 'Seconds to wait for an answer (0-30).', schema: { type: 'integer', minimum: 0, maximum: 30 } },
+          { name: 'X-Scan-Secret', in: 'header', required: true, description: 'The ticket\'s secret from POST /scan/tickets.', schema: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' } },
+        ],
+        responses: {
+          '200': ok('Still waiting, or confirmed: then the session cookie is set.', ref('ScanWait'), {
+            'Set-Cookie': { description: `With status "confirmed": the session cookie \`${cookies.session}\`.`, required: false, schema: STRING },
+          }),
+        },
+        errors: ['ticket_not_found', 'ticket_cancelled', 'ticket_used', 'ticket_expired', ...ALWAYS],
+      }));
+      for (const [what, status] of [['confirm', 'confirmed'], ['cancel', 'cancelled']] as const) {
+        add(`/scan/tickets/{id}/${what}`, 'post', operation({
+          id: `scan_${what}`,
+          tag: 'scan',
+          summary: what === 'confirm' ? 'The mini-program user logs the PC in as themselves' : 'The mini-program user refuses the PC login',
+          description: `With the token of a session of the mini-program ${web.scan.app ?? miniApps[0]} (web.scan.app). A browser's cookie session cannot answer a ticket (403 \`app_not_allowed\`, or \`csrf_failed\` first for an unsafe request from a page not allowed).`,
+          security: [{ bearer: [] }],
+          parameters: [ticketId],
+          responses: { '200': ok(`The ticket is ${status}.`, { type: 'object', required: ['status'], properties: { status: { const: status } }, additionalProperties: false }) },
+          errors: ['ticket_not_found', 'unauthorized', ...csrf, 'app_not_allowed', 'ticket_already_confirmed', 'ticket_cancelled', 'ticket_expired', ...ALWAYS],
+        }));
+      }
+      if (web.scan.demo) {
+        add('/scan/demo', 'get', operation({
+          id: 'scanDemo',
+          tag: 'scan',
+          summary: 'A demo PC page for scan to log in',
+          responses: {
+            '200': {
+              description: 'The page (no outside resources; a strict CSP with a nonce per answer).',
+              headers: {
+                'Cache-Control': NO_STORE,
+                'Content-Security-Policy': { required: true, schema: STRING },
+                'X-Content-Type-Options': { required: true, schema: { type: 'string', const: 'nosniff' } },
+              },
+              content: { 'text/html': { schema: { type: 'string' } } },
+            },
+          },
+          errors: ['internal_error'],
+        }));
+      }
+    }
+  }
+
+  const openData = { type: 'object', description: 'The decrypted open data, without its watermark.' };
+  const schemas: Obj = {
+    Error: {
+      type: 'object',
+      description: 'Every error the gateway answers itself.',
+      required: ['error', 'message'],
+      properties: {
+        error: { type: 'string', enum: ALL_CODES, description: 'A stable code, for programs.' },
+        message: { type: 'string', description: 'What happened and what to do, for people.' },
+      },
+      additionalProperties: false,
+    },
+    OpenDataFields: {
+      type: 'object',
+      description: 'WeChat open data as the mini-program got it.',
+      properties: {
+        encryptedData: { type: 'string', minLength: 1, description: 'Base64.' },
+        iv: { type: 'string', minLength: 1, description: 'Base64, 16 bytes.' },
+        rawData: { type: 'string', description: 'With `signature`.' },
+        signature: { type: 'string', pattern: '^[0-9a-fA-F]{40}$', description: 'SHA-1 of rawData and the session_key, hex; with `rawData`.' },
+      },
+    },
+    LoginRequest: {
+      type: 'object',
+      required: ['code'],
+      properties: {
+        code: { type: 'string', pattern: '^[\\x21-\\x7e]{1,128}$', description: 'From wx.login().' },
+        appid: { type: 'string', enum: miniApps, description: 'The mini-program; optional when one app is served.' },
+        encryptedData: { type: 'string', minLength: 1 },
+        iv: { type: 'string', minLength: 1 },
+        rawData: { type: 'string' },
+        signature: { type: 'string', pattern: '^[0-9a-fA-F]{40}$' },
+      },
+    },
+    LoginResponse: {
+      type: 'object',
+      required: ['token', 'expires_in'],
+      properties: {
+        token: ref('Token'),
+        expires_in: { ...SECONDS, description: 'Seconds the session lasts if unused (session.ttl); activity extends it up to session.maxAge.' },
+        data: openData,
+      },
+      additionalProperties: false,
+    },
+    Token: { type: 'string', pattern: '^[A-Za-z0-9_-]{59}$', description: 'Opaque; send it as `Authorization: Bearer <token>`.' },
+    Session: {
+      type: 'object',
+      required: ['openid', 'appid', 'expires_in'],
+      properties: {
+        openid: { type: 'string', minLength: 1 },
+        appid: { type: 'string', enum: [...miniApps, ...webApps] },
+        unionid: { type: 'string', minLength: 1 },
+        expires_in: SECONDS,
+      },
+      additionalProperties: false,
+    },
+    LogoutRequest: {
+      type: 'object',
+      properties: { all: { type: 'boolean', description: 'End every session of the user (all devices).' } },
+    },
+    DecryptRequest: { allOf: [ref('OpenDataFields'), { required: ['encryptedData', 'iv'] }] },
+    DecryptResponse: { type: 'object', required: ['data'], properties: { data: openData }, additionalProperties: false },
+    PhoneRequest: {
+      type: 'object',
+      required: ['code'],
+      properties: { code: { type: 'string', pattern: '^[\\x21-\\x7e]{1,128}$', description: 'From the getPhoneNumber button.' } },
+    },
+    PhoneNumber: {
+      type: 'object',
+      required: ['phoneNumber', 'purePhoneNumber', 'countryCode'],
+      properties: {
+        phoneNumber: { type: 'string', description: 'With the country code for numbers outside mainland China.' },
+        purePhoneNumber: { type: 'string', description: 'Without the country code.' },
+        countryCode: { type: 'string' },
+      },
+      additionalProperties: false,
+    },
+    Health: { type: 'object', required: ['status'], properties: { status: { const: 'ok' } }, additionalProperties: false },
+    Ready: {
+      type: 'object',
+      required: ['status', 'store'],
+      properties: { status: { const: 'ok' }, store: { type: 'string', enum: [config.session.store] } },
+      additionalProperties: false,
+    },
+  };
+  if (web?.scan) {
+    schemas.ScanTicket = {
+      type: 'object',
+      required: ['ticket', 'secret', 'expires_in', 'qr'],
+      properties: {
+        ticket: { type: 'string', pattern: '^[A-Za-z0-9_-]{22}$', description: 'Single use; in the QR code.' },
+        secret: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$', description: 'For this page only: send it as X-Scan-Secret.' },
+        expires_in: { ...SECONDS, description: 'Seconds the ticket waits for its scan and confirmation (web.scan.ticketTtl).' },
+        qr: { type: 'string', pattern: '^data:image/[a-z]+;base64,[A-Za-z0-9+/]+={0,2}$', description: 'The mini-program code as a data: URL.' },
+      },
+      additionalProperties: false,
+    };
+    schemas.ScanWait = {
+      oneOf: [
+        { type: 'object', required: ['status'], properties: { status: { const: 'pending' } }, additionalProperties: false },
+        {
+          type: 'object',
+          required: ['status', 'expires_in'],
+          properties: { status: { const: 'confirmed' }, expires_in: SECONDS },
+          additionalProperties: false,
+        },
+      ],
+    };
+  }
+
+  const securitySchemes: Obj = {
+    bearer: { type: 'http', scheme: 'bearer', description: `The token from POST ${e.login}.` },
+  };
+  if (web && cookies) {
+    securitySchemes.sessionCookie = {
+      type: 'apiKey',
+      in: 'cookie',
+      name: cookies.session,
+      description:
+        `The session cookie of web logins (HttpOnly${cookies.secure ? ', Secure' : ''}, SameSite=Lax). A request that changes something with it must come from an allowed page: ` +
+        (web.cookie.csrf === 'double-submit' ? `X-CSRF-Token with the value of the \`${cookies.csrf}\` cookie.` : 'its Origin (or Referer) is web.publicUrl\'s or one of web.origins.') +
+        ' A request with an Authorization header is judged by that header alone.',
+    };
+  }
+
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'wxgate',
+      version: packageVersion(),
+      description:
+        'The endpoints wxgate answers itself: logins and sessions for WeChat mini-programs' +
+        (web ? ' and web logins' : '') +
+        ', health and metrics. Paths match case-insensitively, with or without one trailing slash; GET endpoints answer HEAD too, and any other method answers 405 `method_not_allowed` with an Allow header. Everything else is proxied to the configured routes.',
+    },
+    ...(web ? { servers: [{ url: web.publicUrl }] } : {}),
+    tags: [
+      { name: 'session', description: 'Mini-program login and sessions.' },
+      { name: 'mini-program', description: 'WeChat open data and phone numbers for a session.' },
+      { name: 'operations', description: 'Health, readiness and metrics.' },
+      ...(web?.mp || web?.open ? [{ name: 'web', description: 'Browser logins with WeChat OAuth.' }] : []),
+      ...(web?.scan ? [{ name: 'scan', description: 'Scan to log in on a PC with the mini-program.' }] : []),
+    ],
+    paths,
+    components: { schemas, securitySchemes },
+  };
+}
