@@ -111,6 +111,8 @@ function createStore(config: Config, metrics: Metrics, log: Logger): SessionStor
       logger: log.child({ part: 'redis' }),
     });
   }
+  // in this process: up for as long as the process is
+  metrics.sessionStoreUp.set(1);
   return new MemoryStore();
 }
 
