@@ -38,7 +38,8 @@ export interface AccessEntry {
  * logs) or left out (omit). Absent when log.access is false.
  */
 export function accessLogger(config: Config, log: Logger): ((e: AccessEntry) => void) | undefined {
-  if (!config.log.access) return undefined;
+  // off, or below the log level (info): nothing at all on the request path, not even the entry object
+  if (!config.log.access || !log.isLevelEnabled('info')) return undefined;
   const access = log.child({ part: 'access' });
   const hashes = new WeakMap<Identity, string>();
   const userOf =
