@@ -9,6 +9,7 @@ import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from './login/r
 import { MemoryReplayStore, RedisReplayStore, type ReplayStore } from './login/replay.js';
 import { createMetrics, type Metrics } from './metrics/metrics.js';
 import { Proxy } from './proxy/proxy.js';
+import { createUpgradeHandler } from './proxy/websocket.js';
 import { createHandler } from './server/app.js';
 import { createLogger, type Logger } from './server/logger.js';
 import { MemoryStore } from './session/memory-store.js';
@@ -213,6 +214,9 @@ export async function startGateway(config: Config, opts: { log?: Logger; configF
 
   const server = http.createServer(serverOptions(config), (req, res) => handler(req, res));
   trackConnections(server);
+  // WebSockets: authenticated like any proxied request; a reload applies to sockets opened after it
+  const upgrades = createUpgradeHandler({ config: () => live, sessions, proxy, metrics, log: log.child({ part: 'websocket' }), web, fallback: (req, res) => handler(req, res) });
+  server.on('upgrade', upgrades);
   const applyServerLimits = (c: Config) => {
     server.maxConnections = c.server.maxConnections > 0 ? c.server.maxConnections : Infinity;
     server.requestTimeout = c.server.requestTimeout;
@@ -272,6 +276,7 @@ export async function startGateway(config: Config, opts: { log?: Logger; configF
     const changed = JSON.stringify(next) !== JSON.stringify(live);
     if (changed) {
       handler = build(next);
+      proxy.prepare(next.routes);
       applyServerLimits(next);
       live = next;
     }
@@ -286,7 +291,8 @@ export async function startGateway(config: Config, opts: { log?: Logger; configF
   const close = () =>
     (closing ??= (async () => {
       watcher?.close();
-      await closeServer(server, live.server.shutdownTimeout);
+      // open WebSockets are closed at once (1001, clients reconnect elsewhere) while the HTTP drain runs
+      await Promise.all([closeServer(server, live.server.shutdownTimeout), upgrades.close()]);
       if (metricsServer) await closeServer(metricsServer, 1000);
       if (adminServer) await closeServer(adminServer, 1000);
       await proxy.close();

@@ -173,6 +173,7 @@ test('check-config prints the configuration as loaded, secrets masked; check-rou
     raw([
       { path: '/api', upstream: 'http://api.internal:9001', apps: [APPID], timeout: '5s' },
       { path: '/api/public', upstream: 'http://api.internal:9001', auth: 'none' },
+      { path: '/v1/items', upstream: ['http://a.internal:1', 'http://b.internal:2'], stripPrefix: true, auth: 'none' },
     ], {
       session: { store: 'redis', redis: { url: 'redis://:hunter2-password@redis.internal:6379' } },
       admin: { port: 9465, token: 'admin-token-0123456789-abcdef' },
@@ -180,7 +181,7 @@ test('check-config prints the configuration as loaded, secrets masked; check-rou
   );
   const checked = await cli(['check-config', file]);
   t.is(checked.code, 0, checked.err);
-  t.regex(checked.out, /valid \(2 routes, redis session store\)/);
+  t.regex(checked.out, /valid \(3 routes, redis session store\)/);
   t.regex(checked.out, /secret: "\*\*\*"/);
   t.regex(checked.out, /redis:\/\/:\*\*\*@redis\.internal:6379/);
   t.regex(checked.out, /ttl: 7200000/, 'defaults filled in');
@@ -190,6 +191,7 @@ test('check-config prints the configuration as loaded, secrets masked; check-rou
   t.regex(await route('GET', '/api/orders/1'), /route "api" \(path \/api\)[\s\S]*upstream: http:\/\/api\.internal:9001\/api\/orders\/1[\s\S]*auth: +required[\s\S]*apps: +wx0123456789abcdef[\s\S]*timeout: +5000 ms/);
   t.regex(await route('GET', '/API/Public/x'), /route "api_public"[\s\S]*auth: +none/, 'case-insensitive, longest prefix');
   t.regex(await route('GET', '/api/%2e%2e/admin'), /refused, 400 bad_path/);
+  t.regex(await route('GET', '/v1/items/7?q=1'), /upstream: one of http:\/\/a\.internal:1, http:\/\/b\.internal:2 \(in turn; a failing one skipped for 10000 ms\), path \/7\?q=1/);
   t.regex(await route('POST', '/login'), /answered by the gateway itself/);
   t.regex(await route('GET', '/other'), /no route, 404/);
   t.is((await cli(['check-route', file])).code, 2);

@@ -2,10 +2,11 @@ import test from 'ava';
 import { checkPath } from '../src/proxy/path.js';
 import { RouteTable } from '../src/proxy/routes.js';
 
+const up = { upstream: 'http://u', upstreams: ['http://u'], timeout: 1000, failTimeout: 10_000, websocket: { maxLifetime: 3_600_000 } };
 const table = new RouteTable([
-  { name: 'public', path: '/api/public', upstream: 'http://u', auth: 'none', timeout: 1000 },
-  { name: 'api', path: '/api', upstream: 'http://u', auth: 'required', timeout: 1000 },
-  { name: 'root', path: '/', upstream: 'http://u', auth: 'none', timeout: 1000 },
+  { ...up, name: 'public', path: '/api/public', auth: 'none' },
+  { ...up, name: 'api', path: '/api', auth: 'required' },
+  { ...up, name: 'root', path: '/', auth: 'none' },
 ]);
 
 function routeOf(target: string): string {

@@ -35,6 +35,16 @@ function maskUrlPassword(s: string): string {
   }
 }
 
+/** The path and query the upstream gets: as sent, or with the route's prefix (its segments) removed. */
+function upstreamPath(route: { path: string; stripPrefix?: boolean }, target: string): string {
+  if (!route.stripPrefix) return target;
+  const q = target.indexOf('?');
+  const path = q < 0 ? target : target.slice(0, q);
+  const drop = route.path === '/' ? 0 : route.path.split('/').length - 1;
+  const rest = path.split('/').slice(drop + 1).join('/');
+  return `/${rest}${q < 0 ? '' : target.slice(q)}`;
+}
+
 /** What the gateway would do with METHOD PATH: refuse it, answer it itself, or which route, upstream and auth rule. */
 export function explainRoute(config: Config, method: string, target: string): string {
   const m = method.toUpperCase();
@@ -46,7 +56,7 @@ export function explainRoute(config: Config, method: string, target: string): st
   if (!route) return `${m} ${target}: no route, 404 not_found`;
   const lines = [
     `${m} ${target}: route "${route.name}" (path ${route.path})`,
-    `  upstream: ${route.upstream}${target}`,
+    `  upstream: ${route.upstreams.length > 1 ? `one of ${route.upstreams.join(', ')} (in turn; a failing one skipped for ${route.failTimeout} ms), ` : ''}${route.upstreams.length > 1 ? 'path ' : route.upstream}${upstreamPath(route, target)}`,
     `  auth:     ${route.auth === 'required' ? `required (Bearer token${config.web ? ' or the session cookie' : ''}; 401 without a session)` : 'none (no session needed; identity headers stripped)'}`,
   ];
   if (route.apps) lines.push(`  apps:     ${route.apps.join(', ')} (others 403 app_not_allowed)`);

@@ -263,7 +263,7 @@ export const configSchema = z
           /** Extra request headers the upstream gets, replacing a client header of the same name. */
           headers: routeHeaders.optional(),
           /** WebSocket upgrades on this route: a socket is closed after maxLifetime. */
-          websocket: z.strictObject({ maxLifetime: duration(1000).prefault('1h') }).prefault({}),
+          websocket: z.strictObject({ maxLifetime: duration().prefault('1h') }).prefault({}),
           auth: z.enum(['required', 'none'], { error: 'must be "required" or "none"' }).default('required'),
           /** The upstream must start answering within this time (idle time between bytes). */
           timeout: duration().prefault('30s'),

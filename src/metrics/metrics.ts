@@ -116,7 +116,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     }),
     upstreamRetries: new Counter({
       name: 'wxgate_upstream_retries_total',
-      help: 'Requests without a body sent again because the kept-alive upstream connection they were given had just been closed by the upstream.',
+      help: 'Requests without a body sent again: on a new connection when the kept-alive one they were given had just been closed by the upstream, or to the next target when their target refused the connection.',
       labelNames: ['route'] as const,
       registers: [registry],
     }),

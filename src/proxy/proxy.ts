@@ -1,10 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { buildConnector, Pool, type Dispatcher } from 'undici';
+import type { RouteConfig } from '../config/schema.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { errorBody } from '../server/errors.js';
 import { responseHeaders } from './headers.js';
 import type { Route } from './routes.js';
+import { RouteTargets, type Target } from './upstreams.js';
 
 interface Logger {
   warn(obj: object, msg: string): void;
@@ -15,6 +17,11 @@ export type UpstreamFailure = 'refused' | 'reset' | 'timeout' | 'other';
 /** What one proxied request needs to remember. */
 interface ProxyState {
   route: Route;
+  targets: RouteTargets;
+  /** the target the request is (being) sent to */
+  target: Target;
+  /** the request target the upstream gets (routes[].stripPrefix applied) */
+  path: string;
   req: IncomingMessage;
   res: ServerResponse;
   clientWantsClose: boolean;
@@ -27,6 +34,8 @@ interface ProxyState {
   answered: boolean;
   /** sent a second time after its connection was closed before any answer */
   retried: boolean;
+  /** sent to another target after its connection was refused */
+  failedOver: boolean;
   /** the failure was answered and counted already */
   failed: boolean;
 }
@@ -93,6 +102,8 @@ function resettingConnector(): buildConnector.connector {
  */
 export class Proxy {
   private readonly pools = new Map<string, Pool>();
+  /** per route (and config: keyed by the route's upstreams list, which every copy of the route shares) */
+  private readonly routeTargets = new WeakMap<readonly string[], RouteTargets>();
 
   constructor(
     private readonly metrics: Metrics,
@@ -110,12 +121,54 @@ export class Proxy {
     return pool;
   }
 
+  /** The route's targets, their health, headers and path rewriting; made on first use. */
+  targets(route: RouteConfig): RouteTargets {
+    let t = this.routeTargets.get(route.upstreams);
+    if (!t) {
+      t = new RouteTargets(route, this.metrics.upstreamTargets);
+      this.routeTargets.set(route.upstreams, t);
+    }
+    return t;
+  }
+
+  /**
+   * Makes the routes' targets now, so that wxgate_upstream_target_up lists them before any request;
+   * with the routes of a new config, the series of targets no longer configured go.
+   */
+  prepare(routes: ReadonlyArray<RouteConfig>): void {
+    const keys = new Set<string>();
+    for (const r of routes) for (const t of this.targets(r).targets) keys.add(`${r.name}\n${t.label}`);
+    for (const key of this.metrics.upstreamTargets.keys()) if (!keys.has(key)) this.metrics.upstreamTargets.delete(key);
+  }
+
+  /** A connection to `target` failed (refused, connect timeout, reset before an answer): skip it for failTimeout. */
+  targetFailed(targets: RouteTargets, target: Target, kind: string): void {
+    if (targets.failed(target) && targets.targets.length > 1) {
+      this.log.warn({ route: targets.name, target: target.label, kind }, 'upstream target failed; skipped for routes[].failTimeout');
+    }
+  }
+
   /**
    * Hands the request to the upstream; `done` is called once the response is over (finished or aborted).
    * Headers must already be prepared on req.headers (hop-by-hop dropped, identity set).
    */
   forward(req: IncomingMessage, res: ServerResponse, route: Route, clientWantsClose: boolean, done: () => void): void {
-    const state: ProxyState = { route, req, res, clientWantsClose, withBody: false, clientGone: false, answered: false, retried: false, failed: false };
+    const targets = this.targets(route);
+    const state: ProxyState = {
+      route,
+      targets,
+      target: targets.single ?? targets.pick()!,
+      path: targets.strip ? targets.pathFor(req.url!) : req.url!,
+      req,
+      res,
+      clientWantsClose,
+      withBody: false,
+      clientGone: false,
+      answered: false,
+      retried: false,
+      failedOver: false,
+      failed: false,
+    };
     res.once('close', () => {
       if (!res.writableFinished) {
         state.clientGone = true;
@@ -128,13 +181,15 @@ export class Proxy {
     // undici frames the body itself and names the upstream's host; the client's Host is in X-Forwarded-Host
     delete headers.host;
     if (headers['transfer-encoding'] !== undefined) delete headers['transfer-encoding'];
+    // routes[].headers, after the client's were stripped: they replace a client header of the same name
+    if (targets.headers) for (const [name, value] of targets.headers) headers[name] = value;
     this.dispatch(state);
   }
 
   private dispatch(state: ProxyState): void {
     const { req, res, route } = state;
     const options: Dispatcher.DispatchOptions = {
-      path: req.url!,
+      path: state.path,
       method: req.method as Dispatcher.HttpMethod,
       headers: req.headers as Record<string, string>,
       body: state.withBody ? req : null,
@@ -143,7 +198,8 @@ export class Proxy {
     };
     let resume: (() => void) | undefined;
     const onDrain = () => resume?.();
-    this.poolFor(route.upstream).dispatch(options, {
+    const target = state.target;
+    (target.pool ??= this.poolFor(target.origin)).dispatch(options, {
       onConnect: (abort) => {
         state.abort = abort;
         if (state.clientGone) abort();
@@ -165,6 +221,7 @@ export class Proxy {
           return false;
         }
         state.answered = true;
+        state.targets.answered(target);
         return true;
       },
       onData: (chunk) => {
@@ -186,6 +243,19 @@ export class Proxy {
           this.dispatch(state);
           return;
         }
+        const connectFailed = kind === 'refused' || err.code === 'UND_ERR_CONNECT_TIMEOUT';
+        if (connectFailed || (kind === 'reset' && !state.answered)) this.targetFailed(state.targets, target, kind);
+        // No connection, so nothing reached the upstream: a request without a body goes to the next target once.
+        if (connectFailed && !state.failedOver && !state.withBody) {
+          const next = state.targets.pick(target);
+          if (next) {
+            state.failedOver = true;
+            this.metrics.upstreamRetries.inc({ route: route.name });
+            state.target = next;
+            this.dispatch(state);
+            return;
+          }
+        }
         this.fail(state, kind, err.message, err.code);
       },
     });
@@ -199,7 +269,7 @@ export class Proxy {
     const route = state.route.name;
     this.metrics.upstreamErrors.inc({ route, kind });
     // "errno", not "code": the logger redacts any field named code (login codes)
-    this.log.warn({ route, kind, errno, err: reason }, 'upstream request failed');
+    this.log.warn({ route, target: state.target.label, kind, errno, err: reason }, 'upstream request failed');
     if (res.headersSent) {
       res.destroy();
       return;

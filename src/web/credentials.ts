@@ -62,6 +62,17 @@ export class Credentials {
     return origin !== undefined && web.origins.has(origin);
   }
 
+  /**
+   * Whether a request comes from one of the allowed pages by its Origin header (publicUrl's or one of
+   * web.origins): a cookie-authenticated WebSocket upgrade must (a GET, so csrfOk lets it pass, yet
+   * any site's page could open the socket with the user's cookie: cross-site WebSocket hijacking).
+   * Browsers always send Origin with a WebSocket handshake; without one, or without web logins, false.
+   */
+  originAllowed(req: IncomingMessage): boolean {
+    const origin = req.headers.origin;
+    return this.web !== undefined && origin !== undefined && this.web.origins.has(origin);
+  }
+
 }
 
 /**
