@@ -1,7 +1,7 @@
 import type { Context } from 'koa';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { GatewayError, type ErrorCode } from '../server/errors.js';
+import { GatewayError, wechatErrorFor, type ErrorCode } from '../server/errors.js';
 import type { Sessions } from '../session/sessions.js';
 import { StoreUnavailableError } from '../session/types.js';
 import type { WechatClient } from '../wechat/client.js';
@@ -36,23 +36,7 @@ const CODE = /^[\x21-\x7e]{1,128}$/;
 
 /** How a failed jscode2session call is answered. */
 export function loginErrorFor(err: WechatError): ErrorCode {
-  if (err.kind === 'timeout') return 'wechat_timeout';
-  if (err.kind === 'network') return 'wechat_unavailable';
-  if (err.kind === 'bad_response') return 'wechat_error';
-  switch (err.errcode) {
-    case 40029:
-      return 'code_invalid';
-    case 40163:
-      return 'code_used';
-    case 45011:
-      return 'wechat_rate_limited';
-    case 40226:
-      return 'user_blocked';
-    case -1:
-      return 'wechat_unavailable';
-    default:
-      return 'wechat_error';
-  }
+  return wechatErrorFor(err, { 40029: 'code_invalid', 40163: 'code_used', 40226: 'user_blocked' });
 }
 
 const HINTS: Record<number, string> = {

@@ -1,6 +1,6 @@
 import type { Context } from 'koa';
 import type { Config } from '../config/schema.js';
-import { GatewayError, type ErrorCode } from '../server/errors.js';
+import { GatewayError, wechatErrorFor, type ErrorCode } from '../server/errors.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 import type { PhoneNumber, WechatClient } from '../wechat/client.js';
@@ -22,19 +22,7 @@ const CODE = /^[\x21-\x7e]{1,128}$/;
 
 /** How a failed getuserphonenumber call is answered (token errors are handled by AccessTokens first). */
 export function phoneErrorFor(err: WechatError): ErrorCode {
-  if (err.kind === 'timeout') return 'wechat_timeout';
-  if (err.kind === 'network') return 'wechat_unavailable';
-  if (err.kind === 'bad_response') return 'wechat_error';
-  switch (err.errcode) {
-    case 40029:
-      return 'phone_code_invalid';
-    case 45011:
-      return 'wechat_rate_limited';
-    case -1:
-      return 'wechat_unavailable';
-    default:
-      return 'wechat_error';
-  }
+  return wechatErrorFor(err, { 40029: 'phone_code_invalid' });
 }
 
 /**

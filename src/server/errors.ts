@@ -125,3 +125,16 @@ export function sendError(req: IncomingMessage, res: ServerResponse, err: unknow
   res.end(req.method === 'HEAD' ? undefined : body);
   logAnswer(gerr, log, route);
 }
+
+/**
+ * How a failed WeChat call is answered: timeouts 504, unreachable or busy (-1) 503, rate limited (45011)
+ * 429, an unreadable answer 502; the errcodes `byErrcode` names as those; any other errcode 502.
+ */
+export function wechatErrorFor(err: { kind: string; errcode?: number }, byErrcode: Readonly<Record<number, ErrorCode>> = {}): ErrorCode {
+  if (err.kind === 'timeout') return 'wechat_timeout';
+  if (err.kind === 'network') return 'wechat_unavailable';
+  if (err.kind === 'bad_response' || err.errcode === undefined) return 'wechat_error';
+  if (err.errcode === -1) return 'wechat_unavailable';
+  if (err.errcode === 45011) return 'wechat_rate_limited';
+  return byErrcode[err.errcode] ?? 'wechat_error';
+}

@@ -2,7 +2,7 @@ import { hash } from 'node:crypto';
 import type { Context } from 'koa';
 import type { Config } from '../config/schema.js';
 import type { CodeOnce, Exchanged } from '../login/code-once.js';
-import { GatewayError, type ErrorCode } from '../server/errors.js';
+import { GatewayError, wechatErrorFor, type ErrorCode } from '../server/errors.js';
 import type { Sessions } from '../session/sessions.js';
 import type { WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';
@@ -20,21 +20,7 @@ const CODE = /^[\x21-\x7e]{1,128}$/;
 const FINAL: ReadonlySet<ErrorCode> = new Set(['code_invalid', 'code_used']);
 
 export function oauthErrorFor(err: WechatError): ErrorCode {
-  if (err.kind === 'timeout') return 'wechat_timeout';
-  if (err.kind === 'network') return 'wechat_unavailable';
-  if (err.kind === 'bad_response') return 'wechat_error';
-  switch (err.errcode) {
-    case 40029:
-      return 'code_invalid';
-    case 40163:
-      return 'code_used';
-    case 45011:
-      return 'wechat_rate_limited';
-    case -1:
-      return 'wechat_unavailable';
-    default:
-      return 'wechat_error';
-  }
+  return wechatErrorFor(err, { 40029: 'code_invalid', 40163: 'code_used' });
 }
 
 interface Flow {

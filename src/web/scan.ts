@@ -1,7 +1,7 @@
 import { hash, randomBytes } from 'node:crypto';
 import type { Context } from 'koa';
 import type { Config } from '../config/schema.js';
-import { GatewayError } from '../server/errors.js';
+import { GatewayError, wechatErrorFor } from '../server/errors.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 import type { WechatClient } from '../wechat/client.js';
@@ -68,7 +68,7 @@ export function scanHandlers(deps: {
       }
       if (!(err instanceof WechatError)) throw err;
       log.warn({ appid: app, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg }, 'WeChat did not make the QR code');
-      throw new GatewayError(err.kind === 'timeout' ? 'wechat_timeout' : err.errcode === -1 || err.kind === 'network' ? 'wechat_unavailable' : 'wechat_error');
+      throw new GatewayError(wechatErrorFor(err));
     }
     const now = Date.now();
     await web.store.createTicket(id, secretHash(secret), now + scan.ticketTtl, KEEP_MS);
