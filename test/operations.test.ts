@@ -119,7 +119,14 @@ test.serial('a half-written file is never loaded', async (t) => {
 });
 
 test.serial('access log: one JSON line per request with request id, route, status, duration, upstream and a hashed user; X-Request-Id passes on', async (t) => {
-  const gw = await startTestGateway(raw([{ path: '/api', upstream: up1.url }, { path: '/pub', upstream: up1.url, auth: 'none' }]), { logLevel: 'info' });
+  const gw = await startTestGateway(
+    raw([
+      { path: '/api', upstream: up1.url },
+      { path: '/pub', upstream: up1.url, auth: 'none' },
+      { path: '/rr', upstream: [up1.url, up2.url], auth: 'none' },
+    ]),
+    { logLevel: 'info' },
+  );
   t.teardown(() => gw.close());
   const token = await login(gw.url, 'ivy.1');
   const me = (await request(gw.url, { path: '/session', headers: { authorization: `Bearer ${token}` } })).json;
@@ -132,7 +139,10 @@ test.serial('access log: one JSON line per request with request id, route, statu
   const own = await request(gw.url, { path: '/healthz', headers: { 'x-request-id': 'hc-1' } });
   t.is(own.headers['x-request-id'], 'hc-1', 'own endpoints answer with it');
 
+  await request(gw.url, { path: '/rr/1' });
+  await request(gw.url, { path: '/rr/2' });
   const lines = gw.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'request');
+  t.deepEqual(lines.filter((l) => l.route === 'rr').map((l) => l.upstream).sort(), [up1.url, up2.url].sort(), 'the target that answered, each in turn');
   const api = lines.find((l) => l.req_id === 'lb-42.a')!;
   t.like(api, { part: 'access', route: 'api', method: 'GET', path: '/api/orders', status: 200, upstream: up1.url, appid: APPID });
   t.is(typeof api.ms, 'number');

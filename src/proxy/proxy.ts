@@ -149,10 +149,11 @@ export class Proxy {
   }
 
   /**
-   * Hands the request to the upstream; `done` is called once the response is over (finished or aborted).
+   * Hands the request to the upstream; `done` is called once the response is over (finished or aborted),
+   * with the URL of the target that answered (or was tried last).
    * Headers must already be prepared on req.headers (hop-by-hop dropped, identity set).
    */
-  forward(req: IncomingMessage, res: ServerResponse, route: Route, clientWantsClose: boolean, done: () => void): void {
+  forward(req: IncomingMessage, res: ServerResponse, route: Route, clientWantsClose: boolean, done: (target: string) => void): void {
     const targets = this.targets(route);
     const state: ProxyState = {
       route,
@@ -174,7 +175,7 @@ export class Proxy {
         state.clientGone = true;
         state.abort?.();
       }
-      done();
+      done(state.target.url);
     });
     state.withBody = hasBody(req);
     const headers = req.headers;

@@ -372,10 +372,10 @@ function gateway({ config, sessions, proxy, metrics, log, web }: AppDeps) {
   return function gateway(req: IncomingMessage, res: ServerResponse): void {
     const start = process.hrtime.bigint();
     let routeName = 'unmatched';
-    let upstream: string | undefined;
     let who: ActiveSession | undefined;
     const id = requestId(req.headers);
-    const done = () => {
+    /** `upstream`: the target that answered, for a proxied request */
+    const done = (upstream?: string) => {
       const status = res.headersSent ? res.statusCode : 499;
       const seconds = record(routeName, req.method ?? 'OTHER', status, start);
       access?.({ id, route: routeName, method: req.method ?? 'OTHER', url: req.url ?? '', status, seconds, upstream, who });
@@ -406,7 +406,6 @@ function gateway({ config, sessions, proxy, metrics, log, web }: AppDeps) {
         if (ownCookies) stripOwnCookies(headers, ownCookies);
         setForwarded(req, trust);
         if (session) setIdentity(headers, session, route.forwardPhone);
-        upstream = route.upstream;
         who = session;
         proxy.forward(req, res, route, clientWantsClose, done);
       };
