@@ -132,6 +132,8 @@ test.serial('access log: one JSON line per request with request id, route, statu
   const me = (await request(gw.url, { path: '/session', headers: { authorization: `Bearer ${token}` } })).json;
   await request(gw.url, { path: '/api/orders?secret=1', headers: { authorization: `Bearer ${token}`, 'x-request-id': 'lb-42.a' } });
   t.is(up1.seen.at(-1)!.headers['x-request-id'], 'lb-42.a', 'a plain request id is kept and forwarded');
+  await request(gw.url, { path: '/pub/named', headers: { connection: 'keep-alive, X-Request-Id', 'x-request-id': 'lb-43' } });
+  t.is(up1.seen.at(-1)!.headers['x-request-id'], 'lb-43', 'naming it in Connection does not drop it');
   await request(gw.url, { path: '/pub/x', headers: { 'x-request-id': 'bad id with spaces' } });
   const generated = up1.seen.at(-1)!.headers['x-request-id'] as string;
   t.regex(generated, /^[0-9a-f-]{36}$/, 'a malformed one is replaced by a new UUID');

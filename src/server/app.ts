@@ -406,6 +406,8 @@ function gateway({ config, sessions, proxy, metrics, log, web }: AppDeps) {
         if (ownCookies) stripOwnCookies(headers, ownCookies);
         setForwarded(req, trust);
         if (session) setIdentity(headers, session, route.forwardPhone);
+        // again after the hop-by-hop step: a Connection header naming it cannot drop it
+        headers['x-request-id'] = id;
         who = session;
         proxy.forward(req, res, route, clientWantsClose, done);
       };
