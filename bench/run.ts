@@ -10,6 +10,9 @@
  *   npm run bench -- --smoke                             (one short round: does it still run?)
  *   BENCH_ONLY='warm|public' npm run bench               (a subset, with plain http-proxy)
  *   BENCH_LATENCY=0 npm run bench                        (skip the fixed-rate latency runs)
+ *   BENCH_BASELINE=/other/checkout/dist/cli.js BENCH_ONLY=warm npm run bench   (BENCH_BASELINE_NO_LIMITS=1 before limits.login)
+ *                                                         (another build of wxgate, e.g. an earlier commit's,
+ *                                                          measured interleaved with this one, warm LRU)
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -26,7 +29,7 @@ const USERS = SMOKE ? 200 : Number(process.env.BENCH_USERS ?? 10_000);
 
 async function main() {
   const ports = Object.fromEntries(
-    await Promise.all(['gw', 'gwNoLru', 'httpProxy', 'undici', 'auth', 'nginx', 'nginxAuth'].map(async (k) => [k, await freePort()])),
+    await Promise.all(['gw', 'gwNoLru', 'httpProxy', 'undici', 'auth', 'nginx', 'nginxAuth', 'baseline'].map(async (k) => [k, await freePort()])),
   ) as Record<string, number>;
 
   log(`machine: ${(await import('node:os')).cpus().length} cores; pinning ${HAS_TASKSET ? 'on' : 'off (needs 2 cores and taskset)'}; load tool: ${HAS_WRK ? 'wrk' : 'autocannon'}`);
@@ -37,6 +40,13 @@ async function main() {
   const upstream = aux.upstream;
   const gw = start(process.execPath, [CLI, '--config', gatewayConfig(aux, ports.gw!, 100_000)], { core: SUT_CORE });
   const gwNoLru = start(process.execPath, [CLI, '--config', gatewayConfig(aux, ports.gwNoLru!, 0)], { core: SUT_CORE });
+  // BENCH_BASELINE: another build of the gateway, same config but its own key prefix in the same Redis
+  // (BENCH_BASELINE_NO_LIMITS=1 for a build older than limits.login, which had no login limit)
+  const BASELINE = process.env.BENCH_BASELINE;
+  const baselineSession = { store: 'redis', redis: { url: `redis://127.0.0.1:${aux.redis}`, keyPrefix: 'baseline:' }, cache: { max: 100_000, ttl: '60s' }, maxPerUser: 5 };
+  const baseline = BASELINE
+    ? start(process.execPath, [BASELINE, '--config', gatewayConfig(aux, ports.baseline!, 100_000, { session: baselineSession, ...(process.env.BENCH_BASELINE_NO_LIMITS === '1' ? { limits: undefined } : {}) })], { core: SUT_CORE })
+    : undefined;
   const httpProxyPeer = start(process.execPath, tsx('peers/http-proxy.ts', String(ports.httpProxy), upstream), { core: SUT_CORE });
   const undiciPeer = start(process.execPath, tsx('peers/undici-proxy.ts', String(ports.undici), upstream), { core: SUT_CORE });
   let authService: ChildProcess | undefined;
@@ -83,7 +93,9 @@ http {
     nginx = start('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { core: SUT_CORE });
   } else log('nginx is not installed: its two peers are skipped');
   await Promise.all(
-    [ports.gw, ports.gwNoLru, ports.httpProxy, ports.undici, ...(withNginx ? [ports.auth, ports.nginx, ports.nginxAuth] : [])].map((p) => waitForPort(p!)),
+    [ports.gw, ports.gwNoLru, ports.httpProxy, ports.undici, ...(withNginx ? [ports.auth, ports.nginx, ports.nginxAuth] : []), ...(baseline ? [ports.baseline] : [])].map((p) =>
+      waitForPort(p!),
+    ),
   );
 
   // users: log them in through the gateway (they land in Redis; the warm gateway caches them as used)
@@ -94,6 +106,8 @@ http {
   const tokensFile = join(work, 'tokens.txt');
   writeFileSync(tokensFile, tokens.join('\n'));
   const auth = { Authorization: `Bearer ${tokens[0]}` };
+  // as many users as the gateway under test holds, so both carry the same heap
+  const baselineAuth = baseline ? { Authorization: `Bearer ${(await loginUsers(ports.baseline!, USERS, 'baseline'))[0]}` } : undefined;
 
   /** cpu: the processes whose CPU time is the target's own cost (measured per request: robust to a noisy load tool) */
   type Target = { name: string; run: () => Promise<LoadResult>; rssPid?: number; cpu?: () => number[] };
@@ -111,6 +125,9 @@ http {
         ]
       : []),
     { name: 'wxgate auth, warm LRU', cpu: () => [gw.pid!], run: tp(ports.gw!, '/api/items', { headers: auth }), rssPid: gw.pid },
+    ...(baseline
+      ? [{ name: 'baseline build: auth, warm LRU', cpu: () => [baseline.pid!], run: tp(ports.baseline!, '/api/items', { headers: baselineAuth }), rssPid: baseline.pid }]
+      : []),
     { name: 'wxgate public route', cpu: () => [gw.pid!], run: tp(ports.gw!, '/pub/items'), rssPid: gw.pid },
     { name: 'wxgate auth, LRU off (Redis)', cpu: () => [gwNoLru.pid!], run: tp(ports.gwNoLru!, '/api/items', { headers: auth }), rssPid: gwNoLru.pid },
     { name: `wxgate auth, ${USERS} users`, cpu: () => [gw.pid!], run: tp(ports.gw!, '/api/items', { tokensFile }), rssPid: gw.pid },
@@ -205,7 +222,7 @@ http {
   console.log(report);
   mkdirSync(join(ROOT, '.bench'), { recursive: true });
   writeFileSync(join(ROOT, '.bench', 'last-run.md'), `${report}\n`);
-  for (const c of [gw, gwNoLru]) await stop(c);
+  for (const c of [gw, gwNoLru, ...(baseline ? [baseline] : [])]) await stop(c);
   if (SMOKE) {
     // the smoke run (part of npm test) checks that every target answered, and without errors
     const broken = targets.filter((t) => !(med(t.name, 'rps') > 0) || (results.get(t.name) ?? []).some((x) => x.errors > 0));
