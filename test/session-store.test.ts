@@ -29,6 +29,17 @@ function redisStore(prefix = randomPrefix(), more: Partial<RedisStoreOptions> = 
   return new RedisStore({ url: redis.url, keyPrefix: prefix, connectTimeout: 1000, commandTimeout: 300, ...more });
 }
 
+/** A Redis store on a fresh key prefix, connected, closed with the test; and a raw client to look inside. */
+async function freshRedisStore(t: { teardown(fn: () => unknown): void }): Promise<{ prefix: string; store: RedisStore; client: Redis }> {
+  const prefix = randomPrefix();
+  const store = redisStore(prefix);
+  t.teardown(() => store.close());
+  await ready(store);
+  const client = new Redis(redis.url);
+  t.teardown(() => client.disconnect());
+  return { prefix, store, client };
+}
+
 async function until(cond: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
   for (;;) {
@@ -224,12 +235,7 @@ test('redis: the token itself is never stored, nor any of its random part: only 
 });
 
 test('redis: one hash per user, a listpack, whose expiry is the latest idle deadline of its sessions; gone with the last one', async (t) => {
-  const prefix = randomPrefix();
-  const store = redisStore(prefix);
-  t.teardown(() => store.close());
-  await ready(store);
-  const client = new Redis(redis.url);
-  t.teardown(() => client.disconnect());
+  const { prefix, store, client } = await freshRedisStore(t);
   const key = `${prefix}u:${userId(APP, 'o-layout')}`;
   const deadline = async () => Number(await client.pexpiretime(key));
   const now = Date.now();
@@ -265,12 +271,7 @@ test('redis: one hash per user, a listpack, whose expiry is the latest idle dead
 });
 
 test("redis: a user's key that holds another user (an id collision) refuses the login and is left as it was", async (t) => {
-  const prefix = randomPrefix();
-  const store = redisStore(prefix);
-  t.teardown(() => store.close());
-  await ready(store);
-  const client = new Redis(redis.url);
-  t.teardown(() => client.disconnect());
+  const { prefix, store, client } = await freshRedisStore(t);
   // A's hash, found where the ids of A and B collide (the copy stands in for a real SHA-256 collision)
   const a = hashFor('o-owner');
   await store.create(a, { ...record('o-owner'), unionid: 'o-union-owner' }, 'key-owner', { maxPerUser: 10 });
