@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+// first: V8 settings that must be in place before anything else is allocated
+import './v8-flags.js';
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';

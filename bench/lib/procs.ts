@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { openSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 
@@ -30,9 +30,9 @@ export function has(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 }
 
-export function start(cmd: string, args: string[], opts: { core?: string; env?: NodeJS.ProcessEnv; quiet?: boolean } = {}): ChildProcess {
+export function start(cmd: string, args: string[], opts: { core?: string; env?: NodeJS.ProcessEnv; quiet?: boolean; stdoutFile?: string } = {}): ChildProcess {
   const [file, argv] = HAS_TASKSET && opts.core ? ['taskset', ['-c', opts.core, cmd, ...args]] : [cmd, args];
-  const child = spawn(file, argv, { env: { ...process.env, ...opts.env }, stdio: ['ignore', opts.quiet === false ? 'inherit' : 'ignore', 'inherit'] });
+  const child = spawn(file, argv, { env: { ...process.env, ...opts.env }, stdio: ['ignore', opts.stdoutFile ? openSync(opts.stdoutFile, 'w') : opts.quiet === false ? 'inherit' : 'ignore', 'inherit'] });
   children.add(child);
   child.once('exit', () => children.delete(child));
   return child;
