@@ -27,6 +27,14 @@ const SECONDS = SMOKE ? 1 : Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const USERS = SMOKE ? 200 : Number(process.env.BENCH_USERS ?? 10_000);
 
+/** Seconds the gateway on `port` spent in GC so far, every kind, from its /metrics (prom-client's default metrics). */
+async function gcSeconds(port: number): Promise<number> {
+  const text = await (await fetch(url(port, '/metrics'))).text();
+  let sum = 0;
+  for (const line of text.split('\n')) if (line.startsWith('wxgate_nodejs_gc_duration_seconds_sum')) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  return sum;
+}
+
 async function main() {
   const ports = Object.fromEntries(
     await Promise.all(['gw', 'gwNoLru', 'httpProxy', 'undici', 'auth', 'nginx', 'nginxAuth', 'baseline'].map(async (k) => [k, await freePort()])),
@@ -110,7 +118,8 @@ http {
   const baselineAuth = baseline ? { Authorization: `Bearer ${(await loginUsers(ports.baseline!, USERS, 'baseline'))[0]}` } : undefined;
 
   /** cpu: the processes whose CPU time is the target's own cost (measured per request: robust to a noisy load tool) */
-  type Target = { name: string; run: () => Promise<LoadResult>; rssPid?: number; cpu?: () => number[] };
+  /** gcPort: a gateway whose /metrics tells its GC time (nodejs_gc_duration_seconds, every kind) */
+  type Target = { name: string; run: () => Promise<LoadResult>; rssPid?: number; cpu?: () => number[]; gcPort?: number };
   const tp = (port: number, path: string, extra: Partial<Parameters<typeof throughput>[0]> = {}) => () =>
     throughput({ url: url(port, path), connections: CONNECTIONS, seconds: SECONDS, ...extra });
   const only = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY, 'i') : undefined;
@@ -124,14 +133,14 @@ http {
           { name: 'nginx auth_request+Redis', run: tp(ports.nginxAuth!, '/api/items', { headers: auth }), cpu: () => [...withChildren(nginx?.pid), authService!.pid!] },
         ]
       : []),
-    { name: 'wxgate auth, warm LRU', cpu: () => [gw.pid!], run: tp(ports.gw!, '/api/items', { headers: auth }), rssPid: gw.pid },
+    { name: 'wxgate auth, warm LRU', cpu: () => [gw.pid!], gcPort: ports.gw, run: tp(ports.gw!, '/api/items', { headers: auth }), rssPid: gw.pid },
     ...(baseline
-      ? [{ name: 'baseline build: auth, warm LRU', cpu: () => [baseline.pid!], run: tp(ports.baseline!, '/api/items', { headers: baselineAuth }), rssPid: baseline.pid }]
+      ? [{ name: 'baseline build: auth, warm LRU', cpu: () => [baseline.pid!], gcPort: ports.baseline, run: tp(ports.baseline!, '/api/items', { headers: baselineAuth }), rssPid: baseline.pid }]
       : []),
-    { name: 'wxgate public route', cpu: () => [gw.pid!], run: tp(ports.gw!, '/pub/items'), rssPid: gw.pid },
-    { name: 'wxgate auth, LRU off (Redis)', cpu: () => [gwNoLru.pid!], run: tp(ports.gwNoLru!, '/api/items', { headers: auth }), rssPid: gwNoLru.pid },
-    { name: `wxgate auth, ${USERS} users`, cpu: () => [gw.pid!], run: tp(ports.gw!, '/api/items', { tokensFile }), rssPid: gw.pid },
-    { name: 'wxgate /login (Redis, simulator)', cpu: () => [gw.pid!], run: tp(ports.gw!, '/login', { login: true, connections: 32 }), rssPid: gw.pid },
+    { name: 'wxgate public route', cpu: () => [gw.pid!], gcPort: ports.gw, run: tp(ports.gw!, '/pub/items'), rssPid: gw.pid },
+    { name: 'wxgate auth, LRU off (Redis)', cpu: () => [gwNoLru.pid!], gcPort: ports.gwNoLru, run: tp(ports.gwNoLru!, '/api/items', { headers: auth }), rssPid: gwNoLru.pid },
+    { name: `wxgate auth, ${USERS} users`, cpu: () => [gw.pid!], gcPort: ports.gw, run: tp(ports.gw!, '/api/items', { tokensFile }), rssPid: gw.pid },
+    { name: 'wxgate /login (Redis, simulator)', cpu: () => [gw.pid!], gcPort: ports.gw, run: tp(ports.gw!, '/login', { login: true, connections: 32 }), rssPid: gw.pid },
   ];
 
   // BENCH_ONLY=regex measures a subset (plain http-proxy always stays: it is what the ratios divide by)
@@ -142,13 +151,16 @@ http {
   const results = new Map<string, LoadResult[]>();
   const rss = new Map<string, number[]>();
   const cpuPerReq = new Map<string, number[]>();
+  const gcPerReq = new Map<string, number[]>();
   const cpuNow = (t: Target) => (t.cpu ? t.cpu().reduce((a, pid) => a + cpuMicros(pid), 0) : NaN);
   for (let r = 1; r <= ROUNDS; r++) {
     log(`round ${r}/${ROUNDS}: throughput at ${CONNECTIONS} connections, ${SECONDS}s each`);
     for (const t of targets) {
       const cpu0 = cpuNow(t);
+      const gc0 = t.gcPort ? await gcSeconds(t.gcPort) : NaN;
       const res = await t.run();
       cpuPerReq.set(t.name, [...(cpuPerReq.get(t.name) ?? []), (cpuNow(t) - cpu0) / (res.rps * SECONDS)]);
+      if (t.gcPort) gcPerReq.set(t.name, [...(gcPerReq.get(t.name) ?? []), ((await gcSeconds(t.gcPort)) - gc0) * 1e6 / (res.rps * SECONDS)]);
       results.set(t.name, [...(results.get(t.name) ?? []), res]);
       if (t.rssPid) rss.set(t.name, [...(rss.get(t.name) ?? []), rssOf(t.rssPid)]);
     }
@@ -181,11 +193,11 @@ http {
   // report
   const f = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-');
   const lines: string[] = [];
-  lines.push(`| target | req/s | p50 ms | p99 ms | errors | CPU µs/req | RSS MB |`, `| --- | ---: | ---: | ---: | ---: | ---: | ---: |`);
+  lines.push(`| target | req/s | p50 ms | p99 ms | errors | CPU µs/req | GC µs/req | RSS MB |`, `| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |`);
   for (const t of targets) {
     const rs = results.get(t.name) ?? [];
     lines.push(
-      `| ${t.name} | ${f(med(t.name, 'rps'))} | ${f(med(t.name, 'p50'), 2)} | ${f(med(t.name, 'p99'), 2)} | ${rs.reduce((a, x) => a + x.errors, 0)} | ${f(median(cpuPerReq.get(t.name) ?? []))} | ${t.rssPid ? f(median(rss.get(t.name) ?? []) / 1048576, 0) : ''} |`,
+      `| ${t.name} | ${f(med(t.name, 'rps'))} | ${f(med(t.name, 'p50'), 2)} | ${f(med(t.name, 'p99'), 2)} | ${rs.reduce((a, x) => a + x.errors, 0)} | ${f(median(cpuPerReq.get(t.name) ?? []))} | ${t.gcPort ? f(median(gcPerReq.get(t.name) ?? []), 1) : ''} | ${t.rssPid ? f(median(rss.get(t.name) ?? []) / 1048576, 0) : ''} |`,
     );
   }
   lines.push('', `| fixed-rate latency | target | achieved req/s | p50 ms | p99 ms | errors |`, `| --- | --- | ---: | ---: | ---: | ---: |`);
