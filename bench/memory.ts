@@ -9,6 +9,8 @@
  *
  *   MEMORY_SESSIONS=200000 npm run bench:memory     (quicker)
  */
+// the gateway's own V8 settings (no allocation-site pretenuring), so the LRU is measured as it runs there
+import '../src/v8-flags.js';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';

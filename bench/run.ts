@@ -10,7 +10,9 @@
  *   npm run bench -- --smoke                             (one short round: does it still run?)
  *   BENCH_ONLY='warm|public' npm run bench               (a subset, with plain http-proxy)
  *   BENCH_LATENCY=0 npm run bench                        (skip the fixed-rate latency runs)
- *   BENCH_BASELINE=/other/checkout/dist/cli.js BENCH_ONLY=warm npm run bench   (BENCH_BASELINE_NO_LIMITS=1 before limits.login)
+ *   BENCH_BASELINE=/other/checkout/dist/cli.js BENCH_ONLY=warm npm run bench   (BENCH_BASELINE_NO_LIMITS=1 before limits.login;
+ *                                                          BENCH_BASELINE_NODE_FLAGS='--no-allocation-site-pretenuring'
+ *                                                          for a build older than src/v8-flags.ts)
  *                                                         (another build of wxgate, e.g. an earlier commit's,
  *                                                          measured interleaved with this one, warm LRU)
  */
@@ -53,7 +55,7 @@ async function main() {
   const BASELINE = process.env.BENCH_BASELINE;
   const baselineSession = { store: 'redis', redis: { url: `redis://127.0.0.1:${aux.redis}`, keyPrefix: 'baseline:' }, cache: { max: 100_000, ttl: '60s' }, maxPerUser: 5 };
   const baseline = BASELINE
-    ? start(process.execPath, [BASELINE, '--config', gatewayConfig(aux, ports.baseline!, 100_000, { session: baselineSession, ...(process.env.BENCH_BASELINE_NO_LIMITS === '1' ? { limits: undefined } : {}) })], { core: SUT_CORE })
+    ? start(process.execPath, [...(process.env.BENCH_BASELINE_NODE_FLAGS ?? '').split(' ').filter(Boolean), BASELINE, '--config', gatewayConfig(aux, ports.baseline!, 100_000, { session: baselineSession, ...(process.env.BENCH_BASELINE_NO_LIMITS === '1' ? { limits: undefined } : {}) })], { core: SUT_CORE })
     : undefined;
   const httpProxyPeer = start(process.execPath, tsx('peers/http-proxy.ts', String(ports.httpProxy), upstream), { core: SUT_CORE });
   const undiciPeer = start(process.execPath, tsx('peers/undici-proxy.ts', String(ports.undici), upstream), { core: SUT_CORE });
