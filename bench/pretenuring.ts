@@ -14,17 +14,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { throughput } from './lib/load.js';
 import { cpuMicros, freePort, median, rssOf, start, stop, SUT_CORE, waitForPort } from './lib/procs.js';
-import { CLI, gatewayConfig, log, loginUsers, ROOT, startAux, url, work } from './lib/setup.js';
+import { CLI, gatewayConfig, gcSeconds, log, loginUsers, ROOT, startAux, url, work } from './lib/setup.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
-
-async function gcSeconds(port: number): Promise<number> {
-  const text = await (await fetch(url(port, '/metrics'))).text();
-  let sum = 0;
-  for (const line of text.split('\n')) if (line.startsWith('wxgate_nodejs_gc_duration_seconds_sum')) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  return sum;
-}
 
 /** Mean KB per scavenge that survived (stayed young or was promoted) and was promoted, from the lines after `from`. */
 function scavenges(file: string, from: number): { lines: number; survivedKB: number; promotedKB: number } {

@@ -21,21 +21,13 @@ import { join } from 'node:path';
 import { atRate, HAS_WRK, throughput, type LoadResult } from './lib/load.js';
 import type { ChildProcess } from 'node:child_process';
 import { cpuMicros, freePort, has, HAS_TASKSET, median, rssOf, start, stop, SUT_CORE, waitForPort, withChildren } from './lib/procs.js';
-import { CLI, gatewayConfig, log, loginUsers, ROOT, startAux, tsx, url, work } from './lib/setup.js';
+import { CLI, gatewayConfig, gcSeconds, log, loginUsers, ROOT, startAux, tsx, url, work } from './lib/setup.js';
 
 const SMOKE = process.argv.includes('--smoke');
 const ROUNDS = SMOKE ? 1 : Number(process.env.BENCH_ROUNDS ?? 3);
 const SECONDS = SMOKE ? 1 : Number(process.env.BENCH_SECONDS ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const USERS = SMOKE ? 200 : Number(process.env.BENCH_USERS ?? 10_000);
-
-/** Seconds the gateway on `port` spent in GC so far, every kind, from its /metrics (prom-client's default metrics). */
-async function gcSeconds(port: number): Promise<number> {
-  const text = await (await fetch(url(port, '/metrics'))).text();
-  let sum = 0;
-  for (const line of text.split('\n')) if (line.startsWith('wxgate_nodejs_gc_duration_seconds_sum')) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  return sum;
-}
 
 async function main() {
   const ports = Object.fromEntries(

@@ -67,3 +67,11 @@ export async function loginUsers(port: number, n: number, prefix = 'user'): Prom
   }
   return tokens;
 }
+
+/** Seconds the gateway on `port` spent in GC so far, every kind, from its /metrics (prom-client's default metrics). */
+export async function gcSeconds(port: number): Promise<number> {
+  const text = await (await fetch(url(port, '/metrics'))).text();
+  let sum = 0;
+  for (const line of text.split('\n')) if (line.startsWith('wxgate_nodejs_gc_duration_seconds_sum')) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  return sum;
+}
