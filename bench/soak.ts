@@ -39,6 +39,13 @@ async function metric(port: number, name: string): Promise<number> {
   return m ? Number(m[1]) : NaN;
 }
 
+/** "none", or the statuses >= 400 and the requests left unanswered 5 s after the load ended. */
+function describeErrors(l: { failed?: Record<string, number>; unanswered?: number }): string {
+  const parts = Object.entries(l.failed ?? {}).map(([status, n]) => `${n} × ${status}`);
+  if (l.unanswered) parts.push(`${l.unanswered} unanswered`);
+  return parts.join(', ') || 'none';
+}
+
 async function main() {
   const aux = await startAux();
   const port = await freePort();
@@ -109,7 +116,7 @@ async function main() {
   ];
   const lines = [
     `Soak: ${SECONDS}s at ${rate} req/s (50% of ${max.toFixed(0)}), ${abortRate}/s aborting on /api/slow.`,
-    `Load: ${l.done} answered, ${l.errors} errors, p50 ${l.p50?.toFixed(2)} ms, p99 ${l.p99?.toFixed(2)} ms. Aborters: ${a.sent} sent, ${a.aborted} left early, ${a.completed} completed. wxgate_upstream_errors_total: ${upstreamErrors || 'none'}.`,
+    `Load: ${l.done} answered, ${l.errors} errors (${describeErrors(l)}), p50 ${l.p50?.toFixed(2)} ms, p99 ${l.p99?.toFixed(2)} ms. Aborters: ${a.sent} sent, ${a.aborted} left early, ${a.completed} completed. wxgate_upstream_errors_total: ${upstreamErrors || 'none'}.`,
     '',
     '| check | measured | |',
     '| --- | --- | --- |',

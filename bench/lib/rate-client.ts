@@ -28,6 +28,8 @@ const queue: number[] = [];
 const idle: Conn[] = [];
 let sent = 0;
 let errors = 0;
+/** answers of status >= 400, by status */
+const failed: Record<number, number> = {};
 let done = 0;
 
 function send(c: Conn, due: number) {
@@ -55,7 +57,10 @@ function open(): Promise<Conn> {
       for (let a = answer(c.buf); a && c.due !== undefined; a = answer(c.buf)) {
         c.buf = c.buf.subarray(a.length);
         done++;
-        if (a.status >= 400) errors++;
+        if (a.status >= 400) {
+          errors++;
+          failed[a.status] = (failed[a.status] ?? 0) + 1;
+        }
         else lat.push(performance.now() - c.due);
         c.due = undefined;
         const next = queue.shift();
@@ -92,7 +97,7 @@ const tick = () => {
     clearInterval(wait);
     lat.sort((a, b) => a - b);
     const q = (p: number) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]! : NaN);
-    process.stdout.write(JSON.stringify({ sent, done, errors: errors + (sent - done), achieved: done / o.seconds, p50: q(0.5), p99: q(0.99), startedAt, endedAt }));
+    process.stdout.write(JSON.stringify({ sent, done, errors: errors + (sent - done), failed, unanswered: sent - done, achieved: done / o.seconds, p50: q(0.5), p99: q(0.99), startedAt, endedAt }));
     for (const c of conns) c.socket.destroy();
   }, 20);
 };
