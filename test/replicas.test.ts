@@ -158,9 +158,12 @@ test.serial('Redis down: cached sessions keep working, others get a fast 503, an
   t.true(a.stdout.some((l) => l.includes('redis is unavailable')), 'the log says so');
 
   await redis.start();
+  // each replica reconnects on its own jittered backoff (up to ~2.4 s apart): wait for both
   const deadline = Date.now() + 10_000;
-  while ((await request(a.url, { path: '/readyz' })).status !== 200 && Date.now() < deadline) await sleep(100);
-  t.is((await request(a.url, { path: '/readyz' })).status, 200);
+  for (const gw of [a, b]) {
+    while ((await request(gw.url, { path: '/readyz' })).status !== 200 && Date.now() < deadline) await sleep(100);
+    t.is((await request(gw.url, { path: '/readyz' })).status, 200);
+  }
   // Redis kept nothing (no persistence in tests), so the old sessions are gone: 401 now, not 503 —
   // also for the one A had cached: after a reconnect it may have missed revocations, so its LRU is dropped.
   t.is(await status(a, uncached), 401);
