@@ -39,9 +39,10 @@ async function metric(port: number, name: string): Promise<number> {
   return m ? Number(m[1]) : NaN;
 }
 
-/** "none", or the statuses >= 400 and the requests left unanswered 5 s after the load ended. */
-function describeErrors(l: { failed?: Record<string, number>; unanswered?: number }): string {
+/** "none", or the statuses >= 400, the answers cut off and the requests left unanswered 5 s after the load ended. */
+function describeErrors(l: { failed?: Record<string, number>; cutOff?: number; unanswered?: number }): string {
   const parts = Object.entries(l.failed ?? {}).map(([status, n]) => `${n} × ${status}`);
+  if (l.cutOff) parts.push(`${l.cutOff} cut off mid-answer`);
   if (l.unanswered) parts.push(`${l.unanswered} unanswered`);
   return parts.join(', ') || 'none';
 }
@@ -116,7 +117,7 @@ async function main() {
   ];
   const lines = [
     `Soak: ${SECONDS}s at ${rate} req/s (50% of ${max.toFixed(0)}), ${abortRate}/s aborting on /api/slow.`,
-    `Load: ${l.done} answered, ${l.errors} errors (${describeErrors(l)}), p50 ${l.p50?.toFixed(2)} ms, p99 ${l.p99?.toFixed(2)} ms. Aborters: ${a.sent} sent, ${a.aborted} left early, ${a.completed} completed. wxgate_upstream_errors_total: ${upstreamErrors || 'none'}.`,
+    `Load: ${l.done} answered, ${l.errors} errors (${describeErrors(l)}), p50 ${l.p50?.toFixed(2)} ms, p99 ${l.p99?.toFixed(2)} ms; connections reopened after the gateway closed idle ones: ${l.reconnects} (requests sent again after the keep-alive race: ${l.retried}). Aborters: ${a.sent} sent, ${a.aborted} left early, ${a.completed} completed. wxgate_upstream_errors_total: ${upstreamErrors || 'none'}.`,
     '',
     '| check | measured | |',
     '| --- | --- | --- |',

@@ -7,6 +7,14 @@ import net from 'node:net';
  * prebuilt once: node's http client costs enough per request to become the tail it is meant to measure.
  * Answers must carry Content-Length (the bench's upstream and the gateway's errors do). Prints JSON,
  * with the wall-clock times (ms) the load started and ended (startedAt, endedAt).
+ *
+ * Connections behave as an HTTP client's pool: servers close keep-alive connections idle for their
+ * keepAliveTimeout (the gateway's is 5 s), which at a low rate happens to those at the bottom of the idle
+ * stack; a closed one leaves the pool, and a new one is opened when a request is due and none is idle
+ * (up to `connections`; counted as `reconnects`). A request written on a connection that closes before
+ * any byte of its answer arrived is sent again on another, still timed from when it was first due (the
+ * keep-alive race every client retries; counted as `retried`); one whose answer had begun is `cutOff`,
+ * an error.
  * Usage: rate-client '{"url":..., "rate":..., "seconds":..., "headers":{...}, "connections":64}'
  */
 const o = JSON.parse(process.argv[2]!) as { url: string; rate: number; seconds: number; headers?: Record<string, string>; connections?: number };
@@ -31,10 +39,61 @@ let errors = 0;
 /** answers of status >= 400, by status */
 const failed: Record<number, number> = {};
 let done = 0;
+let retried = 0;
+let cutOff = 0;
+let reconnects = 0;
+let connectErrors = 0;
+const conns = new Set<Conn>();
+const MAX = o.connections ?? 64;
+/** connections being opened */
+let opening = 0;
 
 function send(c: Conn, due: number) {
   c.due = due;
   c.socket.write(request);
+}
+
+/** The next request due, or into the idle stack. */
+function next(c: Conn) {
+  const due = queue.shift();
+  if (due !== undefined) send(c, due);
+  else idle.push(c);
+}
+
+/** The server closed c: out of the pool; what was in flight is sent again or counted as cut off. */
+function closed(c: Conn) {
+  conns.delete(c);
+  const i = idle.indexOf(c);
+  if (i >= 0) idle.splice(i, 1);
+  if (c.due !== undefined) {
+    if (c.buf.length === 0) {
+      retried++;
+      queue.unshift(c.due);
+    } else {
+      cutOff++;
+      done++;
+      errors++;
+    }
+  }
+  grow();
+}
+
+/** New connections for requests waiting in the queue, while the pool is not full. */
+function grow() {
+  while (!finished && queue.length > opening && conns.size + opening < MAX) {
+    opening++;
+    reconnects++;
+    open().then(
+      (c) => {
+        opening--;
+        next(c);
+      },
+      () => {
+        opening--;
+        connectErrors++;
+      },
+    );
+  }
 }
 
 /** One whole answer in c.buf: its length, and its status; undefined until it is all there. */
@@ -50,8 +109,13 @@ function open(): Promise<Conn> {
   return new Promise((resolve, reject) => {
     const c: Conn = { socket: net.connect(Number(u.port), u.hostname), buf: Buffer.alloc(0) };
     c.socket.setNoDelay(true);
-    c.socket.once('connect', () => resolve(c));
+    c.socket.once('connect', () => {
+      conns.add(c);
+      c.socket.on('close', () => closed(c));
+      resolve(c);
+    });
     c.socket.once('error', reject);
+    c.socket.on('error', () => {}); // followed by 'close'
     c.socket.on('data', (d: Buffer) => {
       c.buf = c.buf.length ? Buffer.concat([c.buf, d]) : d;
       for (let a = answer(c.buf); a && c.due !== undefined; a = answer(c.buf)) {
@@ -63,16 +127,15 @@ function open(): Promise<Conn> {
         }
         else lat.push(performance.now() - c.due);
         c.due = undefined;
-        const next = queue.shift();
-        if (next !== undefined) send(c, next);
-        else idle.push(c);
+        next(c);
       }
     });
   });
 }
 
-const conns = await Promise.all(Array.from({ length: o.connections ?? 64 }, open));
-idle.push(...conns);
+/** set when the results are out: closing connections are no longer replaced */
+let finished = false;
+idle.push(...(await Promise.all(Array.from({ length: MAX }, open))));
 const start = performance.now();
 /** wall-clock time the load starts (and, below, ends): for callers that sample the server meanwhile */
 const startedAt = Date.now();
@@ -87,6 +150,7 @@ const tick = () => {
     if (c) send(c, at);
     else queue.push(at);
   }
+  grow();
   if (now < end) {
     setTimeout(tick, 1);
     return;
@@ -97,7 +161,10 @@ const tick = () => {
     clearInterval(wait);
     lat.sort((a, b) => a - b);
     const q = (p: number) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]! : NaN);
-    process.stdout.write(JSON.stringify({ sent, done, errors: errors + (sent - done), failed, unanswered: sent - done, achieved: done / o.seconds, p50: q(0.5), p99: q(0.99), startedAt, endedAt }));
+    finished = true;
+    process.stdout.write(
+      JSON.stringify({ sent, done, errors: errors + (sent - done), failed, cutOff, unanswered: sent - done, retried, reconnects, connectErrors, achieved: done / o.seconds, p50: q(0.5), p99: q(0.99), startedAt, endedAt }),
+    );
     for (const c of conns) c.socket.destroy();
   }, 20);
 };
