@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// first: V8 settings that must be in place before anything else is allocated
+// first: V8 settings that must be in place before any other module runs
 import './v8-flags.js';
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';

@@ -1,7 +1,7 @@
 import v8 from 'node:v8';
 
 /**
- * V8 settings of the gateway process, set before any other module of it is loaded (cli.ts imports this
+ * V8 settings of the gateway process, set before any other module of it runs (cli.ts imports this
  * module first).
  *
  * No allocation-site pretenuring. When a GC finds nearly every object of an allocation site alive — as

@@ -69,17 +69,18 @@ export function writeConfig(raw: Record<string, unknown> | string): string {
   return file;
 }
 
-export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
-  return spawn(process.execPath, [join(ROOT, 'dist/cli.js'), ...args], {
+/** `nodeArgs`: options for node itself, before the script (V8 tracing flags, say). */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): ChildProcess {
+  return spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist/cli.js'), ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
 }
 
-export async function spawnGateway(raw: Record<string, unknown> | string, env: NodeJS.ProcessEnv = {}): Promise<GatewayProcess> {
+export async function spawnGateway(raw: Record<string, unknown> | string, env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<GatewayProcess> {
   const file = writeConfig(raw);
-  const child = runCli(['--config', file], env);
+  const child = runCli(['--config', file], env, nodeArgs);
   const stdout: string[] = [];
   const stderr: string[] = [];
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
