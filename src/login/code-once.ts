@@ -11,6 +11,16 @@ export type Exchanged = { token: string } | { error: ErrorCode; final: boolean }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+export interface OnceOptions {
+  /**
+   * Who spends the code (a web login: its OAuth state's nonce, bound to one browser). The remembered
+   * session is handed again only to that holder; any other holder presenting the code gets `state_used`
+   * and no session: a code that leaked (Referer, log, shared link) cannot be injected into another
+   * browser's login. Without it (POST /login) anyone presenting the code gets the remembered answer.
+   */
+  holder?: string;
+}
+
 /**
  * One WeChat call per authorization code (a wx.login() code, or a web OAuth code), however often and
  * wherever it is presented within its 5-minute life: concurrent callers in this process share one
@@ -23,7 +33,7 @@ export function createCodeOnce(deps: { replay: ReplayStore; metrics: Metrics; lo
   const inflight = new Map<string, Promise<LoginOutcome>>();
 
   /** Spends the code (this replica has the right to) and remembers the answer. */
-  async function spend(appid: string, code: string, key: string, exchange: () => Promise<Exchanged>): Promise<LoginOutcome> {
+  async function spend(appid: string, code: string, key: string, exchange: () => Promise<Exchanged>, holder: string | undefined): Promise<LoginOutcome> {
     let result: Exchanged;
     try {
       result = await exchange();
@@ -37,18 +47,19 @@ export function createCodeOnce(deps: { replay: ReplayStore; metrics: Metrics; lo
       else await replay.release(key).catch(() => {});
       return { error: result.error };
     }
-    await replay.fulfil(key, seal(appid, code, { token: result.token }), CODE_LIFETIME_MS).catch((err: Error) => {
+    const outcome: LoginOutcome = holder === undefined ? { token: result.token } : { token: result.token, holder };
+    await replay.fulfil(key, seal(appid, code, outcome), CODE_LIFETIME_MS).catch((err: Error) => {
       log.warn({ appid, err: err.message }, 'could not remember the code; a retry with it will fail');
     });
-    return { token: result.token };
+    return outcome;
   }
 
-  async function resolve(appid: string, code: string, key: string, exchange: () => Promise<Exchanged>): Promise<LoginOutcome> {
+  async function resolve(appid: string, code: string, key: string, exchange: () => Promise<Exchanged>, holder: string | undefined): Promise<LoginOutcome> {
     const lockMs = deps.wechatTimeout + 2000;
     const deadline = Date.now() + lockMs + 1000;
     for (;;) {
       const claim = await replay.claim(key, lockMs);
-      if (claim === 'won') return spend(appid, code, key, exchange);
+      if (claim === 'won') return spend(appid, code, key, exchange, holder);
       if (claim !== 'pending') return remembered(appid, code, claim);
       metrics.loginReplays.inc({ source: 'pending' });
       let value: string | undefined = 'pending';
@@ -67,16 +78,24 @@ export function createCodeOnce(deps: { replay: ReplayStore; metrics: Metrics; lo
     return unseal(appid, code, sealed) ?? { error: 'code_used' };
   }
 
-  /** The outcome of `code` for `appid`: `exchange` runs at most once per code across replicas. */
-  return function once(appid: string, code: string, exchange: () => Promise<Exchanged>): Promise<LoginOutcome> {
+  /**
+   * The outcome of `code` for `appid`: `exchange` runs at most once per code across replicas. The
+   * claim in the store is atomic (SET NX in Redis), and the winner writes its holder into the answer it
+   * remembers, so whichever replica a second holder reaches, and however close together they come,
+   * only the first holder gets the token.
+   */
+  return async function once(appid: string, code: string, exchange: () => Promise<Exchanged>, opts: OnceOptions = {}): Promise<LoginOutcome> {
     const key = replayKey(appid, code);
     let pending = inflight.get(key);
     if (pending) metrics.loginReplays.inc({ source: 'inflight' });
     else {
-      pending = resolve(appid, code, key, exchange).finally(() => inflight.delete(key));
+      pending = resolve(appid, code, key, exchange, opts.holder).finally(() => inflight.delete(key));
       inflight.set(key, pending);
     }
-    return pending;
+    const outcome = await pending;
+    if (!('token' in outcome)) return outcome;
+    if (outcome.holder !== opts.holder) return { error: 'state_used' };
+    return { token: outcome.token };
   };
 }
 

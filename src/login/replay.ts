@@ -6,9 +6,10 @@ import { StoreUnavailableError } from '../session/types.js';
  * The answer to a login code, remembered for the code's 5-minute life so that the same code presented
  * again (a retry after a lost response, wx.login fired twice, another replica) gets the same answer
  * instead of WeChat's 40163 "code been used". Stored sealed with a key derived from the code itself:
- * whoever reads the store without the code learns nothing, in particular not the token.
+ * whoever reads the store without the code learns nothing, in particular not the token. A token may be
+ * remembered with its `holder` (a web login's OAuth state): then only that holder gets it again.
  */
-export type LoginOutcome = { token: string } | { error: string };
+export type LoginOutcome = { token: string; holder?: string } | { error: string };
 
 export const CODE_LIFETIME_MS = 5 * 60 * 1000;
 const PENDING = 'p';

@@ -37,7 +37,8 @@ interface Flow {
  *   GET /oauth/open/authorize?redirect=…  a website's QR login (Open Platform website app): connect/qrconnect
  * → 302 to WeChat with a state bound to this browser (state.ts) → WeChat sends the browser back to
  *   GET /oauth/{mp,open}/callback?code&state: the code is spent once (code-once.ts: a repeated redirect
- *   or the back button gets the same session, never WeChat's 40163), a session is made for (web appid,
+ *   or the back button gets the same session, never WeChat's 40163; bound to the state that spent it, so
+ *   the code in another browser's login gets no session), a session is made for (web appid,
  *   openid, unionid), set as the session cookie, and the browser is sent to the approved redirect.
  * The redirect_uri is built from web.publicUrl, never from the request's Host.
  */
@@ -113,10 +114,13 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
       const codeMark = hash('sha256', `${flow.appid}\n${code}`, 'base64url').slice(0, 22);
       const first = await web.store.once(`st:${verified.nonce}`, codeMark, config.web!.loginTimeout);
       if (first !== undefined && first !== codeMark) throw new GatewayError('state_used');
-      const outcome = await codeOnce(flow.appid, code, () => exchange(flow, code));
+      // The remembered session goes only to this state (so this browser) again: the same code in anyone
+      // else's login, even with a fresh state of their own, is refused (no code injection).
+      const outcome = await codeOnce(flow.appid, code, () => exchange(flow, code), { holder: verified.nonce });
       if ('error' in outcome) {
         const error = outcome.error as ErrorCode;
         if (error === 'login_denied') throw new GatewayError(error, { message: 'Open this page in WeChat itself (not as a Moments snapshot) to log in.' });
+        if (error === 'state_used') throw new GatewayError(error, { message: 'This login code was already used by another login; start the login again.' });
         throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': '1' } } : {});
       }
       const session = await sessions.authenticate(outcome.token);

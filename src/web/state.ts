@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /** The web login flows that carry an OAuth state. */
 export type Provider = 'mp' | 'open';
@@ -8,8 +8,10 @@ const B64 = /^[A-Za-z0-9_-]+$/;
 /**
  * The OAuth `state` of a web login: `nonce.expiry.mac` (53 characters, within WeChat's 128), where the
  * mac is an HMAC over the flow, the nonce, the expiry and the redirect target. The browser that started
- * the login holds the nonce and the redirect in the state cookie, so a state is good only
- *   - in that browser (the cookie's nonce must be the state's: no login CSRF, no state from elsewhere),
+ * the login holds the nonce's secret (the nonce is a hash of it) and the redirect in the state cookie, so
+ * a state is good only
+ *   - in that browser (the cookie's secret must give the state's nonce: no login CSRF, no state from
+ *     elsewhere, and a leaked state does not tell how to make its cookie),
  *   - until its expiry (web.loginTimeout), for that flow, and with the redirect the gateway approved,
  *   - for one authorization code (the caller marks it used, see oauth.ts).
  */
@@ -28,10 +30,11 @@ export class OAuthStates {
 
   /** A new state for a login that will end at `redirect`, and the state cookie's value that goes with it. */
   async issue(provider: Provider, redirect: string, now = Date.now()): Promise<{ state: string; cookie: string }> {
-    const nonce = randomBytes(16).toString('base64url');
+    const secret = randomBytes(16).toString('base64url');
+    const nonce = nonceOf(secret);
     const exp = Math.ceil((now + this.ttlMs) / 1000).toString(36);
     const state = `${nonce}.${exp}.${await this.mac(provider, nonce, exp, redirect)}`;
-    return { state, cookie: `${nonce}.${Buffer.from(redirect).toString('base64url')}` };
+    return { state, cookie: `${secret}.${Buffer.from(redirect).toString('base64url')}` };
   }
 
   /** The nonce and redirect of a good state; undefined when forged, expired, of another flow, or not this browser's. */
@@ -41,13 +44,19 @@ export class OAuthStates {
     if (rest.length || !nonce || !exp || !mac || nonce.length !== 22 || !B64.test(nonce) || !/^[0-9a-z]{1,9}$/.test(exp)) return undefined;
     const dot = cookie.indexOf('.');
     if (dot < 0) return undefined;
-    const cookieNonce = cookie.slice(0, dot);
-    if (!same(cookieNonce, nonce)) return undefined;
+    // the cookie holds the secret the nonce is made from: a state (which travels in URLs, and may leak
+    // with a code through a Referer or a log) does not tell how to make the cookie that goes with it
+    if (!same(nonceOf(cookie.slice(0, dot)), nonce)) return undefined;
     const redirect = Buffer.from(cookie.slice(dot + 1), 'base64url').toString('utf8');
     if (!same(mac, await this.mac(provider, nonce, exp, redirect))) return undefined;
     if (parseInt(exp, 36) * 1000 <= now) return undefined;
     return { nonce, redirect };
   }
+}
+
+/** The public nonce of a state cookie's secret. */
+function nonceOf(secret: string): string {
+  return createHash('sha256').update(`wxgate-oauth-nonce\n${secret}`).digest('base64url').slice(0, 22);
 }
 
 function same(a: string, b: string): boolean {
