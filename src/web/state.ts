@@ -67,30 +67,52 @@ function same(a: string, b: string): boolean {
 
 /**
  * Where a login may send the browser afterwards (no open redirects): a path on the gateway's own origin
- * under one of the allowed path prefixes, or a URL on one of the allowed origins. Anything that a browser
- * could read as another host (`//evil`, `/\evil`, `https:evil`, control characters) is refused. Returns the
- * target to put in Location, or undefined.
+ * under one of the allowed path prefixes, or a URL on one of the allowed origins. The target is parsed
+ * as a browser would (WHATWG URL against publicUrl: dot segments resolved, `%2e` included), and the
+ * decision is made on the result: a local path that resolves to `//host` or `/\host` (`/.//evil`,
+ * `/x/..//evil`, `/%2e//evil`) is refused, whatever the prefix rules say, and so is anything with
+ * control characters or backslashes (which the parser strips or turns into `/`), credentials,
+ * or another scheme. Last, what is returned is parsed once more against publicUrl: it must land on the
+ * origin it was approved for. Returns the target to put in Location, or undefined. The one check for
+ * every `redirect` the gateway takes.
  */
 export function allowedRedirect(target: unknown, rules: ReadonlyArray<string>, publicUrl: string): string | undefined {
   if (typeof target !== 'string' || target === '' || target.length > 2048) return undefined;
-  if (/[\u0000-\u001f\u007f\\]/.test(target)) return undefined;
+  if (/[\u0000-\u001f\u007f-\u009f\\]/.test(target)) return undefined;
   let url: URL;
-  const local = target.startsWith('/') && !target.startsWith('//');
   try {
     url = new URL(target, publicUrl);
   } catch {
     return undefined;
   }
-  if (url.username || url.password) return undefined;
+  if (url.username || url.password || (url.protocol !== 'https:' && url.protocol !== 'http:')) return undefined;
   const home = new URL(publicUrl).origin;
+  // a path of this origin, as typed: "/x", never "//x" (a host)
+  const local = target.startsWith('/') && !target.startsWith('//');
+  let out: string | undefined;
+  let origin: string | undefined;
   for (const rule of rules) {
     if (rule.startsWith('/')) {
-      if (!local || url.origin !== home) continue;
+      if (!local || url.origin !== home || /^\/[/\\]/.test(url.pathname)) continue;
       const prefix = rule === '/' ? '/' : rule.replace(/\/$/, '');
-      if (prefix === '/' || url.pathname === prefix || url.pathname.startsWith(`${prefix}/`)) return url.pathname + url.search + url.hash;
-    } else if (!local && url.origin === rule.replace(/\/$/, '') && (url.protocol === 'https:' || url.protocol === 'http:')) {
-      return url.href;
+      if (prefix === '/' || url.pathname === prefix || url.pathname.startsWith(`${prefix}/`)) {
+        out = url.pathname + url.search + url.hash;
+        origin = home;
+        break;
+      }
+    } else if (!local && url.origin === rule.replace(/\/$/, '')) {
+      out = url.href;
+      origin = url.origin;
+      break;
     }
   }
-  return undefined;
+  if (out === undefined) return undefined;
+  // what the browser will make of the Location: the origin it was approved for, nothing else
+  let seen: URL;
+  try {
+    seen = new URL(out, publicUrl);
+  } catch {
+    return undefined;
+  }
+  return seen.origin === origin && seen.href === url.href ? out : undefined;
 }
