@@ -42,6 +42,39 @@ interface Flow {
  *   openid, unionid), set as the session cookie, and the browser is sent to the approved redirect.
  * The redirect_uri is built from web.publicUrl, never from the request's Host.
  */
+/** The host (and port) the browser used: a proxy's X-Forwarded-Host, else Host; lower-cased. Never trusted for anything but hints. */
+function requestHost(ctx: Context): string {
+  const forwarded = ctx.get('x-forwarded-host').split(',')[0]!.trim();
+  return (forwarded || ctx.get('host')).toLowerCase();
+}
+
+const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
+
+/** "host" and "port" of a Host header value, the port made explicit from the scheme's default. */
+function splitHost(value: string, protocol: string): { name: string; port: string } | undefined {
+  const m = /^(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::(\d{1,5}))?$/.exec(value);
+  if (!m) return undefined;
+  return { name: m[1]!, port: m[2] ?? (protocol === 'https:' ? '443' : '80') };
+}
+
+/**
+ * When the browser reached the gateway by another name than web.publicUrl's, the state cookie set at
+ * authorize lives on that name and never comes back to the callback (which WeChat sends to publicUrl):
+ * the login would end in state_invalid. `sameListener` is true when both names are loopback names of
+ * the same port (localhost vs 127.0.0.1 in development): the same gateway, so sending the browser to
+ * publicUrl first is safe and cannot loop; behind a proxy (another port, a real name) it is never done.
+ */
+export function hostMismatch(ctx: Context, publicUrl: string): { host: string; sameListener: boolean } | undefined {
+  const pub = new URL(publicUrl);
+  const host = requestHost(ctx);
+  if (host === '' || host === pub.host) return undefined;
+  const got = splitHost(host, pub.protocol);
+  const want = splitHost(pub.host, pub.protocol);
+  if (got && want && got.name === want.name && got.port === want.port) return undefined;
+  const sameListener = !!got && !!want && got.port === want.port && LOOPBACK.test(got.name) && LOOPBACK.test(want.name) && ctx.get('x-forwarded-host') === '';
+  return { host: got ? host : '(not a host name)', sameListener };
+}
+
 export function oauthFlows(config: Config, oauthBase: string): Flow[] {
   const web = config.web!;
   const base = oauthBase.replace(/\/+$/, '');
@@ -57,6 +90,13 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
 
   function authorize(flow: Flow) {
     return async function authorize(ctx: Context): Promise<void> {
+      const mismatch = hostMismatch(ctx, publicUrl);
+      if (mismatch?.sameListener) {
+        // development: localhost vs 127.0.0.1. Start again on publicUrl's origin, where the callback will be.
+        ctx.set('Cache-Control', 'no-store');
+        ctx.redirect(`${publicUrl}${ctx.originalUrl}`);
+        return;
+      }
       const wanted = ctx.query.redirect ?? '/';
       const redirect = allowedRedirect(wanted, redirects, publicUrl);
       if (!redirect) throw new GatewayError('redirect_not_allowed');
@@ -104,8 +144,17 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
   function callback(flow: Flow) {
     return async function callback(ctx: Context): Promise<void> {
       ctx.set('Cache-Control', 'no-store');
-      const verified = await web.states.verify(flow.provider, ctx.query.state, web.cookies.read(ctx.get('cookie'), web.cookies.state));
-      if (!verified) throw new GatewayError('state_invalid');
+      const stateCookie = web.cookies.read(ctx.get('cookie'), web.cookies.state);
+      const verified = await web.states.verify(flow.provider, ctx.query.state, stateCookie);
+      if (!verified) {
+        const mismatch = stateCookie === undefined ? hostMismatch(ctx, publicUrl) : undefined;
+        if (mismatch) {
+          throw new GatewayError('state_invalid', {
+            message: `The browser's origin differs from web.publicUrl: this request came to ${mismatch.host}, web.publicUrl is ${publicUrl}, so the login's state cookie (set on the origin the login started on) is not sent here. Open the site at ${publicUrl} and start the login again, or set web.publicUrl to the origin the browser uses.`,
+          });
+        }
+        throw new GatewayError('state_invalid');
+      }
       const code = ctx.query.code;
       // the user said no: WeChat comes back with the state only
       if (code === undefined || code === '') throw new GatewayError('login_denied');
