@@ -80,7 +80,8 @@ test.serial("a callback without its state cookie on another origin says that the
 });
 
 test.serial('behind a proxy (another port or name) authorize never moves the browser: no loop', async (t) => {
-  for (const headers of [{ host: `localhost:${port + 1}` }, { host: 'wxgate.internal:8080' }, { host: `localhost:${port}`, 'x-forwarded-host': 'm.example.com' }]) {
+  const cases: Array<Record<string, string>> = [{ host: `localhost:${port + 1}` }, { host: 'wxgate.internal:8080' }, { host: `localhost:${port}`, 'x-forwarded-host': 'm.example.com' }];
+  for (const headers of cases) {
     const res = await request(gw.url, { path: '/oauth/mp/authorize?redirect=/', headers });
     t.is(res.status, 302);
     t.is(new URL(res.headers.location!).origin, sim.url, JSON.stringify(headers));
