@@ -110,7 +110,7 @@ for (const flow of ['mp', 'open'] as const) {
     const victim = new Browser(a.url);
     const { callback, state } = await toCallback(victim, flow, `leaky-${flow}`);
     t.is((await victim.go(callback)).status, 302);
-    const nonce = state.split('.')[0]!;
+    const nonce = state.slice(0, 32);
     // every cookie the attacker can build from what the URL shows
     for (const value of [`${nonce}.${Buffer.from('/shop').toString('base64url')}`, nonce, `${state}.${Buffer.from('/shop').toString('base64url')}`]) {
       const attacker = new Browser(b.url);
