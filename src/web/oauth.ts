@@ -165,7 +165,7 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
       if (first !== undefined && first !== codeMark) throw new GatewayError('state_used');
       // The remembered session goes only to this state (so this browser) again: the same code in anyone
       // else's login, even with a fresh state of their own, is refused (no code injection).
-      const outcome = await codeOnce(flow.appid, code, () => exchange(flow, code), { holder: verified.nonce });
+      const outcome = await codeOnce(flow.appid, code, () => exchange(flow, code), { flow: flow.provider, holder: verified.nonce });
       if ('error' in outcome) {
         const error = outcome.error as ErrorCode;
         if (error === 'login_denied') throw new GatewayError(error, { message: 'Open this page in WeChat itself (not as a Moments snapshot) to log in.' });
