@@ -442,7 +442,8 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
     if (scan && typeof scan.app === 'string' && !appids.has(scan.app)) {
       out.push({ path: ['web', 'scan', 'app'], message: `"${scan.app}" is not one of wechat.apps` });
     }
-    const taken = [...(web.mp !== undefined || web.open !== undefined ? ['/oauth'] : []), ...(scan ? ['/scan'] : [])];
+    // /oauth/web/authorize is there with any web login, scan-to-login alone included
+    const taken = ['/oauth', ...(scan ? ['/scan'] : [])];
     routes.forEach((r, i) => {
       if (!isObj(r) || typeof r.path !== 'string') return;
       const p = r.path.toLowerCase();

@@ -104,7 +104,7 @@ function ownEndpointPaths(config: Config): string[] {
 function ownEndpointPrefixes(config: Config): string[] {
   const web = config.web;
   if (!web) return [];
-  return [...(web.mp || web.open ? ['/oauth'] : []), ...(web.scan ? ['/scan'] : [])];
+  return ['/oauth', ...(web.scan ? ['/scan'] : [])];
 }
 
 /** The koa app for the gateway's own endpoints. */
@@ -243,7 +243,10 @@ function webEndpoints(
 ): void {
   const { config, sessions, wechat, log } = deps;
   const oauth = oauthHandlers({ config, web, sessions, wechat, codeOnce, log });
-  for (const flow of oauthFlows(config, deps.oauthBase ?? config.wechat.oauthBase)) {
+  const flows = oauthFlows(config, deps.oauthBase ?? config.wechat.oauthBase);
+  // one link for every browser: the OA login inside WeChat, the website QR (or scan page) elsewhere
+  router.get('/oauth/web/authorize', label('oauth_web'), htmlErrors, oauth.entry(flows)).all('/oauth/web/authorize', label('oauth_web'), notAllowed('GET, HEAD'));
+  for (const flow of flows) {
     const p = `/oauth/${flow.provider}`;
     router.get(`${p}/authorize`, label(`oauth_${flow.provider}`), htmlErrors, oauth.authorize(flow)).all(`${p}/authorize`, label(`oauth_${flow.provider}`), notAllowed('GET, HEAD'));
     router.get(`${p}/callback`, label(`oauth_${flow.provider}`), htmlErrors, oauth.callback(flow)).all(`${p}/callback`, label(`oauth_${flow.provider}`), notAllowed('GET, HEAD'));

@@ -19,6 +19,7 @@ export const ERRORS = {
   signature_invalid: { status: 400, message: 'The signature does not match rawData and the session key.' },
   state_invalid: { status: 400, message: 'This login link is not valid in this browser (expired, tampered with, or started elsewhere); start the login again.' },
   state_used: { status: 400, message: 'This login link was already used; start the login again.' },
+  web_login_unavailable: { status: 400, message: 'No web login configured here fits this browser.' },
   redirect_not_allowed: { status: 400, message: 'The redirect target is not on the gateway\'s allow-list (web.redirects).' },
   unauthorized: { status: 401, message: 'A valid session token is required (Authorization: Bearer <token>); log in again.' },
   code_invalid: { status: 401, message: 'WeChat rejected the login code as invalid or expired; call wx.login() again.' },

@@ -88,30 +88,122 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
   const { config, web, sessions, wechat, codeOnce, log } = deps;
   const { publicUrl, redirects } = config.web!;
 
+  /**
+   * The embedded QR (wxLogin.js style, website login only): the site shows the QR inside its own page
+   * in an iframe whose src is `/oauth/open/authorize?redirect=…&embed=1` (or /oauth/web/authorize),
+   * with WeChat's optional `self_redirect` (true: the login ends inside the iframe; false, the default:
+   * in the top window), `style` (black, white), `href` (the site's CSS for WeChat's QR page: a
+   * data:text/css;base64 URL, or an https URL on publicUrl's origin, web.origins or an allowed redirect
+   * origin) and `stylelite` (1: WeChat's newer layout). Undefined when the request asks for none of it.
+   */
+  function embedParams(ctx: Context): Array<[string, string]> | undefined {
+    const q = ctx.query;
+    const one = (name: string): string | undefined => {
+      const v = q[name];
+      if (Array.isArray(v)) throw new GatewayError('bad_request', { message: `"${name}" is given more than once.` });
+      return v === undefined || v === '' ? undefined : v;
+    };
+    const embed = one('embed');
+    const selfRedirect = one('self_redirect');
+    const style = one('style');
+    const href = one('href');
+    const stylelite = one('stylelite');
+    if (embed === undefined && selfRedirect === undefined && style === undefined && href === undefined && stylelite === undefined) return undefined;
+    if (embed !== undefined && embed !== '1' && embed !== 'true') throw new GatewayError('bad_request', { message: '"embed" must be 1.' });
+    if (selfRedirect !== undefined && selfRedirect !== 'true' && selfRedirect !== 'false') throw new GatewayError('bad_request', { message: '"self_redirect" must be true or false.' });
+    if (style !== undefined && style !== 'black' && style !== 'white') throw new GatewayError('bad_request', { message: '"style" must be black or white.' });
+    if (stylelite !== undefined && stylelite !== '1' && stylelite !== '0') throw new GatewayError('bad_request', { message: '"stylelite" must be 1 or 0.' });
+    if (href !== undefined && !cssAllowed(href)) {
+      throw new GatewayError('bad_request', { message: '"href" must be a data:text/css;base64 URL (up to 8 KB) or an https URL on web.publicUrl, web.origins or an origin of web.redirects.' });
+    }
+    const out: Array<[string, string]> = [['login_type', 'jssdk'], ['self_redirect', selfRedirect ?? 'default']];
+    if (style) out.push(['style', style]);
+    if (href) out.push(['href', href]);
+    if (stylelite) out.push(['stylelite', stylelite]);
+    return out;
+  }
+
+  const cssOrigins = new Set([new URL(publicUrl).origin, ...config.web!.origins.map((o) => new URL(o).origin), ...redirects.filter((r) => !r.startsWith('/')).map((o) => new URL(o).origin)]);
+  function cssAllowed(href: string): boolean {
+    if (href.length > 8192) return false;
+    if (/^data:text\/css;base64,[A-Za-z0-9+/]+={0,2}$/.test(href)) return true;
+    try {
+      const u = new URL(href);
+      return (u.protocol === 'https:' || u.origin === new URL(publicUrl).origin) && !u.username && !u.password && cssOrigins.has(u.origin);
+    } catch {
+      return false;
+    }
+  }
+
+  /** authorize: the redirect checked, a state for this browser, and the browser sent to WeChat's page. */
+  async function start(ctx: Context, flow: Flow): Promise<void> {
+    const mismatch = hostMismatch(ctx, publicUrl);
+    if (mismatch?.sameListener) {
+      // development: localhost vs 127.0.0.1. Start again on publicUrl's origin, where the callback will be.
+      ctx.set('Cache-Control', 'no-store');
+      ctx.redirect(`${publicUrl}${ctx.originalUrl}`);
+      return;
+    }
+    const wanted = ctx.query.redirect ?? '/';
+    const redirect = allowedRedirect(wanted, redirects, publicUrl);
+    if (!redirect) throw new GatewayError('redirect_not_allowed');
+    const embed = flow.provider === 'open' ? embedParams(ctx) : undefined;
+    const { state, cookie } = await web.states.issue(flow.provider, redirect);
+    // WeChat wants the parameters in this order, and the #wechat_redirect fragment
+    const query = new URLSearchParams({
+      appid: flow.appid,
+      redirect_uri: `${publicUrl}/oauth/${flow.provider}/callback`,
+      response_type: 'code',
+      scope: flow.scope,
+      state,
+    });
+    for (const [k, v] of embed ?? []) query.append(k, v);
+    ctx.set('Cache-Control', 'no-store');
+    ctx.append('Set-Cookie', web.cookies.set(web.cookies.state, cookie, config.web!.loginTimeout / 1000));
+    ctx.redirect(`${flow.page}?${query}#wechat_redirect`);
+  }
+
   function authorize(flow: Flow) {
     return async function authorize(ctx: Context): Promise<void> {
-      const mismatch = hostMismatch(ctx, publicUrl);
-      if (mismatch?.sameListener) {
-        // development: localhost vs 127.0.0.1. Start again on publicUrl's origin, where the callback will be.
-        ctx.set('Cache-Control', 'no-store');
-        ctx.redirect(`${publicUrl}${ctx.originalUrl}`);
+      await start(ctx, flow);
+    };
+  }
+
+  /**
+   * GET /oauth/web/authorize?redirect=…: one "log in with WeChat" link for a site. Inside the WeChat
+   * browser (its User-Agent has "MicroMessenger") the Official Account login (web.mp); elsewhere the
+   * website QR login (web.open, embedded QR parameters welcome), or, with scan-to-login only, its page
+   * (/scan/demo). When nothing configured fits the browser: 400 web_login_unavailable, saying why.
+   */
+  function entry(flows: ReadonlyArray<Flow>) {
+    const mp = flows.find((f) => f.provider === 'mp');
+    const open = flows.find((f) => f.provider === 'open');
+    const scan = config.web!.scan;
+    return async function webAuthorize(ctx: Context): Promise<void> {
+      ctx.set('Vary', 'User-Agent');
+      ctx.set('Cache-Control', 'no-store');
+      const inWechat = /MicroMessenger/i.test(ctx.get('user-agent'));
+      const redirect = allowedRedirect(ctx.query.redirect ?? '/', redirects, publicUrl);
+      if (!redirect) throw new GatewayError('redirect_not_allowed');
+      if (inWechat) {
+        if (mp) return start(ctx, mp);
+        throw new GatewayError('web_login_unavailable', {
+          message: 'Inside WeChat this login needs the Official Account login (web.mp), which is not configured here: open the page in a browser outside WeChat.',
+        });
+      }
+      if (open) return start(ctx, open);
+      if (scan?.demo) {
+        ctx.redirect(`/scan/demo?${new URLSearchParams({ redirect })}`);
         return;
       }
-      const wanted = ctx.query.redirect ?? '/';
-      const redirect = allowedRedirect(wanted, redirects, publicUrl);
-      if (!redirect) throw new GatewayError('redirect_not_allowed');
-      const { state, cookie } = await web.states.issue(flow.provider, redirect);
-      // WeChat wants the parameters in this order, and the #wechat_redirect fragment
-      const query = new URLSearchParams({
-        appid: flow.appid,
-        redirect_uri: `${publicUrl}/oauth/${flow.provider}/callback`,
-        response_type: 'code',
-        scope: flow.scope,
-        state,
+      if (scan) {
+        throw new GatewayError('web_login_unavailable', {
+          message: "Outside WeChat this gateway offers scan-to-login only, without its page (web.scan.demo): the site's own page starts it with POST /scan/tickets.",
+        });
+      }
+      throw new GatewayError('web_login_unavailable', {
+        message: 'Only the Official Account login (web.mp) is configured, and it works inside WeChat only: open this page in WeChat (or configure web.open for the website QR login).',
       });
-      ctx.set('Cache-Control', 'no-store');
-      ctx.append('Set-Cookie', web.cookies.set(web.cookies.state, cookie, config.web!.loginTimeout / 1000));
-      ctx.redirect(`${flow.page}?${query}#wechat_redirect`);
     };
   }
 
@@ -180,5 +272,5 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
     };
   }
 
-  return { authorize, callback };
+  return { authorize, callback, entry };
 }
