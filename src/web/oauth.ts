@@ -268,7 +268,9 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
       if (!session) throw new GatewayError('code_used', { message: 'This login has ended since (logged out); start the login again.' });
       web.setSession(ctx, outcome.token);
       log.info({ appid: flow.appid, flow: flow.provider }, 'web login');
-      ctx.redirect(verified.redirect);
+      // approved at authorize (and MAC'd into the state); checked again by the same rule, in case
+      // web.redirects changed since
+      ctx.redirect(allowedRedirect(verified.redirect, redirects, publicUrl) ?? '/');
     };
   }
 
