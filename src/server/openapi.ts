@@ -313,6 +313,11 @@ export function openapiDocument(config: Config): object {
           { name: 'state', in: 'query', required: true, description: 'The state sent to WeChat by authorize.', schema: STRING },
         ],
         responses: {
+          '200': {
+            description: 'Loaded inside an iframe (Sec-Fetch-Dest: iframe; the embedded QR with self_redirect=true): a small page that sends the top window to this same URL, where the login ends; the code is not spent in the frame.',
+            headers: { 'Cache-Control': NO_STORE },
+            content: { 'text/html': { schema: STRING } },
+          },
           '302': {
             description: 'Logged in: to the redirect approved at authorize.',
             headers: {
