@@ -14,8 +14,6 @@ const RESPONSE_HOP_BY_HOP = new Set(HOP_BY_HOP);
 /** Never dropped because a Connection header named them: they frame the body. */
 const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
 
-export const IDENTITY_HEADERS = ['x-openid', 'x-unionid', 'x-appid', 'x-wx-phone'] as const;
-
 /** Drops hop-by-hop headers and every header the Connection header names. */
 export function dropHopByHop(headers: IncomingHttpHeaders): void {
   const connection = headers.connection;
@@ -30,14 +28,58 @@ export function dropHopByHop(headers: IncomingHttpHeaders): void {
 }
 
 /**
- * Removes every client-sent identity header, in any case and with "_" for "-" (`X_Openid` was
- * oauth2-proxy's CVE-2025-64484). Node lower-cases header names; underscores it keeps.
+ * The headers the gateway sets to say who the user is (lower case, as node names them). The one list:
+ * every client-sent header of these names is removed before the gateway sets its own. A new identity
+ * header (say `x-user-id`) is added here and nowhere else.
+ */
+export const IDENTITY_HEADERS = ['x-openid', 'x-unionid', 'x-appid', 'x-wx-phone'] as const;
+/** The identity headers' names without their "-" (`xopenid`): `X-Open-Id`, `XOpenid` fold onto these. */
+const IDENTITY_FOLDED = new Set<string>(IDENTITY_HEADERS.map((h) => h.replace(/-/g, '')));
+let minFolded = Infinity;
+let maxFolded = 0;
+for (const f of IDENTITY_FOLDED) {
+  minFolded = Math.min(minFolded, f.length);
+  maxFolded = Math.max(maxFolded, f.length);
+}
+
+/**
+ * Removes every client-sent identity header in any spelling, and every header whose name has a
+ * character outside `[A-Za-z0-9-]`, before anything else is done with the request.
+ *
+ * Names with other characters (HTTP allows `_ . ~ ! # $ % & ' * + ^ \` |`) are dropped whatever they
+ * are, as nginx's default `ignore_invalid_headers` does and Envoy does for underscores: upstreams fold
+ * them onto real names (CGI/WSGI/PHP turn `X_Openid` and `X-Openid` alike into HTTP_X_OPENID,
+ * oauth2-proxy's CVE-2025-64484; some frameworks fold `.` and `~`, the Traefik CVE-2026-33433 class),
+ * and that holds for forwarding headers (`X_Forwarded_For`) as much as for identity ones. Of the plain
+ * names left, any that equals an identity header once its "-" are ignored (`X-Openid`, `XOpenid`,
+ * `X-Open-Id`: camelCasing header maps folds those) goes too. Node lower-cases names, so case is no
+ * spelling.
+ *
+ * Cheap in the common case: one char-code loop per name, no regex, no allocation, and nothing deleted
+ * (deleting turns the headers object into a slow dictionary); the folded compare (a Set lookup, a
+ * string made only for a name with "-" in it) runs only for names whose length without "-" is that of
+ * an identity header.
  */
 export function stripIdentity(headers: IncomingHttpHeaders): void {
   for (const name of Object.keys(headers)) {
-    if (name.length < 7 || name.length > 10 || (name.charCodeAt(0) | 32) !== 120 /* x */) continue;
-    const n = name.replace(/_/g, '-');
-    if (n === 'x-openid' || n === 'x-unionid' || n === 'x-appid' || n === 'x-wx-phone') delete headers[name];
+    let dashes = 0;
+    let plain = true;
+    for (let i = 0; i < name.length; i++) {
+      const c = name.charCodeAt(i);
+      if (c === 45) dashes++;
+      // a-z, 0-9 (node lower-cases names, so A-Z never appears)
+      else if (!((c >= 97 && c <= 122) || (c >= 48 && c <= 57))) {
+        plain = false;
+        break;
+      }
+    }
+    if (!plain) {
+      delete headers[name];
+      continue;
+    }
+    const len = name.length - dashes;
+    if (len < minFolded || len > maxFolded) continue;
+    if (IDENTITY_FOLDED.has(dashes === 0 ? name : name.replace(/-/g, ''))) delete headers[name];
   }
 }
 
