@@ -43,6 +43,39 @@ for (const f of IDENTITY_FOLDED) {
 }
 
 /**
+ * Headers that tell an upstream where a request came from or what it asked for before a proxy: Spring,
+ * ASP.NET, Rails, Django, Symfony and forward-auth setups build URLs, redirects and decisions from them.
+ * From a peer outside server.trustedProxies every one is removed (with every `x-forwarded-*` and
+ * `x-original-*` name, below); the gateway then sets its own X-Forwarded-For/-Proto/-Host.
+ */
+const FORWARDING = new Set([
+  'forwarded',
+  'x-forwarded',
+  'x-real-ip',
+  'x-client-ip',
+  'client-ip',
+  'true-client-ip',
+  'cf-connecting-ip',
+  'fastly-client-ip',
+  'x-cluster-client-ip',
+  'x-originating-ip',
+  'x-remote-ip',
+  'x-remote-addr',
+  'x-host',
+  'x-scheme',
+  'x-url-scheme',
+  'front-end-https',
+  'x-arr-ssl',
+]);
+/**
+ * Headers that name another request target than the request line's (IIS/Symfony `X-Original-URL`,
+ * `X-Rewrite-URL`): the gateway matched its route and `auth` on the request line, so an upstream that
+ * took its path from these would serve a path the gateway never authorized. Removed from every peer,
+ * trusted proxies included.
+ */
+const TARGET_OVERRIDE = new Set(['x-original-url', 'x-rewrite-url']);
+
+/**
  * Removes every client-sent identity header in any spelling, and every header whose name has a
  * character outside `[A-Za-z0-9-]`, before anything else is done with the request.
  *
@@ -61,6 +94,15 @@ for (const f of IDENTITY_FOLDED) {
  * an identity header.
  */
 export function stripIdentity(headers: IncomingHttpHeaders): void {
+  stripClientHeaders(headers, true);
+}
+
+/**
+ * stripIdentity's step and, in the same pass, the forwarding headers: TARGET_OVERRIDE from every peer;
+ * FORWARDING, `x-forwarded-*` and `x-original-*` unless `trusted` (the peer is in server.trustedProxies,
+ * whose X-Forwarded-* and Forwarded are believed and passed on).
+ */
+export function stripClientHeaders(headers: IncomingHttpHeaders, trusted: boolean): void {
   for (const name of Object.keys(headers)) {
     let dashes = 0;
     let plain = true;
@@ -77,6 +119,10 @@ export function stripIdentity(headers: IncomingHttpHeaders): void {
       delete headers[name];
       continue;
     }
+    if (TARGET_OVERRIDE.has(name) || (!trusted && (FORWARDING.has(name) || name.startsWith('x-forwarded-') || name.startsWith('x-original-')))) {
+      delete headers[name];
+      continue;
+    }
     const len = name.length - dashes;
     if (len < minFolded || len > maxFolded) continue;
     if (IDENTITY_FOLDED.has(dashes === 0 ? name : name.replace(/-/g, ''))) delete headers[name];
@@ -90,14 +136,21 @@ export function stripCredentials(headers: IncomingHttpHeaders): void {
 
 export type TrustFn = (addr: string, index: number) => boolean;
 
+/** Whether the request's peer (the socket's remote address) is one of server.trustedProxies. */
+export function peerTrusted(req: IncomingMessage, trust: TrustFn): boolean {
+  const peer = req.socket.remoteAddress;
+  return peer !== undefined && peer !== '' && trust(peer, 0);
+}
+
 /**
  * X-Forwarded-For / -Proto / -Host the usual way. A client's own values are believed only when the
- * peer is a configured trusted proxy; otherwise they are replaced (and `Forwarded` dropped).
+ * peer is a configured trusted proxy (`trusted`, from peerTrusted): then X-Forwarded-For is appended
+ * to, and -Proto and -Host kept when present. Otherwise they are the gateway's own, and the client's
+ * other forwarding headers were removed by stripClientHeaders.
  */
-export function setForwarded(req: IncomingMessage, trust: TrustFn): void {
+export function setForwarded(req: IncomingMessage, trusted: boolean): void {
   const headers = req.headers;
   const peer = req.socket.remoteAddress ?? '';
-  const trusted = peer !== '' && trust(peer, 0);
   const proto = (req.socket as TLSSocket).encrypted ? 'https' : 'http';
   if (trusted) {
     const xff = headers['x-forwarded-for'];
@@ -105,12 +158,12 @@ export function setForwarded(req: IncomingMessage, trust: TrustFn): void {
     headers['x-forwarded-proto'] ??= proto;
     if (headers['x-forwarded-host'] === undefined && headers.host) headers['x-forwarded-host'] = headers.host;
   } else {
-    delete headers.forwarded;
-    delete headers['x-real-ip'];
+    if (headers.forwarded !== undefined) delete headers.forwarded;
+    if (headers['x-real-ip'] !== undefined) delete headers['x-real-ip'];
     headers['x-forwarded-for'] = peer;
     headers['x-forwarded-proto'] = proto;
     if (headers.host) headers['x-forwarded-host'] = headers.host;
-    else delete headers['x-forwarded-host'];
+    else if (headers['x-forwarded-host'] !== undefined) delete headers['x-forwarded-host'];
   }
 }
 

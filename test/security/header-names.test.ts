@@ -16,6 +16,8 @@ let sim: Awaited<ReturnType<typeof startSimulator>>;
 let up: Upstream;
 let wsUp: WsUpstream;
 let gw: TestGateway;
+/** the same routes behind a gateway that trusts the test client (127.0.0.1) as its load balancer */
+let trustingGw: TestGateway;
 let token: string;
 let me: { openid: string; appid: string; unionid: string };
 
@@ -34,6 +36,16 @@ test.before(async () => {
       ],
     }),
   );
+  trustingGw = await startTestGateway(
+    testConfig({
+      apiBase: sim.url,
+      server: { host: '127.0.0.1', port: 0, trustedProxies: ['127.0.0.1'] },
+      routes: [
+        { path: '/api', upstream: up.url, auth: 'none' },
+        { path: '/ws', upstream: wsUp.url, auth: 'none' },
+      ],
+    }),
+  );
   token = await login(gw.url, 'union-names.1');
   const s = await request(gw.url, { path: '/session', headers: { authorization: `Bearer ${token}` } });
   if (s.status !== 200 || !s.json.unionid) throw new Error(`no session: ${s.text}`);
@@ -41,6 +53,7 @@ test.before(async () => {
 });
 test.after.always(async () => {
   await gw?.close();
+  await trustingGw?.close();
   await up?.close();
   await wsUp?.close();
   await sim?.close();
@@ -169,7 +182,7 @@ test('WebSocket: identity spellings with "." "~" "_" and any odd header name nev
     for (const [n, v] of [...SPELLINGS, ...ODD]) headers[n] = v;
     const a = await wsConnect(gw.url, `${path}?m=${marker}`, headers);
     t.is(a.status, 101, marker);
-    if (a.status === 101) a.ws.socket.destroy();
+    if ('ws' in a) a.ws.socket.destroy();
     const u = wsUp.upgrades.find((x) => x.url.includes(`m=${marker}`));
     t.truthy(u, `${marker} reached the upstream`);
     const pairs = Object.entries(u!.headers).map(([n, v]): [string, string] => [n, String(v)]);
@@ -190,4 +203,131 @@ test('WebSocket: identity spellings with "." "~" "_" and any odd header name nev
       `${marker}: no spoofed value arrives under any name`,
     );
   }
+});
+
+/** Forwarding headers an untrusted client may send, each with a value that must not arrive anywhere. */
+const FORWARDING: Array<[string, string]> = [
+  ['X-Forwarded-For', '203.0.113.61'],
+  ['X-Forwarded-Proto', 'https-evil'],
+  ['X-Forwarded-Host', 'evil-xfh.example'],
+  ['X-Forwarded-Prefix', '/evil-prefix'],
+  ['X-Forwarded-Port', '4431'],
+  ['X-Forwarded-Uri', '/evil-uri'],
+  ['X-Forwarded-Server', 'evil-server'],
+  ['X-Forwarded-Ssl', 'on-evil'],
+  ['X-Forwarded-Scheme', 'https-evil-scheme'],
+  ['X-Forwarded-Path', '/evil-path'],
+  ['X-Forwarded-Method', 'evil-method'],
+  ['X-Forwarded', 'for=evil-xf'],
+  ['Forwarded', 'for=203.0.113.62;host=evil-fwd.example;proto=https'],
+  ['X-Real-IP', '203.0.113.63'],
+  ['X-Client-IP', '203.0.113.64'],
+  ['True-Client-IP', '203.0.113.65'],
+  ['CF-Connecting-IP', '203.0.113.66'],
+  ['X-Cluster-Client-IP', '203.0.113.67'],
+  ['X-Original-URL', '/evil-original'],
+  ['X-Rewrite-URL', '/evil-rewrite'],
+  ['X-Original-Host', 'evil-orig-host.example'],
+  ['X-Host', 'evil-xhost.example'],
+  ['Front-End-Https', 'on-evil-fe'],
+  ['X_Forwarded_Prefix', '/evil-underscore-prefix'],
+  ['X.Forwarded.Port', '4432'],
+  ['X_Original_URL', '/evil-underscore-original'],
+  ['X-Forwarded_Host', 'evil-mixed.example'],
+];
+const FWD_SPOOF = /evil|203\.0\.113\.6|443[12]/;
+/** Names (lower case, folded) of the forwarding class; the gateway's own X-Forwarded-For/-Proto/-Host are compared apart. */
+const isForwardingName = (n: string) =>
+  /^(x-?forwarded|forwarded$|x-?real-?ip$|x-?client-?ip$|true-?client-?ip$|cf-?connecting-?ip$|x-?cluster-?client-?ip$|x-?original|x-?rewrite|x-?host$|front-?end-?https$)/.test(n.toLowerCase().replace(/[_.~]/g, '-'));
+
+test('HTTP, untrusted peer: every forwarding header the client sent is removed; the upstream gets the gateway\'s own X-Forwarded-For/-Proto/-Host', async (t) => {
+  for (const [marker, path, extra] of [
+    ['fwd-required', '/api/me', `Authorization: Bearer ${token}\r\n`],
+    ['fwd-public', '/api/public/feed', ''],
+  ] as const) {
+    const reply = await rawRequest(gw.url, head(`${path}?m=${marker}`, extra, FORWARDING));
+    t.is(reply.responses[0]?.status, 200, marker);
+    const seen = seenOnce(marker);
+    const pairs = pairsOf(seen.rawHeaders);
+    t.deepEqual(
+      pairs.filter(([n]) => isForwardingName(n)).map(([n, v]) => [n.toLowerCase(), v]).sort(),
+      [
+        ['x-forwarded-for', '127.0.0.1'],
+        ['x-forwarded-host', 'shop.example'],
+        ['x-forwarded-proto', 'http'],
+      ],
+      marker,
+    );
+    t.false(
+      pairs.some(([, v]) => FWD_SPOOF.test(v)),
+      `${marker}: no spoofed value arrives under any name`,
+    );
+  }
+});
+
+test('WebSocket, untrusted peer: every forwarding header the client sent is removed; the upstream gets the gateway\'s own X-Forwarded-For/-Proto/-Host', async (t) => {
+  const headers: Record<string, string> = { Authorization: `Bearer ${token}` };
+  for (const [n, v] of FORWARDING) headers[n] = v;
+  const a = await wsConnect(gw.url, '/ws/room?m=ws-fwd-untrusted', headers);
+  t.is(a.status, 101);
+  if ('ws' in a) a.ws.socket.destroy();
+  const u = wsUp.upgrades.find((x) => x.url.includes('m=ws-fwd-untrusted'))!;
+  t.truthy(u);
+  const pairs = Object.entries(u.headers).map(([n, v]): [string, string] => [n, String(v)]);
+  t.deepEqual(
+    pairs.filter(([n]) => isForwardingName(n)).sort(),
+    [
+      ['x-forwarded-for', '127.0.0.1'],
+      ['x-forwarded-host', new URL(gw.url).host],
+      ['x-forwarded-proto', 'http'],
+    ],
+  );
+  t.false(pairs.some(([, v]) => FWD_SPOOF.test(v)));
+});
+
+/** What a trusted load balancer sends: its forwarding headers pass, X-Forwarded-For gets the peer appended. */
+const FROM_BALANCER: Array<[string, string]> = [
+  ['X-Forwarded-For', '198.51.100.7'],
+  ['X-Forwarded-Proto', 'https'],
+  ['X-Forwarded-Host', 'shop.example'],
+  ['X-Forwarded-Prefix', '/shop'],
+  ['X-Forwarded-Port', '443'],
+  ['Forwarded', 'for=198.51.100.7;proto=https'],
+  ['X-Real-IP', '198.51.100.7'],
+  ['X-Original-URL', '/evil-original'],
+  ['X-Rewrite-URL', '/evil-rewrite'],
+  ['X_Forwarded_Prefix', '/evil-underscore-prefix'],
+  ['X.Forwarded.Host', 'evil-dot.example'],
+];
+const TRUSTED_EXPECTED = [
+  ['forwarded', 'for=198.51.100.7;proto=https'],
+  ['x-forwarded-for', '198.51.100.7, 127.0.0.1'],
+  ['x-forwarded-host', 'shop.example'],
+  ['x-forwarded-port', '443'],
+  ['x-forwarded-prefix', '/shop'],
+  ['x-forwarded-proto', 'https'],
+  ['x-real-ip', '198.51.100.7'],
+];
+
+test('HTTP, trusted proxy: its X-Forwarded-* and Forwarded pass (X-Forwarded-For appended to); X-Original-URL / X-Rewrite-URL and odd spellings never do', async (t) => {
+  const reply = await rawRequest(trustingGw.url, head('/api/x?m=fwd-trusted', '', FROM_BALANCER));
+  t.is(reply.responses[0]?.status, 200);
+  const pairs = pairsOf(seenOnce('fwd-trusted').rawHeaders);
+  t.deepEqual(
+    pairs.filter(([n]) => isForwardingName(n)).map(([n, v]) => [n.toLowerCase(), v]).sort(),
+    TRUSTED_EXPECTED,
+  );
+  t.false(pairs.some(([, v]) => /evil/.test(v)));
+});
+
+test('WebSocket, trusted proxy: its X-Forwarded-* and Forwarded pass (X-Forwarded-For appended to); X-Original-URL / X-Rewrite-URL and odd spellings never do', async (t) => {
+  const headers: Record<string, string> = {};
+  for (const [n, v] of FROM_BALANCER) headers[n] = v;
+  const a = await wsConnect(trustingGw.url, '/ws/room?m=ws-fwd-trusted', headers);
+  t.is(a.status, 101);
+  if ('ws' in a) a.ws.socket.destroy();
+  const u = wsUp.upgrades.find((x) => x.url.includes('m=ws-fwd-trusted'))!;
+  const pairs = Object.entries(u.headers).map(([n, v]): [string, string] => [n, String(v)]);
+  t.deepEqual(pairs.filter(([n]) => isForwardingName(n)).sort(), TRUSTED_EXPECTED);
+  t.false(pairs.some(([, v]) => /evil/.test(v)));
 });
