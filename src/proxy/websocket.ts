@@ -15,7 +15,7 @@ import type { ActiveSession, Sessions } from '../session/sessions.js';
 import type { Invalidation } from '../session/types.js';
 import { bearerOnly, type WebContext } from '../web/context.js';
 import { stripOwnCookies } from '../web/cookies.js';
-import { dropHopByHop, peerTrusted, responseHeaders, setForwarded, setIdentity, stripClientHeaders, stripCredentials } from './headers.js';
+import { checkHost, dropHopByHop, peerTrusted, responseHeaders, setForwarded, setIdentity, stripClientHeaders, stripCredentials } from './headers.js';
 import { checkPath } from './path.js';
 import type { Proxy } from './proxy.js';
 import { RouteTable, type Route } from './routes.js';
@@ -501,6 +501,7 @@ export function createUpgradeHandler(deps: UpgradeDeps): UpgradeHandler {
     const fail = (err: unknown) => refuse(socket, err, routeName, start);
     try {
       if (closed) throw new GatewayError('not_ready', { message: 'The gateway is shutting down; connect again.' });
+      checkHost(req);
       const c = current();
       if (!isWebSocket(req) || c.isOwn(req.url ?? '')) return asPlainRequest(req, socket, start);
       const checked = checkPath(req.url ?? '');

@@ -10,7 +10,7 @@ import { loginHandlers, unauthorized } from '../login/handlers.js';
 import { clientKey, type RateLimiter } from '../login/rate-limit.js';
 import type { ReplayStore } from '../login/replay.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { dropHopByHop, peerTrusted, setForwarded, setIdentity, stripClientHeaders, stripCredentials } from '../proxy/headers.js';
+import { checkHost, dropHopByHop, peerTrusted, setForwarded, setIdentity, stripClientHeaders, stripCredentials } from '../proxy/headers.js';
 import { checkPath } from '../proxy/path.js';
 import type { Proxy } from '../proxy/proxy.js';
 import { RouteTable } from '../proxy/routes.js';
@@ -154,6 +154,7 @@ function observe(metrics: Metrics, log: Logger, access: ReturnType<typeof access
     const id = requestId(ctx.req.headers);
     ctx.set('X-Request-Id', id);
     try {
+      checkHost(ctx.req);
       await next();
     } catch (err) {
       writeError(ctx, err, log);
@@ -385,6 +386,7 @@ function gateway({ config, sessions, proxy, metrics, log, web }: AppDeps) {
       done();
     };
     try {
+      checkHost(req);
       const checked = checkPath(req.url ?? '');
       if (!checked.ok) throw new GatewayError('bad_path', { detail: { reason: checked.reason } });
       const route = routes.match(checked.matchKey);
