@@ -10,7 +10,7 @@ import { loginHandlers, unauthorized } from '../login/handlers.js';
 import { clientKey, type RateLimiter } from '../login/rate-limit.js';
 import type { ReplayStore } from '../login/replay.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { dropHopByHop, setForwarded, setIdentity, stripCredentials, stripIdentity } from '../proxy/headers.js';
+import { checkHost, dropHopByHop, peerTrusted, setForwarded, setIdentity, stripClientHeaders, stripCredentials } from '../proxy/headers.js';
 import { checkPath } from '../proxy/path.js';
 import type { Proxy } from '../proxy/proxy.js';
 import { RouteTable } from '../proxy/routes.js';
@@ -154,6 +154,7 @@ function observe(metrics: Metrics, log: Logger, access: ReturnType<typeof access
     const id = requestId(ctx.req.headers);
     ctx.set('X-Request-Id', id);
     try {
+      checkHost(ctx.req);
       await next();
     } catch (err) {
       writeError(ctx, err, log);
@@ -388,6 +389,7 @@ function gateway({ config, sessions, proxy, metrics, log, web }: AppDeps) {
       done();
     };
     try {
+      checkHost(req);
       const checked = checkPath(req.url ?? '');
       if (!checked.ok) throw new GatewayError('bad_path', { detail: { reason: checked.reason } });
       const route = routes.match(checked.matchKey);
@@ -399,7 +401,8 @@ function gateway({ config, sessions, proxy, metrics, log, web }: AppDeps) {
       const clientWantsClose = headers.connection !== undefined && /(?:^|,)\s*close\s*(?:,|$)/i.test(headers.connection);
       // Delete first, then set: nothing the client sent can pass for the gateway's own identity headers.
       dropHopByHop(headers);
-      stripIdentity(headers);
+      const trusted = peerTrusted(req, trust);
+      stripClientHeaders(headers, trusted);
       const allowed = route.apps && allowedApps.get(route);
       const send = (session: ActiveSession | undefined) => {
         if (allowed && !(session && allowed.has(session.appid))) throw new GatewayError('app_not_allowed');
@@ -407,7 +410,7 @@ function gateway({ config, sessions, proxy, metrics, log, web }: AppDeps) {
         if (route.bodyLimit !== undefined && req.destroyed) return done();
         stripCredentials(headers);
         if (ownCookies) stripOwnCookies(headers, ownCookies);
-        setForwarded(req, trust);
+        setForwarded(req, trusted);
         if (session) setIdentity(headers, session, route.forwardPhone);
         // again after the hop-by-hop step: a Connection header naming it cannot drop it
         headers['x-request-id'] = id;

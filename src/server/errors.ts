@@ -13,6 +13,7 @@ export const ERRORS = {
   invalid_request: { status: 400, message: 'The request body is missing a required field or has a wrong one.' },
   unknown_appid: { status: 400, message: 'The "appid" is not one this gateway serves.' },
   bad_path: { status: 400, message: 'The request path is not acceptable.' },
+  bad_host: { status: 400, message: 'The Host header must be one host name or address with an optional port (RFC 9112 §3.2).' },
   decrypt_failed: { status: 400, message: 'The data does not decrypt with the session key of this login.' },
   watermark_mismatch: { status: 400, message: 'The decrypted data was not made for this app (watermark).' },
   phone_code_invalid: { status: 400, message: 'WeChat rejected the phone number code (invalid, expired, used, or not this user\'s); ask the user again.' },
