@@ -276,7 +276,10 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
   const proxy = new Proxy(metrics, log.child({ part: 'proxy' }), web?.cookies.names);
   undo.push(() => proxy.close());
   // The request path is built from the config; a reload builds it anew and swaps it in whole.
-  const build = (c: Config) => createHandler({ config: c, sessions, wechat, accessTokens, replay, metrics, proxy, log, loginLimiter: loginLimiter(c, store), web, oauthBase });
+  // aborted when close() begins: long polls (scan tickets) answer at once rather than hold the drain
+  const draining = new AbortController();
+  const build = (c: Config) =>
+    createHandler({ config: c, sessions, wechat, accessTokens, replay, metrics, proxy, log, loginLimiter: loginLimiter(c, store), web, oauthBase, draining: draining.signal });
   let live = config;
   let handler = build(config);
 
@@ -365,6 +368,7 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
   const close = () =>
     (closing ??= (async () => {
       watcher?.close();
+      draining.abort();
       // open WebSockets are closed at once (1001, clients reconnect elsewhere) while the HTTP drain runs
       await Promise.all([closeServer(server, live.server.shutdownTimeout), upgrades.close()]);
       if (metricsServer) await closeServer(metricsServer, 1000);
