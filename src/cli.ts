@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { explainRoute, maskSecrets } from './config/inspect.js';
 import { ConfigError, loadConfigFile } from './config/load.js';
-import { startGateway } from './main.js';
+import { ListenError, startGateway } from './main.js';
 import { createLogger } from './server/logger.js';
 import { startSimulator } from './wechat/simulator.js';
 
@@ -113,8 +113,15 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`wxgate: ${(err as Error).message}\n${USAGE}\n`);
       process.exitCode = 2;
     } else {
-      process.stderr.write(`wxgate: failed to start: ${(err as Error).message}\n`);
+      // a listener that cannot open names itself ("cannot listen for metrics on 127.0.0.1:9100: ...")
+      process.stderr.write(err instanceof ListenError ? `wxgate: ${err.message}\n` : `wxgate: failed to start: ${(err as Error).message}\n`);
       process.exitCode = 1;
+      // startGateway closed what it had opened, so the process ends by itself; should anything have been
+      // left open, it must not keep running half started
+      setTimeout(() => {
+        process.stderr.write('wxgate: something was left open after the failed start; exiting anyway\n');
+        process.exit(1);
+      }, 5000).unref();
     }
   },
 );

@@ -44,6 +44,8 @@ export interface AppDeps {
   web?: WebContext;
   /** where browsers are sent for WeChat's OAuth pages (the simulator in dev mode); default config.wechat.oauthBase */
   oauthBase?: string;
+  /** aborted when the gateway starts draining (SIGTERM): long polls answer at once instead of waiting */
+  draining?: AbortSignal;
 }
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
@@ -254,7 +256,7 @@ function webEndpoints(
   }
   const scan = config.web!.scan;
   if (scan) {
-    const h = scanHandlers({ config, web, sessions, wechat, accessTokens: deps.accessTokens, current, log });
+    const h = scanHandlers({ config, web, sessions, wechat, accessTokens: deps.accessTokens, current, log, draining: deps.draining });
     const limit = perIpLimit(deps, 'scan');
     const s = label('scan');
     if (limit) router.post('/scan/tickets', s, limit, h.create);
