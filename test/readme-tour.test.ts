@@ -56,3 +56,32 @@ test("the README's quick-start tour of error codes, taken a few times over, neve
   const metrics = await request(gw.url, { path: '/metrics' });
   t.notRegex(metrics.text, /wxgate_rate_limited_total\{endpoint="login"\} [1-9]/);
 });
+
+test("the README's table of simulator codes is what /login answers (the repo's gateway.yaml); a code sent twice gets the same token", async (t) => {
+  const section = README.slice(README.indexOf('## Development without WeChat'));
+  const expected = new Map<string, [number, string]>();
+  for (const m of section.matchAll(/`(fail-[-\d]+)` `(\d{3}) ([a-z_]+)`/g)) expected.set(m[1]!, [Number(m[2]), m[3]!]);
+  for (const m of section.matchAll(/^\| `(html|garbage|nojson-openid)` \|[^|]*\| `(\d{3}) ([a-z_]+)` \|$/gm)) expected.set(m[1]!, [Number(m[2]), m[3]!]);
+  t.true(expected.size >= 8, `the table names the answers (found ${[...expected.keys()].join(', ')})`);
+  const other = /any other errcode `(\d{3}) ([a-z_]+)`/.exec(section);
+  t.truthy(other, 'the table says what other errcodes get');
+  expected.set('fail-12345', [Number(other![1]), other![2]!]);
+
+  const gw = await spawnGateway(await repoGatewayYaml());
+  t.teardown(() => gw.stop());
+  const post = (code: string) =>
+    request(gw.url, { method: 'POST', path: '/login', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code }) });
+  for (const [code, [status, error]] of expected) {
+    const res = await post(code);
+    t.deepEqual([res.status, res.json?.error], [status, error], code);
+  }
+  const first = await post('alice.7');
+  const again = await post('alice.7');
+  t.is(first.status, 200);
+  t.is(again.json.token, first.json.token, 'the same code again: the same token, by design');
+  const union = await post('union-bob.1');
+  const hello = await request(gw.url, { path: '/api/hello', headers: { authorization: `Bearer ${union.json.token}` } });
+  t.regex(String(hello.json.unionid), /^o[A-Za-z0-9_-]{27}$/, 'a union* user has a unionid upstream');
+  const plain = await request(gw.url, { path: '/api/hello', headers: { authorization: `Bearer ${first.json.token}` } });
+  t.is(plain.json.unionid, null, 'alice has none');
+});
