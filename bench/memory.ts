@@ -50,6 +50,8 @@ async function lru(): Promise<{ rss: number; heap: number }> {
     revokeAll: async () => 0,
     list: async () => [],
     getSessionKey: async () => undefined,
+    linkedUnionid: async () => undefined,
+    identities: async () => [],
     onInvalidate: () => {},
     ping: async () => {},
     close: async () => {},

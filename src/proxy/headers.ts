@@ -14,7 +14,7 @@ const RESPONSE_HOP_BY_HOP = new Set(HOP_BY_HOP);
 /** Never dropped because a Connection header named them: they frame the body. */
 const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
 
-export const IDENTITY_HEADERS = ['x-openid', 'x-unionid', 'x-appid', 'x-wx-phone'] as const;
+export const IDENTITY_HEADERS = ['x-openid', 'x-unionid', 'x-appid', 'x-wx-phone', 'x-user-id'] as const;
 
 /** Drops hop-by-hop headers and every header the Connection header names. */
 export function dropHopByHop(headers: IncomingHttpHeaders): void {
@@ -37,7 +37,7 @@ export function stripIdentity(headers: IncomingHttpHeaders): void {
   for (const name of Object.keys(headers)) {
     if (name.length < 7 || name.length > 10 || (name.charCodeAt(0) | 32) !== 120 /* x */) continue;
     const n = name.replace(/_/g, '-');
-    if (n === 'x-openid' || n === 'x-unionid' || n === 'x-appid' || n === 'x-wx-phone') delete headers[name];
+    if (n === 'x-openid' || n === 'x-unionid' || n === 'x-appid' || n === 'x-wx-phone' || n === 'x-user-id') delete headers[name];
   }
 }
 
@@ -73,11 +73,13 @@ export function setForwarded(req: IncomingMessage, trust: TrustFn): void {
 }
 
 /**
- * Sets the identity the upstream trusts, from the session; with `phone` (routes[].forwardPhone) also
+ * Sets the identity the upstream trusts, from the session (X-User-Id: the person's account id, see
+ * session/accounts.ts); with `phone` (routes[].forwardPhone) also
  * the phone number the user granted, when they have.
  */
-export function setIdentity(headers: IncomingHttpHeaders, who: Identity & { phone?: string }, phone?: boolean): void {
+export function setIdentity(headers: IncomingHttpHeaders, who: Identity & { phone?: string; accountId?: string }, phone?: boolean): void {
   headers['x-openid'] = who.openid;
+  if (who.accountId) headers['x-user-id'] = who.accountId;
   headers['x-appid'] = who.appid;
   if (who.unionid) headers['x-unionid'] = who.unionid;
   if (phone && who.phone) headers['x-wx-phone'] = who.phone;
