@@ -158,6 +158,8 @@ export interface Client {
   /** POST /logout (`{ all: true }`: every device); the stored token is forgotten either way. */
   logout(opts?: { all?: boolean }): Promise<void>;
   session(): Promise<Session>;
+  /** Scan to log in, optional at the page's onLoad: the PC page shows that the code was scanned. */
+  scannedScan(ticket: string): Promise<{ status: 'scanned' }>;
   /** Scan to log in: confirm the PC's ticket. */
   confirmScan(ticket: string): Promise<{ status: 'confirmed' }>;
   cancelScan(ticket: string): Promise<{ status: 'cancelled' }>;

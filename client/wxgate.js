@@ -577,6 +577,8 @@ function createClient(options) {
     logout: logout,
     session: session,
     /** Scan to log in: the PC's ticket (decodeURIComponent(options.scene)) -> { status: 'confirmed' }. */
+    /** Optional, at the scan page's onLoad: the PC page shows "scanned, confirm on your phone". */
+    scannedScan: function (ticket) { return answerScan(ticket, 'scanned'); },
     confirmScan: function (ticket) { return answerScan(ticket, 'confirm'); },
     cancelScan: function (ticket) { return answerScan(ticket, 'cancel'); },
   };

@@ -533,6 +533,9 @@ test('confirmScan: the page\'s scene → POST /scan/tickets/:id/confirm with the
 
   const w = fakeWx();
   const api = createClient({ baseUrl: gw.url, wx: w });
+  t.deepEqual(await api.scannedScan(ticket), { status: 'scanned' });
+  const shown = await request(gw.url, { path: `/scan/tickets/${ticket}`, headers: { 'x-scan-secret': made.json.secret } });
+  t.deepEqual(shown.json, { status: 'scanned' }, 'the PC page sees the scan');
   t.deepEqual(await api.confirmScan(ticket), { status: 'confirmed' });
   const sent = w.to(`/scan/tickets/${ticket}/confirm`, 'POST');
   t.is(sent.length, 1);
