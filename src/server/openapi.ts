@@ -108,8 +108,8 @@ export function openapiDocument(config: Config): object {
   const rateLimited: ErrorCode[] = config.limits.login.perIp > 0 ? ['rate_limited'] : [];
   /** CSRF applies to unsafe requests made with the session cookie, which exists only with web logins. */
   const csrf: ErrorCode[] = web ? ['csrf_failed'] : [];
-  /** Sessions of web apps (OAuth logins) are refused by the mini-program-only endpoints. */
-  const webSessions: ErrorCode[] = webApps.length ? ['app_not_allowed'] : [];
+  /** Web sessions (OAuth logins, scan-to-login) are refused by the mini-program-only endpoints. */
+  const webSessions: ErrorCode[] = webApps.length || web?.scan ? ['app_not_allowed'] : [];
 
   const sessionAuth = [{ bearer: [] }, ...(cookies ? [{ sessionCookie: [] }] : [])];
   const csrfHeader =

@@ -89,7 +89,10 @@ export function scanHandlers(deps: {
     const { session, via } = await current(ctx);
     // the phone answers with its own token; a browser's cookie session (even one scan-to-login made) cannot
     if (via !== 'bearer') throw new GatewayError('app_not_allowed', { message: 'A scan-to-login ticket is answered by the mini-program, with its token (Authorization: Bearer).' });
-    if (session.appid !== app) throw new GatewayError('app_not_allowed', { message: 'Only a session of the mini-program web.scan.app can answer a scan-to-login ticket.' });
+    // and only a mini-program login's session: not a web session of the same app (a PC scan-to-login made)
+    if (session.appid !== app || session.flow !== 'miniprogram') {
+      throw new GatewayError('app_not_allowed', { message: 'Only a session of the mini-program web.scan.app (POST /login) can answer a scan-to-login ticket.' });
+    }
     return session;
   }
 
@@ -142,7 +145,7 @@ export function scanHandlers(deps: {
       const answer = await web.store.claimTicket(id, h, Date.now());
       switch (answer.status) {
         case 'confirmed': {
-          const { token, session } = await sessions.create(answer.who, undefined);
+          const { token, session } = await sessions.create(answer.who, undefined, 'scan');
           web.setSession(ctx, token);
           log.info({ appid: answer.who.appid }, 'scan-to-login: browser logged in');
           ctx.body = { status: 'confirmed', expires_in: sessions.expiresIn(session) };
