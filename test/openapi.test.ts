@@ -360,7 +360,7 @@ test.serial('the document is valid OpenAPI 3.1 in structure: info, paths, operat
     [
       '/healthz', '/login', '/logout', '/metrics', '/readyz', '/session', '/wx/decrypt', '/wx/phone',
       '/oauth/mp/authorize', '/oauth/mp/callback', '/oauth/open/authorize', '/oauth/open/callback',
-      '/scan/tickets', '/scan/tickets/{id}', '/scan/tickets/{id}/confirm', '/scan/tickets/{id}/cancel', '/scan/demo',
+      '/scan/tickets', '/scan/tickets/{id}', '/scan/tickets/{id}/scanned', '/scan/tickets/{id}/confirm', '/scan/tickets/{id}/cancel', '/scan/demo',
       '/qr/tickets', '/qr/tickets/{id}', '/wx/mp/events',
       ...(typeof (config.endpoints as { openapi?: unknown }).openapi === 'string' ? [(config.endpoints as { openapi?: string }).openapi!] : []),
     ].sort(),
@@ -595,8 +595,12 @@ test.serial('scan to log in: tickets, long poll, confirm and cancel, success and
   await expect(t, 403, 'app_not_allowed', 'POST', `/scan/tickets/${ticket.ticket}/confirm`, { browser: mpUser, headers: { origin: PUBLIC } });
   await expect(t, 403, 'app_not_allowed', 'POST', `/scan/tickets/${ticket.ticket}/confirm`, { headers: bearer(mpUser.jar.get(SESSION)!) });
   await expect(t, 403, 'csrf_failed', 'POST', `/scan/tickets/${ticket.ticket}/confirm`, { browser: mpUser });
+  await expect(t, 401, 'unauthorized', 'POST', `/scan/tickets/${ticket.ticket}/scanned`);
+  t.deepEqual((await expect(t, 200, undefined, 'POST', `/scan/tickets/${ticket.ticket}/scanned`, { headers: bearer(phone) })).json, { status: 'scanned' });
+  t.deepEqual((await poll(ticket)).json, { status: 'scanned' });
   const confirmed = await expect(t, 200, undefined, 'POST', `/scan/tickets/${ticket.ticket}/confirm`, { headers: bearer(phone) });
   t.deepEqual(confirmed.json, { status: 'confirmed' });
+  await expect(t, 409, 'ticket_already_confirmed', 'POST', `/scan/tickets/${ticket.ticket}/scanned`, { headers: bearer(phone) });
   await expect(t, 409, 'ticket_already_confirmed', 'POST', `/scan/tickets/${ticket.ticket}/confirm`, { headers: bearer(phone) });
   await expect(t, 409, 'ticket_already_confirmed', 'POST', `/scan/tickets/${ticket.ticket}/cancel`, { headers: bearer(phone) });
   const done = await poll(ticket);

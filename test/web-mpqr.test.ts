@@ -213,6 +213,9 @@ test.serial('safe mode, two replicas: ticket on A, the encrypted event pushed to
   const seen = up.seen.at(-1)!;
   t.is(seen.headers['x-openid'], openid);
   t.is(seen.headers['x-appid'], MP);
+  // a web session (flow mpqr): the mini-program-only endpoints refuse it
+  const phone = await pc.go('/wx/phone', { method: 'POST', headers: { origin: PUBLIC, 'content-type': 'application/json' }, body: '{"code":"phone-13800138000"}' });
+  isError(t, phone, 403, 'app_not_allowed', 'a follow-QR session asks for a phone number');
   // one use: the next poll (any replica) finds the ticket used, and gets no cookie
   isError(t, await poll(new Browser(b.url), tk), 409, 'ticket_used');
   // the secret is the page's: without it, or with another, the ticket is not found

@@ -335,7 +335,7 @@ test('an idle-expired session is found by the periodic check and its socket clos
     await proxy.close();
     await store.close();
   });
-  const { token } = await sessions.create({ appid: APPID, openid: 'o-idle' }, 'key');
+  const { token } = await sessions.create({ appid: APPID, openid: 'o-idle' }, 'key', 'miniprogram');
   const start = Date.now();
   const client = open(await wsConnect(url, '/ws/x?m=idle', { Authorization: `Bearer ${token}` }));
   t.is(handler.open, 1);

@@ -261,6 +261,7 @@ function webEndpoints(
     else router.post('/scan/tickets', s, h.create);
     router.all('/scan/tickets', s, notAllowed('POST'));
     router.get('/scan/tickets/:id', s, h.wait).all('/scan/tickets/:id', s, notAllowed('GET, HEAD'));
+    router.post('/scan/tickets/:id/scanned', s, h.scanned).all('/scan/tickets/:id/scanned', s, notAllowed('POST'));
     router.post('/scan/tickets/:id/confirm', s, h.confirm).all('/scan/tickets/:id/confirm', s, notAllowed('POST'));
     router.post('/scan/tickets/:id/cancel', s, h.cancel).all('/scan/tickets/:id/cancel', s, notAllowed('POST'));
     if (scan.demo) router.get('/scan/demo', s, htmlErrors, demoPage).all('/scan/demo', s, notAllowed('GET, HEAD'));

@@ -109,8 +109,8 @@ export function openapiDocument(config: Config): object {
   const rateLimited: ErrorCode[] = config.limits.login.perIp > 0 ? ['rate_limited'] : [];
   /** CSRF applies to unsafe requests made with the session cookie, which exists only with web logins. */
   const csrf: ErrorCode[] = web ? ['csrf_failed'] : [];
-  /** Sessions of web apps (OAuth logins) are refused by the mini-program-only endpoints. */
-  const webSessions: ErrorCode[] = webApps.length ? ['app_not_allowed'] : [];
+  /** Web sessions (OAuth logins, scan-to-login) are refused by the mini-program-only endpoints. */
+  const webSessions: ErrorCode[] = webApps.length || web?.scan ? ['app_not_allowed'] : [];
 
   const sessionAuth = [{ bearer: [] }, ...(cookies ? [{ sessionCookie: [] }] : [])];
   const csrfHeader =
@@ -340,20 +340,26 @@ export function openapiDocument(config: Config): object {
         parameters: [
           ticketId,
           { name: 'wait', in: 'query', required: false, description: 'Seconds to wait for an answer (0-30).', schema: { type: 'integer', minimum: 0, maximum: 30 } },
+          { name: 'seen', in: 'query', required: false, description: '"scanned": the page shows the scan already; wait on for the confirmation (without it a scanned ticket answers "scanned" at once).', schema: { type: 'string', enum: ['scanned'] } },
           { name: 'X-Scan-Secret', in: 'header', required: true, description: 'The ticket\'s secret from POST /scan/tickets.', schema: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' } },
         ],
         responses: {
-          '200': ok('Still waiting, or confirmed: then the session cookie is set.', ref('ScanWait'), {
+          '200': ok('Still waiting (pending, or scanned: the phone opened it), or confirmed: then the session cookie is set.', ref('ScanWait'), {
             'Set-Cookie': { description: `With status "confirmed": the session cookie \`${cookies.session}\`.`, required: false, schema: STRING },
           }),
         },
         errors: ['ticket_not_found', 'ticket_cancelled', 'ticket_used', 'ticket_expired', ...ALWAYS],
       }));
-      for (const [what, status] of [['confirm', 'confirmed'], ['cancel', 'cancelled']] as const) {
+      const summaries = {
+        scanned: 'The mini-program page opened from the QR code (optional): the PC page shows "scanned"',
+        confirm: 'The mini-program user logs the PC in as themselves',
+        cancel: 'The mini-program user refuses the PC login',
+      };
+      for (const [what, status] of [['scanned', 'scanned'], ['confirm', 'confirmed'], ['cancel', 'cancelled']] as const) {
         add(`/scan/tickets/{id}/${what}`, 'post', operation({
           id: `scan_${what}`,
           tag: 'scan',
-          summary: what === 'confirm' ? 'The mini-program user logs the PC in as themselves' : 'The mini-program user refuses the PC login',
+          summary: summaries[what],
           description: `With the token of a session of the mini-program ${web.scan.app ?? miniApps[0]} (web.scan.app). A browser's cookie session cannot answer a ticket (403 \`app_not_allowed\`, or \`csrf_failed\` first for an unsafe request from a page not allowed).`,
           security: [{ bearer: [] }],
           parameters: [ticketId],
@@ -486,7 +492,7 @@ export function openapiDocument(config: Config): object {
   if (web?.scan || web?.mpQr) {
     schemas.ScanWait = {
       oneOf: [
-        { type: 'object', required: ['status'], properties: { status: { const: 'pending' } }, additionalProperties: false },
+        { type: 'object', required: ['status'], properties: { status: { enum: ['pending', 'scanned'] } }, additionalProperties: false },
         {
           type: 'object',
           required: ['status', 'expires_in'],

@@ -1,7 +1,7 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Metrics } from '../metrics/metrics.js';
 import { TOKEN_HASH_LENGTH, UID_LENGTH, userId } from './tokens.js';
-import { StoreUnavailableError, type Invalidation, type SessionRecord, type SessionStore } from './types.js';
+import { StoreUnavailableError, type Flow, type Invalidation, type SessionRecord, type SessionStore } from './types.js';
 
 export interface RedisStoreOptions {
   url: string;
@@ -33,8 +33,11 @@ export interface RedisStoreOptions {
  *                                    users whose ids collide are never merged: the login fails instead)
  *                          "n"     → the unionid from the user's latest login (absent when WeChat gave none)
  *                          "k"     → the user's current session_key (from their latest login)
- *                          {field} → one per session: "[phone\t]createdAt\texpiresAt\tidleExpiresAt" (times in
- *                                    base 36 ms; the phone number, E.164, only once the user granted it)
+ *                          {field} → one per session: "[phone\t]createdAt\texpiresAt\tidleExpiresAt[\tF]" (times
+ *                                    in base 36 ms; the phone number, E.164, only once the user granted it;
+ *                                    F: the flow that made the session, one capital letter (FLOW_CODES),
+ *                                    absent for the mini-program's own logins and for records from before
+ *                                    flows existed, which read as miniprogram)
  *                        PEXPIREAT = the latest idle deadline of the user's sessions (never past a session's
  *                        expiresAt): set at each login, moved forward (GT) by activity, tightened when a
  *                        session is revoked; the key is deleted with the user's last session. A session's
@@ -63,15 +66,31 @@ export interface RedisStoreOptions {
  */
 const SEP = '\t';
 
-/** A session's field value: "[phone\t]createdAt36\texpiresAt36\tidleExpiresAt36". */
+/** A session's flow in its field value: one capital letter (never a base-36 digit); none = miniprogram. */
+const FLOW_CODES: Readonly<Record<Exclude<Flow, 'miniprogram'>, string>> = { mp: 'P', open: 'W', scan: 'S', mpqr: 'Q' };
+const FLOW_OF: ReadonlyMap<string, Flow> = new Map(Object.entries(FLOW_CODES).map(([f, c]) => [c, f as Flow]));
+
+/** A session's field value: "[phone\t]createdAt36\texpiresAt36\tidleExpiresAt36[\tF]". */
 function encodeTimes(r: SessionRecord): string {
   if (r.phone?.includes(SEP)) throw new TypeError('phone must not contain a tab');
   const t = (ms: number) => Math.floor(ms).toString(36);
-  return `${r.phone ? r.phone + SEP : ''}${t(r.createdAt)}${SEP}${t(r.expiresAt)}${SEP}${t(r.idleExpiresAt)}`;
+  const flow = r.flow === 'miniprogram' || r.flow === undefined ? '' : SEP + FLOW_CODES[r.flow];
+  if (flow === `${SEP}undefined`) throw new TypeError(`unknown session flow ${JSON.stringify(r.flow)}`);
+  return `${r.phone ? r.phone + SEP : ''}${t(r.createdAt)}${SEP}${t(r.expiresAt)}${SEP}${t(r.idleExpiresAt)}${flow}`;
 }
 
-/** The record from a session's field value and the user's "w" and "n", or undefined when malformed. */
+/**
+ * The record from a session's field value and the user's "w" and "n", or undefined when malformed (or of
+ * a flow this version does not know: such a session is refused, never taken for a mini-program one).
+ */
 function decode(v: string, who: string, unionid: string | null): SessionRecord | undefined {
+  let flow: Flow = 'miniprogram';
+  if (v.length > 2 && v.charCodeAt(v.length - 2) === 9 && /[A-Z]/.test(v[v.length - 1]!)) {
+    const known = FLOW_OF.get(v[v.length - 1]!);
+    if (!known) return undefined;
+    flow = known;
+    v = v.slice(0, -2);
+  }
   const f = v.split(SEP);
   if (f.length !== 3 && f.length !== 4) return undefined;
   const phone = f.length === 4 ? f.shift() : undefined;
@@ -83,6 +102,7 @@ function decode(v: string, who: string, unionid: string | null): SessionRecord |
     appid,
     openid,
     ...(unionid ? { unionid } : {}),
+    flow,
     ...(phone ? { phone } : {}),
     createdAt: parseInt(created, 36),
     expiresAt: parseInt(expires, 36),
@@ -94,15 +114,20 @@ function decode(v: string, who: string, unionid: string | null): SessionRecord |
 const alive = (r: SessionRecord, now: number) => now < r.idleExpiresAt && now < r.expiresAt;
 
 /**
- * What every script starts with. times(v): a session field's phone ('' if none) and its three times in
- * base 36, or nil when malformed. deadline(e36, i36): when the session ends if idle (ms).
- * isSession(f): the user's fields that are sessions (the others are one character).
+ * What every script starts with. times(v): a session field's phone ('' if none), its three times in base
+ * 36 and its flow suffix ('' or "\tF", kept as it is when the field is rewritten), or nil when malformed.
+ * deadline(e36, i36): when the session ends if idle (ms). isSession(f): the user's fields that are
+ * sessions (the others are one character).
  */
 const PRELUDE = String.raw`
 local function times(v)
-  local c, e, i = string.match(v, '^([0-9a-z]+)\t([0-9a-z]+)\t([0-9a-z]+)$')
-  if c then return '', c, e, i end
-  return string.match(v, '^([^\t]*)\t([0-9a-z]+)\t([0-9a-z]+)\t([0-9a-z]+)$')
+  local body, fl = string.match(v, '^(.*)(\t[A-Z])$')
+  if not body then body, fl = v, '' end
+  local c, e, i = string.match(body, '^([0-9a-z]+)\t([0-9a-z]+)\t([0-9a-z]+)$')
+  if c then return '', c, e, i, fl end
+  local p
+  p, c, e, i = string.match(body, '^([^\t]*)\t([0-9a-z]+)\t([0-9a-z]+)\t([0-9a-z]+)$')
+  return p, c, e, i, fl
 end
 local function deadline(e36, i36)
   return math.min(tonumber(e36, 36), tonumber(i36, 36))
@@ -174,14 +199,14 @@ return evicted`;
 const TOUCH = PRELUDE + String.raw`
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
-local phone, c36, e36, i36 = times(v)
+local phone, c36, e36, i36, fl = times(v)
 if not c36 or tonumber(ARGV[4]) >= deadline(e36, i36) then return 0 end
 local exp = tonumber(e36, 36)
 local at, at36 = tonumber(ARGV[2]), ARGV[3]
 if at >= exp then at, at36 = exp, e36 end
 if at <= tonumber(i36, 36) then return 1 end
 if phone ~= '' then phone = phone .. '\t' end
-redis.call('HSET', KEYS[1], ARGV[1], phone .. c36 .. '\t' .. e36 .. '\t' .. at36)
+redis.call('HSET', KEYS[1], ARGV[1], phone .. c36 .. '\t' .. e36 .. '\t' .. at36 .. fl)
 redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', at), 'GT')
 return 1`;
 
@@ -193,9 +218,9 @@ return 1`;
 const SET_PHONE = PRELUDE + String.raw`
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
-local _, c36, e36, i36 = times(v)
+local _, c36, e36, i36, fl = times(v)
 if not c36 or tonumber(ARGV[3]) >= deadline(e36, i36) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '\t' .. c36 .. '\t' .. e36 .. '\t' .. i36)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '\t' .. c36 .. '\t' .. e36 .. '\t' .. i36 .. fl)
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1`;
 

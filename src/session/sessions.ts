@@ -1,7 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Metrics } from '../metrics/metrics.js';
 import { hashToken, newToken } from './tokens.js';
-import type { Identity, SessionRecord, SessionStore } from './types.js';
+import type { Flow, Identity, SessionRecord, SessionStore } from './types.js';
 
 export interface SessionOptions {
   /** idle lifetime, ms */
@@ -81,8 +81,9 @@ export class Sessions {
   /**
    * Creates a session for a user who just logged in; returns the token to hand to the client. Without a
    * sessionKey (web logins: OAuth gives none) the user's current session_key, if any, stays as it is.
+   * `flow` is how the session was made: it decides which endpoints it may use (see Flow).
    */
-  async create(identity: Identity, sessionKey: string | undefined): Promise<{ token: string; session: ActiveSession }> {
+  async create(identity: Identity, sessionKey: string | undefined, flow: Flow): Promise<{ token: string; session: ActiveSession }> {
     const now = this.now();
     const token = newToken(identity);
     const tokenHash = hashToken(token);
@@ -91,6 +92,7 @@ export class Sessions {
       appid: identity.appid,
       openid: identity.openid,
       ...(identity.unionid ? { unionid: identity.unionid } : {}),
+      flow,
       createdAt: now,
       expiresAt,
       idleExpiresAt: Math.min(now + this.opts.ttl, expiresAt),

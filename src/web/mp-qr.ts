@@ -118,7 +118,7 @@ export function mpQrHandlers(deps: {
       const answer = await web.store.claimTicket(id, h, Date.now());
       switch (answer.status) {
         case 'confirmed': {
-          const { token, session } = await sessions.create(answer.who, undefined);
+          const { token, session } = await sessions.create(answer.who, undefined, 'mpqr');
           web.setSession(ctx, token);
           log.info({ appid: answer.who.appid }, 'follow-QR login: browser logged in');
           ctx.body = { status: 'confirmed', expires_in: sessions.expiresIn(session) };

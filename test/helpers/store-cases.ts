@@ -1,6 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
 import { hashToken, newToken, userId } from '../../src/session/tokens.js';
-import type { Invalidation, SessionRecord, SessionStore } from '../../src/session/types.js';
+import { FLOWS, type Flow, type Invalidation, type SessionRecord, type SessionStore } from '../../src/session/types.js';
 
 /** What every session store must do alike: registered against each store and each Redis topology. */
 export const APP = 'wx0123456789abcdef';
@@ -23,11 +23,12 @@ export function hashFor(openid: string, appid = APP): string {
   return hashToken(newToken({ appid, openid }));
 }
 
-export function record(openid: string, opts: { appid?: string; idleMs?: number; maxMs?: number; createdAt?: number } = {}): SessionRecord {
+export function record(openid: string, opts: { appid?: string; idleMs?: number; maxMs?: number; createdAt?: number; flow?: Flow } = {}): SessionRecord {
   const now = opts.createdAt ?? Date.now();
   return {
     appid: opts.appid ?? APP,
     openid,
+    flow: opts.flow ?? 'miniprogram',
     createdAt: now,
     expiresAt: now + (opts.maxMs ?? 60_000),
     idleExpiresAt: now + Math.min(opts.idleMs ?? 30_000, opts.maxMs ?? 60_000),
@@ -74,6 +75,19 @@ const cases: Record<string, Case> = {
       t.true(seen.some((inv) => inv !== 'all' && inv.includes(h)), 'the caches are told');
     }
     t.false(await store.setPhone(hashFor('o-phone'), '+8613800138000'), 'no such session');
+  },
+  "every flow is kept with its session, through setPhone, touch and list (it decides what the session may do)": async (t, store) => {
+    for (const flow of FLOWS) {
+      const r = { ...record(`o-flow-${flow}`, { flow }), unionid: `o-union-${flow}` };
+      const h = hashFor(r.openid);
+      await store.create(h, r, flow === 'miniprogram' ? 'k' : undefined, { maxPerUser: 10 });
+      t.deepEqual(await store.get(h), r, flow);
+      t.true(await store.setPhone(h, '+8613800138000'));
+      const idle = Date.now() + 45_000;
+      t.true(await store.touch(h, idle));
+      t.deepEqual(await store.get(h), { ...r, phone: '+8613800138000', idleExpiresAt: idle }, `${flow}: after setPhone and touch`);
+      t.is((await store.list(r.appid, r.openid))[0]?.record.flow, flow, `${flow}: list`);
+    }
   },
   'touch moves the idle deadline; touching a missing session is false': async (t, store) => {
     const h = hashFor('o-touch');
