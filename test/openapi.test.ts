@@ -48,7 +48,7 @@ function webConfig(over: Record<string, unknown> = {}) {
       mp: { appid: MP, secret: MP_SECRET },
       open: { appid: OPEN, secret: OPEN_SECRET },
       scan: { checkPath: false, envVersion: 'develop', demo: true },
-      mpQr: { token: MP_TOKEN },
+      mpQr: { token: MP_TOKEN, demo: true },
     },
     ...over,
   });
@@ -361,7 +361,7 @@ test.serial('the document is valid OpenAPI 3.1 in structure: info, paths, operat
       '/healthz', '/login', '/logout', '/metrics', '/readyz', '/session', '/wx/decrypt', '/wx/phone',
       '/oauth/mp/authorize', '/oauth/mp/callback', '/oauth/open/authorize', '/oauth/open/callback',
       '/scan/tickets', '/scan/tickets/{id}', '/scan/tickets/{id}/scanned', '/scan/tickets/{id}/confirm', '/scan/tickets/{id}/cancel', '/scan/demo',
-      '/qr/tickets', '/qr/tickets/{id}', '/wx/mp/events',
+      '/qr/tickets', '/qr/tickets/{id}', '/qr/demo', '/wx/mp/events',
       ...(typeof (config.endpoints as { openapi?: unknown }).openapi === 'string' ? [(config.endpoints as { openapi?: string }).openapi!] : []),
     ].sort(),
   );
@@ -650,6 +650,8 @@ test.serial('follow-QR login: tickets, long poll, the server URL check and pushe
   t.is((await poll()).json.status, 'confirmed');
   t.is((await expect(t, 200, undefined, 'GET', '/session', { browser: pc })).json.openid, openid);
   await expect(t, 409, 'ticket_used', 'GET', `/qr/tickets/${tk.ticket}`, { headers: { 'x-scan-secret': tk.secret } });
+  const demo = await expect(t, 200, undefined, 'GET', '/qr/demo', { headers: { accept: 'text/html' } });
+  t.regex(demo.text, /Follow to log in/);
 });
 
 test.serial('scan to log in: an expired ticket is 410 for the phone and the PC', async (t) => {

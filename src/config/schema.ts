@@ -348,6 +348,8 @@ export const configSchema = z
             ticketTtl: duration(10_000).refine((ms) => ms <= 30 * 24 * 3600_000, { error: 'must be at most 30d (WeChat\'s limit)' }).prefault('2m'),
             /** A text message sent back to the user in WeChat once the PC is logged in (e.g. "已登录"); none if absent. */
             reply: z.string().min(1).max(600).optional(),
+            /** Serve a demo PC page at /qr/demo that shows the QR code and logs in. */
+            demo: z.boolean().default(false),
           })
           .optional(),
       })

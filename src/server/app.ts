@@ -20,10 +20,10 @@ import type { AccessTokens } from '../wechat/access-token.js';
 import type { WechatClient } from '../wechat/client.js';
 import { bearerOnly, type WebContext } from '../web/context.js';
 import { stripOwnCookies } from '../web/cookies.js';
-import { demoPage } from '../web/demo.js';
+import { demoPage, demoPageFor } from '../web/demo.js';
 import { oauthFlows, oauthHandlers } from '../web/oauth.js';
 import { scanHandlers } from '../web/scan.js';
-import { mpQrHandlers } from '../web/mp-qr.js';
+import { mpQrDemoFlow, mpQrHandlers } from '../web/mp-qr.js';
 import { accessLogger, requestId } from './access-log.js';
 import { openapiDocument } from './openapi.js';
 import { GatewayError, sendError, writeError } from './errors.js';
@@ -277,6 +277,10 @@ function webEndpoints(
     router.get('/qr/tickets/:id', s, h.wait).all('/qr/tickets/:id', s, notAllowed('GET, HEAD'));
     const ev = label('mp_events');
     router.get(mpQr.eventsPath, ev, h.verifyUrl).post(mpQr.eventsPath, ev, h.push).all(mpQr.eventsPath, ev, notAllowed('GET, HEAD, POST'));
+    if (mpQr.demo) {
+      const page = demoPageFor(mpQrDemoFlow(deps.mpBase ?? config.wechat.mpBase));
+      router.get('/qr/demo', s, htmlErrors, page).all('/qr/demo', s, notAllowed('GET, HEAD'));
+    }
   }
   router.all(/^\/(oauth|scan|qr)(\/.*)?$/i, label('web'), () => {
     throw new GatewayError('not_found', { message: 'No such web login endpoint.' });

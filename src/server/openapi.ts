@@ -595,6 +595,25 @@ function mpQrPaths(
     },
     errors: ['ticket_not_found', 'ticket_used', 'ticket_expired', ...ALWAYS],
   }));
+  if (q.demo) {
+    add('/qr/demo', 'get', operation({
+      id: 'mpQrDemo',
+      tag: 'mpqr',
+      summary: 'A demo PC page for follow-QR login',
+      responses: {
+        '200': {
+          description: 'The page (its only outside resource is the QR image at WeChat; a strict CSP with a nonce per answer).',
+          headers: {
+            'Cache-Control': NO_STORE,
+            'Content-Security-Policy': { required: true, schema: STRING },
+            'X-Content-Type-Options': { required: true, schema: { type: 'string', const: 'nosniff' } },
+          },
+          content: { 'text/html': { schema: { type: 'string' } } },
+        },
+      },
+      errors: ['internal_error'],
+    }));
+  }
   add(q.eventsPath, 'get', operation({
     id: 'mpEventsVerify',
     tag: 'mpqr',

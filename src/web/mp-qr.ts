@@ -9,6 +9,7 @@ import type { WechatClient } from '../wechat/client.js';
 import { MpCrypto, MpCryptoError, flatXml, mpSignature, parseFlatXml, signatureMatches } from '../wechat/mp-crypto.js';
 import { WechatError } from '../wechat/types.js';
 import type { WebContext } from './context.js';
+import type { DemoFlow } from './demo.js';
 
 interface Logger {
   info(obj: object, msg: string): void;
@@ -266,4 +267,19 @@ export function mpQrHandlers(deps: {
   }
 
   return { create, wait, verifyUrl, push };
+}
+
+/** The demo page's flow (web.mpQr.demo → GET /qr/demo): the QR image comes from WeChat's showqrcode. */
+export function mpQrDemoFlow(mpBase: string): DemoFlow {
+  return {
+    id: 'mpqr',
+    ticketEndpoint: '/qr/tickets',
+    waitEndpoint: '/qr/tickets',
+    sessionEndpoint: '/session',
+    imgSrc: [mpBase],
+    texts: {
+      en: { title: 'wxgate — follow to log in', heading: 'Follow to log in', hint: 'Scan the code with WeChat and follow the Official Account to log in.' },
+      zh: { title: 'wxgate — 扫码关注公众号登录', heading: '扫码关注登录', hint: '请用微信扫描二维码，关注公众号后即可登录。' },
+    },
+  };
 }
