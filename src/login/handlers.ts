@@ -86,7 +86,7 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
       );
       return { error, final: FINAL.has(error) };
     }
-    const { token } = await sessions.create({ appid, openid: answer.openid, unionid: answer.unionid }, answer.sessionKey);
+    const { token } = await sessions.create({ appid, openid: answer.openid, unionid: answer.unionid }, answer.sessionKey, 'miniprogram');
     return { token };
   }
 

@@ -223,7 +223,7 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
           log.warn({ appid: flow.appid, err: (err as Error).message }, 'sns/userinfo failed; the session has no unionid');
         }
       }
-      const { token } = await sessions.create({ appid: flow.appid, openid: granted.openid, ...(unionid ? { unionid } : {}) }, undefined);
+      const { token } = await sessions.create({ appid: flow.appid, openid: granted.openid, ...(unionid ? { unionid } : {}) }, undefined, flow.provider);
       return { token };
     } catch (err) {
       if (!(err instanceof WechatError)) throw err;
