@@ -36,6 +36,10 @@ var OWN_FIELDS = { url: true, header: true, auth: true, success: true, fail: tru
  */
 var ERROR_TEXTS = {
   bad_request: '请求有误，请稍后再试',
+  bad_host: '请求地址有误，请稍后再试',
+  mp_message_invalid: '服务器消息无效',
+  mp_signature_invalid: '服务器消息签名无效',
+  mp_replayed: '服务器消息已过期',
   invalid_json: '请求有误，请稍后再试',
   invalid_request: '请求有误，请稍后再试',
   unknown_appid: '小程序配置有误，请联系客服',
@@ -47,6 +51,7 @@ var ERROR_TEXTS = {
   state_invalid: '登录链接已失效，请重新登录',
   state_used: '登录链接已使用过，请重新登录',
   redirect_not_allowed: '登录后的跳转地址无效',
+  web_login_unavailable: '此浏览器无法用这种方式登录',
   unauthorized: '登录已失效，请重新登录',
   code_invalid: '登录失败，请重试',
   code_used: '登录失败，请重试',
