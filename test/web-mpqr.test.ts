@@ -7,6 +7,7 @@ import { simulatedOriginalId } from '../src/wechat/simulator-mpqr.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { Browser, setCookies, type SetCookie } from './helpers/browser.js';
 import { request, type Reply } from './helpers/http.js';
+import { metricValue, scrape } from './helpers/metrics.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
 import { startUpstream, type Upstream } from './helpers/upstream.js';
 
@@ -238,7 +239,11 @@ test.serial('a follower scans again: SCAN with the bare scene logs in too', asyn
 
 test.serial('WeChat resends an event (same push 3 more times): one login, every answer alike', async (t) => {
   const tk = await newTicket(a);
+  const pushes = async (outcome: string) => metricValue(await scrape(b.url), 'wxgate_mp_pushes_total', { outcome });
+  const [loginsBefore, resentBefore] = [await pushes('login'), await pushes('resent')];
   const pushed = await follow(simSafe, tk, `follower${++users}`, 4);
+  t.is((await pushes('login')) - loginsBefore, 1, 'one login on B, the replica WeChat pushes to');
+  t.is((await pushes('resent')) - resentBefore, 3, 'three resends');
   t.is(pushed.pushes, 4);
   t.is(pushed.status, 200);
   t.is(pushed.reply, REPLY, 'the last resend gets the same reply as the first');
@@ -284,6 +289,7 @@ test.serial('forged and replayed pushes are refused (403) and logged, and log in
   const tk = await newTicket(p);
   const ev = eventXml({ openid: simulatedOpenid(MP, 'mallory'), event: 'subscribe', scene: tk.ticket, ticket: wechatTicket(tk) });
   const logsBefore = p.logs.length;
+  const refusedBefore = metricValue(await scrape(p.url), 'wxgate_mp_pushes_total', { outcome: 'mp_replayed' });
   // no signature, a wrong one, one made with another token
   isError(t, await push(p, new URLSearchParams(), ev), 403, 'mp_signature_invalid', 'unsigned');
   const wrong = signed();
@@ -307,6 +313,7 @@ test.serial('forged and replayed pushes are refused (403) and logged, and log in
   isError(t, confirm, 404, 'ticket_not_found', 'the mini-program cannot confirm a follow-QR ticket');
   t.deepEqual((await poll(new Browser(p.url), tk)).json, { status: 'pending' }, 'nobody logged in');
   const refused = p.logs.slice(logsBefore).map((l) => JSON.parse(l) as { msg: string; reason?: string }).filter((l) => l.msg === 'Official Account message push refused');
+  t.is(metricValue(await scrape(p.url), 'wxgate_mp_pushes_total', { outcome: 'mp_replayed' }) - refusedBefore, 3, 'counted by outcome');
   t.deepEqual(refused.map((l) => l.reason), [
     'signature, timestamp or nonce missing or malformed',
     'signature does not match',

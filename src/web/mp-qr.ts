@@ -3,6 +3,7 @@ import type { Context } from 'koa';
 import getRawBody from 'raw-body';
 import { mpQrApp, type Config } from '../config/schema.js';
 import { GatewayError, wechatErrorFor } from '../server/errors.js';
+import type { Metrics } from '../metrics/metrics.js';
 import type { Sessions } from '../session/sessions.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 import type { WechatClient } from '../wechat/client.js';
@@ -61,10 +62,11 @@ export function mpQrHandlers(deps: {
   wechat: WechatClient;
   accessTokens: AccessTokens;
   log: Logger;
+  metrics: Metrics;
   /** where showqrcode is served (the simulator in dev mode); default config.wechat.mpBase */
   mpBase?: string;
 }) {
-  const { config, web, sessions, wechat, accessTokens, log } = deps;
+  const { config, web, sessions, wechat, accessTokens, log, metrics } = deps;
   const q = config.web!.mpQr!;
   const app = mpQrApp(config)!.appid;
   const crypto = q.encodingAESKey ? new MpCrypto(q.encodingAESKey, app) : undefined;
@@ -147,6 +149,7 @@ export function mpQrHandlers(deps: {
   /** A refused push: logged (the reason and the peer, nothing secret), answered 403 / 400. */
   function refuse(ctx: Context, code: 'mp_signature_invalid' | 'mp_replayed' | 'mp_message_invalid', reason: string): never {
     log.warn({ reason, ip: ctx.req.socket.remoteAddress }, 'Official Account message push refused');
+    metrics.mpPushes.inc({ outcome: code });
     throw new GatewayError(code);
   }
 
@@ -226,23 +229,33 @@ export function mpQrHandlers(deps: {
    * An event WeChat resends is acted on once: its outcome is remembered and answered again.
    */
   async function handle(msg: Record<string, string>): Promise<'login' | 'none'> {
+    const ignored = () => (metrics.mpPushes.inc({ outcome: 'ignored' }), 'none' as const);
     const { MsgType, Event, EventKey = '', Ticket, FromUserName = '', CreateTime = '', MsgId } = msg;
-    if (MsgType !== 'event' || (Event !== 'subscribe' && Event !== 'SCAN')) return 'none';
+    if (MsgType !== 'event' || (Event !== 'subscribe' && Event !== 'SCAN')) return ignored();
     const scene = Event === 'subscribe' ? (EventKey.startsWith('qrscene_') ? EventKey.slice(8) : undefined) : EventKey;
     // a follow from a search or a shared card has no scene: not ours
-    if (scene === undefined || !TICKET.test(scene) || !Ticket) return 'none';
+    if (scene === undefined || !TICKET.test(scene) || !Ticket) return ignored();
     if (!OPENID.test(FromUserName)) {
       log.warn({ appid: app, event: Event }, 'Official Account event without a usable FromUserName');
-      return 'none';
+      return ignored();
     }
     const eventKey = `mpe:${mark(app, MsgId ?? `${FromUserName}\n${CreateTime}\n${Event}\n${EventKey}`)}`;
     const answer = await web.store.settleTicket(scene, 'confirmed', { appid: app, openid: FromUserName }, Date.now(), bindOf(Ticket));
     const outcome = answer === 'ok' ? 'login' : 'none';
-    // the first outcome stands: a resent event whose first delivery confirmed the ticket is answered alike
-    const first = ((await web.store.once(eventKey, outcome, MARK_MS)) ?? outcome) as 'login' | 'none';
-    if (answer === 'ok') log.info({ appid: app, event: Event }, 'follow-QR login confirmed');
-    else if (first === 'none') log.debug({ appid: app, event: Event, answer }, 'follow-QR event for no pending ticket');
-    return first;
+    // the outcome is remembered: a resent event whose first delivery confirmed the ticket is answered alike
+    const earlier = (await web.store.once(eventKey, outcome, MARK_MS)) as 'login' | 'none' | undefined;
+    if (answer === 'ok') {
+      log.info({ appid: app, event: Event }, 'follow-QR login confirmed');
+      metrics.mpPushes.inc({ outcome: 'login' });
+      return 'login';
+    }
+    if (earlier !== undefined) {
+      log.debug({ appid: app, event: Event }, 'follow-QR event resent by WeChat');
+      metrics.mpPushes.inc({ outcome: 'resent' });
+      return earlier;
+    }
+    log.debug({ appid: app, event: Event, answer }, 'follow-QR event for no pending ticket');
+    return ignored();
   }
 
   /** The text reply to the user (被动回复), encrypted like the push when it was. */
