@@ -1,6 +1,7 @@
 import test from 'ava';
 import { Redis } from 'ioredis';
 import { buildConfig, ConfigError } from '../src/config/load.js';
+import { userId } from '../src/session/tokens.js';
 import { MpCrypto, flatXml, mpSignature, parseFlatXml } from '../src/wechat/mp-crypto.js';
 import { simulatedOpenid, startSimulator } from '../src/wechat/simulator.js';
 import { simulatedOriginalId } from '../src/wechat/simulator-mpqr.js';
@@ -214,6 +215,10 @@ test.serial('safe mode, two replicas: ticket on A, the encrypted event pushed to
   const seen = up.seen.at(-1)!;
   t.is(seen.headers['x-openid'], openid);
   t.is(seen.headers['x-appid'], MP);
+  // the session is recorded as made by this flow (mpqr: "Q" at the end of its field in the user's hash)
+  const fields = Object.entries(await admin.hgetall(`mpq:u:${userId(MP, openid)}`)).filter(([k]) => k.length === 22).map(([, v]) => v);
+  t.is(fields.length, 1, 'one session');
+  t.regex(fields[0]!, /\tQ$/);
   // a web session (flow mpqr): the mini-program-only endpoints refuse it
   const phone = await pc.go('/wx/phone', { method: 'POST', headers: { origin: PUBLIC, 'content-type': 'application/json' }, body: '{"code":"phone-13800138000"}' });
   isError(t, phone, 403, 'app_not_allowed', 'a follow-QR session asks for a phone number');
