@@ -309,6 +309,11 @@ test.serial('forged and replayed pushes are refused (403) and logged, and log in
   t.is((await push(p, used, harmless)).text, 'success', 'the first push with it');
   t.is((await push(p, used, harmless)).text, 'success', 'the same push again (a retry) is fine');
   isError(t, await push(p, used, ev), 403, 'mp_replayed', 'its signature with another body');
+  // nor can the signature of a URL check (GET with echostr) carry a push
+  const checked = signed({ echostr: '42' });
+  t.is((await request(p.url, { path: `${EVENTS}?${checked}` })).text, '42');
+  checked.delete('echostr');
+  isError(t, await push(p, checked, ev), 403, 'mp_replayed', 'a URL check\'s signature with a body');
   // the event of another QR code (its Ticket) does not settle this ticket, nor a scan-to-login confirm
   const other = await newTicket(p);
   const mixed = await push(p, signed(), eventXml({ openid: simulatedOpenid(MP, 'mallory'), event: 'subscribe', scene: tk.ticket, ticket: wechatTicket(other) }));
@@ -318,12 +323,13 @@ test.serial('forged and replayed pushes are refused (403) and logged, and log in
   isError(t, confirm, 404, 'ticket_not_found', 'the mini-program cannot confirm a follow-QR ticket');
   t.deepEqual((await poll(new Browser(p.url), tk)).json, { status: 'pending' }, 'nobody logged in');
   const refused = p.logs.slice(logsBefore).map((l) => JSON.parse(l) as { msg: string; reason?: string }).filter((l) => l.msg === 'Official Account message push refused');
-  t.is(metricValue(await scrape(p.url), 'wxgate_mp_pushes_total', { outcome: 'mp_replayed' }) - refusedBefore, 3, 'counted by outcome');
+  t.is(metricValue(await scrape(p.url), 'wxgate_mp_pushes_total', { outcome: 'mp_replayed' }) - refusedBefore, 4, 'counted by outcome');
   t.deepEqual(refused.map((l) => l.reason), [
     'signature, timestamp or nonce missing or malformed',
     'signature does not match',
     'timestamp outside the 5-minute window',
     'timestamp outside the 5-minute window',
+    'a signature used before with another body',
     'a signature used before with another body',
   ]);
 });

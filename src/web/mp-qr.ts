@@ -164,11 +164,24 @@ export function mpQrHandlers(deps: {
     return { timestamp, nonce, signature };
   }
 
+  /**
+   * One signature, one body: in plaintext mode the signature does not cover the body, so a signature seen
+   * before (WeChat's resend of the same push is fine) may not carry another message. Remembered in the
+   * store, for every replica, as long as its timestamp can pass the window.
+   */
+  async function oneBody(ctx: Context, signed: { timestamp: string; nonce: string; signature: string }, body: string): Promise<void> {
+    const bodyMark = mark(body);
+    const earlier = await web.store.once(`mpn:${mark(signed.signature, signed.timestamp, signed.nonce)}`, bodyMark, MARK_MS);
+    if (earlier !== undefined && earlier !== bodyMark) refuse(ctx, 'mp_replayed', 'a signature used before with another body');
+  }
+
   /** GET: WeChat checks the server URL (服务器配置) and wants echostr back. */
-  function verifyUrl(ctx: Context): void {
-    checkSigned(ctx);
+  async function verifyUrl(ctx: Context): Promise<void> {
+    const signed = checkSigned(ctx);
     const echostr = ctx.query.echostr;
     if (typeof echostr !== 'string' || !/^[A-Za-z0-9_-]{1,128}$/.test(echostr)) throw new GatewayError('bad_request', { message: 'No echostr to answer.' });
+    // the check's signature is spent too: seen here (in a log, say), it cannot carry a push
+    await oneBody(ctx, signed, `GET\n${echostr}`);
     ctx.set('Cache-Control', 'no-store');
     ctx.type = 'text/plain; charset=utf-8';
     ctx.body = echostr;
@@ -206,11 +219,7 @@ export function mpQrHandlers(deps: {
     } else if (q.encrypt === 'safe') {
       refuse(ctx, 'mp_message_invalid', 'a plaintext message, but web.mpQr.encrypt is safe');
     }
-    // One signature, one body: in plaintext mode the signature does not cover the body, so a signature
-    // seen before (a retry of the same push is fine) may not carry another message.
-    const bodyMark = mark(body);
-    const earlier = await web.store.once(`mpn:${mark(signed.signature, signed.timestamp, signed.nonce)}`, bodyMark, MARK_MS);
-    if (earlier !== undefined && earlier !== bodyMark) refuse(ctx, 'mp_replayed', 'a signature used before with another body');
+    await oneBody(ctx, signed, `POST\n${body}`);
 
     const outcome = await handle(msg);
     const reply = outcome === 'login' && q.reply ? passiveReply(msg, q.reply, encrypted ? signed.nonce : undefined) : undefined;
