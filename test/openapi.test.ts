@@ -359,7 +359,7 @@ test.serial('the document is valid OpenAPI 3.1 in structure: info, paths, operat
     Object.keys(doc.paths).sort(),
     [
       '/healthz', '/login', '/logout', '/metrics', '/readyz', '/session', '/wx/decrypt', '/wx/phone',
-      '/oauth/mp/authorize', '/oauth/mp/callback', '/oauth/open/authorize', '/oauth/open/callback',
+      '/oauth/mp/authorize', '/oauth/mp/callback', '/oauth/open/authorize', '/oauth/open/callback', '/oauth/web/authorize',
       '/scan/tickets', '/scan/tickets/{id}', '/scan/tickets/{id}/scanned', '/scan/tickets/{id}/confirm', '/scan/tickets/{id}/cancel', '/scan/demo',
       '/qr/tickets', '/qr/tickets/{id}', '/qr/demo', '/wx/mp/events',
       ...(typeof (config.endpoints as { openapi?: unknown }).openapi === 'string' ? [(config.endpoints as { openapi?: string }).openapi!] : []),
@@ -686,6 +686,27 @@ test.serial('another configuration, served for real: login moved, metrics elsewh
     t.like(limited, { status: 429, json: { error: 'rate_limited' } });
     t.like(await request(g.url, { method: 'POST', path: '/login', headers: { 'content-type': 'application/json' }, body: '{"code":"x1"}' }), { status: 404, json: { error: 'not_found' } }, '/login is not served there');
     t.is((await request(g.url, { path: '/metrics' })).status, 404);
+  } finally {
+    await g.close();
+  }
+});
+
+test.serial('the one browser entry (/oauth/web/authorize) and the embedded QR: success and documented errors', async (t) => {
+  const wechat = { 'user-agent': 'Mozilla/5.0 (iPhone) MicroMessenger/8.0.47 NetType/WIFI' };
+  t.regex((await expect(t, 302, undefined, 'GET', '/oauth/web/authorize?redirect=/', { headers: wechat })).headers.location!, /\/connect\/oauth2\/authorize\?/);
+  t.regex((await expect(t, 302, undefined, 'GET', '/oauth/web/authorize?redirect=/&embed=1&style=white')).headers.location!, /\/connect\/qrconnect\?.*login_type=jssdk/);
+  await expect(t, 400, 'redirect_not_allowed', 'GET', `/oauth/web/authorize?redirect=${encodeURIComponent('/.//evil.example')}`);
+  await expect(t, 400, 'bad_request', 'GET', '/oauth/web/authorize?redirect=/&style=red');
+  await expect(t, 400, 'bad_request', 'GET', '/oauth/open/authorize?redirect=/&self_redirect=maybe');
+  await expect(t, 400, 'redirect_not_allowed', 'GET', '/oauth/web/authorize?redirect=//evil.example', { headers: { accept: 'text/html' } });
+  // nothing fits: a gateway with the Official Account login only, outside WeChat
+  const only = webConfig({ web: { publicUrl: PUBLIC, stateSecret: STATE_SECRET, mp: { appid: MP, secret: MP_SECRET } } });
+  const g = await startTestGateway(only);
+  try {
+    const d = openapiDocument(buildConfig(only, 'test'));
+    t.deepEqual(structuralProblems(d), []);
+    await expect(t, 400, 'web_login_unavailable', 'GET', '/oauth/web/authorize?redirect=/', { base: g.url, d });
+    await expect(t, 302, undefined, 'GET', '/oauth/web/authorize?redirect=/', { base: g.url, d, headers: wechat });
   } finally {
     await g.close();
   }

@@ -228,6 +228,26 @@ test.serial('safe mode, two replicas: ticket on A, the encrypted event pushed to
   isError(t, await poll(new Browser(a.url), { ticket: tk.ticket }), 404, 'ticket_not_found');
 });
 
+test.serial('a replica that drains (SIGTERM) answers the page\'s long poll at once (pending, Retry-After: 0); the page polls A again and logs in', async (t) => {
+  const d = await startTestGateway(config(simSafe, 'mpq:', { encodingAESKey: AES_KEY, encrypt: 'safe' }));
+  const tk = await newTicket(d);
+  const started = Date.now();
+  const waiting = poll(new Browser(d.url), tk, 25);
+  await new Promise((r) => setTimeout(r, 400));
+  const closing = d.close();
+  const res = await waiting;
+  t.true(Date.now() - started < 10_000, `answered ${Date.now() - started} ms after it began, not at the end of its 25 s`);
+  t.is(res.status, 200, res.text);
+  t.deepEqual(res.json, { status: 'pending' });
+  t.is(res.headers['retry-after'], '0');
+  await closing;
+  // WeChat pushes to B, the page's next poll (on A) gets the session
+  t.is((await follow(simSafe, tk, `follower${++users}`)).status, 200);
+  const again = await poll(new Browser(a.url), tk, 5);
+  t.is(again.json.status, 'confirmed', again.text);
+  t.truthy(sessionCookie(again));
+});
+
 test.serial('a follower scans again: SCAN with the bare scene logs in too', async (t) => {
   const user = `follower${++users}`;
   const first = await newTicket(a);

@@ -25,15 +25,19 @@ export function formatPath(path: Path): string {
   return out || '(top level)';
 }
 
-const ENV_REF = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+const ENV_REF = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 
-/** Replaces `${NAME}` in every string value with the environment variable NAME (`$$` is a literal `$`). */
+/**
+ * Replaces `${NAME}` in every string value with the environment variable NAME, `${NAME:-default}` with
+ * NAME or, when it is unset or empty, `default` (`$$` is a literal `$`).
+ */
 export function substituteEnv(value: unknown, env: NodeJS.ProcessEnv, problems: string[], path: (string | number)[] = []): unknown {
   if (typeof value === 'string') {
-    return value.replace(ENV_REF, (whole, name: string | undefined) => {
+    return value.replace(ENV_REF, (whole, name: string | undefined, fallback: string | undefined) => {
       if (name === undefined) return '$';
       const v = env[name];
       if (v === undefined || v === '') {
+        if (fallback !== undefined) return fallback;
         problems.push(`${formatPath(path)}: environment variable ${name} is not set`);
         return '';
       }

@@ -32,7 +32,11 @@ const size = z
     return Number(m[1]) * (unit === 'mb' ? 1024 * 1024 : unit === 'kb' ? 1024 : 1);
   });
 
-const port = z.number({ error: 'must be a port number' }).int().min(0).max(65535, { error: 'must be a port number (0-65535)' });
+/** A port; digits in a string are taken too, so a port may come from the environment (`port: ${PORT:-8080}`). */
+const port = z.preprocess(
+  (v) => (typeof v === 'string' && /^\d{1,5}$/.test(v) ? Number(v) : v),
+  z.number({ error: 'must be a port number' }).int().min(0).max(65535, { error: 'must be a port number (0-65535)' }),
+);
 const host = z.string().min(1);
 
 const httpUrl = z.string({ error: 'must be an http(s) URL' }).refine(
@@ -472,12 +476,9 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
     if (scan && typeof scan.app === 'string' && !appids.has(scan.app)) {
       out.push({ path: ['web', 'scan', 'app'], message: `"${scan.app}" is not one of wechat.apps` });
     }
+    // /oauth/web/authorize is there with any web login, scan-to-login alone included
     const mpQr = isObj(web.mpQr) ? web.mpQr : undefined;
-    const taken = [
-      ...(web.mp !== undefined || web.open !== undefined ? ['/oauth'] : []),
-      ...(scan ? ['/scan'] : []),
-      ...(mpQr ? ['/qr', String(mpQr.eventsPath ?? '/wx/mp/events').toLowerCase()] : []),
-    ];
+    const taken = ['/oauth', ...(scan ? ['/scan'] : []), ...(mpQr ? ['/qr', String(mpQr.eventsPath ?? '/wx/mp/events').toLowerCase()] : [])];
     routes.forEach((r, i) => {
       if (!isObj(r) || typeof r.path !== 'string') return;
       const p = r.path.toLowerCase();

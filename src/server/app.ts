@@ -10,7 +10,7 @@ import { loginHandlers, unauthorized } from '../login/handlers.js';
 import { clientKey, type RateLimiter } from '../login/rate-limit.js';
 import type { ReplayStore } from '../login/replay.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { dropHopByHop, setForwarded, setIdentity, stripCredentials, stripIdentity } from '../proxy/headers.js';
+import { checkHost, dropHopByHop, peerTrusted, setForwarded, setIdentity, stripClientHeaders, stripCredentials } from '../proxy/headers.js';
 import { checkPath } from '../proxy/path.js';
 import type { Proxy } from '../proxy/proxy.js';
 import { RouteTable } from '../proxy/routes.js';
@@ -45,6 +45,8 @@ export interface AppDeps {
   web?: WebContext;
   /** where browsers are sent for WeChat's OAuth pages (the simulator in dev mode); default config.wechat.oauthBase */
   oauthBase?: string;
+  /** aborted when the gateway starts draining (SIGTERM): long polls answer at once instead of waiting */
+  draining?: AbortSignal;
   /** where Official Account QR codes are shown (showqrcode; the simulator in dev mode); default https://mp.weixin.qq.com */
   mpBase?: string;
 }
@@ -108,7 +110,7 @@ function ownEndpointPaths(config: Config): string[] {
 function ownEndpointPrefixes(config: Config): string[] {
   const web = config.web;
   if (!web) return [];
-  return [...(web.mp || web.open ? ['/oauth'] : []), ...(web.scan ? ['/scan'] : []), ...(web.mpQr ? ['/qr'] : [])];
+  return ['/oauth', ...(web.scan ? ['/scan'] : []), ...(web.mpQr ? ['/qr'] : [])];
 }
 
 /** The koa app for the gateway's own endpoints. */
@@ -158,6 +160,7 @@ function observe(metrics: Metrics, log: Logger, access: ReturnType<typeof access
     const id = requestId(ctx.req.headers);
     ctx.set('X-Request-Id', id);
     try {
+      checkHost(ctx.req);
       await next();
     } catch (err) {
       writeError(ctx, err, log);
@@ -247,14 +250,17 @@ function webEndpoints(
 ): void {
   const { config, sessions, wechat, log } = deps;
   const oauth = oauthHandlers({ config, web, sessions, wechat, codeOnce, log });
-  for (const flow of oauthFlows(config, deps.oauthBase ?? config.wechat.oauthBase)) {
+  const flows = oauthFlows(config, deps.oauthBase ?? config.wechat.oauthBase);
+  // one link for every browser: the OA login inside WeChat, the website QR (or scan page) elsewhere
+  router.get('/oauth/web/authorize', label('oauth_web'), htmlErrors, oauth.entry(flows)).all('/oauth/web/authorize', label('oauth_web'), notAllowed('GET, HEAD'));
+  for (const flow of flows) {
     const p = `/oauth/${flow.provider}`;
     router.get(`${p}/authorize`, label(`oauth_${flow.provider}`), htmlErrors, oauth.authorize(flow)).all(`${p}/authorize`, label(`oauth_${flow.provider}`), notAllowed('GET, HEAD'));
     router.get(`${p}/callback`, label(`oauth_${flow.provider}`), htmlErrors, oauth.callback(flow)).all(`${p}/callback`, label(`oauth_${flow.provider}`), notAllowed('GET, HEAD'));
   }
   const scan = config.web!.scan;
   if (scan) {
-    const h = scanHandlers({ config, web, sessions, wechat, accessTokens: deps.accessTokens, current, log });
+    const h = scanHandlers({ config, web, sessions, wechat, accessTokens: deps.accessTokens, current, log, draining: deps.draining });
     const limit = perIpLimit(deps, 'scan');
     const s = label('scan');
     if (limit) router.post('/scan/tickets', s, limit, h.create);
@@ -268,7 +274,7 @@ function webEndpoints(
   }
   const mpQr = config.web!.mpQr;
   if (mpQr) {
-    const h = mpQrHandlers({ config, web, sessions, wechat, accessTokens: deps.accessTokens, log, metrics: deps.metrics, mpBase: deps.mpBase });
+    const h = mpQrHandlers({ config, web, sessions, wechat, accessTokens: deps.accessTokens, log, metrics: deps.metrics, mpBase: deps.mpBase, draining: deps.draining });
     const limit = perIpLimit(deps, 'qr');
     const s = label('mpqr');
     if (limit) router.post('/qr/tickets', s, limit, h.create);
@@ -406,6 +412,7 @@ function gateway({ config, sessions, proxy, metrics, log, web }: AppDeps) {
       done();
     };
     try {
+      checkHost(req);
       const checked = checkPath(req.url ?? '');
       if (!checked.ok) throw new GatewayError('bad_path', { detail: { reason: checked.reason } });
       const route = routes.match(checked.matchKey);
@@ -417,7 +424,8 @@ function gateway({ config, sessions, proxy, metrics, log, web }: AppDeps) {
       const clientWantsClose = headers.connection !== undefined && /(?:^|,)\s*close\s*(?:,|$)/i.test(headers.connection);
       // Delete first, then set: nothing the client sent can pass for the gateway's own identity headers.
       dropHopByHop(headers);
-      stripIdentity(headers);
+      const trusted = peerTrusted(req, trust);
+      stripClientHeaders(headers, trusted);
       const allowed = route.apps && allowedApps.get(route);
       const send = (session: ActiveSession | undefined) => {
         if (allowed && !(session && allowed.has(session.appid))) throw new GatewayError('app_not_allowed');
@@ -425,7 +433,7 @@ function gateway({ config, sessions, proxy, metrics, log, web }: AppDeps) {
         if (route.bodyLimit !== undefined && req.destroyed) return done();
         stripCredentials(headers);
         if (ownCookies) stripOwnCookies(headers, ownCookies);
-        setForwarded(req, trust);
+        setForwarded(req, trusted);
         if (session) setIdentity(headers, session, route.forwardPhone);
         // again after the hop-by-hop step: a Connection header naming it cannot drop it
         headers['x-request-id'] = id;

@@ -23,6 +23,15 @@ const REDIRECT_BODY = {
   'text/plain': { schema: { type: 'string', description: 'Redirecting to <Location>.' } },
   'text/html': { schema: { type: 'string', description: 'Redirecting to <Location>. (when the client accepts HTML)' } },
 } as const;
+/** The embedded QR's parameters (wxLogin.js style) of the website login. */
+const EMBED_PARAMS = [
+  { name: 'embed', in: 'query', required: false, description: 'The QR is shown in an iframe of the site\'s page (wxLogin.js style): WeChat\'s login_type=jssdk.', schema: { type: 'string', enum: ['1', 'true'] } },
+  { name: 'self_redirect', in: 'query', required: false, description: 'true: the login ends inside the iframe; false (default): in the top window.', schema: { type: 'string', enum: ['true', 'false'] } },
+  { name: 'style', in: 'query', required: false, description: "The colour of WeChat's text under the QR.", schema: { type: 'string', enum: ['black', 'white'] } },
+  { name: 'href', in: 'query', required: false, description: "CSS for WeChat's QR page: a data:text/css;base64 URL, or https on web.publicUrl, web.origins or an origin of web.redirects.", schema: STRING },
+  { name: 'stylelite', in: 'query', required: false, description: "1: WeChat's newer QR layout.", schema: { type: 'string', enum: ['1', '0'] } },
+];
+
 const NO_STORE = { description: 'The answer is never cached.', required: true, schema: { type: 'string', const: 'no-store' } } as const;
 /** The request body could not be read as a JSON object of the allowed size. */
 const BODY_ERRORS: ErrorCode[] = ['bad_request', 'invalid_json', 'payload_too_large', 'unsupported_media_type'];
@@ -279,6 +288,7 @@ export function openapiDocument(config: Config): object {
         description: 'Sends the browser to WeChat with a state bound to this browser (the state cookie). Errors are a small HTML page for a browser that asks for text/html, JSON otherwise.',
         parameters: [
           { name: 'redirect', in: 'query', required: false, description: 'Where the browser goes after the login: a path or origin allowed by web.redirects. Default "/".', schema: STRING },
+          ...(provider === 'open' ? EMBED_PARAMS : []),
         ],
         responses: {
           '302': {
@@ -291,7 +301,7 @@ export function openapiDocument(config: Config): object {
             content: REDIRECT_BODY,
           },
         },
-        errors: ['redirect_not_allowed', ...ALWAYS],
+        errors: ['redirect_not_allowed', ...(provider === 'open' ? (['bad_request'] as ErrorCode[]) : []), ...ALWAYS],
         html: true,
       }));
       add(`/oauth/${provider}/callback`, 'get', operation({
@@ -322,6 +332,33 @@ export function openapiDocument(config: Config): object {
         html: true,
       }));
     }
+
+    add('/oauth/web/authorize', 'get', operation({
+      id: 'oauth_web_authorize',
+      tag: 'web',
+      summary: 'Start a web login with the flow that fits the browser (one "log in with WeChat" link)',
+      description:
+        'Inside the WeChat browser (User-Agent with "MicroMessenger") the Official Account login (web.mp); elsewhere the website QR login (web.open, with the embedded-QR parameters), or with scan-to-login alone its page (/scan/demo). 400 web_login_unavailable when nothing configured fits the browser. Errors are a small HTML page for a browser that asks for text/html, JSON otherwise.',
+      parameters: [
+        { name: 'redirect', in: 'query', required: false, description: 'Where the browser goes after the login: a path or origin allowed by web.redirects. Default "/".', schema: STRING },
+        { name: 'User-Agent', in: 'header', required: false, description: 'Decides the flow: "MicroMessenger" in it is the WeChat browser.', schema: STRING },
+        ...(web.open ? EMBED_PARAMS : []),
+      ],
+      responses: {
+        '302': {
+          description: "To WeChat's authorization page (as /oauth/mp/authorize or /oauth/open/authorize), or to the scan-to-login page.",
+          headers: {
+            Location: { description: "WeChat's page with the state, or /scan/demo?redirect=….", required: true, schema: STRING },
+            'Set-Cookie': { description: `The state cookie \`${cookies.state}\` when the browser goes to WeChat.`, required: false, schema: STRING },
+            Vary: { description: 'User-Agent: the answer depends on the browser.', required: true, schema: { type: 'string', const: 'User-Agent' } },
+            'Cache-Control': NO_STORE,
+          },
+          content: REDIRECT_BODY,
+        },
+      },
+      errors: ['redirect_not_allowed', 'web_login_unavailable', ...(web.open ? (['bad_request'] as ErrorCode[]) : []), ...ALWAYS],
+      html: true,
+    }));
 
     if (web.scan) {
       const ticketId = { name: 'id', in: 'path', required: true, description: 'The ticket (in the QR code\'s scene).', schema: { type: 'string', pattern: '^[A-Za-z0-9_-]{22}$' } };
@@ -546,7 +583,7 @@ export function openapiDocument(config: Config): object {
       { name: 'session', description: 'Mini-program login and sessions.' },
       { name: 'mini-program', description: 'WeChat open data and phone numbers for a session.' },
       { name: 'operations', description: 'Health, readiness and metrics.' },
-      ...(web?.mp || web?.open ? [{ name: 'web', description: 'Browser logins with WeChat OAuth.' }] : []),
+      ...(web ? [{ name: 'web', description: 'Browser logins with WeChat OAuth.' }] : []),
       ...(web?.scan ? [{ name: 'scan', description: 'Scan to log in on a PC with the mini-program.' }] : []),
       ...(web?.mpQr ? [{ name: 'mpqr', description: 'Follow the Official Account\'s QR code to log in on a PC, and its server URL for WeChat.' }] : []),
     ],

@@ -31,7 +31,18 @@ const MARK_MS = 2 * REPLAY_WINDOW_MS;
 export const EVENTS_BODY_LIMIT = 64 * 1024;
 const OPENID = /^[A-Za-z0-9_-]{1,64}$/;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Waits `ms`, or less when `signal` aborts (the gateway drains). */
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 const secretHash = (secret: string) => hash('sha256', `wxgate-mpqr\n${secret}`, 'base64url');
 /** What a follow-QR ticket is bound to in the store: its WeChat ticket, hashed. */
 const bindOf = (wechatTicket: string) => `mpqr:${hash('sha256', wechatTicket, 'base64url')}`;
@@ -43,7 +54,8 @@ const mark = (...parts: string[]) => hash('sha256', parts.join('\n'), 'base64url
  *                                code (a temporary QR_STR_SCENE code of the OA, scene = the ticket) and a
  *                                secret only this page holds
  *   GET  /qr/tickets/:id?wait=25 the PC page, with X-Scan-Secret: waits (long poll) and, once the user
- *                                followed or scanned, gets its own web session as the session cookie
+ *                                followed or scanned, gets its own web session as the session cookie;
+ *                                a draining gateway answers it at once (pending, Retry-After: 0)
  *   GET  web.mpQr.eventsPath     WeChat's server URL check (signature → echostr)
  *   POST web.mpQr.eventsPath     WeChat's message push: a `subscribe` (EventKey qrscene_<ticket>) or `SCAN`
  *                                (EventKey <ticket>) event with the QR code's Ticket confirms the ticket
@@ -63,10 +75,12 @@ export function mpQrHandlers(deps: {
   accessTokens: AccessTokens;
   log: Logger;
   metrics: Metrics;
+  /** aborted when the gateway drains: a long poll answers its ticket's status at once (as scan.ts's) */
+  draining?: AbortSignal;
   /** where showqrcode is served (the simulator in dev mode); default config.wechat.mpBase */
   mpBase?: string;
 }) {
-  const { config, web, sessions, wechat, accessTokens, log, metrics } = deps;
+  const { config, web, sessions, wechat, accessTokens, log, metrics, draining } = deps;
   const q = config.web!.mpQr!;
   const app = mpQrApp(config)!.appid;
   const crypto = q.encodingAESKey ? new MpCrypto(q.encodingAESKey, app) : undefined;
@@ -128,11 +142,17 @@ export function mpQrHandlers(deps: {
           return;
         }
         case 'pending':
+          if (draining?.aborted) {
+            // shutting down: poll again at once (on another replica)
+            ctx.set('Retry-After', '0');
+            ctx.body = { status: 'pending' };
+            return;
+          }
           if (Date.now() + POLL_MS > deadline || gone()) {
             ctx.body = { status: 'pending' };
             return;
           }
-          await sleep(POLL_MS);
+          await sleep(POLL_MS, draining);
           continue;
         case 'cancelled':
           throw new GatewayError('ticket_cancelled');
