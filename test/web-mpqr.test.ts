@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { buildConfig, ConfigError } from '../src/config/load.js';
 import { userId } from '../src/session/tokens.js';
 import { MpCrypto, flatXml, mpSignature, parseFlatXml } from '../src/wechat/mp-crypto.js';
-import { simulatedOpenid, startSimulator } from '../src/wechat/simulator.js';
+import { simulatedOpenid, simulatedUnionid, startSimulator } from '../src/wechat/simulator.js';
 import { simulatedOriginalId } from '../src/wechat/simulator-mpqr.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { Browser, setCookies, type SetCookie } from './helpers/browser.js';
@@ -246,6 +246,28 @@ test.serial('a replica that drains (SIGTERM) answers the page\'s long poll at on
   const again = await poll(new Browser(a.url), tk, 5);
   t.is(again.json.status, 'confirmed', again.text);
   t.truthy(sessionCookie(again));
+});
+
+test.serial('one person across apps: a follow-QR login gets the unionid from cgi-bin/user/info, so X-User-Id is the one of the same user\'s mini-program login', async (t) => {
+  const user = `union${++users}`;
+  const tk = await newTicket(a);
+  t.is((await follow(simSafe, tk, user)).status, 200);
+  const pc = new Browser(a.url);
+  t.is((await poll(pc, tk)).json.status, 'confirmed');
+  const session = await pc.go('/session');
+  t.is(session.json.unionid, simulatedUnionid(user), 'the unionid WeChat gave for the follower');
+  t.is((await pc.go('/shop/pc')).status, 200);
+  const fromPc = up.seen.at(-1)!.headers;
+  // the same person logs in with the mini-program
+  const token = await login(a.url, `${user}.1`);
+  credentials.push(token);
+  t.is((await request(a.url, { path: '/shop/phone', headers: { authorization: `Bearer ${token}` } })).status, 200);
+  const fromPhone = up.seen.at(-1)!.headers;
+  t.not(fromPc['x-appid'], fromPhone['x-appid'], 'two apps');
+  t.not(fromPc['x-openid'], fromPhone['x-openid'], 'two openids');
+  t.truthy(fromPc['x-user-id']);
+  t.is(fromPc['x-user-id'], fromPhone['x-user-id'], 'one person');
+  t.is(fromPc['x-unionid'], simulatedUnionid(user));
 });
 
 test.serial('a follower scans again: SCAN with the bare scene logs in too', async (t) => {

@@ -5,6 +5,7 @@ import { mpQrApp, type Config } from '../config/schema.js';
 import { GatewayError, wechatErrorFor } from '../server/errors.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Sessions } from '../session/sessions.js';
+import type { Identity } from '../session/types.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 import type { WechatClient } from '../wechat/client.js';
 import { MpCrypto, MpCryptoError, flatXml, mpSignature, parseFlatXml, signatureMatches } from '../wechat/mp-crypto.js';
@@ -114,6 +115,23 @@ export function mpQrHandlers(deps: {
     };
   }
 
+  /**
+   * WeChat's events carry the openid only: the unionid (the same person in the account's other apps,
+   * X-User-Id) comes from cgi-bin/user/info. Without it (not bound to an Open Platform account, or WeChat
+   * failing) the login goes on with the openid alone.
+   */
+  async function withUnionid(who: Identity): Promise<Identity> {
+    if (who.unionid) return who;
+    try {
+      const info = await accessTokens.withToken(app, (token) => wechat.mpUserInfo(token, who.openid));
+      return info.unionid ? { ...who, unionid: info.unionid } : who;
+    } catch (err) {
+      if (!(err instanceof WechatError) && !(err instanceof AccessTokenError)) throw err;
+      log.warn({ appid: app, err: err.message }, 'cgi-bin/user/info failed; the follow-QR session has no unionid');
+      return who;
+    }
+  }
+
   async function wait(ctx: Context): Promise<void> {
     const id = String(ctx.params.id ?? '');
     if (!TICKET.test(id)) throw new GatewayError('ticket_not_found');
@@ -135,7 +153,7 @@ export function mpQrHandlers(deps: {
       const answer = await web.store.claimTicket(id, h, Date.now());
       switch (answer.status) {
         case 'confirmed': {
-          const { token, session } = await sessions.create(answer.who, undefined, 'mpqr');
+          const { token, session } = await sessions.create(await withUnionid(answer.who), undefined, 'mpqr');
           web.setSession(ctx, token);
           log.info({ appid: answer.who.appid }, 'follow-QR login: browser logged in');
           ctx.body = { status: 'confirmed', expires_in: sessions.expiresIn(session) };
