@@ -1,5 +1,6 @@
 import { hash, randomBytes } from 'node:crypto';
 import type { Context } from 'koa';
+import proxyaddr from 'proxy-addr';
 import getRawBody from 'raw-body';
 import { mpQrApp, type Config } from '../config/schema.js';
 import { GatewayError, wechatErrorFor } from '../server/errors.js';
@@ -85,6 +86,7 @@ export function mpQrHandlers(deps: {
   const q = config.web!.mpQr!;
   const app = mpQrApp(config)!.appid;
   const crypto = q.encodingAESKey ? new MpCrypto(q.encodingAESKey, app) : undefined;
+  const trust = proxyaddr.compile([...config.server.trustedProxies]);
   const showqrcode = `${(deps.mpBase ?? config.wechat.mpBase).replace(/\/+$/, '')}/cgi-bin/showqrcode`;
 
   async function create(ctx: Context): Promise<void> {
@@ -186,7 +188,8 @@ export function mpQrHandlers(deps: {
 
   /** A refused push: logged (the reason and the peer, nothing secret), answered 403 / 400. */
   function refuse(ctx: Context, code: 'mp_signature_invalid' | 'mp_replayed' | 'mp_message_invalid', reason: string): never {
-    log.warn({ reason, ip: ctx.req.socket.remoteAddress }, 'Official Account message push refused');
+    // the peer, or the address server.trustedProxies vouch for (a load balancer in front)
+    log.warn({ reason, ip: proxyaddr(ctx.req, trust) }, 'Official Account message push refused');
     metrics.mpPushes.inc({ outcome: code });
     throw new GatewayError(code);
   }
