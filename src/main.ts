@@ -18,7 +18,6 @@ import { Sessions } from './session/sessions.js';
 import type { SessionStore } from './session/types.js';
 import { AccessTokens, MemoryTokenStore, RedisTokenStore } from './wechat/access-token.js';
 import { WechatClient } from './wechat/client.js';
-import { startSimulator } from './wechat/simulator.js';
 import { createWebContext, type WebContext } from './web/context.js';
 import { MemoryWebStore, RedisWebStore } from './web/store.js';
 
@@ -233,6 +232,8 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
   let mpEventsUrl: string | undefined;
   if (config.dev.simulator) {
     const mpQr = config.web?.mpQr;
+    // loaded only here: a production process (no dev.simulator) never loads the simulator
+    const { startSimulator } = await import('./dev/simulator.js');
     const sim = await startSimulator(config.dev.simulatorPort, '127.0.0.1', {
       apps: Object.fromEntries(secretApps.map((a) => [a.appid, a.secret])),
       ...(mpQr && qrApp
