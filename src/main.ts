@@ -4,7 +4,6 @@ import { ConfigError, loadConfigFile } from './config/load.js';
 import { restartOnlyChanges, watchConfigFile } from './config/reload.js';
 import { mpQrApp, type Config } from './config/schema.js';
 import { createAdminApp } from './admin/admin.js';
-import { createExampleUpstream } from './dev/example-upstream.js';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from './login/rate-limit.js';
 import { MemoryReplayStore, RedisReplayStore, type ReplayStore } from './login/replay.js';
 import { createMetrics, type Metrics } from './metrics/metrics.js';
@@ -232,7 +231,7 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
   let mpEventsUrl: string | undefined;
   if (config.dev.simulator) {
     const mpQr = config.web?.mpQr;
-    // loaded only here: a production process (no dev.simulator) never loads the simulator
+    // src/dev/ is loaded only when the config asks for it: a production process never loads it
     const { startSimulator } = await import('./dev/simulator.js');
     const sim = await startSimulator(config.dev.simulatorPort, '127.0.0.1', {
       apps: Object.fromEntries(secretApps.map((a) => [a.appid, a.secret])),
@@ -252,6 +251,7 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
     if (process.stderr.isTTY) process.stderr.write(`\n\x1b[1;33m*** ${banner} ***\x1b[0m\n\n`);
   }
   if (config.dev.exampleUpstream) {
+    const { createExampleUpstream } = await import('./dev/example-upstream.js');
     const upstream = createExampleUpstream();
     const port = await listen(upstream, config.dev.exampleUpstreamPort, '127.0.0.1', { listener: 'the dev example upstream', key: 'dev.exampleUpstreamPort' });
     undo.push(() => closeServer(upstream, 0));
