@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import test from 'ava';
-import { ROOT, spawnGateway, testConfig } from './helpers/gateway.js';
+import { simulatedOpenid } from '../src/dev/simulator.js';
+import { ROOT, runCli, spawnGateway, testConfig } from './helpers/gateway.js';
 import { freePort } from './helpers/ports.js';
 
 /**
@@ -51,4 +52,20 @@ test('control: with dev.simulator and dev.exampleUpstream the same hook sees bot
   const loaded = await loadedModules(raw);
   t.true(loaded.includes('dist/dev/simulator.js'), loaded.join(' '));
   t.true(loaded.includes('dist/dev/example-upstream.js'), loaded.join(' '));
+});
+
+test('`wxgate simulate` loads the simulator on demand and answers like WeChat', async (t) => {
+  const child = runCli(['simulate', '--port', String(await freePort())]);
+  t.teardown(() => void child.kill());
+  const url = await new Promise<string>((resolve, reject) => {
+    let err = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      const m = /listening at (\S+)/.exec(err);
+      if (m) resolve(m[1]!);
+    });
+    child.once('exit', (code) => reject(new Error(`exited with ${code}: ${err}`)));
+  });
+  const res = await fetch(`${url}/sns/jscode2session?appid=wxa&secret=s&js_code=alice.1&grant_type=authorization_code`);
+  t.is(((await res.json()) as { openid?: string }).openid, simulatedOpenid('wxa', 'alice'));
 });
