@@ -1,7 +1,7 @@
 import type { Context } from 'koa';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { GatewayError, wechatErrorFor, type ErrorCode } from '../server/errors.js';
+import { GatewayError, nextMinuteRetryAfter, wechatErrorFor, type ErrorCode } from '../server/errors.js';
 import type { Sessions } from '../session/sessions.js';
 import { StoreUnavailableError } from '../session/types.js';
 import type { WechatClient } from '../wechat/client.js';
@@ -14,6 +14,7 @@ import type { CodeOnce, Exchanged } from './code-once.js';
 interface Logger {
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
 }
 
 export interface LoginDeps {
@@ -80,10 +81,9 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
     } catch (err) {
       if (!(err instanceof WechatError)) throw err;
       const error = loginErrorFor(err);
-      log.warn(
-        { appid, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg, hint: err.errcode === undefined ? undefined : HINTS[err.errcode] },
-        'WeChat refused the login',
-      );
+      const detail = { appid, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg, hint: err.errcode === undefined ? undefined : HINTS[err.errcode] };
+      if (error === 'wechat_quota_exceeded') log.error({ ...detail, error }, 'WeChat refused the login: the daily API quota of this app is used up (45009); logins fail until it is reset');
+      else log.warn(detail, 'WeChat refused the login');
       return { error, final: FINAL.has(error) };
     }
     const { token } = await sessions.create({ appid, openid: answer.openid, unionid: answer.unionid }, answer.sessionKey);
@@ -106,7 +106,7 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
       const outcome = await once(appid, code, () => exchange(appid, code));
       if ('error' in outcome) {
         const error = outcome.error as ErrorCode;
-        throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': '1' } } : {});
+        throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': nextMinuteRetryAfter() } } : {});
       }
       // A remembered token may have been logged out since: then the code is spent.
       const session = await sessions.authenticate(outcome.token);

@@ -27,7 +27,7 @@ const NO_STORE = { description: 'The answer is never cached.', required: true, s
 /** The request body could not be read as a JSON object of the allowed size. */
 const BODY_ERRORS: ErrorCode[] = ['bad_request', 'invalid_json', 'payload_too_large', 'unsupported_media_type'];
 /** A WeChat call that failed in a passing or unexpected way. */
-const WECHAT_ERRORS: ErrorCode[] = ['wechat_error', 'wechat_unavailable', 'wechat_timeout'];
+const WECHAT_ERRORS: ErrorCode[] = ['wechat_error', 'wechat_unavailable', 'wechat_quota_exceeded', 'wechat_timeout'];
 /** Anything that reads or writes the session (or web) store, and anything at all. */
 const ALWAYS: ErrorCode[] = ['session_store_unavailable', 'internal_error'];
 

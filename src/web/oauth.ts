@@ -2,7 +2,7 @@ import { hash } from 'node:crypto';
 import type { Context } from 'koa';
 import type { Config } from '../config/schema.js';
 import type { CodeOnce, Exchanged } from '../login/code-once.js';
-import { GatewayError, wechatErrorFor, type ErrorCode } from '../server/errors.js';
+import { GatewayError, nextMinuteRetryAfter, wechatErrorFor, type ErrorCode } from '../server/errors.js';
 import type { Sessions } from '../session/sessions.js';
 import type { WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';
@@ -117,7 +117,7 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
       if ('error' in outcome) {
         const error = outcome.error as ErrorCode;
         if (error === 'login_denied') throw new GatewayError(error, { message: 'Open this page in WeChat itself (not as a Moments snapshot) to log in.' });
-        throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': '1' } } : {});
+        throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': nextMinuteRetryAfter() } } : {});
       }
       const session = await sessions.authenticate(outcome.token);
       if (!session) throw new GatewayError('code_used', { message: 'This login has ended since (logged out); start the login again.' });

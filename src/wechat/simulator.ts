@@ -13,7 +13,7 @@ import { createWebApis } from './simulator-web.js';
  * (`alice.1` and `alice.2` are two logins of alice; `alice` alone is alice too). Codes are single-use
  * per appid for 5 minutes (40163 the second time), as at WeChat. Users whose name starts with "union"
  * also get a unionid, the same in every app. Codes that ask for trouble:
- *   fail-<errcode>      that errcode, every time (fail-40029, fail-45011, fail-40226, fail--1, ...)
+ *   fail-<errcode>      that errcode, every time (fail-40029, fail-45011, fail-45009, fail-40226, fail--1, ...)
  *   slow-<ms>[.x]       answers normally after <ms> (at most 60000)
  *   html                a 502 HTML error page
  *   garbage             200 with a body that is not JSON
@@ -33,7 +33,7 @@ import { createWebApis } from './simulator-web.js';
  * "union*" has the same unionid as the mini-program user of that name.
  */
 export const SIMULATOR_CODES = `Codes: any "<user>.<n>" logs <user> in (single use; users "union*" get a unionid);
-  fail-<errcode> (fail-40029, fail-45011, fail-40226, fail--1), slow-<ms>, html, garbage, nojson-openid.
+  fail-<errcode> (fail-40029, fail-45011, fail-45009, fail-40226, fail--1), slow-<ms>, html, garbage, nojson-openid.
   Web logins: /connect/oauth2/authorize and /connect/qrconnect show an "Approve as <user>" page.`;
 
 export interface SimulatorOptions {
@@ -50,6 +50,7 @@ const ERRMSG: Record<number, string> = {
   40029: 'invalid code',
   40163: 'code been used',
   45011: 'api minute-quota reach limit  mustslower  retry next minute',
+  45009: 'reach max api daily quota limit',
   40226: 'invalid user, high-risk user',
   40013: 'invalid appid',
   40125: 'invalid appsecret',
