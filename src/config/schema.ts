@@ -305,8 +305,11 @@ export const configSchema = z
         mp: z
           .strictObject({
             ...webApp,
-            /** snsapi_base: openid only, no consent page; snsapi_userinfo: also nickname and avatar. */
-            scope: z.enum(['snsapi_base', 'snsapi_userinfo'], { error: 'must be "snsapi_base" or "snsapi_userinfo"' }).default('snsapi_base'),
+            /** snsapi_base: openid only (no unionid: WeChat gives it only with snsapi_userinfo), no consent page; snsapi_userinfo: also the unionid, nickname and avatar. */
+            scope: z
+              .enum(['snsapi_base', 'snsapi_userinfo'], { error: 'must be "snsapi_base" or "snsapi_userinfo"' })
+              .describe('snsapi_base: the openid only, silently, and no unionid (WeChat returns the unionid only with snsapi_userinfo); snsapi_userinfo: a consent page, then also the unionid')
+              .default('snsapi_base'),
           })
           .optional(),
         /** Open Platform website app: QR login on a PC with the WeChat app (/oauth/open/authorize). */
@@ -319,7 +322,7 @@ export const configSchema = z
             /** The mini-program page the QR code opens, without a leading "/". */
             page: z.string().regex(/^[A-Za-z0-9_\-]+(\/[A-Za-z0-9_\-.]+)*$/, { error: 'must be a page path such as "pages/scan/index" (no leading "/")' }).default('pages/scan/index'),
             envVersion: z.enum(['release', 'trial', 'develop'], { error: 'must be "release", "trial" or "develop"' }).default('release'),
-            /** WeChat checks that the page exists in the published version (false for pages not yet released). */
+            /** WeChat checks that the page exists in the published version (false for pages not yet released; must be false with envVersion trial/develop). */
             checkPath: z.boolean().default(true),
             /** How long a ticket may wait for its scan and confirmation. */
             ticketTtl: duration(1000).prefault('2m'),
@@ -445,6 +448,13 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
     const scan = isObj(web.scan) ? web.scan : undefined;
     if (scan && typeof scan.app === 'string' && !appids.has(scan.app)) {
       out.push({ path: ['web', 'scan', 'app'], message: `"${scan.app}" is not one of wechat.apps` });
+    }
+    // WeChat checks the page only against the released version: 41030 for every QR of trial/develop
+    if (scan && (scan.envVersion === 'trial' || scan.envVersion === 'develop') && scan.checkPath !== false) {
+      out.push({
+        path: ['web', 'scan', 'checkPath'],
+        message: `must be false with web.scan.envVersion "${scan.envVersion}" (the default is true): WeChat checks the page against the released version only and answers 41030 (invalid page) to every QR code request`,
+      });
     }
     const taken = [...(web.mp !== undefined || web.open !== undefined ? ['/oauth'] : []), ...(scan ? ['/scan'] : [])];
     routes.forEach((r, i) => {
