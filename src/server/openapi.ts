@@ -206,7 +206,7 @@ export function openapiDocument(config: Config): object {
     tag: 'mini-program',
     summary: 'Decrypt WeChat open data with the session\'s session_key',
     description:
-      'wx.getUserProfile, wx.getWeRunData and the like: `encryptedData` and `iv` (and optionally `rawData` with its `signature`) opened with the user\'s current session_key, which never leaves the gateway. The watermark is checked (this app, with a timestamp) and left out of `data`.',
+      'wx.getWeRunData, share and group info and the like (not avatar and nickname: wx.getUserProfile has returned no real profile since 2022; use the chooseAvatar / nickname components): `encryptedData` and `iv` (and optionally `rawData` with its `signature`) opened with the user\'s current session_key, which never leaves the gateway. The watermark is checked (this app, with a timestamp) and left out of `data`.',
     security: sessionAuth,
     parameters: csrfHeader,
     requestBody: jsonBody(ref('DecryptRequest')),

@@ -75,7 +75,7 @@ export function simulatedUnionid(user: string): string {
   return `o${sha256(`unionid:${user}`).toString('base64url').slice(0, 27)}`;
 }
 
-/** The session_key the simulator gives the login with `code` in `appid` (WeChat rotates it at every login). */
+/** The session_key the simulator gives the login with `code` in `appid` (a new one per code: WeChat may rotate it at a login; the simulator always does). */
 export function simulatedSessionKey(appid: string, code: string): string {
   return sha256(`session_key:${appid}:${code}`).subarray(0, 16).toString('base64');
 }
@@ -146,7 +146,7 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
     if (!firstUse(appid, code, Date.now())) return error(res, 40163);
 
     const user = simulatedUser(code);
-    // WeChat rotates session_key on every login: derived from the code, not the user.
+    // WeChat may rotate session_key at a login; the simulator always does (the harder case): derived from the code, not the user.
     const sessionKey = simulatedSessionKey(appid, code);
     const openid = simulatedOpenid(appid, user);
     latestKeys.delete(`${appid}:${openid}`);
