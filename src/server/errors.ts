@@ -58,10 +58,12 @@ export class GatewayError extends Error {
   readonly headers?: Record<string, string>;
   /** Extra detail for the log line only; never sent to the client. */
   readonly detail?: Record<string, unknown>;
+  /** A whole HTML page for a browser that navigates (Accept: text/html), instead of the generic error page. */
+  readonly page?: string;
 
   constructor(
     code: ErrorCode,
-    opts: { message?: string; headers?: Record<string, string>; detail?: Record<string, unknown>; cause?: unknown } = {},
+    opts: { message?: string; headers?: Record<string, string>; detail?: Record<string, unknown>; page?: string; cause?: unknown } = {},
   ) {
     super(opts.message ?? ERRORS[code].message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'GatewayError';
@@ -69,6 +71,7 @@ export class GatewayError extends Error {
     this.status = ERRORS[code].status;
     this.headers = opts.headers;
     this.detail = opts.detail;
+    this.page = opts.page;
   }
 }
 

@@ -7,6 +7,7 @@ import type { Sessions } from '../session/sessions.js';
 import type { WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';
 import type { WebContext } from './context.js';
+import { snapshotPage } from './snapshot.js';
 import { allowedRedirect, type Provider } from './state.js';
 
 interface Logger {
@@ -116,7 +117,7 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
       const outcome = await codeOnce(flow.appid, code, () => exchange(flow, code));
       if ('error' in outcome) {
         const error = outcome.error as ErrorCode;
-        if (error === 'login_denied') throw new GatewayError(error, { message: 'Open this page in WeChat itself (not as a Moments snapshot) to log in.' });
+        if (error === 'login_denied') throw new GatewayError(error, { message: 'Open this page in WeChat itself (not as a Moments snapshot) to log in.', page: snapshotPage(`${publicUrl}/oauth/${flow.provider}/authorize?redirect=${encodeURIComponent(verified.redirect)}`) });
         throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': nextMinuteRetryAfter() } } : {});
       }
       const session = await sessions.authenticate(outcome.token);
