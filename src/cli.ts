@@ -7,7 +7,7 @@ import { stringify } from 'yaml';
 import { CHECK_ROUTE_EXIT, effectiveConfigFile, explainRoute } from './config/inspect.js';
 import { ConfigError, loadConfigFile, parseYaml } from './config/load.js';
 import { configSchema } from './config/schema.js';
-import { startGateway } from './main.js';
+import { ListenError, startGateway } from './main.js';
 import { createLogger } from './server/logger.js';
 import { startSimulator } from './wechat/simulator.js';
 
@@ -124,8 +124,15 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`wxgate: ${(err as Error).message}\n${USAGE}\n`);
       process.exitCode = 2;
     } else {
-      process.stderr.write(`wxgate: failed to start: ${(err as Error).message}\n`);
+      // a listener that cannot open names itself ("cannot listen for metrics on 127.0.0.1:9100: ...")
+      process.stderr.write(err instanceof ListenError ? `wxgate: ${err.message}\n` : `wxgate: failed to start: ${(err as Error).message}\n`);
       process.exitCode = 1;
+      // startGateway closed what it had opened, so the process ends by itself; should anything have been
+      // left open, it must not keep running half started
+      setTimeout(() => {
+        process.stderr.write('wxgate: something was left open after the failed start; exiting anyway\n');
+        process.exit(1);
+      }, 5000).unref();
     }
   },
 );

@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { parse as parseYaml } from 'yaml';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
@@ -93,8 +94,12 @@ test('check-config with secrets written into the file: shown as ${ENV} reference
 
 test("check-config on the repo's gateway.yaml: fed back, the same configuration", async (t) => {
   const file = join(ROOT, 'gateway.yaml');
+  const raw = parseYaml(readFileSync(file, 'utf8')) as Record<string, unknown>;
+  /** the value at a key as check-config names it ("wechat.apps[0].secret") */
+  const at = (key: string) => key.split(/\.|\[(\d+)\]/).filter(Boolean).reduce<any>((v, k) => v?.[k], raw);
   const { printed, moved, again } = await roundTrip(t, file, {}, ['dev-secret-not-for-production', 'dev-mp-secret-not-for-production']);
-  const env = Object.fromEntries(Object.keys(moved).map((name) => [name, name === 'WXGATE_WECHAT_APPS_0_SECRET' ? 'dev-secret-not-for-production' : 'dev-mp-secret-not-for-production']));
+  t.true(Object.keys(moved).length >= 2, 'the dev secrets written into gateway.yaml are shown as variables');
+  const env = Object.fromEntries(Object.entries(moved).map(([name, key]) => [name, String(at(key))]));
   t.is((await again(env)).code, 0);
   t.deepEqual(loadConfigFile(printed, env), loadConfigFile(file, {}));
 });
@@ -112,6 +117,7 @@ test('check-route answers as the running gateway does, for every own endpoint an
       mp: { appid: 'wx2222222222222222', secret: 'mp-secret' },
       open: { appid: 'wx3333333333333333', secret: 'open-secret' },
       scan: { checkPath: false, demo: true },
+      mpQr: { token: 'mptoken123', demo: true },
     },
   });
   raw.wechat = { apiBase: sim.url, oauthBase: sim.url, timeout: '1s', apps: [{ appid: APPID, secret: SECRET }] };
@@ -121,7 +127,9 @@ test('check-route answers as the running gateway does, for every own endpoint an
   const paths = [
     '/login', '/Login/', '/session', '/logout', '/wx/decrypt', '/wx/phone', '/healthz', '/readyz', '/openapi.json', '/metrics',
     '/oauth/mp/authorize', '/oauth/mp/callback', '/oauth/open/authorize', '/oauth/open/callback', '/oauth/nope',
-    '/scan/tickets', '/scan/tickets/abc', '/scan/tickets/abc/confirm', '/scan/tickets/abc/cancel', '/scan/demo', '/scan/other/x',
+    '/oauth/web/authorize',
+    '/scan/tickets', '/scan/tickets/abc', '/scan/tickets/abc/scanned', '/scan/tickets/abc/confirm', '/scan/tickets/abc/cancel', '/scan/demo', '/scan/other/x',
+    '/qr/tickets', '/qr/tickets/abc', '/qr/demo', '/qr/other', '/wx/mp/events',
     '/api/x', '/nowhere', '/api/%2e%2e/x',
   ];
   for (const path of paths) {

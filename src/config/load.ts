@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
-import { configSchema, crossCheck, routeNameFromPath, DEFAULT_API_BASE, DEFAULT_OAUTH_BASE, type Config } from './schema.js';
+import { configSchema, crossCheck, routeNameFromPath, DEFAULT_API_BASE, DEFAULT_OAUTH_BASE, DEFAULT_MP_BASE, type Config } from './schema.js';
 
 /** Every problem found in a configuration, each naming the key and why; thrown once. */
 export class ConfigError extends Error {
@@ -98,6 +98,7 @@ export function buildConfig(raw: unknown, source = 'configuration', env: NodeJS.
       ...parsed.wechat,
       apiBase: (parsed.wechat.apiBase ?? DEFAULT_API_BASE).replace(/\/+$/, ''),
       oauthBase: (parsed.wechat.oauthBase ?? DEFAULT_OAUTH_BASE).replace(/\/+$/, ''),
+      mpBase: (parsed.wechat.mpBase ?? DEFAULT_MP_BASE).replace(/\/+$/, ''),
     },
     routes: parsed.routes.map((r) => {
       // one URL or a list: `upstreams` is always the list, `upstream` its first (what one-target code reads)
