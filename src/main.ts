@@ -1,4 +1,5 @@
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { ConfigError, loadConfigFile } from './config/load.js';
 import { restartOnlyChanges, watchConfigFile } from './config/reload.js';
@@ -11,6 +12,7 @@ import { createMetrics, type Metrics } from './metrics/metrics.js';
 import { Proxy } from './proxy/proxy.js';
 import { createUpgradeHandler } from './proxy/websocket.js';
 import { createHandler } from './server/app.js';
+import { loadTlsFiles } from './server/tls.js';
 import { createLogger, type Logger } from './server/logger.js';
 import { MemoryStore } from './session/memory-store.js';
 import { RedisStore } from './session/redis-store.js';
@@ -189,9 +191,9 @@ function serverOptions(config: Config): http.ServerOptions {
   return { maxHeaderSize, connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(Math.min(headersTimeout, requestTimeout) / 4))) };
 }
 
-function urlOf(host: string, port: number): string {
+function urlOf(host: string, port: number, scheme = 'http'): string {
   const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
-  return `http://${h}:${port}`;
+  return `${scheme}://${h}:${port}`;
 }
 
 /**
@@ -218,6 +220,8 @@ export async function startGateway(config: Config, opts: { log?: Logger; configF
 /** `undo`: what it opened so far, pushed as it goes, for startGateway to close if a later step fails. */
 async function openGateway(config: Config, opts: { log?: Logger; configFile?: string; watch?: boolean }, undo: Array<() => Promise<void> | void>): Promise<Gateway> {
   const log = opts.log ?? createLogger(config.log.level);
+  // first, so that a missing or bad certificate stops the start before anything is opened
+  const tlsFiles = config.server.tls ? loadTlsFiles(config.server.tls) : undefined;
   const metrics = createMetrics();
   const closers: Array<() => Promise<void> | void> = [];
 
@@ -294,7 +298,10 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
   let live = config;
   let handler = build(config);
 
-  const server = http.createServer(serverOptions(config), (req, res) => handler(req, res));
+  // server.tls: HTTPS on the main listener (the same handler); its files are read again at every reload
+  const server: http.Server = tlsFiles
+    ? (https.createServer({ ...serverOptions(config), ...tlsFiles }, (req, res) => handler(req, res)) as unknown as http.Server)
+    : http.createServer(serverOptions(config), (req, res) => handler(req, res));
   trackConnections(server);
   // WebSockets: authenticated like any proxied request; a reload applies to sockets opened after it
   const upgrades = createUpgradeHandler({ config: () => live, sessions, proxy, metrics, log: log.child({ part: 'websocket' }), web, fallback: (req, res) => handler(req, res) });
@@ -311,7 +318,7 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
   metrics.configReloadTimestamp.set(Date.now() / 1000);
   const port = await listen(server, config.server.port, config.server.host, { listener: 'requests', key: 'server.port' });
   undo.push(() => closeServer(server, 0));
-  const url = urlOf(config.server.host, port);
+  const url = urlOf(config.server.host, port, tlsFiles ? 'https' : 'http');
   if (config.web?.mpQr) mpEventsUrl = `${url}${config.web.mpQr.eventsPath}`;
 
   let metricsUrl: string | undefined;
@@ -362,6 +369,15 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
     }
     const fixed = restartOnlyChanges(live, next);
     if (fixed.length) return fail(`these settings cannot change while the gateway runs (restart to apply them): ${fixed.join(', ')}`);
+    // a renewed certificate: read again at every reload, refused (the old one kept) when it does not load
+    let renewed: { cert: Buffer; key: Buffer } | undefined;
+    if (next.server.tls) {
+      try {
+        renewed = loadTlsFiles(next.server.tls);
+      } catch (err) {
+        return fail((err as Error).message);
+      }
+    }
     const changed = JSON.stringify(next) !== JSON.stringify(live);
     if (changed) {
       handler = build(next);
@@ -369,9 +385,10 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
       applyServerLimits(next);
       live = next;
     }
+    if (renewed) (server as unknown as https.Server).setSecureContext(renewed);
     metrics.configReloadSuccess.set(1);
     metrics.configReloadTimestamp.set(Date.now() / 1000);
-    log.info({ file, changed, routes: next.routes.length }, changed ? 'config reloaded' : 'config reloaded (no change)');
+    log.info({ file, changed, routes: next.routes.length, ...(renewed ? { tls: 'certificate read again' } : {}) }, changed ? 'config reloaded' : 'config reloaded (no change)');
     return { ok: true, changed };
   };
   const watcher = opts.watch && opts.configFile ? watchConfigFile(opts.configFile, () => void reload()) : undefined;

@@ -173,6 +173,8 @@ export const configSchema = z
         maxHeaderSize: size.refine((n) => n >= 1024, { error: 'must be at least 1kb' }).prefault('16kb'),
         /** Open client connections at most; node closes further ones at once (0 = no limit). */
         maxConnections: z.number().int().min(0).default(10_000),
+        /** HTTPS on the main listener: PEM files of the certificate (chain) and its key, read at start and again at every reload. */
+        tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
       })
       .prefault({}),
     endpoints: z
