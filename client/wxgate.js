@@ -74,6 +74,13 @@ var ERROR_TEXTS = {
   not_ready: '服务正在启动，请稍后再试',
   wechat_timeout: '微信服务响应超时，请稍后再试',
   upstream_timeout: '服务响应超时，请稍后再试',
+  wechat_quota_exceeded: '微信服务繁忙，请稍后再试',
+  bad_host: '请求地址有误',
+  web_login_unavailable: '当前环境无法使用微信登录，请在微信中打开',
+  // the Official Account's message push (server to server: no user sees these)
+  mp_message_invalid: '消息格式有误',
+  mp_signature_invalid: '消息签名无效',
+  mp_replayed: '消息已过期',
   // the helper's own codes (no answer from the gateway)
   request_failed: '网络不可用，请检查网络后重试',
   wx_login_failed: '微信登录失败，请重试',
