@@ -4,6 +4,7 @@ import { ConfigError, loadConfigFile } from './config/load.js';
 import { restartOnlyChanges, watchConfigFile } from './config/reload.js';
 import type { Config } from './config/schema.js';
 import { createAdminApp } from './admin/admin.js';
+import { Accounts, MemoryAccountStore, RedisAccountStore } from './session/accounts.js';
 import { createExampleUpstream } from './dev/example-upstream.js';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from './login/rate-limit.js';
 import { MemoryReplayStore, RedisReplayStore, type ReplayStore } from './login/replay.js';
@@ -187,6 +188,12 @@ export async function startGateway(config: Config, opts: { log?: Logger; configF
   const store = createStore(config, metrics, log);
   await waitForStore(store, config.session.redis.connectTimeout, log);
   const sessions = new Sessions(store, config.session, metrics, log.child({ part: 'sessions' }));
+  // account controls: blocks, the login audit trail (its own log lines, part: audit), the device list
+  sessions.accounts = new Accounts(
+    store instanceof RedisStore ? new RedisAccountStore(store.redis, config.session.redis.keyPrefix) : new MemoryAccountStore(),
+    { history: config.accounts.history, historyKeep: config.accounts.historyKeep, maxAge: config.session.maxAge, logOpenid: config.log.openid },
+    log.child({ part: 'audit' }),
+  );
   const replay: ReplayStore =
     store instanceof RedisStore ? new RedisReplayStore(store.redis, config.session.redis.keyPrefix) : new MemoryReplayStore();
   if (replay instanceof MemoryReplayStore) closers.push(() => replay.close());
@@ -249,7 +256,7 @@ export async function startGateway(config: Config, opts: { log?: Logger; configF
   let adminUrl: string | undefined;
   let adminServer: http.Server | undefined;
   if (config.admin) {
-    adminServer = http.createServer(createAdminApp({ token: config.admin.token, sessions, accessTokens, log: log.child({ part: 'admin' }) }).callback());
+    adminServer = http.createServer(createAdminApp({ token: config.admin.token, sessions, accounts: sessions.accounts, ttl: config.session.ttl, bodyLimit: config.server.bodyLimit, accessTokens, log: log.child({ part: 'admin' }) }).callback());
     adminUrl = urlOf(config.admin.host, await listen(adminServer, config.admin.port, config.admin.host));
   }
   log.info(

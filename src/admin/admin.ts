@@ -1,8 +1,10 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import Router from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
+import { readJsonObject } from '../login/body.js';
 import { GatewayError, writeError } from '../server/errors.js';
 import type { Logger } from '../server/logger.js';
+import type { Accounts, AuditEntry, Block } from '../session/accounts.js';
 import type { Sessions } from '../session/sessions.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 
@@ -10,13 +12,32 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
 
 /**
  * The admin API, on its own listener (config `admin`), for operators and back-office services:
- *   GET    /users/:appid/:openid/sessions   a user's live sessions
- *   DELETE /users/:appid/:openid/sessions   revoke them all, on every replica
- *   GET    /apps/:appid/access_token        the app's WeChat access_token, for upstreams that call WeChat APIs
- * Every call needs `Authorization: Bearer <admin.token>`.
+ *   GET    /users/:appid/:openid                 the user's account: blocked or not, how many live sessions
+ *   POST   /users/:appid/:openid/block           block ({ reason?, expiresIn? seconds | until? ISO time }):
+ *                                                every session ends everywhere, logins are refused (403 user_blocked)
+ *   DELETE /users/:appid/:openid/block           unblock (also POST /users/:appid/:openid/unblock)
+ *   GET    /users/:appid/:openid/events          the user's audit history, newest first (?limit=N)
+ *   GET    /users/:appid/:openid/sessions        a user's live sessions: id, flow, times, last activity, device
+ *   DELETE /users/:appid/:openid/sessions        revoke them all, on every replica
+ *   DELETE /users/:appid/:openid/sessions/:id    revoke one, by the id the list gives
+ *   GET    /apps/:appid/access_token             the app's WeChat access_token, for upstreams that call WeChat APIs
+ * Every call needs `Authorization: Bearer <admin.token>`. Blocks, events and devices are shared by every
+ * replica through the session store (Redis).
  */
-export function createAdminApp(opts: { token: string; sessions: Sessions; accessTokens?: AccessTokens; log: Logger }): Koa {
-  const { sessions, accessTokens, log } = opts;
+export function createAdminApp(opts: {
+  token: string;
+  sessions: Sessions;
+  /** account controls (blocks, events, devices); without them those endpoints answer 404 */
+  accounts?: Accounts;
+  /** the sessions' idle lifetime (session.ttl, ms): a session's last activity is its idle deadline minus it */
+  ttl?: number;
+  bodyLimit?: number;
+  accessTokens?: AccessTokens;
+  log: Logger;
+}): Koa {
+  const { sessions, accounts, accessTokens, log } = opts;
+  const ttl = opts.ttl ?? 0;
+  const bodyLimit = opts.bodyLimit ?? 4096;
   const expected = digest(`Bearer ${opts.token}`);
   const app = new Koa({ proxy: false });
   app.silent = true;
@@ -38,25 +59,110 @@ export function createAdminApp(opts: { token: string; sessions: Sessions; access
 
   const router = new Router();
   const user = (ctx: Context) => ({ appid: String(ctx.params.appid), openid: String(ctx.params.openid) });
+  const iso = (ms: number) => new Date(ms).toISOString();
+  const needAccounts = (): Accounts => {
+    if (!accounts) throw new GatewayError('not_found', { message: 'Account controls are not running on this gateway.' });
+    return accounts;
+  };
+  const blockView = (b: Block | undefined) =>
+    b ? { since: iso(b.since), ...(b.reason ? { reason: b.reason } : {}), ...(b.until !== undefined ? { until: iso(b.until) } : {}) } : null;
+  const eventView = (e: AuditEntry) => ({ ...e, at: iso(e.at), ...(e.until !== undefined ? { until: iso(e.until) } : {}) });
+
+  router.get('/users/:appid/:openid', async (ctx) => {
+    const who = user(ctx);
+    const [block, list] = await Promise.all([accounts?.blocked(who), sessions.store.list(who.appid, who.openid)]);
+    ctx.body = { ...who, blocked: blockView(block), sessions: list.length };
+  });
+  const block = async (ctx: Context) => {
+    const acc = needAccounts();
+    const who = user(ctx);
+    const body = ctx.request.length > 0 || ctx.get('transfer-encoding') !== '' ? await readJsonObject(ctx, bodyLimit) : {};
+    const { reason, expiresIn, until } = body;
+    if (reason !== undefined && (typeof reason !== 'string' || reason.length > 200)) {
+      throw new GatewayError('invalid_request', { message: '"reason" must be a string of up to 200 characters.' });
+    }
+    if (expiresIn !== undefined && until !== undefined) throw new GatewayError('invalid_request', { message: 'Give "expiresIn" or "until", not both.' });
+    let end: number | undefined;
+    if (expiresIn !== undefined) {
+      if (typeof expiresIn !== 'number' || !Number.isInteger(expiresIn) || expiresIn < 1) {
+        throw new GatewayError('invalid_request', { message: '"expiresIn" must be a whole number of seconds (1 or more).' });
+      }
+      end = Date.now() + expiresIn * 1000;
+    } else if (until !== undefined) {
+      end = typeof until === 'string' ? Date.parse(until) : Number.NaN;
+      if (!Number.isFinite(end) || end <= Date.now()) throw new GatewayError('invalid_request', { message: '"until" must be an ISO 8601 time in the future.' });
+    }
+    // the block first: a login that races the revocation finds it (Sessions.create checks after writing too)
+    const b = await acc.block(who, { ...(reason ? { reason: reason as string } : {}), ...(end !== undefined ? { until: end } : {}) });
+    const revoked = await sessions.revokeAll(who);
+    await acc.audit({ event: 'block', ...who, by: 'admin', revoked, ...(b.reason ? { reason: b.reason } : {}), ...(b.until !== undefined ? { until: b.until } : {}) });
+    log.info({ appid: who.appid, revoked, until: b.until === undefined ? undefined : iso(b.until) }, 'admin: blocked a user');
+    ctx.body = { ...who, blocked: blockView(b), revoked };
+  };
+  const unblock = async (ctx: Context) => {
+    const acc = needAccounts();
+    const who = user(ctx);
+    const lifted = await acc.unblock(who);
+    if (lifted) await acc.audit({ event: 'unblock', ...who, by: 'admin' });
+    log.info({ appid: who.appid, lifted }, 'admin: unblocked a user');
+    ctx.body = { ...who, blocked: null, lifted };
+  };
+  router.post('/users/:appid/:openid/block', block);
+  router.delete('/users/:appid/:openid/block', unblock);
+  router.post('/users/:appid/:openid/unblock', unblock);
+  router.get('/users/:appid/:openid/events', async (ctx) => {
+    const acc = needAccounts();
+    const who = user(ctx);
+    let limit = acc.opts.history;
+    if (ctx.query.limit !== undefined) {
+      limit = Number(ctx.query.limit);
+      if (!Number.isInteger(limit) || limit < 1) throw new GatewayError('bad_request', { message: '"limit" must be a whole number, 1 or more.' });
+    }
+    const events = await acc.events(who, limit);
+    ctx.body = { ...who, events: events.map(eventView) };
+  });
+
   router.get('/users/:appid/:openid/sessions', async (ctx) => {
     const { appid, openid } = user(ctx);
     const list = await sessions.store.list(appid, openid);
+    const devices = accounts ? await accounts.devices({ appid, openid }, list.map((s) => s.tokenHash)) : new Map();
     ctx.body = {
       appid,
       openid,
-      sessions: list.map(({ tokenHash, record }) => ({
-        id: tokenHash,
-        createdAt: new Date(record.createdAt).toISOString(),
-        idleExpiresAt: new Date(record.idleExpiresAt).toISOString(),
-        expiresAt: new Date(record.expiresAt).toISOString(),
-      })),
+      sessions: list.map(({ tokenHash, record }) => {
+        const device = devices.get(tokenHash);
+        return {
+          id: tokenHash,
+          flow: record.flow,
+          createdAt: iso(record.createdAt),
+          // the idle deadline moves at most every session.refreshInterval: last activity to within that
+          lastActiveAt: iso(Math.max(record.createdAt, record.idleExpiresAt - ttl)),
+          idleExpiresAt: iso(record.idleExpiresAt),
+          expiresAt: iso(record.expiresAt),
+          ...(device?.ua ? { userAgent: device.ua } : {}),
+          ...(device?.ip ? { ip: device.ip } : {}),
+        };
+      }),
     };
   });
   router.delete('/users/:appid/:openid/sessions', async (ctx) => {
     const who = user(ctx);
     const revoked = await sessions.revokeAll(who);
     log.info({ appid: who.appid, revoked }, 'admin: revoked all sessions of a user');
+    await accounts?.audit({ event: 'revoke', ...who, by: 'admin', revoked });
     ctx.body = { revoked };
+  });
+  router.delete('/users/:appid/:openid/sessions/:id', async (ctx) => {
+    const who = user(ctx);
+    const id = String(ctx.params.id);
+    // only a session of this user: the id is checked against the user's own list
+    const list = await sessions.store.list(who.appid, who.openid);
+    // the id as the list gives it, or its last 22 characters (the audit log lines' `session`)
+    const found = list.find((s) => s.tokenHash === id || (id.length === 22 && s.tokenHash.endsWith(id)));
+    if (!found || !(await sessions.revokeById(found.tokenHash))) throw new GatewayError('not_found', { message: 'No such live session of this user.' });
+    log.info({ appid: who.appid }, 'admin: revoked a session');
+    await accounts?.audit({ event: 'revoke', ...who, by: 'admin', revoked: 1, session: found.tokenHash, flow: found.record.flow });
+    ctx.body = { revoked: 1 };
   });
   router.get('/apps/:appid/access_token', async (ctx) => {
     const appid = String(ctx.params.appid);

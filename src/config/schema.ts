@@ -356,6 +356,15 @@ export const configSchema = z
         token: z.string({ error: 'is required (use ${WXGATE_ADMIN_TOKEN})' }).min(24, { error: 'must be at least 24 characters' }),
       })
       .optional(),
+    /** Account controls (admin API: block, events, sessions): the per-user login history. */
+    accounts: z
+      .strictObject({
+        /** Entries of each user's audit history kept in the store (GET /users/…/events); 0 = none (the audit log lines stay). */
+        history: z.number().int().min(0).max(1000).default(50),
+        /** How long a user's history lives after its latest entry. */
+        historyKeep: duration(60_000).prefault('30d'),
+      })
+      .prefault({}),
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -1,7 +1,9 @@
 import type { Context } from 'koa';
+import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { GatewayError, wechatErrorFor, type ErrorCode } from '../server/errors.js';
+import { deviceOf, UserBlockedError, type Device } from '../session/accounts.js';
 import type { Sessions } from '../session/sessions.js';
 import { StoreUnavailableError } from '../session/types.js';
 import type { WechatClient } from '../wechat/client.js';
@@ -57,6 +59,9 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
   const credentials = web?.credentials ?? bearerOnly;
   const apps = new Map(config.wechat.apps.map((a) => [a.appid, a]));
   const soleApp = config.wechat.apps.length === 1 ? config.wechat.apps[0]!.appid : undefined;
+  const trust = proxyaddr.compile([...config.server.trustedProxies]);
+  /** the request's device (user agent, client IP), for the audit trail and the device list */
+  const device = (ctx: Context): Device => deviceOf(ctx.req, trust);
 
   function pickApp(body: Record<string, unknown>, ctx: Context): string {
     const header = ctx.get('x-wx-appid');
@@ -73,7 +78,7 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
   }
 
   /** Spends a code at WeChat and makes the session (run at most once per code: see code-once.ts). */
-  async function exchange(appid: string, code: string): Promise<Exchanged> {
+  async function exchange(appid: string, code: string, from: Device): Promise<Exchanged> {
     let answer;
     try {
       answer = await wechat.code2Session(appid, code);
@@ -84,10 +89,19 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
         { appid, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg, hint: err.errcode === undefined ? undefined : HINTS[err.errcode] },
         'WeChat refused the login',
       );
+      // the openid is not known: the audit line only, no user history
+      await sessions.accounts?.audit({ event: 'login_failed', appid, flow: 'miniprogram', error, ...(err.errcode !== undefined ? { errcode: err.errcode } : {}), ...from });
       return { error, final: FINAL.has(error) };
     }
-    const { token } = await sessions.create({ appid, openid: answer.openid, unionid: answer.unionid }, answer.sessionKey, 'miniprogram');
-    return { token };
+    // A user the operator blocked is refused here: WeChat was asked once (only its answer names the
+    // user), but no session is made and the session_key is not kept.
+    try {
+      const { token } = await sessions.create({ appid, openid: answer.openid, unionid: answer.unionid }, answer.sessionKey, 'miniprogram', from);
+      return { token };
+    } catch (err) {
+      if (err instanceof UserBlockedError) throw new GatewayError('user_blocked', { message: err.message });
+      throw err;
+    }
   }
 
   async function login(ctx: Context): Promise<void> {
@@ -103,7 +117,8 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
       }
       const appid = pickApp(body, ctx);
       const userData = userDataFields(body, false);
-      const outcome = await once(appid, code, () => exchange(appid, code));
+      const from = device(ctx);
+      const outcome = await once(appid, code, () => exchange(appid, code, from));
       if ('error' in outcome) {
         const error = outcome.error as ErrorCode;
         throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': '1' } } : {});
@@ -157,13 +172,19 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
       const { session, via } = await current(ctx);
       const revoked = await sessions.revokeAll(session);
       log.info({ appid: session.appid, revoked }, 'logout of all sessions');
+      await sessions.accounts?.audit({ event: 'logout', appid: session.appid, openid: session.openid, flow: session.flow, session: session.tokenHash, revoked, by: 'user', ...device(ctx) });
       if (via === 'cookie') web?.clearSession(ctx);
     } else {
       // a token that is no longer valid is logged out all the same (idempotent)
       const { token, via, given } = credentials.of(ctx.req);
       if (!token) throw unauthorized(given);
       if (via === 'cookie' && !credentials.csrfOk(ctx.req, via, token)) throw new GatewayError('csrf_failed');
-      await sessions.revoke(token);
+      // whose it was, for the audit trail (a live session only; the LRU answers most)
+      const session = sessions.accounts ? await sessions.authenticate(token) : undefined;
+      const ended = await sessions.revoke(token);
+      if (session && ended) {
+        await sessions.accounts?.audit({ event: 'logout', appid: session.appid, openid: session.openid, flow: session.flow, session: session.tokenHash, revoked: 1, by: 'user', ...device(ctx) });
+      }
       if (via === 'cookie') web?.clearSession(ctx);
     }
     ctx.status = 204;

@@ -1,5 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { Metrics } from '../metrics/metrics.js';
+import { UserBlockedError, type Accounts, type Device } from './accounts.js';
 import { hashToken, newToken } from './tokens.js';
 import type { Flow, Identity, SessionRecord, SessionStore } from './types.js';
 
@@ -38,6 +39,11 @@ export class Sessions {
   private readonly negative?: LRUCache<string, true>;
   /** store reads in flight: concurrent checks of one uncached token share one read */
   private readonly reads = new Map<string, Promise<ActiveSession | undefined>>();
+  /**
+   * Account controls (blocks, audit trail, devices), when the gateway runs them: a blocked user gets no
+   * session, and each new session's device and login are recorded.
+   */
+  accounts?: Accounts;
   /** the lookup counter's series, looked up once instead of per request */
   private readonly lookups: Record<'lru' | 'store' | 'negative' | 'miss' | 'error', { inc(): void }>;
 
@@ -81,9 +87,15 @@ export class Sessions {
   /**
    * Creates a session for a user who just logged in; returns the token to hand to the client. Without a
    * sessionKey (web logins: OAuth gives none) the user's current session_key, if any, stays as it is.
-   * `flow` is how the session was made: it decides which endpoints it may use (see Flow).
+   * `flow` is how the session was made: it decides which endpoints it may use (see Flow). `device` is
+   * the request's (user agent, client IP), for the device list and the audit trail.
+   *
+   * With account controls, a blocked user gets no session: UserBlockedError (403 user_blocked). The
+   * block is checked before the session is written and again after (a block set meanwhile ends it).
    */
-  async create(identity: Identity, sessionKey: string | undefined, flow: Flow): Promise<{ token: string; session: ActiveSession }> {
+  async create(identity: Identity, sessionKey: string | undefined, flow: Flow, device: Device = {}): Promise<{ token: string; session: ActiveSession }> {
+    const accounts = this.accounts;
+    if (accounts) await this.refuseBlocked(accounts, identity, flow, device);
     const now = this.now();
     const token = newToken(identity);
     const tokenHash = hashToken(token);
@@ -99,11 +111,26 @@ export class Sessions {
     };
     await this.store.create(tokenHash, record, sessionKey, { maxPerUser: this.opts.maxPerUser });
     const session = { ...record, tokenHash };
+    if (accounts) {
+      if (await accounts.blocked(identity)) {
+        await this.store.revoke(tokenHash);
+        await this.refuseBlocked(accounts, identity, flow, device);
+      }
+      await accounts.recordDevice(identity, tokenHash, device, expiresAt);
+      await accounts.audit({ event: 'login', appid: identity.appid, openid: identity.openid, flow, session: tokenHash, ...device });
+    }
     // (a fresh 256-bit token cannot have been looked up before; kept correct all the same)
     this.negative?.delete(tokenHash);
     this.reads.delete(tokenHash);
     this.cache?.set(tokenHash, session);
     return { token, session };
+  }
+
+  private async refuseBlocked(accounts: Accounts, identity: Identity, flow: Flow, device: Device): Promise<void> {
+    const block = await accounts.blocked(identity);
+    if (!block) return;
+    await accounts.audit({ event: 'login_failed', appid: identity.appid, openid: identity.openid, flow, error: 'user_blocked', by: 'gateway', ...device });
+    throw new UserBlockedError(block);
   }
 
   /**
@@ -184,6 +211,13 @@ export class Sessions {
   /** Kills one session on this replica at once (and, through the store, everywhere). */
   async revoke(token: string): Promise<boolean> {
     const tokenHash = hashToken(token);
+    this.cache?.delete(tokenHash);
+    this.reads.delete(tokenHash);
+    return this.store.revoke(tokenHash);
+  }
+
+  /** Kills one session by its id (the token's hash, as the admin API lists it) on this replica at once and everywhere. */
+  async revokeById(tokenHash: string): Promise<boolean> {
     this.cache?.delete(tokenHash);
     this.reads.delete(tokenHash);
     return this.store.revoke(tokenHash);

@@ -1,7 +1,9 @@
 import { hash } from 'node:crypto';
 import type { Context } from 'koa';
+import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
 import type { CodeOnce, Exchanged } from '../login/code-once.js';
+import { deviceOf, type Device } from '../session/accounts.js';
 import { GatewayError, wechatErrorFor, type ErrorCode } from '../server/errors.js';
 import type { Sessions } from '../session/sessions.js';
 import type { WechatClient } from '../wechat/client.js';
@@ -53,6 +55,7 @@ export function oauthFlows(config: Config, oauthBase: string): Flow[] {
 export function oauthHandlers(deps: { config: Config; web: WebContext; sessions: Sessions; wechat: WechatClient; codeOnce: CodeOnce; log: Logger }) {
   const { config, web, sessions, wechat, codeOnce, log } = deps;
   const { publicUrl, redirects } = config.web!;
+  const trust = proxyaddr.compile([...config.server.trustedProxies]);
 
   function authorize(flow: Flow) {
     return async function authorize(ctx: Context): Promise<void> {
@@ -75,7 +78,7 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
   }
 
   /** Spends the code at WeChat and makes the session (at most once per code, see code-once.ts). */
-  async function exchange(flow: Flow, code: string): Promise<Exchanged> {
+  async function exchange(flow: Flow, code: string, device: Device): Promise<Exchanged> {
     try {
       const granted = await wechat.oauth2AccessToken(flow.appid, code);
       if (granted.isSnapshotuser) {
@@ -90,7 +93,7 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
           log.warn({ appid: flow.appid, err: (err as Error).message }, 'sns/userinfo failed; the session has no unionid');
         }
       }
-      const { token } = await sessions.create({ appid: flow.appid, openid: granted.openid, ...(unionid ? { unionid } : {}) }, undefined, flow.provider);
+      const { token } = await sessions.create({ appid: flow.appid, openid: granted.openid, ...(unionid ? { unionid } : {}) }, undefined, flow.provider, device);
       return { token };
     } catch (err) {
       if (!(err instanceof WechatError)) throw err;
@@ -113,7 +116,7 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
       const codeMark = hash('sha256', `${flow.appid}\n${code}`, 'base64url').slice(0, 22);
       const first = await web.store.once(`st:${verified.nonce}`, codeMark, config.web!.loginTimeout);
       if (first !== undefined && first !== codeMark) throw new GatewayError('state_used');
-      const outcome = await codeOnce(flow.appid, code, () => exchange(flow, code));
+      const outcome = await codeOnce(flow.appid, code, () => exchange(flow, code, deviceOf(ctx.req, trust)));
       if ('error' in outcome) {
         const error = outcome.error as ErrorCode;
         if (error === 'login_denied') throw new GatewayError(error, { message: 'Open this page in WeChat itself (not as a Moments snapshot) to log in.' });
