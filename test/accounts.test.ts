@@ -7,6 +7,7 @@ import { request, type Reply } from './helpers/http.js';
 import { metricValue, scrape } from './helpers/metrics.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
 import { startUpstream, type Upstream } from './helpers/upstream.js';
+import { startWsUpstream, wsConnect, type WsPeer, type WsUpstream } from './helpers/ws.js';
 
 /**
  * Account controls on the admin API (issue 18 items 7, 9, 10): block/unblock, the login audit trail and
@@ -16,10 +17,14 @@ import { startUpstream, type Upstream } from './helpers/upstream.js';
 const ADMIN = 'admin-token-for-account-tests-0123';
 const PUBLIC = 'http://127.0.0.1:8080';
 const HISTORY = 6;
+/** an Official Account for the web OAuth flow */
+const MP = 'wx5555666677778888';
+const MP_SECRET = 'mp-secret-for-account-tests';
 
 let redis: RedisServer;
 let sim: Awaited<ReturnType<typeof startSimulator>>;
 let up: Upstream;
+let wsUp: WsUpstream;
 let a: TestGateway;
 let b: TestGateway;
 let users = 0;
@@ -30,23 +35,29 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test.before(async () => {
   redis = await startRedis();
-  sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } });
+  sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET, [MP]: MP_SECRET } });
   up = await startUpstream();
+  wsUp = await startWsUpstream();
   const config = () =>
     testConfig({
       apiBase: sim.url,
       server: { host: '127.0.0.1', port: 0, trustedProxies: ['127.0.0.1'] },
       session: { store: 'redis', redis: { url: redis.url, keyPrefix: 'acc:' }, cache: { max: 1000, ttl: '60s' } },
-      routes: [{ path: '/api', upstream: up.url }],
+      routes: [
+        { path: '/api', upstream: up.url },
+        { path: '/ws', upstream: wsUp.url },
+      ],
       admin: { port: 0, token: ADMIN },
       accounts: { history: HISTORY },
-      web: { publicUrl: PUBLIC, scan: { checkPath: false } },
+      wechat: { apiBase: sim.url, oauthBase: sim.url, timeout: '1s', apps: [{ appid: APPID, secret: SECRET }] },
+      web: { publicUrl: PUBLIC, redirects: ['/api'], scan: { checkPath: false }, mp: { appid: MP, secret: MP_SECRET } },
     });
   [a, b] = await Promise.all([startTestGateway(config()), startTestGateway(config())]);
 });
 test.after.always(async () => {
   await Promise.all([a?.close(), b?.close()]);
   await up?.close();
+  await wsUp?.close();
   await sim?.close();
   await redis?.close();
 });
@@ -109,6 +120,10 @@ test.serial('block on A: every session of the user ends on both replicas at once
   for (const gw of [a, b]) for (const tk of [onA, onB]) t.is(await sessionStatus(gw, tk), 200);
   const other = newUser();
   const bystander = tokenOf(await loginAs(a, other));
+  // a WebSocket open on B with the session made on A
+  const opened = await wsConnect(b.url, '/ws/live', { Authorization: `Bearer ${onA}` });
+  t.is(opened.status, 101);
+  const socket = (opened as { ws: WsPeer }).ws;
 
   const before = await admin(b, 'GET', userPath(u));
   t.is(before.status, 200, before.text);
@@ -126,6 +141,8 @@ test.serial('block on A: every session of the user ends on both replicas at once
   for (const gw of [a, b]) for (const tk of [onA, onB]) t.is(await sessionStatus(gw, tk), 401);
   t.is((await request(b.url, { path: '/api/x', headers: { authorization: `Bearer ${onB}` } })).status, 401);
   t.is(await sessionStatus(b, bystander), 200, 'another user is untouched');
+  await Promise.race([socket.closed, sleep(3000)]);
+  t.deepEqual(socket.closeFrame, { code: 4401, reason: 'session ended' }, 'the open WebSocket on B is closed: session ended');
 
   const shown = await admin(b, 'GET', userPath(u));
   t.is(shown.json.sessions, 0);
@@ -338,4 +355,50 @@ test.serial('memory store (one replica): block, events and the session list work
   } finally {
     await gw.close();
   }
+});
+
+/** Official Account OAuth in a browser: authorize on one replica, WeChat's page approved as `user`, the callback on another. */
+async function oauthCallback(pc: Browser, user: string, from: TestGateway, to: TestGateway, headers: Record<string, string> = {}): Promise<Reply> {
+  const start = await pc.go('/oauth/mp/authorize?redirect=/api/home', { base: from.url, headers });
+  if (start.status !== 302) throw new Error(`authorize: ${start.status} ${start.text}`);
+  const q = new URLSearchParams(new URL(start.headers.location!).search);
+  q.set('user', user);
+  const approved = await request(sim.url, { path: `/connect/approve?${q}` });
+  const back = new URL(approved.headers.location!);
+  secrets.push(back.searchParams.get('code')!);
+  return pc.go(back.pathname + back.search, { base: to.url, headers });
+}
+
+test.serial('web flows too: an Official Account OAuth session is listed with its flow and browser, ends with the block, and the blocked user\'s next OAuth login is 403 user_blocked; WeChat refusing the OAuth code is an audit line', async (t) => {
+  const name = `oauser${++users}`;
+  const openid = simulatedOpenid(MP, name);
+  const ua = { 'user-agent': 'Mozilla/5.0 (Linux; Android 14) MicroMessenger/8.0.49', 'x-forwarded-for': '203.0.113.99' };
+  const pc = new Browser(a.url);
+  const done = await oauthCallback(pc, name, a, b, ua);
+  t.is(done.status, 302, done.text);
+  const cookie = pc.cookieHeader()!;
+  const list = (await admin(a, 'GET', `/users/${MP}/${openid}/sessions`)).json.sessions;
+  t.is(list.length, 1);
+  t.like(list[0], { flow: 'mp', userAgent: ua['user-agent'], ip: '203.0.113.99' });
+
+  t.is((await admin(b, 'POST', `/users/${MP}/${openid}/block`, { reason: 'abuse' })).json.revoked, 1);
+  for (let i = 0; i < 50 && (await request(a.url, { path: '/session', headers: { cookie } })).status !== 401; i++) await sleep(20);
+  t.is((await request(a.url, { path: '/session', headers: { cookie } })).status, 401);
+  const refused = await oauthCallback(new Browser(a.url), name, a, a, ua);
+  t.is(refused.status, 403, refused.text);
+  t.is(refused.json.error, 'user_blocked');
+  t.is((await admin(a, 'GET', `/users/${MP}/${openid}`)).json.sessions, 0);
+  const events = (await admin(a, 'GET', `/users/${MP}/${openid}/events`)).json.events;
+  t.deepEqual(events.map((e: { event: string }) => e.event), ['login_failed', 'block', 'login']);
+  t.like(events[0], { flow: 'mp', error: 'user_blocked', ua: ua['user-agent'] });
+
+  // a code WeChat refuses (the simulator's "fail-40029")
+  const b2 = new Browser(a.url);
+  const start = await b2.go('/oauth/mp/authorize?redirect=/api/home');
+  const state = new URL(start.headers.location!).searchParams.get('state')!;
+  const bad = await b2.go(`/oauth/mp/callback?code=fail-40029&state=${encodeURIComponent(state)}`, { headers: { 'user-agent': 'OABroken/1' } });
+  t.true(bad.status >= 400, bad.text);
+  const line = a.logs.map((l) => JSON.parse(l)).find((l) => l.part === 'audit' && l.event === 'login_failed' && l.ua === 'OABroken/1');
+  t.like(line, { appid: MP, flow: 'mp', errcode: 40029 });
+  await admin(a, 'DELETE', `/users/${MP}/${openid}/block`);
 });

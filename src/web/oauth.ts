@@ -99,6 +99,8 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
       if (!(err instanceof WechatError)) throw err;
       const error = oauthErrorFor(err);
       log.warn({ appid: flow.appid, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg }, 'WeChat refused the web login');
+      // the openid is not known: the audit line only, no user history
+      await sessions.accounts?.audit({ event: 'login_failed', appid: flow.appid, flow: flow.provider, error, ...(err.errcode !== undefined ? { errcode: err.errcode } : {}), ...device });
       return { error, final: FINAL.has(error) };
     }
   }
