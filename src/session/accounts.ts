@@ -13,9 +13,9 @@ import { StoreUnavailableError, type Flow, type Identity } from './types.js';
  *
  * Redis keys (one key per operation, so each is one command or one MULTI on one key, on Cluster too);
  * uid = userId(appid, openid) as for sessions:
- *   {prefix}a:b:{uid}   string, JSON Block; PEXPIREAT its `until` when it has one
- *   {prefix}a:e:{uid}   list of JSON audit entries, newest first, LTRIM to `history`, PEXPIRE historyKeep
- *   {prefix}a:d:{uid}   hash: session id → JSON Device; expires with the user's last session (maxAge);
+ *   {prefix}ua:b:{uid}  string, JSON Block; PEXPIREAT its `until` when it has one
+ *   {prefix}ua:e:{uid}  list of JSON audit entries, newest first, LTRIM to `history`, PEXPIRE historyKeep
+ *   {prefix}ua:d:{uid}  hash: session id → JSON Device; expires with the user's last session (maxAge);
  *                       fields of ended sessions are dropped when the list is read
  * Never stored or logged: a token, a login code, a session_key. A session is named by its id (the token's
  * hash, as the admin API lists it), which opens nothing.
@@ -101,7 +101,7 @@ export class RedisAccountStore implements AccountStore {
   }
 
   private key(kind: 'b' | 'e' | 'd', uid: string): string {
-    return `${this.prefix}a:${kind}:${uid}`;
+    return `${this.prefix}ua:${kind}:${uid}`;
   }
 
   async getBlock(uid: string): Promise<string | undefined> {
