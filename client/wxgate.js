@@ -74,6 +74,11 @@ var ERROR_TEXTS = {
   not_ready: '服务正在启动，请稍后再试',
   wechat_timeout: '微信服务响应超时，请稍后再试',
   upstream_timeout: '服务响应超时，请稍后再试',
+  bad_host: '请求地址有误',
+  web_login_unavailable: '当前环境不支持微信登录',
+  mp_message_invalid: '消息格式有误',
+  mp_signature_invalid: '消息校验失败',
+  mp_replayed: '消息已过期，请重试',
   // the helper's own codes (no answer from the gateway)
   request_failed: '网络不可用，请检查网络后重试',
   wx_login_failed: '微信登录失败，请重试',

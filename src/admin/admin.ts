@@ -4,15 +4,17 @@ import Koa, { type Context, type Next } from 'koa';
 import { readJsonObject } from '../login/body.js';
 import { GatewayError, writeError } from '../server/errors.js';
 import type { Logger } from '../server/logger.js';
-import type { Accounts, AuditEntry, Block } from '../session/accounts.js';
+import { accountId, isAccountId } from '../session/accounts.js';
+import type { AccountControls, AuditEntry, Block, Device } from '../session/controls.js';
 import type { Sessions } from '../session/sessions.js';
+import type { SessionRecord } from '../session/types.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
 /**
  * The admin API, on its own listener (config `admin`), for operators and back-office services:
- *   GET    /users/:appid/:openid                 the user's account: blocked or not, how many live sessions
+ *   GET    /users/:appid/:openid                 the user's account controls: blocked or not, how many live sessions
  *   POST   /users/:appid/:openid/block           block ({ reason?, expiresIn? seconds | until? ISO time }):
  *                                                every session ends everywhere, logins are refused (403 user_blocked)
  *   DELETE /users/:appid/:openid/block           unblock (also POST /users/:appid/:openid/unblock)
@@ -20,6 +22,9 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
  *   GET    /users/:appid/:openid/sessions        a user's live sessions: id, flow, times, last activity, device
  *   DELETE /users/:appid/:openid/sessions        revoke them all, on every replica
  *   DELETE /users/:appid/:openid/sessions/:id    revoke one, by the id the list gives
+ *   GET    /users/:appid/:openid/account         the person this identity belongs to: as GET /accounts/:id
+ *   GET    /accounts/:id                         a person (X-User-Id): their identities and every live session of them
+ *   DELETE /accounts/:id/sessions                revoke all of those, on every replica
  *   GET    /apps/:appid/access_token             the app's WeChat access_token, for upstreams that call WeChat APIs
  * Every call needs `Authorization: Bearer <admin.token>`. Blocks, events and devices are shared by every
  * replica through the session store (Redis).
@@ -28,14 +33,14 @@ export function createAdminApp(opts: {
   token: string;
   sessions: Sessions;
   /** account controls (blocks, events, devices); without them those endpoints answer 404 */
-  accounts?: Accounts;
+  controls?: AccountControls;
   /** the sessions' idle lifetime (session.ttl, ms): a session's last activity is its idle deadline minus it */
   ttl?: number;
   bodyLimit?: number;
   accessTokens?: AccessTokens;
   log: Logger;
 }): Koa {
-  const { sessions, accounts, accessTokens, log } = opts;
+  const { sessions, controls, accessTokens, log } = opts;
   const ttl = opts.ttl ?? 0;
   const bodyLimit = opts.bodyLimit ?? 4096;
   const expected = digest(`Bearer ${opts.token}`);
@@ -60,9 +65,9 @@ export function createAdminApp(opts: {
   const router = new Router();
   const user = (ctx: Context) => ({ appid: String(ctx.params.appid), openid: String(ctx.params.openid) });
   const iso = (ms: number) => new Date(ms).toISOString();
-  const needAccounts = (): Accounts => {
-    if (!accounts) throw new GatewayError('not_found', { message: 'Account controls are not running on this gateway.' });
-    return accounts;
+  const needControls = (): AccountControls => {
+    if (!controls) throw new GatewayError('not_found', { message: 'Account controls are not running on this gateway.' });
+    return controls;
   };
   const blockView = (b: Block | undefined) =>
     b ? { since: iso(b.since), ...(b.reason ? { reason: b.reason } : {}), ...(b.until !== undefined ? { until: iso(b.until) } : {}) } : null;
@@ -70,11 +75,11 @@ export function createAdminApp(opts: {
 
   router.get('/users/:appid/:openid', async (ctx) => {
     const who = user(ctx);
-    const [block, list] = await Promise.all([accounts?.blocked(who), sessions.store.list(who.appid, who.openid)]);
+    const [block, list] = await Promise.all([controls?.blocked(who), sessions.store.list(who.appid, who.openid)]);
     ctx.body = { ...who, blocked: blockView(block), sessions: list.length };
   });
   const block = async (ctx: Context) => {
-    const acc = needAccounts();
+    const acc = needControls();
     const who = user(ctx);
     const body = ctx.request.length > 0 || ctx.get('transfer-encoding') !== '' ? await readJsonObject(ctx, bodyLimit) : {};
     const { reason, expiresIn, until } = body;
@@ -100,7 +105,7 @@ export function createAdminApp(opts: {
     ctx.body = { ...who, blocked: blockView(b), revoked };
   };
   const unblock = async (ctx: Context) => {
-    const acc = needAccounts();
+    const acc = needControls();
     const who = user(ctx);
     const lifted = await acc.unblock(who);
     if (lifted) await acc.audit({ event: 'unblock', ...who, by: 'admin' });
@@ -111,7 +116,7 @@ export function createAdminApp(opts: {
   router.delete('/users/:appid/:openid/block', unblock);
   router.post('/users/:appid/:openid/unblock', unblock);
   router.get('/users/:appid/:openid/events', async (ctx) => {
-    const acc = needAccounts();
+    const acc = needControls();
     const who = user(ctx);
     let limit = acc.opts.history;
     if (ctx.query.limit !== undefined) {
@@ -122,34 +127,63 @@ export function createAdminApp(opts: {
     ctx.body = { ...who, events: events.map(eventView) };
   });
 
+  const sessionView = ({ tokenHash, record }: { tokenHash: string; record: SessionRecord }, devices?: Map<string, Device>) => {
+    const device = devices?.get(tokenHash);
+    return {
+      id: tokenHash,
+      flow: record.flow,
+      createdAt: iso(record.createdAt),
+      // the idle deadline moves at most every session.refreshInterval: last activity to within that
+      lastActiveAt: iso(Math.max(record.createdAt, record.idleExpiresAt - ttl)),
+      idleExpiresAt: iso(record.idleExpiresAt),
+      expiresAt: iso(record.expiresAt),
+      ...(device?.ua ? { userAgent: device.ua } : {}),
+      ...(device?.ip ? { ip: device.ip } : {}),
+    };
+  };
   router.get('/users/:appid/:openid/sessions', async (ctx) => {
     const { appid, openid } = user(ctx);
     const list = await sessions.store.list(appid, openid);
-    const devices = accounts ? await accounts.devices({ appid, openid }, list.map((s) => s.tokenHash)) : new Map();
+    const devices = controls ? await controls.devices({ appid, openid }, list.map((s) => s.tokenHash)) : undefined;
+    const unionid = list.at(-1)?.record.unionid;
     ctx.body = {
       appid,
       openid,
-      sessions: list.map(({ tokenHash, record }) => {
-        const device = devices.get(tokenHash);
-        return {
-          id: tokenHash,
-          flow: record.flow,
-          createdAt: iso(record.createdAt),
-          // the idle deadline moves at most every session.refreshInterval: last activity to within that
-          lastActiveAt: iso(Math.max(record.createdAt, record.idleExpiresAt - ttl)),
-          idleExpiresAt: iso(record.idleExpiresAt),
-          expiresAt: iso(record.expiresAt),
-          ...(device?.ua ? { userAgent: device.ua } : {}),
-          ...(device?.ip ? { ip: device.ip } : {}),
-        };
-      }),
+      account: accountId({ appid, openid, ...(unionid ? { unionid } : {}) }),
+      sessions: list.map((s) => sessionView(s, devices)),
     };
+  });
+
+  /** A person: their identities, each with its live sessions (oldest first). 404 when none is known. */
+  async function account(id: string) {
+    const identities = isAccountId(id) ? await sessions.store.identities(id) : [];
+    if (identities.length === 0) throw new GatewayError('not_found', { message: 'No such account (or none of its identities has a session).' });
+    const out = [];
+    for (const who of identities) {
+      const list = await sessions.store.list(who.appid, who.openid);
+      out.push({ appid: who.appid, openid: who.openid, ...(who.unionid ? { unionid: who.unionid } : {}), sessions: list.map((s) => sessionView(s)) });
+    }
+    return { id, ...(identities[0]!.unionid ? { unionid: identities[0]!.unionid } : {}), identities: out };
+  }
+  router.get('/users/:appid/:openid/account', async (ctx) => {
+    const { appid, openid } = user(ctx);
+    const unionid = await sessions.store.linkedUnionid(appid, openid);
+    ctx.body = await account(accountId({ appid, openid, ...(unionid ? { unionid } : {}) }));
+  });
+  router.get('/accounts/:id', async (ctx) => {
+    ctx.body = await account(String(ctx.params.id));
+  });
+  router.delete('/accounts/:id/sessions', async (ctx) => {
+    const id = String(ctx.params.id);
+    const { identities, revoked } = isAccountId(id) ? await sessions.revokeAccount(id) : { identities: [], revoked: 0 };
+    log.info({ account: id, identities: identities.length, revoked }, 'admin: revoked all sessions of an account');
+    ctx.body = { revoked, identities: identities.length };
   });
   router.delete('/users/:appid/:openid/sessions', async (ctx) => {
     const who = user(ctx);
     const revoked = await sessions.revokeAll(who);
     log.info({ appid: who.appid, revoked }, 'admin: revoked all sessions of a user');
-    await accounts?.audit({ event: 'revoke', ...who, by: 'admin', revoked });
+    await controls?.audit({ event: 'revoke', ...who, by: 'admin', revoked });
     ctx.body = { revoked };
   });
   router.delete('/users/:appid/:openid/sessions/:id', async (ctx) => {
@@ -161,7 +195,7 @@ export function createAdminApp(opts: {
     const found = list.find((s) => s.tokenHash === id || (id.length === 22 && s.tokenHash.endsWith(id)));
     if (!found || !(await sessions.revokeById(found.tokenHash))) throw new GatewayError('not_found', { message: 'No such live session of this user.' });
     log.info({ appid: who.appid }, 'admin: revoked a session');
-    await accounts?.audit({ event: 'revoke', ...who, by: 'admin', revoked: 1, session: found.tokenHash, flow: found.record.flow });
+    await controls?.audit({ event: 'revoke', ...who, by: 'admin', revoked: 1, session: found.tokenHash, flow: found.record.flow });
     ctx.body = { revoked: 1 };
   });
   router.get('/apps/:appid/access_token', async (ctx) => {

@@ -3,7 +3,7 @@ import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { GatewayError, wechatErrorFor, type ErrorCode } from '../server/errors.js';
-import { deviceOf, UserBlockedError, type Device } from '../session/accounts.js';
+import { deviceOf, UserBlockedError, type Device } from '../session/controls.js';
 import type { Sessions } from '../session/sessions.js';
 import { StoreUnavailableError } from '../session/types.js';
 import type { WechatClient } from '../wechat/client.js';
@@ -90,7 +90,7 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
         'WeChat refused the login',
       );
       // the openid is not known: the audit line only, no user history
-      await sessions.accounts?.audit({ event: 'login_failed', appid, flow: 'miniprogram', error, ...(err.errcode !== undefined ? { errcode: err.errcode } : {}), ...from });
+      await sessions.controls?.audit({ event: 'login_failed', appid, flow: 'miniprogram', error, ...(err.errcode !== undefined ? { errcode: err.errcode } : {}), ...from });
       return { error, final: FINAL.has(error) };
     }
     // A user the operator blocked is refused here: WeChat was asked once (only its answer names the
@@ -118,7 +118,7 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
       const appid = pickApp(body, ctx);
       const userData = userDataFields(body, false);
       const from = device(ctx);
-      const outcome = await once(appid, code, () => exchange(appid, code, from));
+      const outcome = await once(appid, code, () => exchange(appid, code, from), { flow: 'jscode2session' });
       if ('error' in outcome) {
         const error = outcome.error as ErrorCode;
         throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': '1' } } : {});
@@ -172,7 +172,7 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
       const { session, via } = await current(ctx);
       const revoked = await sessions.revokeAll(session);
       log.info({ appid: session.appid, revoked }, 'logout of all sessions');
-      await sessions.accounts?.audit({ event: 'logout', appid: session.appid, openid: session.openid, flow: session.flow, session: session.tokenHash, revoked, by: 'user', ...device(ctx) });
+      await sessions.controls?.audit({ event: 'logout', appid: session.appid, openid: session.openid, flow: session.flow, session: session.tokenHash, revoked, by: 'user', ...device(ctx) });
       if (via === 'cookie') web?.clearSession(ctx);
     } else {
       // a token that is no longer valid is logged out all the same (idempotent)
@@ -180,10 +180,10 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
       if (!token) throw unauthorized(given);
       if (via === 'cookie' && !credentials.csrfOk(ctx.req, via, token)) throw new GatewayError('csrf_failed');
       // whose it was, for the audit trail (a live session only; the LRU answers most)
-      const session = sessions.accounts ? await sessions.authenticate(token) : undefined;
+      const session = sessions.controls ? await sessions.authenticate(token) : undefined;
       const ended = await sessions.revoke(token);
       if (session && ended) {
-        await sessions.accounts?.audit({ event: 'logout', appid: session.appid, openid: session.openid, flow: session.flow, session: session.tokenHash, revoked: 1, by: 'user', ...device(ctx) });
+        await sessions.controls?.audit({ event: 'logout', appid: session.appid, openid: session.openid, flow: session.flow, session: session.tokenHash, revoked: 1, by: 'user', ...device(ctx) });
       }
       if (via === 'cookie') web?.clearSession(ctx);
     }

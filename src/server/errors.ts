@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context } from 'koa';
-import { UserBlockedError } from '../session/accounts.js';
+import { UserBlockedError } from '../session/controls.js';
 import { StoreUnavailableError } from '../session/types.js';
 import type { Logger } from './logger.js';
 
@@ -14,13 +14,16 @@ export const ERRORS = {
   invalid_request: { status: 400, message: 'The request body is missing a required field or has a wrong one.' },
   unknown_appid: { status: 400, message: 'The "appid" is not one this gateway serves.' },
   bad_path: { status: 400, message: 'The request path is not acceptable.' },
+  bad_host: { status: 400, message: 'The Host header must be one host name or address with an optional port (RFC 9112 §3.2).' },
   decrypt_failed: { status: 400, message: 'The data does not decrypt with the session key of this login.' },
   watermark_mismatch: { status: 400, message: 'The decrypted data was not made for this app (watermark).' },
   phone_code_invalid: { status: 400, message: 'WeChat rejected the phone number code (invalid, expired, used, or not this user\'s); ask the user again.' },
   signature_invalid: { status: 400, message: 'The signature does not match rawData and the session key.' },
   state_invalid: { status: 400, message: 'This login link is not valid in this browser (expired, tampered with, or started elsewhere); start the login again.' },
   state_used: { status: 400, message: 'This login link was already used; start the login again.' },
+  web_login_unavailable: { status: 400, message: 'No web login configured here fits this browser.' },
   redirect_not_allowed: { status: 400, message: 'The redirect target is not on the gateway\'s allow-list (web.redirects).' },
+  mp_message_invalid: { status: 400, message: 'The pushed message is not WeChat\'s XML, does not decrypt with web.mpQr.encodingAESKey, or is not in the mode web.mpQr.encrypt sets.' },
   unauthorized: { status: 401, message: 'A valid session token is required (Authorization: Bearer <token>); log in again.' },
   code_invalid: { status: 401, message: 'WeChat rejected the login code as invalid or expired; call wx.login() again.' },
   code_used: { status: 401, message: 'WeChat says this login code was already used; call wx.login() again.' },
@@ -29,6 +32,8 @@ export const ERRORS = {
   app_not_allowed: { status: 403, message: 'This route does not serve the app of this session.' },
   login_denied: { status: 403, message: 'The user did not allow the login in WeChat.' },
   csrf_failed: { status: 403, message: 'A request that changes something with the session cookie must come from an allowed page (Origin, or the CSRF token).' },
+  mp_signature_invalid: { status: 403, message: 'This message push does not carry WeChat\'s signature for web.mpQr.token (signature, timestamp, nonce; msg_signature when encrypted).' },
+  mp_replayed: { status: 403, message: 'This message push is stale (its timestamp is more than 5 minutes off) or replays a signature already used with another body.' },
   not_found: { status: 404, message: 'No route matches this path.' },
   ticket_not_found: { status: 404, message: 'No such scan-to-login ticket.' },
   method_not_allowed: { status: 405, message: 'This method is not allowed on this endpoint.' },

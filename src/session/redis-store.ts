@@ -1,7 +1,8 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Metrics } from '../metrics/metrics.js';
 import { TOKEN_HASH_LENGTH, UID_LENGTH, userId } from './tokens.js';
-import { StoreUnavailableError, type Flow, type Invalidation, type SessionRecord, type SessionStore } from './types.js';
+import { accountId, isAccountId } from './accounts.js';
+import { StoreUnavailableError, type Flow, type Identity, type Invalidation, type SessionRecord, type SessionStore } from './types.js';
 
 export interface RedisStoreOptions {
   url: string;
@@ -42,6 +43,16 @@ export interface RedisStoreOptions {
  *                        expiresAt): set at each login, moved forward (GT) by activity, tightened when a
  *                        session is revoked; the key is deleted with the user's last session. A session's
  *                        own deadlines are checked from its field (dead fields are dropped at the next login).
+ *   {prefix}a:{account} hash, for a unionid's account only (accounts.ts: "u" + 96 bits of a hash of the unionid):
+ *                          {uid} → "" (one per identity that logged in with the unionid: its user key's id)
+ *                        PEXPIREAT = the latest absolute deadline of the sessions made for it (never earlier:
+ *                        written at each login of a unionid, after the user's script: another key, so another
+ *                        command, on a Cluster too). What the admin API lists a person's identities from (each
+ *                        through its user key, while that lives); the request path never reads it. As small
+ *                        as a key gets (measured at 100,000 sessions, half the users with a unionid: +103 B per
+ *                        session with "appid\topenid" fields and the unionid, which broke the 400 B target;
+ *                        uids only: see BENCHMARKS.md). An identity's own account ("i" + uid) has no key: its
+ *                        user key is found from the id.
  *   {prefix}invalidate   pub/sub channel: revoked token hashes, comma-separated
  * A token is base64url(uid's 12 bytes ‖ 32 random bytes) (59 chars); its hash, what callers hold, is the
  * uid (16 chars) followed by {field} = base64url of the first 128 bits of SHA-256(token) (22 chars). The
@@ -277,7 +288,17 @@ redis.call('DEL', KEYS[1])
 if #hashes > 0 then redis.call('PUBLISH', ARGV[4], table.concat(hashes, ',')) end
 return { n, hashes }`;
 
+/**
+ * Records an identity in its unionid's account and keeps the account at least until the session's
+ * absolute deadline. KEYS: account. ARGV: the identity's uid, deadline (ms).
+ */
+const LINK = String.raw`
+redis.call('HSET', KEYS[1], ARGV[1], '')
+if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIREAT', KEYS[1], ARGV[2]) end
+return 1`;
+
 interface Scripts {
+  wxgateLink(aKey: string, uid: string, at: string): Promise<number>;
   wxgateCreate(uKey: string, ...argv: string[]): Promise<string[]>;
   wxgateTouch(uKey: string, field: string, at: string, at36: string, now: string): Promise<number>;
   wxgateSetPhone(uKey: string, field: string, phone: string, now: string, channel: string, tokenHash: string): Promise<number>;
@@ -398,6 +419,7 @@ export class RedisStore implements SessionStore {
     this.redis.defineCommand('wxgateSetPhone', { numberOfKeys: 1, lua: SET_PHONE });
     this.redis.defineCommand('wxgateRevoke', { numberOfKeys: 1, lua: REVOKE });
     this.redis.defineCommand('wxgateRevokeAll', { numberOfKeys: 1, lua: REVOKE_ALL });
+    this.redis.defineCommand('wxgateLink', { numberOfKeys: 1, lua: LINK });
     // The subscriber sends SUBSCRIBE itself at every 'ready' (and PINGs to notice a dead connection).
     this.sub = createRedisClient(opts, { ...base, commandTimeout: undefined });
     opts.metrics?.sessionStoreUp.set(0);
@@ -471,6 +493,9 @@ export class RedisStore implements SessionStore {
     if (tokenHash.length !== TOKEN_HASH_LENGTH) return undefined;
     return { key: `${this.opts.keyPrefix}u:${tokenHash.slice(0, UID_LENGTH)}`, field: tokenHash.slice(UID_LENGTH) };
   }
+  private aKey(account: string) {
+    return `${this.opts.keyPrefix}a:${account}`;
+  }
   private uKey(uid: string) {
     return `${this.opts.keyPrefix}u:${uid}`;
   }
@@ -525,6 +550,10 @@ export class RedisStore implements SessionStore {
         this.channel,
       );
       this.emit(evicted); // the script published them for the other replicas
+      if (record.unionid) {
+        const at = String(Math.floor(record.expiresAt));
+        await this.scripts.wxgateLink(this.aKey(accountId(record)), uid, at);
+      }
       return evicted;
     });
   }
@@ -583,6 +612,31 @@ export class RedisStore implements SessionStore {
       if (record && alive(record, now)) out.push({ tokenHash: uid + f, record });
     }
     return out.sort((a, b) => a.record.createdAt - b.record.createdAt || (a.tokenHash < b.tokenHash ? -1 : 1));
+  }
+
+  async linkedUnionid(appid: string, openid: string): Promise<string | undefined> {
+    const [n, who] = await this.run('linkedUnionid', () => this.redis.hmget(this.uKey(userId(appid, openid)), 'n', 'w'));
+    return n !== null && who === appid + SEP + openid ? n : undefined;
+  }
+
+  async identities(id: string): Promise<Identity[]> {
+    if (!isAccountId(id)) return [];
+    if (id.startsWith('i')) {
+      const [who, n] = await this.run('identities', () => this.redis.hmget(this.uKey(id.slice(1)), 'w', 'n'));
+      const w = who?.split(SEP);
+      return w?.length === 2 && n === null ? [{ appid: w[0]!, openid: w[1]! }] : [];
+    }
+    const uids = await this.run('identities', () => this.redis.hkeys(this.aKey(id)));
+    const out: Identity[] = [];
+    for (const uid of uids) {
+      const [who, n] = await this.run('identities', () => this.redis.hmget(this.uKey(uid), 'w', 'n'));
+      const w = who?.split(SEP);
+      // gone with its sessions, or linked to another unionid since: not (or no longer) found here
+      if (w?.length !== 2 || n === null) continue;
+      const identity = { appid: w[0]!, openid: w[1]!, unionid: n };
+      if (accountId(identity) === id) out.push(identity);
+    }
+    return out;
   }
 
   async getSessionKey(appid: string, openid: string): Promise<string | undefined> {

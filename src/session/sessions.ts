@@ -1,6 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Metrics } from '../metrics/metrics.js';
-import { UserBlockedError, type Accounts, type Device } from './accounts.js';
+import { accountId } from './accounts.js';
+import { UserBlockedError, type AccountControls, type Device } from './controls.js';
 import { hashToken, newToken } from './tokens.js';
 import type { Flow, Identity, SessionRecord, SessionStore } from './types.js';
 
@@ -26,6 +27,8 @@ interface Logger {
 /** A session as the request path sees it. */
 export interface ActiveSession extends SessionRecord {
   tokenHash: string;
+  /** The person's account id (accounts.ts; X-User-Id), worked out once when the session is cached. */
+  accountId: string;
 }
 
 /**
@@ -43,7 +46,7 @@ export class Sessions {
    * Account controls (blocks, audit trail, devices), when the gateway runs them: a blocked user gets no
    * session, and each new session's device and login are recorded.
    */
-  accounts?: Accounts;
+  controls?: AccountControls;
   /** the lookup counter's series, looked up once instead of per request */
   private readonly lookups: Record<'lru' | 'store' | 'negative' | 'miss' | 'error', { inc(): void }>;
 
@@ -94,8 +97,10 @@ export class Sessions {
    * block is checked before the session is written and again after (a block set meanwhile ends it).
    */
   async create(identity: Identity, sessionKey: string | undefined, flow: Flow, device: Device = {}): Promise<{ token: string; session: ActiveSession }> {
-    const accounts = this.accounts;
-    if (accounts) await this.refuseBlocked(accounts, identity, flow, device);
+    const controls = this.controls;
+    if (controls) await this.refuseBlocked(controls, identity, flow, device);
+    // a login WeChat gives no unionid stays with the person an earlier login of the identity linked it to
+    const unionid = identity.unionid || (await this.store.linkedUnionid(identity.appid, identity.openid));
     const now = this.now();
     const token = newToken(identity);
     const tokenHash = hashToken(token);
@@ -103,21 +108,21 @@ export class Sessions {
     const record: SessionRecord = {
       appid: identity.appid,
       openid: identity.openid,
-      ...(identity.unionid ? { unionid: identity.unionid } : {}),
+      ...(unionid ? { unionid } : {}),
       flow,
       createdAt: now,
       expiresAt,
       idleExpiresAt: Math.min(now + this.opts.ttl, expiresAt),
     };
     await this.store.create(tokenHash, record, sessionKey, { maxPerUser: this.opts.maxPerUser });
-    const session = { ...record, tokenHash };
-    if (accounts) {
-      if (await accounts.blocked(identity)) {
+    const session: ActiveSession = { ...record, tokenHash, accountId: accountId(record) };
+    if (controls) {
+      if (await controls.blocked(identity)) {
         await this.store.revoke(tokenHash);
-        await this.refuseBlocked(accounts, identity, flow, device);
+        await this.refuseBlocked(controls, identity, flow, device);
       }
-      await accounts.recordDevice(identity, tokenHash, device, expiresAt);
-      await accounts.audit({ event: 'login', appid: identity.appid, openid: identity.openid, flow, session: tokenHash, ...device });
+      await controls.recordDevice(identity, tokenHash, device, expiresAt);
+      await controls.audit({ event: 'login', appid: identity.appid, openid: identity.openid, flow, session: tokenHash, ...device });
     }
     // (a fresh 256-bit token cannot have been looked up before; kept correct all the same)
     this.negative?.delete(tokenHash);
@@ -126,10 +131,10 @@ export class Sessions {
     return { token, session };
   }
 
-  private async refuseBlocked(accounts: Accounts, identity: Identity, flow: Flow, device: Device): Promise<void> {
-    const block = await accounts.blocked(identity);
+  private async refuseBlocked(controls: AccountControls, identity: Identity, flow: Flow, device: Device): Promise<void> {
+    const block = await controls.blocked(identity);
     if (!block) return;
-    await accounts.audit({ event: 'login_failed', appid: identity.appid, openid: identity.openid, flow, error: 'user_blocked', by: 'gateway', ...device });
+    await controls.audit({ event: 'login_failed', appid: identity.appid, openid: identity.openid, flow, error: 'user_blocked', by: 'gateway', ...device });
     throw new UserBlockedError(block);
   }
 
@@ -228,6 +233,17 @@ export class Sessions {
     return this.store.revokeAll(who.appid, who.openid);
   }
 
+  /**
+   * Kills every session of every identity of an account (accounts.ts), on every replica. Returns the
+   * identities and how many sessions were ended.
+   */
+  async revokeAccount(id: string): Promise<{ identities: Identity[]; revoked: number }> {
+    const identities = await this.store.identities(id);
+    let revoked = 0;
+    for (const who of identities) revoked += await this.store.revokeAll(who.appid, who.openid);
+    return { identities, revoked };
+  }
+
   /** Seconds until the session ends if the user stays idle from now. */
   expiresIn(s: SessionRecord, now = this.now()): number {
     return Math.max(0, Math.round((Math.min(s.idleExpiresAt, s.expiresAt) - now) / 1000));
@@ -275,5 +291,5 @@ export class Sessions {
 
 /** A stored record as the request path sees it: with the hash it is keyed by. */
 function withHash(tokenHash: string, record: SessionRecord | undefined): ActiveSession | undefined {
-  return record && { ...record, tokenHash };
+  return record && { ...record, tokenHash, accountId: accountId(record) };
 }

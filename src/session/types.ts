@@ -72,6 +72,18 @@ export interface SessionStore {
   revokeAll(appid: string, openid: string): Promise<number>;
   /** The user's live sessions, oldest first. */
   list(appid: string, openid: string): Promise<Array<{ tokenHash: string; record: SessionRecord }>>;
+  /**
+   * The unionid of the identity's latest login that had one, while the store holds a session of the
+   * identity (as long as its session_key is kept): a later login WeChat gives no unionid (an Official
+   * Account's snsapi_base, say) stays with the same person. Undefined when there is none.
+   */
+  linkedUnionid(appid: string, openid: string): Promise<string | undefined>;
+  /**
+   * The identities of an account (accounts.ts) of which the store holds a session: for a unionid's
+   * account ("u…"), every identity whose latest unionid is that one, each with it; for an identity's own
+   * account ("i…"), that identity if it has no unionid. [] when none.
+   */
+  identities(accountId: string): Promise<Identity[]>;
   /** The user's current session_key (from their latest login). Never leaves the gateway. */
   getSessionKey(appid: string, openid: string): Promise<string | undefined>;
   /** Called when sessions are revoked anywhere (this replica or another), so caches can drop them. */

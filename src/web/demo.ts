@@ -33,6 +33,8 @@ export interface DemoFlow {
   waitEndpoint: string;
   /** after "confirmed": GET here with the new session cookie (shows the openid) */
   sessionEndpoint: string;
+  /** where the QR image may come from besides data: URLs (CSP img-src origins; the follow-QR code is WeChat's) */
+  imgSrc?: string[];
   texts: { zh: DemoTexts; en: DemoTexts };
 }
 
@@ -164,13 +166,14 @@ const SCRIPT = String.raw`
 /** The page for one flow, as a koa handler. */
 export function demoPageFor(flow: DemoFlow): (ctx: Context) => void {
   const flowJson = inlineJson(flow);
+  const imgSrc = (flow.imgSrc ?? []).map((o) => ` ${new URL(o).origin}`).join('');
   const en = flow.texts.en;
   return function demoPage(ctx: Context): void {
     const nonce = randomBytes(16).toString('base64');
     ctx.set('Cache-Control', 'no-store');
     ctx.set(
       'Content-Security-Policy',
-      `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+      `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; img-src data:${imgSrc}; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
     );
     ctx.set('X-Content-Type-Options', 'nosniff');
     ctx.type = 'text/html; charset=utf-8';

@@ -2,7 +2,7 @@ import { hash, randomBytes } from 'node:crypto';
 import type { Context } from 'koa';
 import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
-import { deviceOf } from '../session/accounts.js';
+import { deviceOf } from '../session/controls.js';
 import { GatewayError, wechatErrorFor } from '../server/errors.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
@@ -22,7 +22,18 @@ const KEEP_MS = 10 * 60_000;
 const POLL_MS = 250;
 const MAX_WAIT_S = 30;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Waits `ms`, or less if `signal` is aborted meanwhile. */
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 const secretHash = (secret: string) => hash('sha256', `wxgate-scan\n${secret}`, 'base64url');
 
 /**
@@ -36,7 +47,10 @@ const secretHash = (secret: string) => hash('sha256', `wxgate-scan\n${secret}`, 
  *   POST /scan/tickets/:id/cancel       … or "no"
  *   GET  /scan/tickets/:id?wait=25      the PC page, with X-Scan-Secret: waits (long poll) and, once
  *                                       confirmed, gets its own web session as the session cookie;
- *                                       `scanned` at once when the phone scanned it (unless &seen=scanned)
+ *                                       `scanned` at once when the phone scanned it (unless &seen=scanned);
+ *                                       a gateway that starts draining (SIGTERM) answers its long polls at
+ *                                       once with the ticket's status (Retry-After: 0, on a connection it
+ *                                       closes), so the page polls again, on another replica
  * The ticket id is in the QR code for anyone to see; the session goes only to the holder of the secret.
  * Tickets live in the web store (Redis with the redis store), so any replica answers either side.
  */
@@ -48,8 +62,10 @@ export function scanHandlers(deps: {
   accessTokens: AccessTokens;
   current: (ctx: Context) => Promise<{ token: string; via: 'bearer' | 'cookie' | undefined; session: ActiveSession }>;
   log: Logger;
+  /** aborted when the gateway drains: a long poll answers its ticket's status at once */
+  draining?: AbortSignal;
 }) {
-  const { config, web, sessions, wechat, accessTokens, current, log } = deps;
+  const { config, web, sessions, wechat, accessTokens, current, log, draining } = deps;
   const scan = config.web!.scan!;
   const app = scan.app ?? config.wechat.apps[0]!.appid;
   const trust = proxyaddr.compile([...config.server.trustedProxies]);
@@ -155,6 +171,12 @@ export function scanHandlers(deps: {
           return;
         }
         case 'pending':
+          if (draining?.aborted) {
+            // shutting down: not worth waiting out the deadline; poll again at once (elsewhere)
+            ctx.set('Retry-After', '0');
+            ctx.body = { status: answer.scanned ? 'scanned' : 'pending' };
+            return;
+          }
           if (answer.scanned && !seenScanned) {
             ctx.body = { status: 'scanned' };
             return;
@@ -163,7 +185,7 @@ export function scanHandlers(deps: {
             ctx.body = { status: answer.scanned ? 'scanned' : 'pending' };
             return;
           }
-          await sleep(POLL_MS);
+          await sleep(POLL_MS, draining);
           continue;
         case 'cancelled':
           throw new GatewayError('ticket_cancelled');

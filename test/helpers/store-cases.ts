@@ -1,4 +1,5 @@
 import test, { type ExecutionContext } from 'ava';
+import { accountId } from '../../src/session/accounts.js';
 import { hashToken, newToken, userId } from '../../src/session/tokens.js';
 import { FLOWS, type Flow, type Invalidation, type SessionRecord, type SessionStore } from '../../src/session/types.js';
 
@@ -88,6 +89,32 @@ const cases: Record<string, Case> = {
       t.deepEqual(await store.get(h), { ...r, phone: '+8613800138000', idleExpiresAt: idle }, `${flow}: after setPhone and touch`);
       t.is((await store.list(r.appid, r.openid))[0]?.record.flow, flow, `${flow}: list`);
     }
+  },
+  "an account's identities: every identity that logged in with its unionid; an identity without one is its own account": async (t, store) => {
+    const union = 'o-union-acct';
+    const mini = { ...record('o-acct-mini'), unionid: union };
+    const web = { ...record('o-acct-web', { appid: OTHER_APP, flow: 'mp' }), unionid: union };
+    const solo = record('o-acct-solo');
+    await store.create(hashFor(mini.openid), mini, 'k', { maxPerUser: 10 });
+    await store.create(hashFor(web.openid, OTHER_APP), web, undefined, { maxPerUser: 10 });
+    await store.create(hashFor(solo.openid), solo, 'k', { maxPerUser: 10 });
+    const sort = <T extends { openid: string }>(l: T[]) => [...l].sort((x, y) => (x.openid < y.openid ? -1 : 1));
+    t.deepEqual(
+      sort(await store.identities(accountId(mini))),
+      sort([{ appid: APP, openid: mini.openid, unionid: union }, { appid: OTHER_APP, openid: web.openid, unionid: union }]),
+    );
+    t.is(accountId(web), accountId(mini), 'one id for the unionid');
+    t.deepEqual(await store.identities(accountId(solo)), [{ appid: APP, openid: solo.openid }]);
+    t.deepEqual(await store.identities(accountId({ appid: APP, openid: mini.openid })), [], 'the identity has a unionid: not an account of its own');
+    t.deepEqual(await store.identities(accountId({ appid: APP, openid: 'o-nobody' })), []);
+    t.deepEqual(await store.identities(accountId({ appid: APP, openid: 'x', unionid: 'o-union-nobody' })), []);
+    t.deepEqual(await store.identities('not an id'), []);
+    t.is(await store.linkedUnionid(APP, mini.openid), union);
+    t.is(await store.linkedUnionid(APP, solo.openid), undefined);
+    t.is(await store.linkedUnionid(OTHER_APP, mini.openid), undefined, 'the same openid in another app is another identity');
+    await store.revokeAll(APP, mini.openid);
+    t.is(await store.linkedUnionid(APP, mini.openid), undefined, 'forgotten with its last session');
+    t.deepEqual(await store.identities(accountId(mini)), [{ appid: OTHER_APP, openid: web.openid, unionid: union }], 'an identity is listed while it has a session');
   },
   'touch moves the idle deadline; touching a missing session is false': async (t, store) => {
     const h = hashFor('o-touch');
