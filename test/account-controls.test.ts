@@ -331,6 +331,11 @@ test.serial('the session list: each session\'s flow, last activity, user agent a
   t.is(wrongUser.status, 404, 'another user\'s session cannot be revoked through this user');
   t.is(wrongUser.json.error, 'not_found');
   t.is(await sessionStatus(b, theirs), 200);
+
+  // a person's sessions revoked at once (DELETE /accounts/{id}/sessions): in the identity's own history too
+  const person = (await admin(a, 'GET', `${userPath(other)}/sessions`)).json.account;
+  t.is((await admin(b, 'DELETE', `/accounts/${person}/sessions`)).json.revoked, 1);
+  t.like((await admin(a, 'GET', `${userPath(other)}/events?limit=1`)).json.events[0], { event: 'revoke', by: 'admin' });
 });
 
 test.serial('memory store (one replica): block, events and the session list work the same', async (t) => {

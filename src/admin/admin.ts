@@ -177,6 +177,8 @@ export function createAdminApp(opts: {
     const id = String(ctx.params.id);
     const { identities, revoked } = isAccountId(id) ? await sessions.revokeAccount(id) : { identities: [], revoked: 0 };
     log.info({ account: id, identities: identities.length, revoked }, 'admin: revoked all sessions of an account');
+    // in each identity's own history (the count is the person's: the store revokes them together)
+    for (const who of identities) await controls?.audit({ event: 'revoke', appid: who.appid, openid: who.openid, by: 'admin' });
     ctx.body = { revoked, identities: identities.length };
   });
   router.delete('/users/:appid/:openid/sessions', async (ctx) => {

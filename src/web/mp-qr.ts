@@ -1,8 +1,10 @@
 import { hash, randomBytes } from 'node:crypto';
 import type { Context } from 'koa';
+import proxyaddr from 'proxy-addr';
 import getRawBody from 'raw-body';
 import { mpQrApp, type Config } from '../config/schema.js';
 import { GatewayError, wechatErrorFor } from '../server/errors.js';
+import { deviceOf } from '../session/controls.js';
 import type { Sessions } from '../session/sessions.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 import type { WechatClient } from '../wechat/client.js';
@@ -65,6 +67,7 @@ export function mpQrHandlers(deps: {
   mpBase?: string;
 }) {
   const { config, web, sessions, wechat, accessTokens, log } = deps;
+  const trust = proxyaddr.compile([...config.server.trustedProxies]);
   const q = config.web!.mpQr!;
   const app = mpQrApp(config)!.appid;
   const crypto = q.encodingAESKey ? new MpCrypto(q.encodingAESKey, app) : undefined;
@@ -119,7 +122,7 @@ export function mpQrHandlers(deps: {
       const answer = await web.store.claimTicket(id, h, Date.now());
       switch (answer.status) {
         case 'confirmed': {
-          const { token, session } = await sessions.create(answer.who, undefined, 'mpqr');
+          const { token, session } = await sessions.create(answer.who, undefined, 'mpqr', deviceOf(ctx.req, trust));
           web.setSession(ctx, token);
           log.info({ appid: answer.who.appid }, 'follow-QR login: browser logged in');
           ctx.body = { status: 'confirmed', expires_in: sessions.expiresIn(session) };
