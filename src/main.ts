@@ -249,7 +249,7 @@ export async function startGateway(config: Config, opts: { log?: Logger; configF
   let adminUrl: string | undefined;
   let adminServer: http.Server | undefined;
   if (config.admin) {
-    adminServer = http.createServer(createAdminApp({ token: config.admin.token, sessions, accessTokens, log: log.child({ part: 'admin' }) }).callback());
+    adminServer = http.createServer(createAdminApp({ token: config.admin.token, sessions, accessTokens, wechat, resetSessionKey: config.admin.resetSessionKey, log: log.child({ part: 'admin' }) }).callback());
     adminUrl = urlOf(config.admin.host, await listen(adminServer, config.admin.port, config.admin.host));
   }
   log.info(

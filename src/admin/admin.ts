@@ -6,22 +6,35 @@ import type { Logger } from '../server/logger.js';
 import { accountId, isAccountId } from '../session/accounts.js';
 import type { Sessions } from '../session/sessions.js';
 import type { SessionRecord } from '../session/types.js';
+import { sessionKeys } from '../login/session-key.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
+import type { WechatClient } from '../wechat/client.js';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
 /**
  * The admin API, on its own listener (config `admin`), for operators and back-office services:
  *   GET    /users/:appid/:openid/sessions   a user's live sessions
- *   DELETE /users/:appid/:openid/sessions   revoke them all, on every replica
+ *   DELETE /users/:appid/:openid/sessions   revoke them all, on every replica (admin.resetSessionKey: and the key at WeChat)
+ *   GET    /users/:appid/:openid/session_key  { valid }: whether WeChat still takes the key the gateway holds
  *   GET    /users/:appid/:openid/account    the person this identity belongs to: as GET /accounts/:id
  *   GET    /accounts/:id                    a person (X-User-Id): their identities and every live session of them
  *   DELETE /accounts/:id/sessions           revoke all of those, on every replica
  *   GET    /apps/:appid/access_token        the app's WeChat access_token, for upstreams that call WeChat APIs
  * Every call needs `Authorization: Bearer <admin.token>`.
  */
-export function createAdminApp(opts: { token: string; sessions: Sessions; accessTokens?: AccessTokens; log: Logger }): Koa {
+export function createAdminApp(opts: {
+  token: string;
+  sessions: Sessions;
+  accessTokens?: AccessTokens;
+  /** with accessTokens: session_key checks and resets at WeChat */
+  wechat?: WechatClient;
+  /** admin.resetSessionKey: a user revoke also resets the user's session_key at WeChat */
+  resetSessionKey?: boolean;
+  log: Logger;
+}): Koa {
   const { sessions, accessTokens, log } = opts;
+  const keys = opts.wechat && accessTokens ? sessionKeys(opts.wechat, accessTokens) : undefined;
   const expected = digest(`Bearer ${opts.token}`);
   const app = new Koa({ proxy: false });
   app.silent = true;
@@ -83,15 +96,47 @@ export function createAdminApp(opts: { token: string; sessions: Sessions; access
   });
   router.delete('/accounts/:id/sessions', async (ctx) => {
     const id = String(ctx.params.id);
-    const { identities, revoked } = isAccountId(id) ? await sessions.revokeAccount(id) : { identities: [], revoked: 0 };
-    log.info({ account: id, identities: identities.length, revoked }, 'admin: revoked all sessions of an account');
-    ctx.body = { revoked, identities: identities.length };
+    const identities = isAccountId(id) ? await sessions.store.identities(id) : [];
+    let revoked = 0;
+    let resets: number | undefined;
+    for (const who of identities) {
+      const r = await revokeUser(who);
+      revoked += r.revoked;
+      if (r.reset !== undefined) resets = (resets ?? 0) + (r.reset ? 1 : 0);
+    }
+    log.info({ account: id, identities: identities.length, revoked, sessionKeysReset: resets }, 'admin: revoked all sessions of an account');
+    ctx.body = { revoked, identities: identities.length, ...(resets !== undefined ? { session_keys_reset: resets } : {}) };
   });
+  /**
+   * Ends every session of the identity on every replica; with admin.resetSessionKey its session_key
+   * (mini-program identities) is reset at WeChat too, after the revocation (which never waits on WeChat
+   * to happen): true when WeChat did, false when it failed (logged), undefined when there was none.
+   */
+  async function revokeUser(who: { appid: string; openid: string }): Promise<{ revoked: number; reset?: boolean }> {
+    const key = opts.resetSessionKey && keys ? await sessions.store.getSessionKey(who.appid, who.openid) : undefined;
+    const revoked = await sessions.revokeAll(who);
+    if (key === undefined) return { revoked };
+    try {
+      await keys!.reset(who.appid, who.openid, key);
+      return { revoked, reset: true };
+    } catch (err) {
+      log.warn({ appid: who.appid, error: (err as GatewayError).code ?? 'internal_error' }, 'admin: could not reset the session_key at WeChat');
+      return { revoked, reset: false };
+    }
+  }
   router.delete('/users/:appid/:openid/sessions', async (ctx) => {
     const who = user(ctx);
-    const revoked = await sessions.revokeAll(who);
-    log.info({ appid: who.appid, revoked }, 'admin: revoked all sessions of a user');
-    ctx.body = { revoked };
+    const { revoked, reset } = await revokeUser(who);
+    log.info({ appid: who.appid, revoked, sessionKeyReset: reset }, 'admin: revoked all sessions of a user');
+    ctx.body = { revoked, ...(reset !== undefined ? { session_key_reset: reset } : {}) };
+  });
+  router.get('/users/:appid/:openid/session_key', async (ctx) => {
+    const who = user(ctx);
+    if (!keys) throw new GatewayError('not_found', { message: 'No WeChat client here.' });
+    const key = await sessions.store.getSessionKey(who.appid, who.openid);
+    if (key === undefined) throw new GatewayError('not_found', { message: 'The gateway holds no session_key for this user (no mini-program session).' });
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = { valid: await keys.check(who.appid, who.openid, key) };
   });
   router.get('/apps/:appid/access_token', async (ctx) => {
     const appid = String(ctx.params.appid);

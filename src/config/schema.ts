@@ -354,6 +354,11 @@ export const configSchema = z
         host: host.default('127.0.0.1'),
         /** Bearer secret for the admin API; read it from the environment: ${WXGATE_ADMIN_TOKEN}. */
         token: z.string({ error: 'is required (use ${WXGATE_ADMIN_TOKEN})' }).min(24, { error: 'must be at least 24 characters' }),
+        /**
+         * Revoking a user (or a person) on the admin API also resets their session_key at WeChat
+         * (wxa/resetusersessionkey), so data made with it no longer opens anywhere.
+         */
+        resetSessionKey: z.boolean({ error: 'must be true or false' }).default(false),
       })
       .optional(),
     log: z

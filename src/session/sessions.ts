@@ -199,17 +199,6 @@ export class Sessions {
     return this.store.revokeAll(who.appid, who.openid);
   }
 
-  /**
-   * Kills every session of every identity of an account (accounts.ts), on every replica. Returns the
-   * identities and how many sessions were ended.
-   */
-  async revokeAccount(id: string): Promise<{ identities: Identity[]; revoked: number }> {
-    const identities = await this.store.identities(id);
-    let revoked = 0;
-    for (const who of identities) revoked += await this.store.revokeAll(who.appid, who.openid);
-    return { identities, revoked };
-  }
-
   /** Seconds until the session ends if the user stays idle from now. */
   expiresIn(s: SessionRecord, now = this.now()): number {
     return Math.max(0, Math.round((Math.min(s.idleExpiresAt, s.expiresAt) - now) / 1000));
