@@ -13,6 +13,7 @@ import { createUpgradeHandler } from './proxy/websocket.js';
 import { createHandler } from './server/app.js';
 import { createLogger, type Logger } from './server/logger.js';
 import { MemoryStore } from './session/memory-store.js';
+import { Events } from './events/events.js';
 import { RedisStore } from './session/redis-store.js';
 import { Sessions } from './session/sessions.js';
 import type { SessionStore } from './session/types.js';
@@ -187,6 +188,17 @@ export async function startGateway(config: Config, opts: { log?: Logger; configF
   const store = createStore(config, metrics, log);
   await waitForStore(store, config.session.redis.connectTimeout, log);
   const sessions = new Sessions(store, config.session, metrics, log.child({ part: 'sessions' }));
+  if (config.events) {
+    const events = new Events({
+      ...config.events,
+      redis: store instanceof RedisStore ? store.redis : undefined,
+      keyPrefix: config.session.redis.keyPrefix,
+      metrics,
+      log: log.child({ part: 'events' }),
+    });
+    sessions.events = events;
+    closers.push(() => events.close());
+  }
   const replay: ReplayStore =
     store instanceof RedisStore ? new RedisReplayStore(store.redis, config.session.redis.keyPrefix) : new MemoryReplayStore();
   if (replay instanceof MemoryReplayStore) closers.push(() => replay.close());

@@ -114,7 +114,7 @@ export function createAdminApp(opts: {
    */
   async function revokeUser(who: { appid: string; openid: string }): Promise<{ revoked: number; reset?: boolean }> {
     const key = opts.resetSessionKey && keys ? await sessions.store.getSessionKey(who.appid, who.openid) : undefined;
-    const revoked = await sessions.revokeAll(who);
+    const revoked = await sessions.revokeAll(who, 'admin');
     if (key === undefined) return { revoked };
     try {
       await keys!.reset(who.appid, who.openid, key);

@@ -116,7 +116,7 @@ export async function openUserDataAtLogin(sessions: Sessions, session: ActiveSes
   try {
     return await openUserData(sessions, session, fields, { staleCheck: false });
   } catch (err) {
-    await sessions.revoke(token).catch(() => {});
+    await sessions.revoke(token, 'login_failed').catch(() => {});
     throw err;
   }
 }
