@@ -14,6 +14,7 @@ import { createUpgradeHandler } from './proxy/websocket.js';
 import { createHandler } from './server/app.js';
 import { createLogger, type Logger } from './server/logger.js';
 import { MemoryStore } from './session/memory-store.js';
+import { Events } from './events/events.js';
 import { RedisStore } from './session/redis-store.js';
 import { Sessions } from './session/sessions.js';
 import type { SessionStore } from './session/types.js';
@@ -269,6 +270,17 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
     { history: config.audit.history, historyKeep: config.audit.historyKeep, maxAge: config.session.maxAge, logOpenid: config.log.openid },
     log.child({ part: 'audit' }),
   );
+  if (config.events) {
+    const events = new Events({
+      ...config.events,
+      redis: store instanceof RedisStore ? store.redis : undefined,
+      keyPrefix: config.session.redis.keyPrefix,
+      metrics,
+      log: log.child({ part: 'events' }),
+    });
+    sessions.events = events;
+    closers.push(() => events.close());
+  }
   const replay: ReplayStore =
     store instanceof RedisStore ? new RedisReplayStore(store.redis, config.session.redis.keyPrefix) : new MemoryReplayStore();
   if (replay instanceof MemoryReplayStore) closers.push(() => replay.close());
@@ -344,7 +356,17 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
   let adminServer: http.Server | undefined;
   if (config.admin) {
     adminServer = http.createServer(
-      createAdminApp({ token: config.admin.token, sessions, controls: sessions.controls, ttl: config.session.ttl, bodyLimit: config.server.bodyLimit, accessTokens, log: log.child({ part: 'admin' }) }).callback(),
+      createAdminApp({
+        token: config.admin.token,
+        sessions,
+        controls: sessions.controls,
+        ttl: config.session.ttl,
+        bodyLimit: config.server.bodyLimit,
+        accessTokens,
+        wechat,
+        resetSessionKey: config.admin.resetSessionKey,
+        log: log.child({ part: 'admin' }),
+      }).callback(),
     );
     adminUrl = urlOf(config.admin.host, await listen(adminServer, config.admin.port, config.admin.host, { listener: 'the admin API', key: 'admin.port' }));
     const opened = adminServer;

@@ -8,7 +8,9 @@ import { accountId, isAccountId } from '../session/accounts.js';
 import type { AccountControls, AuditEntry, Block, Device } from '../session/controls.js';
 import type { Sessions } from '../session/sessions.js';
 import type { SessionRecord } from '../session/types.js';
+import { sessionKeys } from '../login/session-key.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
+import type { WechatClient } from '../wechat/client.js';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -20,7 +22,8 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
  *   DELETE /users/:appid/:openid/block           unblock (also POST /users/:appid/:openid/unblock)
  *   GET    /users/:appid/:openid/events          the user's audit history, newest first (?limit=N)
  *   GET    /users/:appid/:openid/sessions        a user's live sessions: id, flow, times, last activity, device
- *   DELETE /users/:appid/:openid/sessions        revoke them all, on every replica
+ *   DELETE /users/:appid/:openid/sessions        revoke them all, on every replica (admin.resetSessionKey: and the key at WeChat)
+ *   GET    /users/:appid/:openid/session_key     { valid }: whether WeChat still takes the key the gateway holds
  *   DELETE /users/:appid/:openid/sessions/:id    revoke one, by the id the list gives
  *   GET    /users/:appid/:openid/account         the person this identity belongs to: as GET /accounts/:id
  *   GET    /accounts/:id                         a person (X-User-Id): their identities and every live session of them
@@ -38,11 +41,16 @@ export function createAdminApp(opts: {
   ttl?: number;
   bodyLimit?: number;
   accessTokens?: AccessTokens;
+  /** with accessTokens: session_key checks and resets at WeChat */
+  wechat?: WechatClient;
+  /** admin.resetSessionKey: a user revoke also resets the user's session_key at WeChat */
+  resetSessionKey?: boolean;
   log: Logger;
 }): Koa {
   const { sessions, controls, accessTokens, log } = opts;
   const ttl = opts.ttl ?? 0;
   const bodyLimit = opts.bodyLimit ?? 4096;
+  const keys = opts.wechat && accessTokens ? sessionKeys(opts.wechat, accessTokens) : undefined;
   const expected = digest(`Bearer ${opts.token}`);
   const app = new Koa({ proxy: false });
   app.silent = true;
@@ -99,7 +107,7 @@ export function createAdminApp(opts: {
     }
     // the block first: a login that races the revocation finds it (Sessions.create checks after writing too)
     const b = await acc.block(who, { ...(reason ? { reason: reason as string } : {}), ...(end !== undefined ? { until: end } : {}) });
-    const revoked = await sessions.revokeAll(who);
+    const { revoked } = await revokeUser(who);
     await acc.audit({ event: 'block', ...who, by: 'admin', revoked, ...(b.reason ? { reason: b.reason } : {}), ...(b.until !== undefined ? { until: b.until } : {}) });
     log.info({ appid: who.appid, revoked, until: b.until === undefined ? undefined : iso(b.until) }, 'admin: blocked a user');
     ctx.body = { ...who, blocked: blockView(b), revoked };
@@ -175,18 +183,50 @@ export function createAdminApp(opts: {
   });
   router.delete('/accounts/:id/sessions', async (ctx) => {
     const id = String(ctx.params.id);
-    const { identities, revoked } = isAccountId(id) ? await sessions.revokeAccount(id) : { identities: [], revoked: 0 };
-    log.info({ account: id, identities: identities.length, revoked }, 'admin: revoked all sessions of an account');
-    // in each identity's own history (the count is the person's: the store revokes them together)
+    const identities = isAccountId(id) ? await sessions.store.identities(id) : [];
+    let revoked = 0;
+    let resets: number | undefined;
+    for (const who of identities) {
+      const r = await revokeUser(who);
+      revoked += r.revoked;
+      if (r.reset !== undefined) resets = (resets ?? 0) + (r.reset ? 1 : 0);
+    }
+    log.info({ account: id, identities: identities.length, revoked, sessionKeysReset: resets }, 'admin: revoked all sessions of an account');
+    // in each identity's own history (the count is the person's)
     for (const who of identities) await controls?.audit({ event: 'revoke', appid: who.appid, openid: who.openid, by: 'admin' });
-    ctx.body = { revoked, identities: identities.length };
+    ctx.body = { revoked, identities: identities.length, ...(resets !== undefined ? { session_keys_reset: resets } : {}) };
   });
+  /**
+   * Ends every session of the identity on every replica; with admin.resetSessionKey its session_key
+   * (mini-program identities) is reset at WeChat too, after the revocation (which never waits on WeChat
+   * to happen): true when WeChat did, false when it failed (logged), undefined when there was none.
+   */
+  async function revokeUser(who: { appid: string; openid: string }): Promise<{ revoked: number; reset?: boolean }> {
+    const key = opts.resetSessionKey && keys ? await sessions.store.getSessionKey(who.appid, who.openid) : undefined;
+    const revoked = await sessions.revokeAll(who, 'admin');
+    if (key === undefined) return { revoked };
+    try {
+      await keys!.reset(who.appid, who.openid, key);
+      return { revoked, reset: true };
+    } catch (err) {
+      log.warn({ appid: who.appid, error: (err as GatewayError).code ?? 'internal_error' }, 'admin: could not reset the session_key at WeChat');
+      return { revoked, reset: false };
+    }
+  }
   router.delete('/users/:appid/:openid/sessions', async (ctx) => {
     const who = user(ctx);
-    const revoked = await sessions.revokeAll(who);
-    log.info({ appid: who.appid, revoked }, 'admin: revoked all sessions of a user');
+    const { revoked, reset } = await revokeUser(who);
+    log.info({ appid: who.appid, revoked, sessionKeyReset: reset }, 'admin: revoked all sessions of a user');
     await controls?.audit({ event: 'revoke', ...who, by: 'admin', revoked });
-    ctx.body = { revoked };
+    ctx.body = { revoked, ...(reset !== undefined ? { session_key_reset: reset } : {}) };
+  });
+  router.get('/users/:appid/:openid/session_key', async (ctx) => {
+    const who = user(ctx);
+    if (!keys) throw new GatewayError('not_found', { message: 'No WeChat client here.' });
+    const key = await sessions.store.getSessionKey(who.appid, who.openid);
+    if (key === undefined) throw new GatewayError('not_found', { message: 'The gateway holds no session_key for this user (no mini-program session).' });
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = { valid: await keys.check(who.appid, who.openid, key) };
   });
   router.delete('/users/:appid/:openid/sessions/:id', async (ctx) => {
     const who = user(ctx);

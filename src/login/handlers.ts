@@ -9,7 +9,9 @@ import { StoreUnavailableError } from '../session/types.js';
 import type { WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';
 import { readJsonObject } from './body.js';
-import { openUserDataAtLogin, userDataFields } from './decrypt.js';
+import { openUserDataAtLogin, requireMiniProgram, userDataFields } from './decrypt.js';
+import { keyStaleAtWechat, sessionKeys } from './session-key.js';
+import type { AccessTokens } from '../wechat/access-token.js';
 import { bearerOnly, type WebContext } from '../web/context.js';
 import type { CodeOnce, Exchanged } from './code-once.js';
 
@@ -22,6 +24,8 @@ export interface LoginDeps {
   config: Config;
   sessions: Sessions;
   wechat: WechatClient;
+  /** the apps' shared access_tokens (for wxa/checksession) */
+  accessTokens?: AccessTokens;
   /** spends each code once across replicas (code-once.ts) */
   codeOnce: CodeOnce;
   /** browser logins (session cookie, CSRF), when configured */
@@ -55,7 +59,8 @@ export function unauthorized(tokenGiven: boolean): GatewayError {
 }
 
 /** POST /login, GET /session and POST /logout: the mini-program's side of the session. */
-export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, metrics, log }: LoginDeps) {
+export function loginHandlers({ config, sessions, wechat, accessTokens, codeOnce: once, web, metrics, log }: LoginDeps) {
+  const keys = accessTokens ? sessionKeys(wechat, accessTokens) : undefined;
   const credentials = web?.credentials ?? bearerOnly;
   const apps = new Map(config.wechat.apps.map((a) => [a.appid, a]));
   const soleApp = config.wechat.apps.length === 1 ? config.wechat.apps[0]!.appid : undefined;
@@ -149,9 +154,21 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
     return { token, via, session };
   }
 
-  /** The server side of wx.checkSession(): is this token still good, and for how long? */
+  /**
+   * The server side of wx.checkSession(): is this token still good, and for how long? With
+   * `?verify=wechat` (mini-program sessions only) WeChat is asked too whether the session_key the gateway
+   * holds is still the user's (wxa/checksession): 401 session_key_stale when not (log in again).
+   */
   async function session(ctx: Context): Promise<void> {
+    const verify = ctx.query.verify;
+    if (verify !== undefined && verify !== 'wechat') throw new GatewayError('bad_request', { message: 'verify must be "wechat" (or absent).' });
     const { session } = await current(ctx);
+    if (verify === 'wechat') {
+      requireMiniProgram(config, session, 'verify=wechat checks the session_key');
+      const key = await sessions.store.getSessionKey(session.appid, session.openid);
+      if (!keys) throw new GatewayError('wechat_unavailable', { message: 'The gateway cannot ask WeChat here.' });
+      if (key === undefined || !(await keys.check(session.appid, session.openid, key, { cached: true }))) throw keyStaleAtWechat();
+    }
     ctx.set('Cache-Control', 'no-store');
     ctx.body = {
       openid: session.openid,
@@ -190,5 +207,5 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
     ctx.status = 204;
   }
 
-  return { login, session, logout, current };
+  return { login, session, logout, current, keys };
 }

@@ -147,6 +147,23 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ['route'] as const,
       registers: [registry],
     }),
+    events: new Counter({
+      name: 'wxgate_events_total',
+      help: 'Login events (events.url), by type and outcome: delivered, rejected (a 4xx other than 408/429), gave_up (events.attempts failed), dropped_queue_full, dropped_shutdown, or queued.',
+      labelNames: ['type', 'outcome'] as const,
+      registers: [registry],
+    }),
+    eventDeliveries: new Counter({
+      name: 'wxgate_event_deliveries_total',
+      help: 'Login event delivery attempts, by outcome: ok, http_4xx, http_5xx, timeout, network.',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    eventsPending: new Gauge({
+      name: 'wxgate_events_pending',
+      help: 'Login events waiting in this replica (new, in flight or waiting to be retried).',
+      registers: [registry],
+    }),
     websocketClosures: new Counter({
       name: 'wxgate_websocket_closures_total',
       help: 'WebSocket connections closed, by route name and reason: client, upstream, session_ended (revoked or expired), max_lifetime, shutdown, error.',

@@ -194,7 +194,7 @@ function ownEndpoints(deps: AppDeps): Router {
   router.get(e.session, label('session'), h.session).all(e.session, label('session'), notAllowed('GET, HEAD'));
   router.post(e.logout, label('logout'), h.logout).all(e.logout, label('logout'), notAllowed('POST'));
   router
-    .post(e.decrypt, label('decrypt'), decryptHandler({ config, sessions, current: h.current }))
+    .post(e.decrypt, label('decrypt'), decryptHandler({ config, sessions, current: h.current, keys: h.keys, log: deps.log }))
     .all(e.decrypt, label('decrypt'), notAllowed('POST'));
   router
     .post(e.phone, label('phone'), phoneHandler({ config, sessions, wechat: deps.wechat, accessTokens: deps.accessTokens, current: h.current, log: deps.log }))

@@ -189,9 +189,11 @@ export function openapiDocument(config: Config): object {
     id: 'getSession',
     tag: 'session',
     summary: 'The current session (the server side of wx.checkSession())',
+    description: 'With `verify=wechat` (mini-program sessions), WeChat is asked too whether the session_key the gateway holds is still the user\'s (wxa/checksession, answers kept a minute): `401 session_key_stale` when not.',
     security: sessionAuth,
+    parameters: [{ name: 'verify', in: 'query', required: false, description: 'Also ask WeChat whether the session_key is still valid.', schema: { type: 'string', enum: ['wechat'] } }],
     responses: { '200': ok('Who the session is, and for how long it lasts if unused.', ref('Session')) },
-    errors: ['unauthorized', ...ALWAYS],
+    errors: ['bad_request', 'unauthorized', 'session_key_stale', ...webSessions, 'app_not_allowed', ...WECHAT_ERRORS, 'wechat_rate_limited', ...ALWAYS].filter((c, i, all) => all.indexOf(c) === i) as ErrorCode[],
   }));
 
   add(e.logout, 'post', operation({
@@ -222,6 +224,7 @@ export function openapiDocument(config: Config): object {
     requestBody: jsonBody(ref('DecryptRequest')),
     responses: { '200': ok('The decrypted data.', ref('DecryptResponse')) },
     errors: ['unauthorized', 'session_key_stale', ...csrf, ...webSessions, ...BODY_ERRORS, 'invalid_request', 'decrypt_failed', 'watermark_mismatch', 'signature_invalid', ...ALWAYS],
+    // (a failed decryption asks WeChat whether the key is still valid; when WeChat cannot say, the decryption error stands)
   }));
 
   add(e.phone, 'post', operation({

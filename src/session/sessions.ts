@@ -1,5 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { Metrics } from '../metrics/metrics.js';
+import type { RevokedSessions, RevokeReason } from '../events/events.js';
 import { accountId } from './accounts.js';
 import { UserBlockedError, type AccountControls, type Device } from './controls.js';
 import { hashToken, newToken } from './tokens.js';
@@ -22,6 +23,12 @@ export interface SessionOptions {
 
 interface Logger {
   warn(obj: object, msg: string): void;
+}
+
+/** Who hears of sessions made and ended (the login events, events/events.ts); never waits, never throws. */
+export interface SessionEventSink {
+  sessionCreated(session: ActiveSession): void;
+  sessionsRevoked(data: RevokedSessions): void;
 }
 
 /** A session as the request path sees it. */
@@ -49,6 +56,8 @@ export class Sessions {
   controls?: AccountControls;
   /** the lookup counter's series, looked up once instead of per request */
   private readonly lookups: Record<'lru' | 'store' | 'negative' | 'miss' | 'error', { inc(): void }>;
+  /** told of every session made and ended here (config `events`), when set */
+  events?: SessionEventSink;
 
   constructor(
     readonly store: SessionStore,
@@ -114,7 +123,7 @@ export class Sessions {
       expiresAt,
       idleExpiresAt: Math.min(now + this.opts.ttl, expiresAt),
     };
-    await this.store.create(tokenHash, record, sessionKey, { maxPerUser: this.opts.maxPerUser });
+    const evicted = await this.store.create(tokenHash, record, sessionKey, { maxPerUser: this.opts.maxPerUser });
     const session: ActiveSession = { ...record, tokenHash, accountId: accountId(record) };
     if (controls) {
       if (await controls.blocked(identity)) {
@@ -123,6 +132,11 @@ export class Sessions {
       }
       await controls.recordDevice(identity, tokenHash, device, expiresAt);
       await controls.audit({ event: 'login', appid: identity.appid, openid: identity.openid, flow, session: tokenHash, ...device });
+    }
+    if (this.events) {
+      this.events.sessionCreated(session);
+      const who = { appid: record.appid, openid: record.openid, user_id: session.accountId };
+      if (evicted.length > 0) this.events.sessionsRevoked({ ...who, sessions: evicted, count: evicted.length, reason: 'evicted' });
     }
     // (a fresh 256-bit token cannot have been looked up before; kept correct all the same)
     this.negative?.delete(tokenHash);
@@ -214,11 +228,15 @@ export class Sessions {
   }
 
   /** Kills one session on this replica at once (and, through the store, everywhere). */
-  async revoke(token: string): Promise<boolean> {
+  async revoke(token: string, reason: RevokeReason = 'logout'): Promise<boolean> {
     const tokenHash = hashToken(token);
+    // with events, whose session it was (a logout reads it once more; nothing else does)
+    const was = this.events ? (this.cache?.get(tokenHash) ?? (await this.store.get(tokenHash).catch(() => undefined))) : undefined;
     this.cache?.delete(tokenHash);
     this.reads.delete(tokenHash);
-    return this.store.revoke(tokenHash);
+    const done = await this.store.revoke(tokenHash);
+    if (done && was) this.events?.sessionsRevoked({ appid: was.appid, openid: was.openid, user_id: accountId(was), sessions: [tokenHash], count: 1, reason });
+    return done;
   }
 
   /** Kills one session by its id (the token's hash, as the admin API lists it) on this replica at once and everywhere. */
@@ -229,19 +247,10 @@ export class Sessions {
   }
 
   /** Kills every session of a user, on every replica. */
-  async revokeAll(who: { appid: string; openid: string }): Promise<number> {
-    return this.store.revokeAll(who.appid, who.openid);
-  }
-
-  /**
-   * Kills every session of every identity of an account (accounts.ts), on every replica. Returns the
-   * identities and how many sessions were ended.
-   */
-  async revokeAccount(id: string): Promise<{ identities: Identity[]; revoked: number }> {
-    const identities = await this.store.identities(id);
-    let revoked = 0;
-    for (const who of identities) revoked += await this.store.revokeAll(who.appid, who.openid);
-    return { identities, revoked };
+  async revokeAll(who: { appid: string; openid: string; accountId?: string }, reason: RevokeReason = 'logout_all'): Promise<number> {
+    const n = await this.store.revokeAll(who.appid, who.openid);
+    this.events?.sessionsRevoked({ appid: who.appid, openid: who.openid, ...(who.accountId ? { user_id: who.accountId } : {}), count: n, reason });
+    return n;
   }
 
   /** Seconds until the session ends if the user stays idle from now. */
