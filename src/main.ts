@@ -5,6 +5,7 @@ import { ConfigError, loadConfigFile } from './config/load.js';
 import { restartOnlyChanges, watchConfigFile } from './config/reload.js';
 import { mpQrApp, type Config } from './config/schema.js';
 import { createAdminApp } from './admin/admin.js';
+import { AccountControls, MemoryAccountStore, RedisAccountStore } from './session/controls.js';
 import { createExampleUpstream } from './dev/example-upstream.js';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from './login/rate-limit.js';
 import { MemoryReplayStore, RedisReplayStore, type ReplayStore } from './login/replay.js';
@@ -15,6 +16,7 @@ import { createHandler } from './server/app.js';
 import { loadTlsFiles } from './server/tls.js';
 import { createLogger, type Logger } from './server/logger.js';
 import { MemoryStore } from './session/memory-store.js';
+import { Events } from './events/events.js';
 import { RedisStore } from './session/redis-store.js';
 import { Sessions } from './session/sessions.js';
 import type { SessionStore } from './session/types.js';
@@ -266,6 +268,23 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
   undo.push(() => store.close());
   await waitForStore(store, config.session.redis.connectTimeout, log);
   const sessions = new Sessions(store, config.session, metrics, log.child({ part: 'sessions' }));
+  // account controls: blocks, the login audit trail (its own log lines, part: audit), the device list
+  sessions.controls = new AccountControls(
+    store instanceof RedisStore ? new RedisAccountStore(store.redis, config.session.redis.keyPrefix) : new MemoryAccountStore(),
+    { history: config.audit.history, historyKeep: config.audit.historyKeep, maxAge: config.session.maxAge, logOpenid: config.log.openid },
+    log.child({ part: 'audit' }),
+  );
+  if (config.events) {
+    const events = new Events({
+      ...config.events,
+      redis: store instanceof RedisStore ? store.redis : undefined,
+      keyPrefix: config.session.redis.keyPrefix,
+      metrics,
+      log: log.child({ part: 'events' }),
+    });
+    sessions.events = events;
+    closers.push(() => events.close());
+  }
   const replay: ReplayStore =
     store instanceof RedisStore ? new RedisReplayStore(store.redis, config.session.redis.keyPrefix) : new MemoryReplayStore();
   if (replay instanceof MemoryReplayStore) closers.push(() => replay.close());
@@ -343,7 +362,19 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
   let adminUrl: string | undefined;
   let adminServer: http.Server | undefined;
   if (config.admin) {
-    adminServer = http.createServer(createAdminApp({ token: config.admin.token, sessions, accessTokens, log: log.child({ part: 'admin' }) }).callback());
+    adminServer = http.createServer(
+      createAdminApp({
+        token: config.admin.token,
+        sessions,
+        controls: sessions.controls,
+        ttl: config.session.ttl,
+        bodyLimit: config.server.bodyLimit,
+        accessTokens,
+        wechat,
+        resetSessionKey: config.admin.resetSessionKey,
+        log: log.child({ part: 'admin' }),
+      }).callback(),
+    );
     adminUrl = urlOf(config.admin.host, await listen(adminServer, config.admin.port, config.admin.host, { listener: 'the admin API', key: 'admin.port' }));
     const opened = adminServer;
     undo.push(() => closeServer(opened, 0));

@@ -194,7 +194,7 @@ function ownEndpoints(deps: AppDeps): Router {
   router.get(e.session, label('session'), h.session).all(e.session, label('session'), notAllowed('GET, HEAD'));
   router.post(e.logout, label('logout'), h.logout).all(e.logout, label('logout'), notAllowed('POST'));
   router
-    .post(e.decrypt, label('decrypt'), decryptHandler({ config, sessions, current: h.current }))
+    .post(e.decrypt, label('decrypt'), decryptHandler({ config, sessions, current: h.current, keys: h.keys, log: deps.log }))
     .all(e.decrypt, label('decrypt'), notAllowed('POST'));
   router
     .post(e.phone, label('phone'), phoneHandler({ config, sessions, wechat: deps.wechat, accessTokens: deps.accessTokens, current: h.current, log: deps.log }))
@@ -274,7 +274,7 @@ function webEndpoints(
   }
   const mpQr = config.web!.mpQr;
   if (mpQr) {
-    const h = mpQrHandlers({ config, web, sessions, wechat, accessTokens: deps.accessTokens, log, mpBase: deps.mpBase });
+    const h = mpQrHandlers({ config, web, sessions, wechat, accessTokens: deps.accessTokens, log, metrics: deps.metrics, mpBase: deps.mpBase, draining: deps.draining });
     const limit = perIpLimit(deps, 'qr');
     const s = label('mpqr');
     if (limit) router.post('/qr/tickets', s, limit, h.create);

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context } from 'koa';
+import { UserBlockedError } from '../session/controls.js';
 import { StoreUnavailableError } from '../session/types.js';
 import type { Logger } from './logger.js';
 
@@ -91,6 +92,7 @@ export function toGatewayError(err: unknown, log: Logger, route: string | undefi
     log.warn({ err: err.message, route }, 'session store unavailable');
     return new GatewayError('session_store_unavailable', { headers: { 'Retry-After': '1' } });
   }
+  if (err instanceof UserBlockedError) return new GatewayError('user_blocked', { message: err.message });
   if ((err as { status?: number }).status === 405) return new GatewayError('method_not_allowed');
   log.error({ err, route }, 'request failed');
   return new GatewayError('internal_error');

@@ -189,9 +189,11 @@ export function openapiDocument(config: Config): object {
     id: 'getSession',
     tag: 'session',
     summary: 'The current session (the server side of wx.checkSession())',
+    description: 'With `verify=wechat` (mini-program sessions), WeChat is asked too whether the session_key the gateway holds is still the user\'s (wxa/checksession, answers kept a minute): `401 session_key_stale` when not.',
     security: sessionAuth,
+    parameters: [{ name: 'verify', in: 'query', required: false, description: 'Also ask WeChat whether the session_key is still valid.', schema: { type: 'string', enum: ['wechat'] } }],
     responses: { '200': ok('Who the session is, and for how long it lasts if unused.', ref('Session')) },
-    errors: ['unauthorized', ...ALWAYS],
+    errors: ['bad_request', 'unauthorized', 'session_key_stale', ...webSessions, 'app_not_allowed', ...WECHAT_ERRORS, 'wechat_rate_limited', ...ALWAYS].filter((c, i, all) => all.indexOf(c) === i) as ErrorCode[],
   }));
 
   add(e.logout, 'post', operation({
@@ -222,6 +224,7 @@ export function openapiDocument(config: Config): object {
     requestBody: jsonBody(ref('DecryptRequest')),
     responses: { '200': ok('The decrypted data.', ref('DecryptResponse')) },
     errors: ['unauthorized', 'session_key_stale', ...csrf, ...webSessions, ...BODY_ERRORS, 'invalid_request', 'decrypt_failed', 'watermark_mismatch', 'signature_invalid', ...ALWAYS],
+    // (a failed decryption asks WeChat whether the key is still valid; when WeChat cannot say, the decryption error stands)
   }));
 
   add(e.phone, 'post', operation({
@@ -314,6 +317,11 @@ export function openapiDocument(config: Config): object {
           { name: 'state', in: 'query', required: true, description: 'The state sent to WeChat by authorize.', schema: STRING },
         ],
         responses: {
+          '200': {
+            description: 'Loaded inside an iframe (Sec-Fetch-Dest: iframe; the embedded QR with self_redirect=true): a small page that sends the top window to this same URL, where the login ends; the code is not spent in the frame.',
+            headers: { 'Cache-Control': NO_STORE },
+            content: { 'text/html': { schema: STRING } },
+          },
           '302': {
             description: 'Logged in: to the redirect approved at authorize.',
             headers: {
@@ -657,7 +665,7 @@ function mpQrPaths(
     summary: 'WeChat checks the server URL (服务器配置): signed, it gets echostr back',
     parameters: [...signed, { name: 'echostr', in: 'query', required: true, schema: STRING }],
     responses: { '200': text('echostr, as it came.') },
-    errors: ['bad_request', 'mp_signature_invalid', 'mp_replayed', 'internal_error'],
+    errors: ['bad_request', 'mp_signature_invalid', 'mp_replayed', ...ALWAYS],
   }));
   add(q.eventsPath, 'post', operation({
     id: 'mpEventsPush',

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { devEncrypt } from './simulator-encrypt.js';
@@ -22,6 +22,9 @@ import { createWebApis } from './simulator-web.js';
  *
  * `POST /dev/encrypt` (not a WeChat API) makes open data (encryptedData, iv, rawData, signature) with a
  * user's session_key from here: see simulator-encrypt.ts.
+ *
+ * `GET /wxa/checksession` and `GET /wxa/resetusersessionkey` check (and replace) a user's latest
+ * session_key here by its login state signature.
  *
  * `POST /cgi-bin/stable_token`, `GET /cgi-bin/token` and `POST /wxa/business/getuserphonenumber`
  * (codes "phone-<digits>", "fail-<errcode>"): see simulator-token.ts.
@@ -64,6 +67,11 @@ const ERRMSG: Record<number, string> = {
   41002: 'appid missing',
   41004: 'appsecret missing',
   41008: 'missing code',
+  40001: 'invalid credential, access_token is invalid or not latest',
+  41001: 'access_token missing',
+  40003: 'invalid openid',
+  87008: 'invalid sig_method',
+  87009: 'invalid signature',
 };
 
 const USED_CODE_LIFE = 5 * 60 * 1000;
@@ -168,10 +176,33 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
     });
   }
 
+  /**
+   * `GET /wxa/checksession` and `GET /wxa/resetusersessionkey` (access_token, openid, signature =
+   * hmac_sha256 keyed with the session_key over "", sig_method=hmac_sha256): 87009 unless the signature is
+   * made with the user's latest session_key here; 87008 for another sig_method. A reset gives the user a
+   * new random key, so the old one stops working, as at WeChat.
+   */
+  function sessionKeyApi(q: URLSearchParams, res: http.ServerResponse, reset: boolean): void {
+    const entry = tokenApis.checkToken(q.get('access_token'));
+    if ('errcode' in entry) return error(res, entry.errcode);
+    const openid = q.get('openid');
+    if (!openid) return error(res, 40003);
+    if (q.get('sig_method') !== 'hmac_sha256') return error(res, 87008);
+    const key = latestKeys.get(`${entry.appid}:${openid}`);
+    const expected = key === undefined ? undefined : createHmac('sha256', key).update('').digest('hex');
+    if (expected === undefined || q.get('signature') !== expected) return error(res, 87009);
+    if (!reset) return json(res, { errcode: 0, errmsg: 'ok' });
+    const fresh = randomBytes(16).toString('base64');
+    latestKeys.set(`${entry.appid}:${openid}`, fresh);
+    json(res, { errcode: 0, errmsg: 'ok', openid, session_key: fresh });
+  }
+
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://simulator');
     const answer = () => {
       if (req.method === 'GET' && url.pathname === '/sns/jscode2session') return jscode2session(url.searchParams, res);
+      if (req.method === 'GET' && url.pathname === '/wxa/checksession') return sessionKeyApi(url.searchParams, res, false);
+      if (req.method === 'GET' && url.pathname === '/wxa/resetusersessionkey') return sessionKeyApi(url.searchParams, res, true);
       if (req.method === 'POST' && url.pathname === '/dev/encrypt') {
         return devEncrypt(req, res, { apps: opts.apps, latestKeys, sessionKeyOf: simulatedSessionKey, openidOf: simulatedOpenid });
       }
