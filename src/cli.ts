@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { explainRoute, maskSecrets } from './config/inspect.js';
 import { ConfigError, loadConfigFile } from './config/load.js';
+import { isWorker, runPrimary, runWorker, workerCount } from './cluster.js';
 import { ListenError, startGateway } from './main.js';
 import { createLogger } from './server/logger.js';
 import { startSimulator } from './wechat/simulator.js';
@@ -74,30 +75,43 @@ async function main(argv: string[]): Promise<number> {
   }
   const config = loadConfigFile(file);
   const log = createLogger(config.log.level);
+  const watch = process.env.WXGATE_WATCH !== '0';
+  const keepServing = () => {
+    process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception (the gateway keeps serving)'));
+    process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (the gateway keeps serving)'));
+  };
+  // server.workers > 1: this process forks the workers and watches over them (src/cluster.ts)
+  if (!isWorker() && workerCount(config) > 1) {
+    const primary = await runPrimary(config, file, log, { watch });
+    process.once('SIGTERM', () => primary.stop('SIGTERM'));
+    process.once('SIGINT', () => primary.stop('SIGINT'));
+    keepServing();
+    return -1;
+  }
   // the file is watched and reloaded when it changes (WXGATE_WATCH=0 turns that off); SIGHUP reloads too
-  const gw = await startGateway(config, { log, configFile: file, watch: process.env.WXGATE_WATCH !== '0' });
-  process.on('SIGHUP', () => void gw.reload());
+  // (a worker's primary does both for it)
+  const gw = isWorker() ? await runWorker(config, file, log) : await startGateway(config, { log, configFile: file, watch });
+  if (!isWorker()) process.on('SIGHUP', () => void gw.reload());
 
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal, deadline_ms: gw.config.server.shutdownTimeout }, 'shutting down: draining in-flight requests');
+    gw.log.info({ signal, deadline_ms: gw.config.server.shutdownTimeout }, 'shutting down: draining in-flight requests');
     gw.close().then(
       () => {
-        log.info('stopped');
+        gw.log.info('stopped');
         process.exit(0);
       },
       (err: unknown) => {
-        log.error({ err }, 'shutdown failed');
+        gw.log.error({ err }, 'shutdown failed');
         process.exit(1);
       },
     );
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
-  process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception (the gateway keeps serving)'));
-  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (the gateway keeps serving)'));
+  keepServing();
   return -1;
 }
 

@@ -194,12 +194,22 @@ function urlOf(host: string, port: number): string {
   return `http://${h}:${port}`;
 }
 
+export interface StartOptions {
+  log?: Logger;
+  configFile?: string;
+  watch?: boolean;
+  /** server.workers > 1: this process is that worker (1…N) of a primary (src/cluster.ts) */
+  worker?: number;
+  /** false: leave that listener to another process (the primary serves metrics.port, worker 1 the admin API) */
+  listeners?: { metrics?: boolean; admin?: boolean };
+}
+
 /**
  * Starts the gateway (and, when the config asks for them, the dev simulator and example upstream).
  * All or nothing: when any part fails to start (a listener whose port is taken: a ListenError), what was
  * opened already (listeners, Redis connections, timers) is closed again before the error is thrown.
  */
-export async function startGateway(config: Config, opts: { log?: Logger; configFile?: string; watch?: boolean } = {}): Promise<Gateway> {
+export async function startGateway(config: Config, opts: StartOptions = {}): Promise<Gateway> {
   const undo: Array<() => Promise<void> | void> = [];
   try {
     return await openGateway(config, opts, undo);
@@ -216,7 +226,7 @@ export async function startGateway(config: Config, opts: { log?: Logger; configF
 }
 
 /** `undo`: what it opened so far, pushed as it goes, for startGateway to close if a later step fails. */
-async function openGateway(config: Config, opts: { log?: Logger; configFile?: string; watch?: boolean }, undo: Array<() => Promise<void> | void>): Promise<Gateway> {
+async function openGateway(config: Config, opts: StartOptions, undo: Array<() => Promise<void> | void>): Promise<Gateway> {
   const log = opts.log ?? createLogger(config.log.level);
   const metrics = createMetrics();
   const closers: Array<() => Promise<void> | void> = [];
@@ -304,7 +314,7 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
 
   let metricsUrl: string | undefined;
   let metricsServer: http.Server | undefined;
-  if (config.metrics.enabled && config.metrics.port !== undefined) {
+  if (config.metrics.enabled && config.metrics.port !== undefined && opts.listeners?.metrics !== false) {
     const path = config.metrics.path;
     metricsServer = http.createServer((req, res) => {
       if (req.url?.split('?')[0] !== path || (req.method !== 'GET' && req.method !== 'HEAD')) {
@@ -323,15 +333,23 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
   }
   let adminUrl: string | undefined;
   let adminServer: http.Server | undefined;
-  if (config.admin) {
+  if (config.admin && opts.listeners?.admin !== false) {
     adminServer = http.createServer(createAdminApp({ token: config.admin.token, sessions, accessTokens, log: log.child({ part: 'admin' }) }).callback());
     adminUrl = urlOf(config.admin.host, await listen(adminServer, config.admin.port, config.admin.host, { listener: 'the admin API', key: 'admin.port' }));
     const opened = adminServer;
     undo.push(() => closeServer(opened, 0));
   }
   log.info(
-    { url, admin: adminUrl ?? 'off', metrics: metricsUrl ?? (config.metrics.enabled ? `${url}${config.metrics.path}` : 'off'), store: store.kind, routes: config.routes.length },
-    'wxgate listening',
+    {
+      url,
+      admin: adminUrl ?? 'off',
+      // a worker leaves metrics.port to its primary
+      metrics: metricsUrl ?? (!config.metrics.enabled ? 'off' : config.metrics.port !== undefined ? 'primary' : `${url}${config.metrics.path}`),
+      store: store.kind,
+      routes: config.routes.length,
+    },
+    // a worker's primary says "wxgate listening" once every worker is
+    opts.worker !== undefined ? 'wxgate worker listening' : 'wxgate listening',
   );
 
   const reload = async (): Promise<ReloadResult> => {
