@@ -173,10 +173,11 @@ async function waitForStore(store: SessionStore, within: number, log: Logger): P
 
 /** limits.login: counted in Redis with the redis store (replicas share the budget), else in this process. */
 function loginLimiter(config: Config, store: SessionStore): RateLimiter | undefined {
-  const { perIp, window } = config.limits.login;
+  const { perIp, window, burst = perIp } = config.limits.login;
   if (perIp === 0) return undefined;
-  if (store instanceof RedisStore) return new RedisRateLimiter(store.redis, `${config.session.redis.keyPrefix}rl:login:`, perIp, window);
-  return new MemoryRateLimiter(perIp, window);
+  // rlb: token buckets (hashes); the fixed-window counters of earlier versions were strings under rl:
+  if (store instanceof RedisStore) return new RedisRateLimiter(store.redis, `${config.session.redis.keyPrefix}rlb:login:`, perIp, window, burst);
+  return new MemoryRateLimiter(perIp, window, burst);
 }
 
 /**

@@ -332,12 +332,17 @@ export const configSchema = z
     /** Limits on what one client may ask for. */
     limits: z
       .strictObject({
-        /** POST /login per client IP (IPv6: per /64), counted in the session store so replicas share it. */
+        /**
+         * POST /login per client IP (IPv6: per /64), a token bucket kept in the session store so replicas
+         * and workers share it: `burst` logins at once, refilled at `perIp` per `window`.
+         */
         login: z
           .strictObject({
-            /** Logins per window per client IP (0 turns the limit off). */
-            perIp: z.number().int().min(0).default(20),
+            /** Logins per window per client IP, sustained (0 turns the limit off). README "Limits" has the reasoning. */
+            perIp: z.number().int().min(0).default(600),
             window: duration(1000).prefault('1m'),
+            /** Logins one client IP may make at once after a quiet spell (the bucket's size); absent = perIp. */
+            burst: z.number().int().min(1).optional(),
           })
           .prefault({}),
       })
