@@ -2,7 +2,7 @@ import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { ConfigError, loadConfigFile } from './config/load.js';
 import { restartOnlyChanges, watchConfigFile } from './config/reload.js';
-import type { Config } from './config/schema.js';
+import { mpQrApp, type Config } from './config/schema.js';
 import { createAdminApp } from './admin/admin.js';
 import { createExampleUpstream } from './dev/example-upstream.js';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from './login/rate-limit.js';
@@ -234,11 +234,21 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
 
   // the apps whose secrets the gateway holds: the mini-programs, and the web apps of browser logins
   const secretApps = [...config.wechat.apps, ...(config.web?.mp ? [config.web.mp] : []), ...(config.web?.open ? [config.web.open] : [])];
+  // web.mpQr: the Official Account's access_token comes from the shared service, like the mini-programs'
+  const qrApp = mpQrApp(config);
+  if (qrApp && !secretApps.some((a) => a.appid === qrApp.appid)) secretApps.push(qrApp);
   let apiBase = config.wechat.apiBase;
   let oauthBase = config.wechat.oauthBase;
+  let mpBase: string | undefined;
+  /** the gateway's own server URL for the simulator's Official Account pushes, once it listens */
+  let mpEventsUrl: string | undefined;
   if (config.dev.simulator) {
+    const mpQr = config.web?.mpQr;
     const sim = await startSimulator(config.dev.simulatorPort, '127.0.0.1', {
       apps: Object.fromEntries(secretApps.map((a) => [a.appid, a.secret])),
+      ...(mpQr && qrApp
+        ? { mp: { appid: qrApp.appid, token: mpQr.token, encodingAESKey: mpQr.encodingAESKey, encrypt: mpQr.encrypt, url: () => mpEventsUrl } }
+        : {}),
     }).catch((err: unknown) => {
       throw listenFailure(err, 'the dev simulator', '127.0.0.1', config.dev.simulatorPort, 'dev.simulatorPort');
     });
@@ -246,6 +256,7 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
     closers.push(() => sim.close());
     apiBase = sim.url;
     oauthBase = sim.url;
+    mpBase = sim.url;
     const banner = `DEV MODE: WeChat simulator at ${sim.url} answers all logins; no real WeChat user can log in. Never use dev.simulator in production.`;
     log.warn({ simulator: sim.url }, banner);
     if (process.stderr.isTTY) process.stderr.write(`\n\x1b[1;33m*** ${banner} ***\x1b[0m\n\n`);
@@ -268,7 +279,7 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
   if (replay instanceof MemoryReplayStore) undo.push(() => replay.close());
   const wechat = new WechatClient({ apiBase, timeout: config.wechat.timeout, apps: secretApps, metrics });
   const accessTokens = new AccessTokens({
-    apps: config.wechat.apps,
+    apps: qrApp ? [...config.wechat.apps, qrApp] : config.wechat.apps,
     wechat,
     store: store instanceof RedisStore ? new RedisTokenStore(store.redis, config.session.redis.keyPrefix) : new MemoryTokenStore(),
     redis: store instanceof RedisStore ? store.redis : undefined,
@@ -290,7 +301,7 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
   // aborted when close() begins: long polls (scan tickets) answer at once rather than hold the drain
   const draining = new AbortController();
   const build = (c: Config) =>
-    createHandler({ config: c, sessions, wechat, accessTokens, replay, metrics, proxy, log, loginLimiter: loginLimiter(c, store), web, oauthBase, draining: draining.signal });
+    createHandler({ config: c, sessions, wechat, accessTokens, replay, metrics, proxy, log, loginLimiter: loginLimiter(c, store), web, oauthBase, mpBase, draining: draining.signal });
   let live = config;
   let handler = build(config);
 
@@ -312,6 +323,7 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
   const port = await listen(server, config.server.port, config.server.host, { listener: 'requests', key: 'server.port' });
   undo.push(() => closeServer(server, 0));
   const url = urlOf(config.server.host, port);
+  if (config.web?.mpQr) mpEventsUrl = `${url}${config.web.mpQr.eventsPath}`;
 
   let metricsUrl: string | undefined;
   let metricsServer: http.Server | undefined;

@@ -58,6 +58,17 @@ async function superseded(sessions: Sessions, session: ActiveSession): Promise<b
 const stale = () => new GatewayError('session_key_stale');
 
 /**
+ * 403 app_not_allowed unless the session was made by the mini-program's own login (POST /login): only
+ * those have a session_key and a device WeChat gave a code to. Decided by the session's flow, not its app:
+ * a PC's scan-to-login session is of the mini-program's app all the same. `what` ends the message.
+ */
+export function requireMiniProgram(config: Config, session: ActiveSession, what: string): void {
+  if (session.flow !== 'miniprogram' || !config.wechat.apps.some((a) => a.appid === session.appid)) {
+    throw new GatewayError('app_not_allowed', { message: `${what} for mini-program sessions (POST /login) only, not web logins (OAuth, scan-to-login).` });
+  }
+}
+
+/**
  * Verifies and decrypts for `session`'s user. With `staleCheck`, a failure (bad signature or undecryptable
  * data) of a session that is not the user's newest is answered 401 session_key_stale: log in again.
  */
@@ -106,9 +117,7 @@ export function decryptHandler(deps: {
   const { config, sessions, current } = deps;
   return async function decrypt(ctx: Context): Promise<void> {
     const { session } = await current(ctx);
-    if (!config.wechat.apps.some((a) => a.appid === session.appid)) {
-      throw new GatewayError('app_not_allowed', { message: 'This endpoint decrypts open data for mini-program sessions (wechat.apps) only, not web logins.' });
-    }
+    requireMiniProgram(config, session, 'This endpoint decrypts open data');
     const body = await readJsonObject(ctx, config.server.bodyLimit);
     const fields = userDataFields(body, true)!;
     const data = await openUserData(sessions, session, fields, { staleCheck: true });

@@ -86,7 +86,7 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
       );
       return { error, final: FINAL.has(error) };
     }
-    const { token } = await sessions.create({ appid, openid: answer.openid, unionid: answer.unionid }, answer.sessionKey);
+    const { token } = await sessions.create({ appid, openid: answer.openid, unionid: answer.unionid }, answer.sessionKey, 'miniprogram');
     return { token };
   }
 
@@ -103,7 +103,7 @@ export function loginHandlers({ config, sessions, wechat, codeOnce: once, web, m
       }
       const appid = pickApp(body, ctx);
       const userData = userDataFields(body, false);
-      const outcome = await once(appid, code, () => exchange(appid, code));
+      const outcome = await once(appid, code, () => exchange(appid, code), { flow: 'jscode2session' });
       if ('error' in outcome) {
         const error = outcome.error as ErrorCode;
         throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': '1' } } : {});

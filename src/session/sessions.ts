@@ -1,7 +1,8 @@
 import { LRUCache } from 'lru-cache';
 import type { Metrics } from '../metrics/metrics.js';
+import { accountId } from './accounts.js';
 import { hashToken, newToken } from './tokens.js';
-import type { Identity, SessionRecord, SessionStore } from './types.js';
+import type { Flow, Identity, SessionRecord, SessionStore } from './types.js';
 
 export interface SessionOptions {
   /** idle lifetime, ms */
@@ -25,6 +26,8 @@ interface Logger {
 /** A session as the request path sees it. */
 export interface ActiveSession extends SessionRecord {
   tokenHash: string;
+  /** The person's account id (accounts.ts; X-User-Id), worked out once when the session is cached. */
+  accountId: string;
 }
 
 /**
@@ -81,8 +84,11 @@ export class Sessions {
   /**
    * Creates a session for a user who just logged in; returns the token to hand to the client. Without a
    * sessionKey (web logins: OAuth gives none) the user's current session_key, if any, stays as it is.
+   * `flow` is how the session was made: it decides which endpoints it may use (see Flow).
    */
-  async create(identity: Identity, sessionKey: string | undefined): Promise<{ token: string; session: ActiveSession }> {
+  async create(identity: Identity, sessionKey: string | undefined, flow: Flow): Promise<{ token: string; session: ActiveSession }> {
+    // a login WeChat gives no unionid stays with the person an earlier login of the identity linked it to
+    const unionid = identity.unionid || (await this.store.linkedUnionid(identity.appid, identity.openid));
     const now = this.now();
     const token = newToken(identity);
     const tokenHash = hashToken(token);
@@ -90,13 +96,14 @@ export class Sessions {
     const record: SessionRecord = {
       appid: identity.appid,
       openid: identity.openid,
-      ...(identity.unionid ? { unionid: identity.unionid } : {}),
+      ...(unionid ? { unionid } : {}),
+      flow,
       createdAt: now,
       expiresAt,
       idleExpiresAt: Math.min(now + this.opts.ttl, expiresAt),
     };
     await this.store.create(tokenHash, record, sessionKey, { maxPerUser: this.opts.maxPerUser });
-    const session = { ...record, tokenHash };
+    const session: ActiveSession = { ...record, tokenHash, accountId: accountId(record) };
     // (a fresh 256-bit token cannot have been looked up before; kept correct all the same)
     this.negative?.delete(tokenHash);
     this.reads.delete(tokenHash);
@@ -192,6 +199,17 @@ export class Sessions {
     return this.store.revokeAll(who.appid, who.openid);
   }
 
+  /**
+   * Kills every session of every identity of an account (accounts.ts), on every replica. Returns the
+   * identities and how many sessions were ended.
+   */
+  async revokeAccount(id: string): Promise<{ identities: Identity[]; revoked: number }> {
+    const identities = await this.store.identities(id);
+    let revoked = 0;
+    for (const who of identities) revoked += await this.store.revokeAll(who.appid, who.openid);
+    return { identities, revoked };
+  }
+
   /** Seconds until the session ends if the user stays idle from now. */
   expiresIn(s: SessionRecord, now = this.now()): number {
     return Math.max(0, Math.round((Math.min(s.idleExpiresAt, s.expiresAt) - now) / 1000));
@@ -239,5 +257,5 @@ export class Sessions {
 
 /** A stored record as the request path sees it: with the hash it is keyed by. */
 function withHash(tokenHash: string, record: SessionRecord | undefined): ActiveSession | undefined {
-  return record && { ...record, tokenHash };
+  return record && { ...record, tokenHash, accountId: accountId(record) };
 }
