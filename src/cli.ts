@@ -141,6 +141,8 @@ main(process.argv.slice(2)).then(
       // a listener that cannot open names itself ("cannot listen for metrics on 127.0.0.1:9100: ...")
       process.stderr.write(err instanceof ListenError ? `wxgate: ${err.message}\n` : `wxgate: failed to start: ${(err as Error).message}\n`);
       process.exitCode = 1;
+      // a worker's channel to its primary would keep it alive: it has nothing more to do
+      if (isWorker()) process.exit(1);
       // startGateway closed what it had opened, so the process ends by itself; should anything have been
       // left open, it must not keep running half started
       setTimeout(() => {
