@@ -122,6 +122,28 @@ test.serial('a token from worker 1 is honoured by worker 2, and a logout on work
   t.is(status, 401, 'worker 2 refuses the token within 2 s of the logout on worker 1 (cache ttl 10 s)');
 });
 
+test.serial('the admin API is one listener (worker 1); a revocation through it is seen by worker 2', async (t) => {
+  const token = await login(gw.url, `admin${++users}.1`);
+  const two = await on('2', () => request(gw.url, { path: '/session', headers: bearer(token) }));
+  t.is(two.status, 200);
+  const adminUrl = `http://127.0.0.1:${(raw.admin as { port: number }).port}`;
+  const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
+  const path = `/users/${APPID}/${two.json.openid}/sessions`;
+  const listed = await request(adminUrl, { path, headers: auth });
+  t.is(listed.status, 200, listed.text);
+  const announced = gw.stdout.filter((l) => l.includes('"msg":"wxgate worker listening"')).map((l) => JSON.parse(l) as { worker: number; admin: string });
+  t.deepEqual(announced.filter((l) => l.admin !== 'off').map((l) => l.worker), [1], 'only worker 1 opened it');
+  t.is(listed.json.sessions.length, 1);
+  const revoked = await request(adminUrl, { method: 'DELETE', path, headers: auth });
+  t.is(revoked.status, 200, revoked.text);
+  let status = 0;
+  for (const deadline = Date.now() + 2000; Date.now() < deadline; await sleep(20)) {
+    status = (await on('2', () => request(gw.url, { path: '/session', headers: bearer(token) }))).status;
+    if (status === 401) break;
+  }
+  t.is(status, 401, 'worker 2 dropped its cached copy');
+});
+
 test.serial('/metrics (the primary, metrics.port) adds up the workers: requests answered by either are all counted', async (t) => {
   const before = metricValue(await scrape(metricsUrl), 'wxgate_http_requests_total', { route: 'healthz', method: 'GET', status: '200' });
   const seen = new Set<string>();
