@@ -4,7 +4,7 @@ import './v8-flags.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
-import { isWorker, runPrimary, runWorker, workerCount } from './cluster.js';
+import { isWorker, runPrimary, runWorker, workerConfig, workerCount } from './cluster.js';
 import { CHECK_ROUTE_EXIT, effectiveConfigFile, explainRoute } from './config/inspect.js';
 import { ConfigError, loadConfigFile, parseYaml } from './config/load.js';
 import { configSchema } from './config/schema.js';
@@ -84,7 +84,8 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`wxgate: no configuration: pass --config FILE (or set WXGATE_CONFIG)\n${USAGE}\n`);
     return 2;
   }
-  const config = loadConfigFile(file);
+  // a worker runs the configuration its primary checked (src/cluster.ts), not whatever the file says now
+  const config = isWorker() ? await workerConfig(file) : loadConfigFile(file);
   const log = createLogger(config.log.level);
   const watch = process.env.WXGATE_WATCH !== '0';
   const keepServing = () => {

@@ -3,7 +3,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
-import { ConfigError, loadConfigFile } from './config/load.js';
+import { readFileSync } from 'node:fs';
+import { buildConfig, ConfigError, parseYaml } from './config/load.js';
 import { restartOnlyChanges, watchConfigFile } from './config/reload.js';
 import type { Config } from './config/schema.js';
 import { ListenError, startGateway, type Gateway } from './main.js';
@@ -25,7 +26,9 @@ import type { Logger } from './server/logger.js';
  *   fails the start: the primary stops the others and exits 1 (a taken port fails every worker alike).
  * - SIGHUP (and the file watcher, which only the primary runs): the primary loads and checks the file
  *   first; a rejected file is logged once and no worker is asked; an accepted one is reloaded by every
- *   worker.
+ *   worker. Workers take the configuration from the primary (the text of the file it accepted last),
+ *   never from the file itself: a worker started later (a replacement) runs what the others run, even
+ *   while the file on disk is one the primary rejected.
  * - SIGTERM / SIGINT: every worker drains (server.shutdownTimeout), then the primary exits.
  */
 
@@ -35,7 +38,9 @@ type MetricJSON = Awaited<ReturnType<Registry['getMetricsAsJSON']>>[number];
 /** Messages between the primary and its workers (process.send / worker.send). */
 type Message =
   | { type: 'wxgate:ready'; url: string; adminUrl?: string }
-  | { type: 'wxgate:reload' }
+  | { type: 'wxgate:config-req' }
+  | { type: 'wxgate:config'; text: string }
+  | { type: 'wxgate:reload'; text: string }
   | { type: 'wxgate:metrics-json'; id: number }
   | { type: 'wxgate:metrics-json-res'; id: number; metrics: MetricJSON[] }
   | { type: 'wxgate:metrics'; id: number }
@@ -63,7 +68,17 @@ const METRICS_TIMEOUT_MS = 3000;
  */
 export async function runPrimary(config: Config, file: string, log: Logger, opts: { watch: boolean }): Promise<{ stop(signal: string): void }> {
   const count = workerCount(config);
-  let live = config;
+  // what the workers are given: the file as the primary read (and checked) it
+  const read = (): { text: string; config: Config } => {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(file, [`cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`]);
+    }
+    return { text, config: buildConfig(parseYaml(text, file), file) };
+  };
+  let { text: liveText, config: live } = read();
   const registry = new Registry();
   const restarts = new Counter({ name: 'wxgate_worker_restarts_total', help: 'Workers (server.workers) that died and were replaced by the primary.', registers: [registry] });
   const running = new Gauge({ name: 'wxgate_workers', help: 'Workers (server.workers) running now.', registers: [registry] });
@@ -155,7 +170,9 @@ export async function runPrimary(config: Config, file: string, log: Logger, opts
 
   const onMessage = (w: Worker, slot: number, m: unknown) => {
     if (!isMessage(m)) return;
-    if (m.type === 'wxgate:ready') {
+    if (m.type === 'wxgate:config-req') {
+      w.send({ type: 'wxgate:config', text: liveText } satisfies Message);
+    } else if (m.type === 'wxgate:ready') {
       ready.add(slot);
       url = m.url;
       if (m.adminUrl) adminUrl = m.adminUrl;
@@ -228,8 +245,9 @@ export async function runPrimary(config: Config, file: string, log: Logger, opts
 
   const reload = () => {
     let next: Config;
+    let text: string;
     try {
-      next = loadConfigFile(file);
+      ({ text, config: next } = read());
     } catch (err) {
       reloadOk.set(0);
       const error = err instanceof ConfigError ? err.message : (err as Error).message;
@@ -243,9 +261,10 @@ export async function runPrimary(config: Config, file: string, log: Logger, opts
       return;
     }
     live = next;
+    liveText = text;
     reloadOk.set(1);
     log.info({ file, workers: slots.size }, 'config accepted; every worker reloads it');
-    for (const w of slots.values()) if (w.isConnected()) w.send({ type: 'wxgate:reload' } satisfies Message);
+    for (const w of slots.values()) if (w.isConnected()) w.send({ type: 'wxgate:reload', text } satisfies Message);
   };
   process.on('SIGHUP', reload);
   const watcher = opts.watch ? watchConfigFile(file, reload) : undefined;
@@ -268,6 +287,28 @@ export async function runPrimary(config: Config, file: string, log: Logger, opts
       });
     },
   };
+}
+
+/** A worker's configuration: the file's text its primary accepted last (parsed here, with this environment). */
+export function workerConfig(file: string): Promise<Config> {
+  return new Promise<Config>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      process.off('message', take);
+      reject(new Error('the primary did not send the configuration'));
+    }, 10_000);
+    const take = (m: unknown) => {
+      if (!isMessage(m) || m.type !== 'wxgate:config') return;
+      clearTimeout(timer);
+      process.off('message', take);
+      try {
+        resolve(buildConfig(parseYaml(m.text, file), file));
+      } catch (err) {
+        reject(err as Error);
+      }
+    };
+    process.on('message', take);
+    process.send!({ type: 'wxgate:config-req' } satisfies Message);
+  });
 }
 
 /**
@@ -303,7 +344,17 @@ export async function runWorker(config: Config, file: string, log: Logger): Prom
     });
   process.on('message', (m: unknown) => {
     if (!isMessage(m)) return;
-    if (m.type === 'wxgate:reload') void gw.reload();
+    if (m.type === 'wxgate:reload') {
+      let next: Config;
+      try {
+        next = buildConfig(parseYaml(m.text, file), file);
+      } catch (err) {
+        // the primary took this text; only a different environment could make it fail here
+        wlog.error({ problems: (err as Error).message.split('\n') }, 'config reload rejected by this worker; the previous configuration keeps serving');
+        return;
+      }
+      void gw.reload(next);
+    }
     else if (m.type === 'wxgate:metrics-json') {
       void gw.metrics.registry.getMetricsAsJSON().then((metrics) => process.send?.({ type: 'wxgate:metrics-json-res', id: m.id, metrics } satisfies Message));
     } else if (m.type === 'wxgate:metrics-res') {

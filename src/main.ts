@@ -38,9 +38,10 @@ export interface Gateway {
   /**
    * Loads opts.configFile again and, when it is valid and changes only what may change live, swaps the
    * request path over to it (in-flight requests finish on the old one). Also on SIGHUP and, with
-   * opts.watch, when the file changes.
+   * opts.watch, when the file changes. `given`: that configuration instead of the file's (a worker gets
+   * the one its primary checked).
    */
-  reload(): Promise<ReloadResult>;
+  reload(given?: Config): Promise<ReloadResult>;
   /** Stops accepting, lets in-flight requests finish (up to server.shutdownTimeout), closes the store. */
   close(): Promise<void>;
 }
@@ -365,17 +366,17 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
     opts.worker !== undefined ? 'wxgate worker listening' : 'wxgate listening',
   );
 
-  const reload = async (): Promise<ReloadResult> => {
+  const reload = async (given?: Config): Promise<ReloadResult> => {
     const file = opts.configFile;
     const fail = (error: string): ReloadResult => {
       metrics.configReloadSuccess.set(0);
       log.error({ file, problems: error.split('\n') }, 'config reload rejected; the previous configuration keeps serving');
       return { ok: false, error };
     };
-    if (!file) return fail('no configuration file to reload (the gateway was started from an object)');
+    if (!file && !given) return fail('no configuration file to reload (the gateway was started from an object)');
     let next: Config;
     try {
-      next = loadConfigFile(file);
+      next = given ?? loadConfigFile(file!);
     } catch (err) {
       return fail(err instanceof ConfigError ? err.message : (err as Error).message);
     }

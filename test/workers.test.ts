@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import http from 'node:http';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import test from 'ava';
 import { stringify } from 'yaml';
 import { startSimulator } from '../src/wechat/simulator.js';
@@ -235,10 +235,14 @@ test.serial('SIGHUP reaches every worker; a rejected file is rejected once (by t
   writeFileSync(gw.file, stringify({ ...raw, routes: [...(raw.routes as object[]), { path: '/v2', upstream: up.url }] }));
 });
 
-test.serial('a killed worker is replaced (logged, counted), and the new one serves sessions made before', async (t) => {
+test.serial('a killed worker is replaced (logged, counted), with the configuration the others run (not the file, broken meanwhile), and serves sessions made before', async (t) => {
   const token = await login(gw.url, `kill${++users}.1`);
   const old = await on('2', () => request(gw.url, { path: '/session', headers: bearer(token) }));
   const oldPid = pidOf(old);
+  // the file on disk is broken now (not reloaded): the replacement must not read it
+  const good = readFileSync(gw.file, 'utf8');
+  writeFileSync(gw.file, 'server: { port: "not a port" }\n');
+  t.teardown(() => writeFileSync(gw.file, good));
   process.kill(oldPid, 'SIGKILL');
   let fresh: Reply | undefined;
   for (const deadline = Date.now() + 10_000; Date.now() < deadline; await sleep(50)) {
@@ -250,6 +254,9 @@ test.serial('a killed worker is replaced (logged, counted), and the new one serv
   }
   t.truthy(fresh, 'a new worker 2 answers');
   t.is(fresh?.status, 200, 'with the session made before');
+  const v2 = await on('2', () => request(gw.url, { path: '/v2/x', headers: bearer(token) }));
+  t.is(v2.status, 200, 'with the route the last accepted reload added');
+  writeFileSync(gw.file, good);
   t.is(metricValue(await scrape(metricsUrl), 'wxgate_worker_restarts_total'), 1);
   t.true(gw.stdout.some((l) => l.includes('worker died; starting a new one') && l.includes(`"pid":${oldPid}`)));
   t.is(metricValue(await scrape(metricsUrl), 'wxgate_workers'), 2);
