@@ -48,6 +48,15 @@ type Message =
 
 const isMessage = (m: unknown): m is Message => !!m && typeof m === 'object' && typeof (m as { type?: unknown }).type === 'string' && (m as { type: string }).type.startsWith('wxgate:');
 
+/** Sends to a worker unless its channel is gone (it is exiting: its 'exit' event deals with it). */
+function tell(w: Worker, m: Message): void {
+  try {
+    if (w.isConnected()) w.send(m);
+  } catch {
+    // closed meanwhile
+  }
+}
+
 /** server.workers as a number: "auto" is the cores this process may use. */
 export function workerCount(config: Config): number {
   const w = config.server.workers;
@@ -120,7 +129,7 @@ export async function runPrimary(config: Config, file: string, log: Logger, opts
         },
       });
       if (waiting.size === 0) pending.get(id)!.done();
-      for (const w of workers) w.send({ type: 'wxgate:metrics-json', id } satisfies Message);
+      for (const w of workers) tell(w, { type: 'wxgate:metrics-json', id });
     });
     responses.push(await registry.getMetricsAsJSON());
     return AggregatorRegistry.aggregate(responses).metrics();
@@ -171,7 +180,7 @@ export async function runPrimary(config: Config, file: string, log: Logger, opts
   const onMessage = (w: Worker, slot: number, m: unknown) => {
     if (!isMessage(m)) return;
     if (m.type === 'wxgate:config-req') {
-      w.send({ type: 'wxgate:config', text: liveText } satisfies Message);
+      tell(w, { type: 'wxgate:config', text: liveText });
     } else if (m.type === 'wxgate:ready') {
       ready.add(slot);
       url = m.url;
@@ -187,8 +196,8 @@ export async function runPrimary(config: Config, file: string, log: Logger, opts
       if (p.waiting.size === 0) p.done();
     } else if (m.type === 'wxgate:metrics') {
       aggregated().then(
-        (text) => w.isConnected() && w.send({ type: 'wxgate:metrics-res', id: m.id, text } satisfies Message),
-        (err: Error) => w.isConnected() && w.send({ type: 'wxgate:metrics-res', id: m.id, error: err.message } satisfies Message),
+        (text) => tell(w, { type: 'wxgate:metrics-res', id: m.id, text }),
+        (err: Error) => tell(w, { type: 'wxgate:metrics-res', id: m.id, error: err.message }),
       );
     }
   };
@@ -264,7 +273,7 @@ export async function runPrimary(config: Config, file: string, log: Logger, opts
     liveText = text;
     reloadOk.set(1);
     log.info({ file, workers: slots.size }, 'config accepted; every worker reloads it');
-    for (const w of slots.values()) if (w.isConnected()) w.send({ type: 'wxgate:reload', text } satisfies Message);
+    for (const w of slots.values()) tell(w, { type: 'wxgate:reload', text });
   };
   process.on('SIGHUP', reload);
   const watcher = opts.watch ? watchConfigFile(file, reload) : undefined;
