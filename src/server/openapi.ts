@@ -314,6 +314,11 @@ export function openapiDocument(config: Config): object {
           { name: 'state', in: 'query', required: true, description: 'The state sent to WeChat by authorize.', schema: STRING },
         ],
         responses: {
+          '200': {
+            description: 'Loaded inside an iframe (Sec-Fetch-Dest: iframe; the embedded QR with self_redirect=true): a small page that sends the top window to this same URL, where the login ends; the code is not spent in the frame.',
+            headers: { 'Cache-Control': NO_STORE },
+            content: { 'text/html': { schema: STRING } },
+          },
           '302': {
             description: 'Logged in: to the redirect approved at authorize.',
             headers: {
@@ -657,7 +662,7 @@ function mpQrPaths(
     summary: 'WeChat checks the server URL (服务器配置): signed, it gets echostr back',
     parameters: [...signed, { name: 'echostr', in: 'query', required: true, schema: STRING }],
     responses: { '200': text('echostr, as it came.') },
-    errors: ['bad_request', 'mp_signature_invalid', 'mp_replayed', 'internal_error'],
+    errors: ['bad_request', 'mp_signature_invalid', 'mp_replayed', ...ALWAYS],
   }));
   add(q.eventsPath, 'post', operation({
     id: 'mpEventsPush',

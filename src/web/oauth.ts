@@ -1,4 +1,4 @@
-import { hash } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import type { Context } from 'koa';
 import type { Config } from '../config/schema.js';
 import type { CodeOnce, Exchanged } from '../login/code-once.js';
@@ -236,6 +236,9 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
   function callback(flow: Flow) {
     return async function callback(ctx: Context): Promise<void> {
       ctx.set('Cache-Control', 'no-store');
+      // the URL carries the code: no page this navigation ends on learns it from a Referer
+      ctx.set('Referrer-Policy', 'no-referrer');
+      if (ctx.get('sec-fetch-dest') === 'iframe') return toTopWindow(ctx);
       const stateCookie = web.cookies.read(ctx.get('cookie'), web.cookies.state);
       const verified = await web.states.verify(flow.provider, ctx.query.state, stateCookie);
       if (!verified) {
@@ -268,8 +271,33 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
       if (!session) throw new GatewayError('code_used', { message: 'This login has ended since (logged out); start the login again.' });
       web.setSession(ctx, outcome.token);
       log.info({ appid: flow.appid, flow: flow.provider }, 'web login');
-      ctx.redirect(verified.redirect);
+      // approved at authorize (and MAC'd into the state); checked again by the same rule, in case
+      // web.redirects changed since
+      ctx.redirect(allowedRedirect(verified.redirect, redirects, publicUrl) ?? '/');
     };
+  }
+
+  /**
+   * The callback loaded inside an iframe (the embedded QR with self_redirect=true: WeChat's frame goes
+   * to redirect_uri itself). Browsers do not send SameSite=Lax cookies on a navigation another site
+   * (WeChat) started in a frame, nor take the session cookie from its answer, so the login cannot end
+   * there: the frame sends the top window to this same URL (a page of the top's own origin may), where
+   * the state cookie comes along and the login ends as any other. The code is not spent in the frame.
+   * Without script, or when the top window is of another origin (no top navigation without a click),
+   * a link to click.
+   */
+  function toTopWindow(ctx: Context): void {
+    const nonce = randomBytes(16).toString('base64');
+    const target = ctx.originalUrl;
+    const js = JSON.stringify(target).replace(/</g, '\\u003c');
+    const attr = target.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+    ctx.set('Content-Security-Policy', `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'`);
+    ctx.set('X-Content-Type-Options', 'nosniff');
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.body = `<!doctype html><html><head><meta charset="utf-8"><title>Login</title></head><body style="font:16px system-ui,sans-serif;text-align:center">
+<p><a id="continue" href="${attr}" target="_top">Continue / 继续</a></p>
+<script nonce="${nonce}">try { window.top.location.replace(${js}); } catch (e) {}</script>
+</body></html>`;
   }
 
   return { authorize, callback, entry };
