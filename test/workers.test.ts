@@ -189,8 +189,10 @@ test.serial('one budget across workers: the access_token is fetched once, a code
   t.deepEqual(polled.json, { status: 'pending' });
 });
 
-test.serial('the login rate limit is one budget across both workers; /metrics on the main listener (no metrics.port) is the whole process', async (t) => {
-  const limited = await spawnGateway(gatewayConfig({ limits: { login: { perIp: 3, window: '1m' } } }), ENV);
+test.serial('the login rate limit is one budget across both workers; /metrics on the main listener (no metrics.port) is the whole process; the primary watches the file for both', async (t) => {
+  const limitedRaw = gatewayConfig({ limits: { login: { perIp: 3, window: '1m' } } });
+  // this one watches its file (the primary does; the workers do not)
+  const limited = await spawnGateway(limitedRaw, { ...ENV, WXGATE_WATCH: '1' });
   t.teardown(() => void limited.stop('SIGKILL'));
   const answers: Reply[] = [];
   for (let i = 0; i < 8; i++) {
@@ -206,6 +208,17 @@ test.serial('the login rate limit is one budget across both workers; /metrics on
     t.is(metricValue(m.text, 'wxgate_logins_total', { result: 'ok' }), 3, `worker ${slot}: logins of both`);
     t.is(metricValue(m.text, 'wxgate_rate_limited_total', { endpoint: 'login' }), 5, `worker ${slot}: refusals of both`);
   }
+  // the file changes: the primary's watcher takes it, and both workers serve the new route
+  writeFileSync(limited.file, stringify({ ...limitedRaw, routes: [...(limitedRaw.routes as object[]), { path: '/v3', upstream: up.url, auth: 'none' }] }));
+  for (const slot of ['1', '2']) {
+    let status = 0;
+    for (const deadline = Date.now() + 8000; status !== 200 && Date.now() < deadline; await sleep(100)) {
+      const r = await request(limited.url, { path: '/v3/x' });
+      if (workerOf(r) === slot) status = r.status;
+    }
+    t.is(status, 200, `worker ${slot} reloaded the changed file`);
+  }
+  t.is(limited.stdout.filter((l) => l.includes('config accepted; every worker reloads it')).length, 1, 'the primary took the change once');
   t.is(await limited.stop('SIGTERM'), 0);
 });
 
