@@ -42,9 +42,10 @@ export interface Gateway {
   /**
    * Loads opts.configFile again and, when it is valid and changes only what may change live, swaps the
    * request path over to it (in-flight requests finish on the old one). Also on SIGHUP and, with
-   * opts.watch, when the file changes.
+   * opts.watch, when the file changes. `given`: that configuration instead of the file's (a worker gets
+   * the one its primary checked).
    */
-  reload(): Promise<ReloadResult>;
+  reload(given?: Config): Promise<ReloadResult>;
   /** Stops accepting, lets in-flight requests finish (up to server.shutdownTimeout), closes the store. */
   close(): Promise<void>;
 }
@@ -177,10 +178,11 @@ async function waitForStore(store: SessionStore, within: number, log: Logger): P
 
 /** limits.login: counted in Redis with the redis store (replicas share the budget), else in this process. */
 function loginLimiter(config: Config, store: SessionStore): RateLimiter | undefined {
-  const { perIp, window } = config.limits.login;
+  const { perIp, window, burst = perIp } = config.limits.login;
   if (perIp === 0) return undefined;
-  if (store instanceof RedisStore) return new RedisRateLimiter(store.redis, `${config.session.redis.keyPrefix}rl:login:`, perIp, window);
-  return new MemoryRateLimiter(perIp, window);
+  // rlb: token buckets (hashes); the fixed-window counters of earlier versions were strings under rl:
+  if (store instanceof RedisStore) return new RedisRateLimiter(store.redis, `${config.session.redis.keyPrefix}rlb:login:`, perIp, window, burst);
+  return new MemoryRateLimiter(perIp, window, burst);
 }
 
 /**
@@ -198,12 +200,22 @@ function urlOf(host: string, port: number, scheme = 'http'): string {
   return `${scheme}://${h}:${port}`;
 }
 
+export interface StartOptions {
+  log?: Logger;
+  configFile?: string;
+  watch?: boolean;
+  /** server.workers > 1: this process is that worker (1…N) of a primary (src/cluster.ts) */
+  worker?: number;
+  /** false: leave that listener to another process (the primary serves metrics.port, worker 1 the admin API) */
+  listeners?: { metrics?: boolean; admin?: boolean };
+}
+
 /**
  * Starts the gateway (and, when the config asks for them, the dev simulator and example upstream).
  * All or nothing: when any part fails to start (a listener whose port is taken: a ListenError), what was
  * opened already (listeners, Redis connections, timers) is closed again before the error is thrown.
  */
-export async function startGateway(config: Config, opts: { log?: Logger; configFile?: string; watch?: boolean } = {}): Promise<Gateway> {
+export async function startGateway(config: Config, opts: StartOptions = {}): Promise<Gateway> {
   const undo: Array<() => Promise<void> | void> = [];
   try {
     return await openGateway(config, opts, undo);
@@ -220,7 +232,7 @@ export async function startGateway(config: Config, opts: { log?: Logger; configF
 }
 
 /** `undo`: what it opened so far, pushed as it goes, for startGateway to close if a later step fails. */
-async function openGateway(config: Config, opts: { log?: Logger; configFile?: string; watch?: boolean }, undo: Array<() => Promise<void> | void>): Promise<Gateway> {
+async function openGateway(config: Config, opts: StartOptions, undo: Array<() => Promise<void> | void>): Promise<Gateway> {
   const log = opts.log ?? createLogger(config.log.level);
   // first, so that a missing or bad certificate stops the start before anything is opened
   const tlsFiles = config.server.tls ? loadTlsFiles(config.server.tls) : undefined;
@@ -342,7 +354,7 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
 
   let metricsUrl: string | undefined;
   let metricsServer: http.Server | undefined;
-  if (config.metrics.enabled && config.metrics.port !== undefined) {
+  if (config.metrics.enabled && config.metrics.port !== undefined && opts.listeners?.metrics !== false) {
     const path = config.metrics.path;
     metricsServer = http.createServer((req, res) => {
       if (req.url?.split('?')[0] !== path || (req.method !== 'GET' && req.method !== 'HEAD')) {
@@ -361,7 +373,7 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
   }
   let adminUrl: string | undefined;
   let adminServer: http.Server | undefined;
-  if (config.admin) {
+  if (config.admin && opts.listeners?.admin !== false) {
     adminServer = http.createServer(
       createAdminApp({
         token: config.admin.token,
@@ -380,21 +392,29 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
     undo.push(() => closeServer(opened, 0));
   }
   log.info(
-    { url, admin: adminUrl ?? 'off', metrics: metricsUrl ?? (config.metrics.enabled ? `${url}${config.metrics.path}` : 'off'), store: store.kind, routes: config.routes.length },
-    'wxgate listening',
+    {
+      url,
+      admin: adminUrl ?? 'off',
+      // a worker leaves metrics.port to its primary
+      metrics: metricsUrl ?? (!config.metrics.enabled ? 'off' : config.metrics.port !== undefined ? 'primary' : `${url}${config.metrics.path}`),
+      store: store.kind,
+      routes: config.routes.length,
+    },
+    // a worker's primary says "wxgate listening" once every worker is
+    opts.worker !== undefined ? 'wxgate worker listening' : 'wxgate listening',
   );
 
-  const reload = async (): Promise<ReloadResult> => {
+  const reload = async (given?: Config): Promise<ReloadResult> => {
     const file = opts.configFile;
     const fail = (error: string): ReloadResult => {
       metrics.configReloadSuccess.set(0);
       log.error({ file, problems: error.split('\n') }, 'config reload rejected; the previous configuration keeps serving');
       return { ok: false, error };
     };
-    if (!file) return fail('no configuration file to reload (the gateway was started from an object)');
+    if (!file && !given) return fail('no configuration file to reload (the gateway was started from an object)');
     let next: Config;
     try {
-      next = loadConfigFile(file);
+      next = given ?? loadConfigFile(file!);
     } catch (err) {
       return fail(err instanceof ConfigError ? err.message : (err as Error).message);
     }

@@ -175,6 +175,10 @@ export const configSchema = z
         maxConnections: z.number().int().min(0).default(10_000),
         /** HTTPS on the main listener: PEM files of the certificate (chain) and its key, read at start and again at every reload. */
         tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+        /** Gateway processes (node:cluster workers) sharing the listener: a number, or "auto" = available cores. */
+        workers: z
+          .union([z.number().int().min(1).max(256), z.literal('auto')], { error: 'must be a number of workers (1-256) or "auto" (one per available core)' })
+          .default(1),
       })
       .prefault({}),
     endpoints: z
@@ -366,12 +370,17 @@ export const configSchema = z
     /** Limits on what one client may ask for. */
     limits: z
       .strictObject({
-        /** POST /login per client IP (IPv6: per /64), counted in the session store so replicas share it. */
+        /**
+         * POST /login per client IP (IPv6: per /64), a token bucket kept in the session store so replicas
+         * and workers share it: `burst` logins at once, refilled at `perIp` per `window`.
+         */
         login: z
           .strictObject({
-            /** Logins per window per client IP (0 turns the limit off). */
-            perIp: z.number().int().min(0).default(20),
+            /** Logins per window per client IP, sustained (0 turns the limit off). README "Limits" has the reasoning. */
+            perIp: z.number().int().min(0).default(600),
             window: duration(1000).prefault('1m'),
+            /** Logins one client IP may make at once after a quiet spell (the bucket's size); absent = perIp. */
+            burst: z.number().int().min(1).optional(),
           })
           .prefault({}),
       })
@@ -591,6 +600,18 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
   }
   if (redis.sentinels !== undefined && redis.name === undefined) {
     out.push({ path: ['session', 'redis', 'name'], message: 'is required with sentinels: the name of the monitored master' });
+  }
+  // server.workers: each worker is a process of its own; what lives in one process cannot be shared
+  if (server.workers === 'auto' || (typeof server.workers === 'number' && server.workers > 1)) {
+    const n = `server.workers: ${String(server.workers)}`;
+    if ((session.store ?? 'memory') === 'memory') {
+      out.push({ path: ['session', 'store'], message: `must be "redis" with ${n}: the memory store keeps sessions inside one process, so a token from one worker would be unknown to the others (use session.store: redis, or server.workers: 1)` });
+    }
+    if (dev.simulator === true) {
+      out.push({ path: ['dev', 'simulator'], message: `cannot run inside ${n} (its single-use codes live in one process): run \`wxgate simulate\` and point wechat.apiBase at it, or use server.workers: 1` });
+    }
+    const adminCfg = isObj(raw.admin) ? raw.admin : undefined;
+    if (adminCfg && adminCfg.port === 0) out.push({ path: ['admin', 'port'], message: `must be a fixed port with ${n} (workers share listeners by address and port)` });
   }
   if (typeof metrics.port === 'number' && metrics.port !== 0 && metrics.port === (server.port ?? 8080)) {
     out.push({ path: ['metrics', 'port'], message: 'must differ from server.port' });
