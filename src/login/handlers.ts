@@ -108,7 +108,7 @@ export function loginHandlers({ config, sessions, wechat, accessTokens, codeOnce
       }
       const appid = pickApp(body, ctx);
       const userData = userDataFields(body, false);
-      const outcome = await once(appid, code, () => exchange(appid, code));
+      const outcome = await once(appid, code, () => exchange(appid, code), { flow: 'jscode2session' });
       if ('error' in outcome) {
         const error = outcome.error as ErrorCode;
         throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': '1' } } : {});

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { Identity } from '../session/types.js';
+import { GatewayError } from '../server/errors.js';
 import { setCookieName } from '../web/cookies.js';
 
 /**
@@ -13,8 +14,6 @@ const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trail
 const RESPONSE_HOP_BY_HOP = new Set(HOP_BY_HOP);
 /** Never dropped because a Connection header named them: they frame the body. */
 const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
-
-export const IDENTITY_HEADERS = ['x-openid', 'x-unionid', 'x-appid', 'x-wx-phone', 'x-user-id'] as const;
 
 /** Drops hop-by-hop headers and every header the Connection header names. */
 export function dropHopByHop(headers: IncomingHttpHeaders): void {
@@ -30,14 +29,104 @@ export function dropHopByHop(headers: IncomingHttpHeaders): void {
 }
 
 /**
- * Removes every client-sent identity header, in any case and with "_" for "-" (`X_Openid` was
- * oauth2-proxy's CVE-2025-64484). Node lower-cases header names; underscores it keeps.
+ * The headers the gateway sets to say who the user is (lower case, as node names them). The one list:
+ * every client-sent header of these names is removed before the gateway sets its own. A new identity
+ * header is added here and nowhere else.
+ */
+export const IDENTITY_HEADERS = ['x-openid', 'x-unionid', 'x-appid', 'x-wx-phone', 'x-user-id'] as const;
+/** The identity headers' names without their "-" (`xopenid`): `X-Open-Id`, `XOpenid` fold onto these. */
+const IDENTITY_FOLDED = new Set<string>(IDENTITY_HEADERS.map((h) => h.replace(/-/g, '')));
+let minFolded = Infinity;
+let maxFolded = 0;
+for (const f of IDENTITY_FOLDED) {
+  minFolded = Math.min(minFolded, f.length);
+  maxFolded = Math.max(maxFolded, f.length);
+}
+
+/**
+ * Headers that tell an upstream where a request came from or what it asked for before a proxy: Spring,
+ * ASP.NET, Rails, Django, Symfony and forward-auth setups build URLs, redirects and decisions from them.
+ * From a peer outside server.trustedProxies every one is removed (with every `x-forwarded-*` and
+ * `x-original-*` name, below); the gateway then sets its own X-Forwarded-For/-Proto/-Host.
+ */
+const FORWARDING = new Set([
+  'forwarded',
+  'x-forwarded',
+  'x-real-ip',
+  'x-client-ip',
+  'client-ip',
+  'true-client-ip',
+  'cf-connecting-ip',
+  'fastly-client-ip',
+  'x-cluster-client-ip',
+  'x-originating-ip',
+  'x-remote-ip',
+  'x-remote-addr',
+  'x-host',
+  'x-scheme',
+  'x-url-scheme',
+  'front-end-https',
+  'x-arr-ssl',
+]);
+/**
+ * Headers that name another request target than the request line's (IIS/Symfony `X-Original-URL`,
+ * `X-Rewrite-URL`): the gateway matched its route and `auth` on the request line, so an upstream that
+ * took its path from these would serve a path the gateway never authorized. Removed from every peer,
+ * trusted proxies included.
+ */
+const TARGET_OVERRIDE = new Set(['x-original-url', 'x-rewrite-url']);
+
+/**
+ * Removes every client-sent identity header in any spelling, and every header whose name has a
+ * character outside `[A-Za-z0-9-]`, before anything else is done with the request.
+ *
+ * Names with other characters (HTTP allows `_ . ~ ! # $ % & ' * + ^ \` |`) are dropped whatever they
+ * are, as nginx's default `ignore_invalid_headers` does and Envoy does for underscores: upstreams fold
+ * them onto real names (CGI/WSGI/PHP turn `X_Openid` and `X-Openid` alike into HTTP_X_OPENID,
+ * oauth2-proxy's CVE-2025-64484; some frameworks fold `.` and `~`, the Traefik CVE-2026-33433 class),
+ * and that holds for forwarding headers (`X_Forwarded_For`) as much as for identity ones. Of the plain
+ * names left, any that equals an identity header once its "-" are ignored (`X-Openid`, `XOpenid`,
+ * `X-Open-Id`: camelCasing header maps folds those) goes too. Node lower-cases names, so case is no
+ * spelling.
+ *
+ * Cheap in the common case: one char-code loop per name, no regex, no allocation, and nothing deleted
+ * (deleting turns the headers object into a slow dictionary); the folded compare (a Set lookup, a
+ * string made only for a name with "-" in it) runs only for names whose length without "-" is that of
+ * an identity header.
  */
 export function stripIdentity(headers: IncomingHttpHeaders): void {
+  stripClientHeaders(headers, true);
+}
+
+/**
+ * stripIdentity's step and, in the same pass, the forwarding headers: TARGET_OVERRIDE from every peer;
+ * FORWARDING, `x-forwarded-*` and `x-original-*` unless `trusted` (the peer is in server.trustedProxies,
+ * whose X-Forwarded-* and Forwarded are believed and passed on).
+ */
+export function stripClientHeaders(headers: IncomingHttpHeaders, trusted: boolean): void {
   for (const name of Object.keys(headers)) {
-    if (name.length < 7 || name.length > 10 || (name.charCodeAt(0) | 32) !== 120 /* x */) continue;
-    const n = name.replace(/_/g, '-');
-    if (n === 'x-openid' || n === 'x-unionid' || n === 'x-appid' || n === 'x-wx-phone' || n === 'x-user-id') delete headers[name];
+    let dashes = 0;
+    let plain = true;
+    for (let i = 0; i < name.length; i++) {
+      const c = name.charCodeAt(i);
+      if (c === 45) dashes++;
+      // a-z, 0-9 (node lower-cases names, so A-Z never appears)
+      else if (!((c >= 97 && c <= 122) || (c >= 48 && c <= 57))) {
+        plain = false;
+        break;
+      }
+    }
+    if (!plain) {
+      delete headers[name];
+      continue;
+    }
+    if (TARGET_OVERRIDE.has(name) || (!trusted && (FORWARDING.has(name) || name.startsWith('x-forwarded-') || name.startsWith('x-original-')))) {
+      delete headers[name];
+      continue;
+    }
+    const len = name.length - dashes;
+    if (len < minFolded || len > maxFolded) continue;
+    if (IDENTITY_FOLDED.has(dashes === 0 ? name : name.replace(/-/g, ''))) delete headers[name];
   }
 }
 
@@ -48,14 +137,21 @@ export function stripCredentials(headers: IncomingHttpHeaders): void {
 
 export type TrustFn = (addr: string, index: number) => boolean;
 
+/** Whether the request's peer (the socket's remote address) is one of server.trustedProxies. */
+export function peerTrusted(req: IncomingMessage, trust: TrustFn): boolean {
+  const peer = req.socket.remoteAddress;
+  return peer !== undefined && peer !== '' && trust(peer, 0);
+}
+
 /**
  * X-Forwarded-For / -Proto / -Host the usual way. A client's own values are believed only when the
- * peer is a configured trusted proxy; otherwise they are replaced (and `Forwarded` dropped).
+ * peer is a configured trusted proxy (`trusted`, from peerTrusted): then X-Forwarded-For is appended
+ * to, and -Proto and -Host kept when present. Otherwise they are the gateway's own, and the client's
+ * other forwarding headers were removed by stripClientHeaders.
  */
-export function setForwarded(req: IncomingMessage, trust: TrustFn): void {
+export function setForwarded(req: IncomingMessage, trusted: boolean): void {
   const headers = req.headers;
   const peer = req.socket.remoteAddress ?? '';
-  const trusted = peer !== '' && trust(peer, 0);
   const proto = (req.socket as TLSSocket).encrypted ? 'https' : 'http';
   if (trusted) {
     const xff = headers['x-forwarded-for'];
@@ -63,12 +159,12 @@ export function setForwarded(req: IncomingMessage, trust: TrustFn): void {
     headers['x-forwarded-proto'] ??= proto;
     if (headers['x-forwarded-host'] === undefined && headers.host) headers['x-forwarded-host'] = headers.host;
   } else {
-    delete headers.forwarded;
-    delete headers['x-real-ip'];
+    if (headers.forwarded !== undefined) delete headers.forwarded;
+    if (headers['x-real-ip'] !== undefined) delete headers['x-real-ip'];
     headers['x-forwarded-for'] = peer;
     headers['x-forwarded-proto'] = proto;
     if (headers.host) headers['x-forwarded-host'] = headers.host;
-    else delete headers['x-forwarded-host'];
+    else if (headers['x-forwarded-host'] !== undefined) delete headers['x-forwarded-host'];
   }
 }
 
@@ -115,4 +211,73 @@ export function responseHeaders(raw: Buffer[], close: boolean, ownCookies?: Read
   }
   if (close) out.push('Connection', 'close');
   return out;
+}
+
+/**
+ * What is wrong with the request's Host, or undefined when nothing is. Refused (400 bad_host, RFC 9112
+ * §3.2): more than one Host line (node keeps the first in req.headers and drops the others, so the raw
+ * lines are counted), and a value that is not `host[:port]`. The host is an `[IPv6]` literal or a name
+ * or IPv4 address of letters, digits and `- . _ ~` (RFC 3986's unreserved characters): its reg-name also
+ * allows `%`-escapes and `! $ & ' ( ) * + , ; =`, which no DNS name has and which are exactly what
+ * breaks a URL, a header list or a page when an upstream builds one from X-Forwarded-Host (password-
+ * reset links, cache keys). The port is up to five digits. An empty Host (HTTP/1.1 allows it) passes,
+ * and no X-Forwarded-Host is made from it. One char-code loop over the value and one over the raw
+ * header names (their lengths compared first).
+ */
+export function hostProblem(req: IncomingMessage): 'repeated' | 'invalid' | undefined {
+  const raw = req.rawHeaders;
+  let lines = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 4 && (name.charCodeAt(0) | 32) === 104 /* h */ && name.toLowerCase() === 'host') lines++;
+  }
+  if (lines > 1) return 'repeated';
+  const host = req.headers.host;
+  return host === undefined || host === '' || validHost(host) ? undefined : 'invalid';
+}
+
+/** Throws 400 bad_host when the request's Host is repeated or not `host[:port]` (hostProblem). */
+export function checkHost(req: IncomingMessage): void {
+  const problem = hostProblem(req);
+  if (problem === undefined) return;
+  throw new GatewayError('bad_host', {
+    message: problem === 'repeated' ? 'The request has more than one Host header (RFC 9112 §3.2).' : undefined,
+    detail: { reason: `host_${problem}` },
+  });
+}
+
+/** `host[:port]` as hostProblem accepts it. */
+export function validHost(value: string): boolean {
+  const n = value.length;
+  if (n > 261) return false; // 255 for the name, ":" and five digits
+  let i = 0;
+  if (value.charCodeAt(0) === 91 /* [ */) {
+    // IPv6 (RFC 3986 IP-literal, without IPvFuture and zone ids): hex digits, ":" and "." (an IPv4 tail)
+    i = 1;
+    let colons = 0;
+    for (; i < n; i++) {
+      const c = value.charCodeAt(i);
+      if (c === 93 /* ] */) break;
+      if (c === 58) colons++;
+      else if (!((c >= 48 && c <= 57) || ((c | 32) >= 97 && (c | 32) <= 102) || c === 46)) return false;
+    }
+    if (i === n || colons < 2) return false;
+    i++;
+  } else {
+    for (; i < n; i++) {
+      const c = value.charCodeAt(i);
+      if (c === 58 /* : */) break;
+      const l = c | 32;
+      // letters, digits, "-", ".", "_", "~"
+      if (!((l >= 97 && l <= 122) || (c >= 48 && c <= 57) || c === 45 || c === 46 || c === 95 || c === 126)) return false;
+    }
+    if (i === 0 || i > 255) return false;
+  }
+  if (i === n) return true;
+  if (value.charCodeAt(i) !== 58 || n - i - 1 > 5) return false;
+  for (let j = i + 1; j < n; j++) {
+    const c = value.charCodeAt(j);
+    if (c < 48 || c > 57) return false;
+  }
+  return n - i - 1 === 0 || Number(value.slice(i + 1)) <= 65535;
 }

@@ -15,7 +15,7 @@ import type { ActiveSession, Sessions } from '../session/sessions.js';
 import type { Invalidation } from '../session/types.js';
 import { bearerOnly, type WebContext } from '../web/context.js';
 import { stripOwnCookies } from '../web/cookies.js';
-import { dropHopByHop, responseHeaders, setForwarded, setIdentity, stripCredentials, stripIdentity } from './headers.js';
+import { checkHost, dropHopByHop, peerTrusted, responseHeaders, setForwarded, setIdentity, stripClientHeaders, stripCredentials } from './headers.js';
 import { checkPath } from './path.js';
 import type { Proxy } from './proxy.js';
 import { RouteTable, type Route } from './routes.js';
@@ -315,7 +315,7 @@ export function createUpgradeHandler(deps: UpgradeDeps): UpgradeHandler {
     const headers = req.headers;
     stripCredentials(headers);
     if (ownCookies) stripOwnCookies(headers, ownCookies);
-    setForwarded(req, current().trust);
+    setForwarded(req, peerTrusted(req, current().trust));
     if (session) setIdentity(headers, session, route.forwardPhone);
     if (targets.headers) for (const [name, value] of targets.headers) headers[name] = value;
     delete headers.host; // the upstream's Host; the client's is in X-Forwarded-Host
@@ -501,6 +501,7 @@ export function createUpgradeHandler(deps: UpgradeDeps): UpgradeHandler {
     const fail = (err: unknown) => refuse(socket, err, routeName, start);
     try {
       if (closed) throw new GatewayError('not_ready', { message: 'The gateway is shutting down; connect again.' });
+      checkHost(req);
       const c = current();
       if (!isWebSocket(req) || c.isOwn(req.url ?? '')) return asPlainRequest(req, socket, start);
       const checked = checkPath(req.url ?? '');
@@ -511,7 +512,7 @@ export function createUpgradeHandler(deps: UpgradeDeps): UpgradeHandler {
       requestId(req.headers);
       const headers = req.headers;
       dropHopByHop(headers);
-      stripIdentity(headers);
+      stripClientHeaders(headers, peerTrusted(req, c.trust));
       if (route.auth !== 'required') return open(req, socket, head, route, undefined, start);
 
       const { token, via, given } = credentials.of(req);

@@ -188,6 +188,27 @@ export class WechatClient {
     return answer.image;
   }
 
+  /**
+   * `POST cgi-bin/qrcode/create`: a temporary parametric QR code of an Official Account (QR_STR_SCENE,
+   * `sceneStr` 1 to 64 characters, `expireSeconds` at most 30 days). WeChat answers the ticket (shown with
+   * mp.weixin.qq.com/cgi-bin/showqrcode?ticket=…), its life and the URL the code encodes. Never retried.
+   */
+  async qrcodeCreate(accessToken: string, params: { sceneStr: string; expireSeconds: number }): Promise<MpQrcode> {
+    if (params.sceneStr.length < 1 || params.sceneStr.length > 64) throw new Error('invalid qrcode parameters: scene_str must be 1 to 64 characters');
+    const query = new URLSearchParams({ access_token: accessToken });
+    const data = await this.call('qrcode_create', `/cgi-bin/qrcode/create?${query}`, ['ticket'], [accessToken], {
+      expire_seconds: params.expireSeconds,
+      action_name: 'QR_STR_SCENE',
+      action_info: { scene: { scene_str: params.sceneStr } },
+    });
+    const expireSeconds = Number(data.expire_seconds);
+    return {
+      ticket: data.ticket as string,
+      expireSeconds: Number.isFinite(expireSeconds) && expireSeconds > 0 ? expireSeconds : params.expireSeconds,
+      ...(nonEmpty(data.url) ? { url: data.url as string } : {}),
+    };
+  }
+
   close(): void {
     this.agent.destroy();
   }
@@ -301,6 +322,15 @@ export class WechatClient {
       req.end(payload);
     });
   }
+}
+
+/** A temporary Official Account QR code (cgi-bin/qrcode/create). */
+export interface MpQrcode {
+  /** what showqrcode takes, and what the subscribe / SCAN event carries as Ticket */
+  ticket: string;
+  expireSeconds: number;
+  /** the text the QR code encodes (http://weixin.qq.com/q/…) */
+  url?: string;
 }
 
 /** An access_token as WeChat gave it: the token and its lifetime in seconds. */

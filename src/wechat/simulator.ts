@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { devEncrypt } from './simulator-encrypt.js';
 import { createTokenApis } from './simulator-token.js';
+import { createMpQrApis, type MpPushOptions } from './simulator-mpqr.js';
 import { createWebApis } from './simulator-web.js';
 
 /**
@@ -34,6 +35,10 @@ import { createWebApis } from './simulator-web.js';
  * redirect_uri?code&state); `GET /sns/oauth2/access_token`, `/sns/oauth2/refresh_token`, `/sns/userinfo`,
  * `/sns/auth`; and `POST /wxa/getwxacodeunlimit` (a real PNG; the access_token from cgi-bin/*). A web user
  * "union*" has the same unionid as the mini-program user of that name.
+ *
+ * Official Account follow-QR login, see simulator-mpqr.ts: `POST /cgi-bin/qrcode/create`, `GET
+ * /cgi-bin/showqrcode`, and the phone's side `GET /dev/mp/scan` / `GET /dev/mp/follow`, which push the
+ * signed (and, per `mp.encrypt`, encrypted) subscribe / SCAN event to the gateway's server URL.
  */
 export const SIMULATOR_CODES = `Codes: any "<user>.<n>" logs <user> in (single use; users "union*" get a unionid);
   fail-<errcode> (fail-40029, fail-45011, fail-40226, fail--1), slow-<ms>, html, garbage, nojson-openid.
@@ -46,6 +51,8 @@ export interface SimulatorOptions {
   latencyMs?: number;
   /** Lifetime of the access_tokens it issues (cgi-bin/stable_token, cgi-bin/token), seconds; default 7200. */
   tokenExpiresIn?: number;
+  /** The Official Account whose follow events /dev/mp/follow pushes, and where to (web.mpQr). */
+  mp?: MpPushOptions;
 }
 
 const ERRMSG: Record<number, string> = {
@@ -104,6 +111,8 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
   const tokenApis = createTokenApis({ apps: opts.apps, tokenExpiresIn: opts.tokenExpiresIn });
   /** OAuth pages, sns/* and getwxacodeunlimit: see simulator-web.ts */
   const webApis = createWebApis({ apps: opts.apps, checkToken: tokenApis.checkToken });
+  /** qrcode/create, showqrcode and the follow page: see simulator-mpqr.ts */
+  const mpQrApis = createMpQrApis({ checkToken: tokenApis.checkToken, push: opts.mp });
 
   function json(res: http.ServerResponse, body: object): void {
     const text = JSON.stringify(body);
@@ -198,6 +207,7 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
       }
       if (tokenApis.handle(req, res, url)) return;
       if (webApis.handle(req, res, url)) return;
+      if (mpQrApis.handle(req, res, url)) return;
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ errcode: -1, errmsg: `the simulator does not know ${req.method} ${url.pathname}` }));
     };
