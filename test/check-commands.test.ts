@@ -93,8 +93,15 @@ test('check-config with secrets written into the file: shown as ${ENV} reference
 
 test("check-config on the repo's gateway.yaml: fed back, the same configuration", async (t) => {
   const file = join(ROOT, 'gateway.yaml');
-  const { printed, moved, again } = await roundTrip(t, file, {}, ['dev-secret-not-for-production', 'dev-mp-secret-not-for-production']);
-  const env = Object.fromEntries(Object.keys(moved).map((name) => [name, name === 'WXGATE_WECHAT_APPS_0_SECRET' ? 'dev-secret-not-for-production' : 'dev-mp-secret-not-for-production']));
+  const values: Record<string, string> = {
+    WXGATE_WECHAT_APPS_0_SECRET: 'dev-secret-not-for-production',
+    WXGATE_WEB_MP_SECRET: 'dev-mp-secret-not-for-production',
+    WXGATE_WEB_MP_QR_TOKEN: 'devToken123',
+    WXGATE_WEB_MP_QR_ENCODING_AESKEY: 'devEncodingAESKey0123456789abcdefghijklmnop',
+  };
+  const { printed, moved, again } = await roundTrip(t, file, {}, Object.values(values));
+  t.deepEqual(Object.keys(moved).sort(), Object.keys(values).sort(), 'the secrets written in the file, web.mpQr\'s Token and EncodingAESKey too');
+  const env = Object.fromEntries(Object.keys(moved).map((name) => [name, values[name]!]));
   t.is((await again(env)).code, 0);
   t.deepEqual(loadConfigFile(printed, env), loadConfigFile(file, {}));
 });

@@ -1,12 +1,14 @@
 import test from 'ava';
 import { Redis } from 'ioredis';
 import { buildConfig, ConfigError } from '../src/config/load.js';
+import { userId } from '../src/session/tokens.js';
 import { MpCrypto, flatXml, mpSignature, parseFlatXml } from '../src/wechat/mp-crypto.js';
-import { simulatedOpenid, startSimulator } from '../src/wechat/simulator.js';
+import { simulatedOpenid, simulatedUnionid, startSimulator } from '../src/wechat/simulator.js';
 import { simulatedOriginalId } from '../src/wechat/simulator-mpqr.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { Browser, setCookies, type SetCookie } from './helpers/browser.js';
 import { request, type Reply } from './helpers/http.js';
+import { metricValue, scrape } from './helpers/metrics.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
 import { startUpstream, type Upstream } from './helpers/upstream.js';
 
@@ -213,6 +215,10 @@ test.serial('safe mode, two replicas: ticket on A, the encrypted event pushed to
   const seen = up.seen.at(-1)!;
   t.is(seen.headers['x-openid'], openid);
   t.is(seen.headers['x-appid'], MP);
+  // the session is recorded as made by this flow (mpqr: "Q" at the end of its field in the user's hash)
+  const fields = Object.entries(await admin.hgetall(`mpq:u:${userId(MP, openid)}`)).filter(([k]) => k.length === 22).map(([, v]) => v);
+  t.is(fields.length, 1, 'one session');
+  t.regex(fields[0]!, /\tQ$/);
   // a web session (flow mpqr): the mini-program-only endpoints refuse it
   const phone = await pc.go('/wx/phone', { method: 'POST', headers: { origin: PUBLIC, 'content-type': 'application/json' }, body: '{"code":"phone-13800138000"}' });
   isError(t, phone, 403, 'app_not_allowed', 'a follow-QR session asks for a phone number');
@@ -220,6 +226,48 @@ test.serial('safe mode, two replicas: ticket on A, the encrypted event pushed to
   isError(t, await poll(new Browser(b.url), tk), 409, 'ticket_used');
   // the secret is the page's: without it, or with another, the ticket is not found
   isError(t, await poll(new Browser(a.url), { ticket: tk.ticket }), 404, 'ticket_not_found');
+});
+
+test.serial('a replica that drains (SIGTERM) answers the page\'s long poll at once (pending, Retry-After: 0); the page polls A again and logs in', async (t) => {
+  const d = await startTestGateway(config(simSafe, 'mpq:', { encodingAESKey: AES_KEY, encrypt: 'safe' }));
+  const tk = await newTicket(d);
+  const started = Date.now();
+  const waiting = poll(new Browser(d.url), tk, 25);
+  await new Promise((r) => setTimeout(r, 400));
+  const closing = d.close();
+  const res = await waiting;
+  t.true(Date.now() - started < 10_000, `answered ${Date.now() - started} ms after it began, not at the end of its 25 s`);
+  t.is(res.status, 200, res.text);
+  t.deepEqual(res.json, { status: 'pending' });
+  t.is(res.headers['retry-after'], '0');
+  await closing;
+  // WeChat pushes to B, the page's next poll (on A) gets the session
+  t.is((await follow(simSafe, tk, `follower${++users}`)).status, 200);
+  const again = await poll(new Browser(a.url), tk, 5);
+  t.is(again.json.status, 'confirmed', again.text);
+  t.truthy(sessionCookie(again));
+});
+
+test.serial('one person across apps: a follow-QR login gets the unionid from cgi-bin/user/info, so X-User-Id is the one of the same user\'s mini-program login', async (t) => {
+  const user = `union${++users}`;
+  const tk = await newTicket(a);
+  t.is((await follow(simSafe, tk, user)).status, 200);
+  const pc = new Browser(a.url);
+  t.is((await poll(pc, tk)).json.status, 'confirmed');
+  const session = await pc.go('/session');
+  t.is(session.json.unionid, simulatedUnionid(user), 'the unionid WeChat gave for the follower');
+  t.is((await pc.go('/shop/pc')).status, 200);
+  const fromPc = up.seen.at(-1)!.headers;
+  // the same person logs in with the mini-program
+  const token = await login(a.url, `${user}.1`);
+  credentials.push(token);
+  t.is((await request(a.url, { path: '/shop/phone', headers: { authorization: `Bearer ${token}` } })).status, 200);
+  const fromPhone = up.seen.at(-1)!.headers;
+  t.not(fromPc['x-appid'], fromPhone['x-appid'], 'two apps');
+  t.not(fromPc['x-openid'], fromPhone['x-openid'], 'two openids');
+  t.truthy(fromPc['x-user-id']);
+  t.is(fromPc['x-user-id'], fromPhone['x-user-id'], 'one person');
+  t.is(fromPc['x-unionid'], simulatedUnionid(user));
 });
 
 test.serial('a follower scans again: SCAN with the bare scene logs in too', async (t) => {
@@ -238,7 +286,11 @@ test.serial('a follower scans again: SCAN with the bare scene logs in too', asyn
 
 test.serial('WeChat resends an event (same push 3 more times): one login, every answer alike', async (t) => {
   const tk = await newTicket(a);
+  const pushes = async (outcome: string) => metricValue(await scrape(b.url), 'wxgate_mp_pushes_total', { outcome });
+  const [loginsBefore, resentBefore] = [await pushes('login'), await pushes('resent')];
   const pushed = await follow(simSafe, tk, `follower${++users}`, 4);
+  t.is((await pushes('login')) - loginsBefore, 1, 'one login on B, the replica WeChat pushes to');
+  t.is((await pushes('resent')) - resentBefore, 3, 'three resends');
   t.is(pushed.pushes, 4);
   t.is(pushed.status, 200);
   t.is(pushed.reply, REPLY, 'the last resend gets the same reply as the first');
@@ -284,6 +336,7 @@ test.serial('forged and replayed pushes are refused (403) and logged, and log in
   const tk = await newTicket(p);
   const ev = eventXml({ openid: simulatedOpenid(MP, 'mallory'), event: 'subscribe', scene: tk.ticket, ticket: wechatTicket(tk) });
   const logsBefore = p.logs.length;
+  const refusedBefore = metricValue(await scrape(p.url), 'wxgate_mp_pushes_total', { outcome: 'mp_replayed' });
   // no signature, a wrong one, one made with another token
   isError(t, await push(p, new URLSearchParams(), ev), 403, 'mp_signature_invalid', 'unsigned');
   const wrong = signed();
@@ -298,6 +351,11 @@ test.serial('forged and replayed pushes are refused (403) and logged, and log in
   t.is((await push(p, used, harmless)).text, 'success', 'the first push with it');
   t.is((await push(p, used, harmless)).text, 'success', 'the same push again (a retry) is fine');
   isError(t, await push(p, used, ev), 403, 'mp_replayed', 'its signature with another body');
+  // nor can the signature of a URL check (GET with echostr) carry a push
+  const checked = signed({ echostr: '42' });
+  t.is((await request(p.url, { path: `${EVENTS}?${checked}` })).text, '42');
+  checked.delete('echostr');
+  isError(t, await push(p, checked, ev), 403, 'mp_replayed', 'a URL check\'s signature with a body');
   // the event of another QR code (its Ticket) does not settle this ticket, nor a scan-to-login confirm
   const other = await newTicket(p);
   const mixed = await push(p, signed(), eventXml({ openid: simulatedOpenid(MP, 'mallory'), event: 'subscribe', scene: tk.ticket, ticket: wechatTicket(other) }));
@@ -307,11 +365,13 @@ test.serial('forged and replayed pushes are refused (403) and logged, and log in
   isError(t, confirm, 404, 'ticket_not_found', 'the mini-program cannot confirm a follow-QR ticket');
   t.deepEqual((await poll(new Browser(p.url), tk)).json, { status: 'pending' }, 'nobody logged in');
   const refused = p.logs.slice(logsBefore).map((l) => JSON.parse(l) as { msg: string; reason?: string }).filter((l) => l.msg === 'Official Account message push refused');
+  t.is(metricValue(await scrape(p.url), 'wxgate_mp_pushes_total', { outcome: 'mp_replayed' }) - refusedBefore, 4, 'counted by outcome');
   t.deepEqual(refused.map((l) => l.reason), [
     'signature, timestamp or nonce missing or malformed',
     'signature does not match',
     'timestamp outside the 5-minute window',
     'timestamp outside the 5-minute window',
+    'a signature used before with another body',
     'a signature used before with another body',
   ]);
 });

@@ -59,6 +59,21 @@ test('qrcodeCreate: an errcode is a WechatError without the access_token; no tic
   await t.throwsAsync(client(api).qrcodeCreate(APP_TOKEN, { sceneStr: 'x'.repeat(65), expireSeconds: 60 }), { message: /scene_str/ });
 });
 
+test('mpUserInfo: GET cgi-bin/user/info with the access_token and openid; the unionid when given; another openid is a bad response', async (t) => {
+  const api = base();
+  const OPENID = 'oAbCdEfGhIjKlMnOpQrStUvWxYz0';
+  nock(api)
+    .get('/cgi-bin/user/info')
+    .query({ access_token: APP_TOKEN, openid: OPENID, lang: 'zh_CN' })
+    .reply(200, { subscribe: 1, openid: OPENID, nickname: 'x', subscribe_time: 1382694957, unionid: 'o6_bmasdasdsad6_2sgVt7hMZOPfL' });
+  t.deepEqual(await client(api).mpUserInfo(APP_TOKEN, OPENID), { subscribed: true, unionid: 'o6_bmasdasdsad6_2sgVt7hMZOPfL' });
+  nock(api).get('/cgi-bin/user/info').query(true).reply(200, { subscribe: 0, openid: OPENID });
+  t.deepEqual(await client(api).mpUserInfo(APP_TOKEN, OPENID), { subscribed: false });
+  nock(api).get('/cgi-bin/user/info').query(true).reply(200, { subscribe: 1, openid: 'oSomeoneElse' });
+  const err = await t.throwsAsync(client(api).mpUserInfo(APP_TOKEN, OPENID), { instanceOf: WechatError });
+  t.is(err!.kind, 'bad_response');
+});
+
 async function gateway(api: string) {
   return startTestGateway(
     testConfig({
@@ -109,6 +124,38 @@ test.serial('POST /qr/tickets: WeChat\'s failures are answered like the other we
     }
     t.false(gw.logs.join('\n').includes(APP_TOKEN), 'no access_token in the logs');
     t.false(gw.logs.join('\n').includes(MP_SECRET), 'no secret in the logs');
+  } finally {
+    await gw.close();
+  }
+});
+
+test.serial('a follow-QR login goes on without a unionid when cgi-bin/user/info fails (48001: the account may not call it)', async (t) => {
+  const api = base();
+  nock(api)
+    .post('/cgi-bin/stable_token')
+    .reply(200, { access_token: APP_TOKEN, expires_in: 7200 })
+    .post('/cgi-bin/qrcode/create')
+    .query(true)
+    .reply(200, { ticket: WX_TICKET, expire_seconds: 300 })
+    .get('/cgi-bin/user/info')
+    .query(true)
+    .reply(200, { errcode: 48001, errmsg: 'api unauthorized' });
+  const gw = await gateway(api);
+  try {
+    const tk = (await request(gw.url, { method: 'POST', path: '/qr/tickets' })).json as { ticket: string; secret: string };
+    const timestamp = String(Math.floor(Date.now() / 1000));
+    const q = new URLSearchParams({ signature: mpSignature('tok123', timestamp, '7'), timestamp, nonce: '7' });
+    const ev = `<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[oFollower0123456789abcdefgh]]></FromUserName><CreateTime>${timestamp}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[SCAN]]></Event><EventKey><![CDATA[${tk.ticket}]]></EventKey><Ticket><![CDATA[${WX_TICKET}]]></Ticket></xml>`;
+    const pushed = await request(gw.url, { method: 'POST', path: `/wx/mp/events?${q}`, headers: { 'content-type': 'text/xml' }, body: ev });
+    t.is(pushed.text, 'success');
+    const res = await request(gw.url, { path: `/qr/tickets/${tk.ticket}`, headers: { 'x-scan-secret': tk.secret } });
+    t.is(res.json.status, 'confirmed', res.text);
+    const cookie = String(res.headers['set-cookie']).split(';')[0]!;
+    const session = await request(gw.url, { path: '/session', headers: { cookie } });
+    t.is(session.json.openid, 'oFollower0123456789abcdefgh');
+    t.is(session.json.unionid, undefined);
+    t.true(gw.logs.some((l) => l.includes('cgi-bin/user/info failed')), 'a warning');
+    t.false(gw.logs.join('\n').includes(APP_TOKEN));
   } finally {
     await gw.close();
   }

@@ -4,7 +4,7 @@ import { RouteTable } from '../proxy/routes.js';
 import type { Config } from './schema.js';
 
 /** Keys whose values are secrets wherever they stand. */
-const SECRET_KEYS = /^(secret|token|password|stateSecret)$/i;
+const SECRET_KEYS = /^(secret|token|password|stateSecret|encodingAESKey)$/i;
 
 type Def = { type: string; shape?: Record<string, Schema>; innerType?: Schema; element?: Schema; defaultValue?: unknown };
 type Schema = { _zod: { def: Def } };

@@ -87,6 +87,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
         for (const [appid, at] of tokenFetchedAt) this.set({ appid }, Math.max(0, (now - at) / 1000));
       },
     }),
+    mpPushes: new Counter({
+      name: 'wxgate_mp_pushes_total',
+      help: 'Official Account message pushes to the server URL (web.mpQr), by outcome: login, ignored, resent, or the refusal.',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
     rateLimited: new Counter({
       name: 'wxgate_rate_limited_total',
       help: 'Requests refused with 429 rate_limited by the gateway\'s own limits, by endpoint.',

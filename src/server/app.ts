@@ -274,7 +274,7 @@ function webEndpoints(
   }
   const mpQr = config.web!.mpQr;
   if (mpQr) {
-    const h = mpQrHandlers({ config, web, sessions, wechat, accessTokens: deps.accessTokens, log, mpBase: deps.mpBase });
+    const h = mpQrHandlers({ config, web, sessions, wechat, accessTokens: deps.accessTokens, log, metrics: deps.metrics, mpBase: deps.mpBase, draining: deps.draining });
     const limit = perIpLimit(deps, 'qr');
     const s = label('mpqr');
     if (limit) router.post('/qr/tickets', s, limit, h.create);

@@ -660,7 +660,7 @@ function mpQrPaths(
     summary: 'WeChat checks the server URL (服务器配置): signed, it gets echostr back',
     parameters: [...signed, { name: 'echostr', in: 'query', required: true, schema: STRING }],
     responses: { '200': text('echostr, as it came.') },
-    errors: ['bad_request', 'mp_signature_invalid', 'mp_replayed', 'internal_error'],
+    errors: ['bad_request', 'mp_signature_invalid', 'mp_replayed', ...ALWAYS],
   }));
   add(q.eventsPath, 'post', operation({
     id: 'mpEventsPush',

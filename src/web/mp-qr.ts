@@ -1,9 +1,12 @@
 import { hash, randomBytes } from 'node:crypto';
 import type { Context } from 'koa';
+import proxyaddr from 'proxy-addr';
 import getRawBody from 'raw-body';
 import { mpQrApp, type Config } from '../config/schema.js';
 import { GatewayError, wechatErrorFor } from '../server/errors.js';
+import type { Metrics } from '../metrics/metrics.js';
 import type { Sessions } from '../session/sessions.js';
+import type { Identity } from '../session/types.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 import type { WechatClient } from '../wechat/client.js';
 import { MpCrypto, MpCryptoError, flatXml, mpSignature, parseFlatXml, signatureMatches } from '../wechat/mp-crypto.js';
@@ -30,7 +33,18 @@ const MARK_MS = 2 * REPLAY_WINDOW_MS;
 export const EVENTS_BODY_LIMIT = 64 * 1024;
 const OPENID = /^[A-Za-z0-9_-]{1,64}$/;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Waits `ms`, or less when `signal` aborts (the gateway drains). */
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 const secretHash = (secret: string) => hash('sha256', `wxgate-mpqr\n${secret}`, 'base64url');
 /** What a follow-QR ticket is bound to in the store: its WeChat ticket, hashed. */
 const bindOf = (wechatTicket: string) => `mpqr:${hash('sha256', wechatTicket, 'base64url')}`;
@@ -42,7 +56,8 @@ const mark = (...parts: string[]) => hash('sha256', parts.join('\n'), 'base64url
  *                                code (a temporary QR_STR_SCENE code of the OA, scene = the ticket) and a
  *                                secret only this page holds
  *   GET  /qr/tickets/:id?wait=25 the PC page, with X-Scan-Secret: waits (long poll) and, once the user
- *                                followed or scanned, gets its own web session as the session cookie
+ *                                followed or scanned, gets its own web session as the session cookie;
+ *                                a draining gateway answers it at once (pending, Retry-After: 0)
  *   GET  web.mpQr.eventsPath     WeChat's server URL check (signature → echostr)
  *   POST web.mpQr.eventsPath     WeChat's message push: a `subscribe` (EventKey qrscene_<ticket>) or `SCAN`
  *                                (EventKey <ticket>) event with the QR code's Ticket confirms the ticket
@@ -61,13 +76,17 @@ export function mpQrHandlers(deps: {
   wechat: WechatClient;
   accessTokens: AccessTokens;
   log: Logger;
+  metrics: Metrics;
+  /** aborted when the gateway drains: a long poll answers its ticket's status at once (as scan.ts's) */
+  draining?: AbortSignal;
   /** where showqrcode is served (the simulator in dev mode); default config.wechat.mpBase */
   mpBase?: string;
 }) {
-  const { config, web, sessions, wechat, accessTokens, log } = deps;
+  const { config, web, sessions, wechat, accessTokens, log, metrics, draining } = deps;
   const q = config.web!.mpQr!;
   const app = mpQrApp(config)!.appid;
   const crypto = q.encodingAESKey ? new MpCrypto(q.encodingAESKey, app) : undefined;
+  const trust = proxyaddr.compile([...config.server.trustedProxies]);
   const showqrcode = `${(deps.mpBase ?? config.wechat.mpBase).replace(/\/+$/, '')}/cgi-bin/showqrcode`;
 
   async function create(ctx: Context): Promise<void> {
@@ -98,6 +117,23 @@ export function mpQrHandlers(deps: {
     };
   }
 
+  /**
+   * WeChat's events carry the openid only: the unionid (the same person in the account's other apps,
+   * X-User-Id) comes from cgi-bin/user/info. Without it (not bound to an Open Platform account, or WeChat
+   * failing) the login goes on with the openid alone.
+   */
+  async function withUnionid(who: Identity): Promise<Identity> {
+    if (who.unionid) return who;
+    try {
+      const info = await accessTokens.withToken(app, (token) => wechat.mpUserInfo(token, who.openid));
+      return info.unionid ? { ...who, unionid: info.unionid } : who;
+    } catch (err) {
+      if (!(err instanceof WechatError) && !(err instanceof AccessTokenError)) throw err;
+      log.warn({ appid: app, err: err.message }, 'cgi-bin/user/info failed; the follow-QR session has no unionid');
+      return who;
+    }
+  }
+
   async function wait(ctx: Context): Promise<void> {
     const id = String(ctx.params.id ?? '');
     if (!TICKET.test(id)) throw new GatewayError('ticket_not_found');
@@ -119,18 +155,24 @@ export function mpQrHandlers(deps: {
       const answer = await web.store.claimTicket(id, h, Date.now());
       switch (answer.status) {
         case 'confirmed': {
-          const { token, session } = await sessions.create(answer.who, undefined, 'mpqr');
+          const { token, session } = await sessions.create(await withUnionid(answer.who), undefined, 'mpqr');
           web.setSession(ctx, token);
           log.info({ appid: answer.who.appid }, 'follow-QR login: browser logged in');
           ctx.body = { status: 'confirmed', expires_in: sessions.expiresIn(session) };
           return;
         }
         case 'pending':
+          if (draining?.aborted) {
+            // shutting down: poll again at once (on another replica)
+            ctx.set('Retry-After', '0');
+            ctx.body = { status: 'pending' };
+            return;
+          }
           if (Date.now() + POLL_MS > deadline || gone()) {
             ctx.body = { status: 'pending' };
             return;
           }
-          await sleep(POLL_MS);
+          await sleep(POLL_MS, draining);
           continue;
         case 'cancelled':
           throw new GatewayError('ticket_cancelled');
@@ -146,7 +188,9 @@ export function mpQrHandlers(deps: {
 
   /** A refused push: logged (the reason and the peer, nothing secret), answered 403 / 400. */
   function refuse(ctx: Context, code: 'mp_signature_invalid' | 'mp_replayed' | 'mp_message_invalid', reason: string): never {
-    log.warn({ reason, ip: ctx.req.socket.remoteAddress }, 'Official Account message push refused');
+    // the peer, or the address server.trustedProxies vouch for (a load balancer in front)
+    log.warn({ reason, ip: proxyaddr(ctx.req, trust) }, 'Official Account message push refused');
+    metrics.mpPushes.inc({ outcome: code });
     throw new GatewayError(code);
   }
 
@@ -161,11 +205,24 @@ export function mpQrHandlers(deps: {
     return { timestamp, nonce, signature };
   }
 
+  /**
+   * One signature, one body: in plaintext mode the signature does not cover the body, so a signature seen
+   * before (WeChat's resend of the same push is fine) may not carry another message. Remembered in the
+   * store, for every replica, as long as its timestamp can pass the window.
+   */
+  async function oneBody(ctx: Context, signed: { timestamp: string; nonce: string; signature: string }, body: string): Promise<void> {
+    const bodyMark = mark(body);
+    const earlier = await web.store.once(`mpn:${mark(signed.signature, signed.timestamp, signed.nonce)}`, bodyMark, MARK_MS);
+    if (earlier !== undefined && earlier !== bodyMark) refuse(ctx, 'mp_replayed', 'a signature used before with another body');
+  }
+
   /** GET: WeChat checks the server URL (服务器配置) and wants echostr back. */
-  function verifyUrl(ctx: Context): void {
-    checkSigned(ctx);
+  async function verifyUrl(ctx: Context): Promise<void> {
+    const signed = checkSigned(ctx);
     const echostr = ctx.query.echostr;
     if (typeof echostr !== 'string' || !/^[A-Za-z0-9_-]{1,128}$/.test(echostr)) throw new GatewayError('bad_request', { message: 'No echostr to answer.' });
+    // the check's signature is spent too: seen here (in a log, say), it cannot carry a push
+    await oneBody(ctx, signed, `GET\n${echostr}`);
     ctx.set('Cache-Control', 'no-store');
     ctx.type = 'text/plain; charset=utf-8';
     ctx.body = echostr;
@@ -203,11 +260,7 @@ export function mpQrHandlers(deps: {
     } else if (q.encrypt === 'safe') {
       refuse(ctx, 'mp_message_invalid', 'a plaintext message, but web.mpQr.encrypt is safe');
     }
-    // One signature, one body: in plaintext mode the signature does not cover the body, so a signature
-    // seen before (a retry of the same push is fine) may not carry another message.
-    const bodyMark = mark(body);
-    const earlier = await web.store.once(`mpn:${mark(signed.signature, signed.timestamp, signed.nonce)}`, bodyMark, MARK_MS);
-    if (earlier !== undefined && earlier !== bodyMark) refuse(ctx, 'mp_replayed', 'a signature used before with another body');
+    await oneBody(ctx, signed, `POST\n${body}`);
 
     const outcome = await handle(msg);
     const reply = outcome === 'login' && q.reply ? passiveReply(msg, q.reply, encrypted ? signed.nonce : undefined) : undefined;
@@ -226,23 +279,33 @@ export function mpQrHandlers(deps: {
    * An event WeChat resends is acted on once: its outcome is remembered and answered again.
    */
   async function handle(msg: Record<string, string>): Promise<'login' | 'none'> {
+    const ignored = () => (metrics.mpPushes.inc({ outcome: 'ignored' }), 'none' as const);
     const { MsgType, Event, EventKey = '', Ticket, FromUserName = '', CreateTime = '', MsgId } = msg;
-    if (MsgType !== 'event' || (Event !== 'subscribe' && Event !== 'SCAN')) return 'none';
+    if (MsgType !== 'event' || (Event !== 'subscribe' && Event !== 'SCAN')) return ignored();
     const scene = Event === 'subscribe' ? (EventKey.startsWith('qrscene_') ? EventKey.slice(8) : undefined) : EventKey;
     // a follow from a search or a shared card has no scene: not ours
-    if (scene === undefined || !TICKET.test(scene) || !Ticket) return 'none';
+    if (scene === undefined || !TICKET.test(scene) || !Ticket) return ignored();
     if (!OPENID.test(FromUserName)) {
       log.warn({ appid: app, event: Event }, 'Official Account event without a usable FromUserName');
-      return 'none';
+      return ignored();
     }
     const eventKey = `mpe:${mark(app, MsgId ?? `${FromUserName}\n${CreateTime}\n${Event}\n${EventKey}`)}`;
     const answer = await web.store.settleTicket(scene, 'confirmed', { appid: app, openid: FromUserName }, Date.now(), bindOf(Ticket));
     const outcome = answer === 'ok' ? 'login' : 'none';
-    // the first outcome stands: a resent event whose first delivery confirmed the ticket is answered alike
-    const first = ((await web.store.once(eventKey, outcome, MARK_MS)) ?? outcome) as 'login' | 'none';
-    if (answer === 'ok') log.info({ appid: app, event: Event }, 'follow-QR login confirmed');
-    else if (first === 'none') log.debug({ appid: app, event: Event, answer }, 'follow-QR event for no pending ticket');
-    return first;
+    // the outcome is remembered: a resent event whose first delivery confirmed the ticket is answered alike
+    const earlier = (await web.store.once(eventKey, outcome, MARK_MS)) as 'login' | 'none' | undefined;
+    if (answer === 'ok') {
+      log.info({ appid: app, event: Event }, 'follow-QR login confirmed');
+      metrics.mpPushes.inc({ outcome: 'login' });
+      return 'login';
+    }
+    if (earlier !== undefined) {
+      log.debug({ appid: app, event: Event }, 'follow-QR event resent by WeChat');
+      metrics.mpPushes.inc({ outcome: 'resent' });
+      return earlier;
+    }
+    log.debug({ appid: app, event: Event, answer }, 'follow-QR event for no pending ticket');
+    return ignored();
   }
 
   /** The text reply to the user (被动回复), encrypted like the push when it was. */

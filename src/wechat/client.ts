@@ -209,6 +209,18 @@ export class WechatClient {
     };
   }
 
+  /**
+   * `GET cgi-bin/user/info`: what the Official Account knows of one of its users (by openid): whether
+   * they follow it and, when the account is bound to an Open Platform account, their unionid. Never retried.
+   */
+  async mpUserInfo(accessToken: string, openid: string): Promise<MpUserInfo> {
+    const query = new URLSearchParams({ access_token: accessToken, openid, lang: 'zh_CN' });
+    const data = await this.call('user_info', `/cgi-bin/user/info?${query}`, [], [accessToken]);
+    if (data.openid !== undefined && data.openid !== openid) throw new WechatError('bad_response', 'user_info', undefined, 'the answer is about another openid');
+    const unionid = nonEmpty(data.unionid);
+    return { subscribed: data.subscribe === 1 || data.subscribe === '1', ...(unionid ? { unionid } : {}) };
+  }
+
   close(): void {
     this.agent.destroy();
   }
@@ -322,6 +334,13 @@ export class WechatClient {
       req.end(payload);
     });
   }
+}
+
+/** An Official Account's user (cgi-bin/user/info), as far as the gateway needs it. */
+export interface MpUserInfo {
+  subscribed: boolean;
+  /** when the Official Account is bound to an Open Platform account */
+  unionid?: string;
 }
 
 /** A temporary Official Account QR code (cgi-bin/qrcode/create). */

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { MpCrypto, flatXml, mpSignature, parseFlatXml } from './mp-crypto.js';
-import { simulatedOpenid } from './simulator.js';
+import { simulatedOpenid, simulatedUnionid } from './simulator.js';
 import { wxacodePng } from './simulator-web.js';
 
 /**
@@ -13,6 +13,9 @@ import { wxacodePng } from './simulator-web.js';
  *        default 60 s); scene_str "fail-<errcode>" answers that errcode.
  *   GET /cgi-bin/showqrcode?ticket=…  the code as a PNG (mp.weixin.qq.com at WeChat); 404 for an unknown or
  *        expired ticket.
+ *   GET /cgi-bin/user/info?access_token=…&openid=…  { subscribe: 1, openid, nickname, subscribe_time,
+ *        unionid? } for a user who followed here ("union*" users have the unionid of the mini-program user
+ *        of that name); 40003 for an openid that never followed; the token checked as for qrcode/create.
  * Pages standing in for the phone (not WeChat APIs):
  *   GET /dev/mp/scan?ticket=…[&user=]  "you scanned the code": a page with a user name and a "Follow and
  *        log in" button, which submits
@@ -22,7 +25,7 @@ import { wxacodePng } from './simulator-web.js';
  *        per its encrypt mode, encrypted with its EncodingAESKey, is POSTed to the gateway's server URL
  *        (`repeat`: the same request that many times, as WeChat resends one it got no answer to). The
  *        page (or JSON with Accept: application/json) shows the gateway's status and its reply, decrypted.
- *        A user counts as a follower after the gateway answered 200.
+ *        A user follows from their first follow on (the next one is a SCAN).
  */
 export interface MpPushOptions {
   /** the Official Account */
@@ -43,6 +46,7 @@ export interface MpQrApiOptions {
 const ERRMSG: Record<number, string> = {
   [-1]: 'system error',
   40001: 'invalid credential, access_token is invalid or not latest',
+  40003: 'invalid openid',
   40097: 'invalid args',
   41001: 'access_token missing',
   48001: 'api unauthorized',
@@ -71,8 +75,8 @@ interface PushResult {
 export function createMpQrApis(opts: MpQrApiOptions) {
   /** ticket → its app, scene and deadline */
   const tickets = new Map<string, { appid: string; scene: string; expiresAt: number }>();
-  /** "appid:openid" of users who follow */
-  const followers = new Set<string>();
+  /** "appid:openid" of users who follow → their user name and when they followed */
+  const followers = new Map<string, { user: string; since: number }>();
   let rid = 0;
 
   function json(res: http.ServerResponse, body: object): void {
@@ -212,10 +216,11 @@ ${result.reply !== undefined ? `<p>Official Account: <span id="reply">${esc(resu
       body = flatXml([...(push.encrypt === 'compatible' ? fields : [fields[0]!]), ['Encrypt', enc]]);
     }
     const url = `${target}${target.includes('?') ? '&' : '?'}${query}`;
+    // the user follows before WeChat tells the server (cgi-bin/user/info knows them from then on)
+    if (!followers.has(key)) followers.set(key, { user, since: now });
     let last: { status: number; text: string } | undefined;
     for (let i = 0; i < repeat; i++) last = await post(url, body);
     const { status, text } = last!;
-    if (status === 200) followers.add(key);
     const result: PushResult = { status, event, pushes: repeat, body: text };
     if (status === 200 && text !== 'success' && text !== '') {
       let reply = parseFlatXml(text);
@@ -237,9 +242,30 @@ ${result.reply !== undefined ? `<p>Official Account: <span id="reply">${esc(resu
     return result;
   }
 
+  function userInfo(q: URLSearchParams, res: http.ServerResponse): void {
+    const app = opts.checkToken(q.get('access_token'));
+    if ('errcode' in app) return error(res, app.errcode);
+    if (opts.push && app.appid !== opts.push.appid) return error(res, 48001);
+    const openid = q.get('openid') ?? '';
+    const f = followers.get(`${app.appid}:${openid}`);
+    if (!f) return error(res, 40003);
+    json(res, {
+      subscribe: 1,
+      openid,
+      nickname: f.user,
+      language: 'zh_CN',
+      subscribe_time: f.since,
+      ...(f.user.startsWith('union') ? { unionid: simulatedUnionid(f.user) } : {}),
+      subscribe_scene: 'ADD_SCENE_QR_CODE',
+    });
+  }
+
   function handle(req: http.IncomingMessage, res: http.ServerResponse, url: URL): boolean {
     const q = url.searchParams;
     switch (`${req.method} ${url.pathname}`) {
+      case 'GET /cgi-bin/user/info':
+        userInfo(q, res);
+        return true;
       case 'POST /cgi-bin/qrcode/create':
         create(req, q, res);
         return true;
