@@ -296,6 +296,7 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
     });
     sessions.events = events;
     closers.push(() => events.close());
+    undo.push(() => events.close(0));
   }
   const replay: ReplayStore =
     store instanceof RedisStore ? new RedisReplayStore(store.redis, config.session.redis.keyPrefix) : new MemoryReplayStore();
