@@ -50,6 +50,8 @@ async function lru(): Promise<{ rss: number; heap: number }> {
     revokeAll: async () => 0,
     list: async () => [],
     getSessionKey: async () => undefined,
+    linkedUnionid: async () => undefined,
+    identities: async () => [],
     onInvalidate: () => {},
     ping: async () => {},
     close: async () => {},
@@ -62,7 +64,7 @@ async function lru(): Promise<{ rss: number; heap: number }> {
   );
   const fill = async () => {
     for (let i = 0; i < CACHED; i++) {
-      await sessions.create({ appid: APPID, openid: wxid('o'), unionid: i % 2 ? wxid('u') : undefined }, randomBytes(16).toString('base64'));
+      await sessions.create({ appid: APPID, openid: wxid('o'), unionid: i % 2 ? wxid('u') : undefined }, randomBytes(16).toString('base64'), 'miniprogram');
     }
   };
   const cache = (sessions as unknown as { cache: { size: number; clear(): void } }).cache;
@@ -86,6 +88,7 @@ async function redis(n: number, perUser: number): Promise<{ perSession: number; 
     await waitForPort(port);
     const url = `redis://127.0.0.1:${port}`;
     const admin = new Redis(url);
+    admin.on('error', () => {}); // the store's ping below reports a Redis that does not answer
     const store = new RedisStore({ url, keyPrefix: 'wxgate:', connectTimeout: 5000, commandTimeout: 30_000 });
     for (let i = 0; ; i++) {
       try {
@@ -111,7 +114,7 @@ async function redis(n: number, perUser: number): Promise<{ perSession: number; 
         for (let k = 0; k < perUser; k++) {
           const tokenHash = hashToken(newToken({ appid: APPID, openid }));
           sample ??= openid;
-          const record = { appid: APPID, openid, ...(unionid ? { unionid } : {}), createdAt: now, expiresAt: now + 30 * 86400_000, idleExpiresAt: now + 7 * 86400_000 };
+          const record = { appid: APPID, openid, ...(unionid ? { unionid } : {}), flow: 'miniprogram' as const, createdAt: now, expiresAt: now + 30 * 86400_000, idleExpiresAt: now + 7 * 86400_000 };
           work.push(store.create(tokenHash, record, sessionKey, { maxPerUser: 5 }));
         }
       }

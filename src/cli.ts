@@ -1,20 +1,24 @@
 #!/usr/bin/env node
 // first: V8 settings that must be in place before any other module runs
 import './v8-flags.js';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
-import { explainRoute, maskSecrets } from './config/inspect.js';
-import { ConfigError, loadConfigFile } from './config/load.js';
-import { startGateway } from './main.js';
+import { CHECK_ROUTE_EXIT, effectiveConfigFile, explainRoute } from './config/inspect.js';
+import { ConfigError, loadConfigFile, parseYaml } from './config/load.js';
+import { configSchema } from './config/schema.js';
+import { ListenError, startGateway } from './main.js';
 import { createLogger } from './server/logger.js';
 import { startSimulator } from './wechat/simulator.js';
 
 const USAGE = `Usage:
   wxgate [--config FILE]           run the gateway (FILE defaults to $WXGATE_CONFIG or ./gateway.yaml)
-  wxgate check-config FILE         validate a configuration, print it as loaded (secrets masked), exit 0 if valid
-  wxgate check-route FILE METHOD PATH
-                                   which route, upstream and auth rule a request would get
+  wxgate check-config FILE         validate a configuration; print it with the defaults filled in, as a file
+                                   check-config accepts again (secrets as \${ENV} references); exit 0 if valid
+  wxgate check-route FILE [METHOD] PATH [--method METHOD]
+                                   what METHOD (default GET) PATH would get; exit 0 proxied to a route,
+                                   3 answered by the gateway itself, 4 no route (404), 5 method not allowed
+                                   (405), 6 refused (400 bad_path); 1 invalid configuration, 2 usage
   wxgate simulate [--port N]       run the WeChat API simulator (development only)
   wxgate --help`;
 
@@ -26,6 +30,7 @@ async function main(argv: string[]): Promise<number> {
       config: { type: 'string', short: 'c' },
       port: { type: 'string', short: 'p' },
       host: { type: 'string' },
+      method: { type: 'string', short: 'X' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -49,18 +54,24 @@ async function main(argv: string[]): Promise<number> {
     const file = rest[0] ?? values.config;
     if (!file) throw new ConfigError('(none)', ['check-config needs a FILE']);
     const config = loadConfigFile(file);
-    process.stdout.write(`# ${file}: valid (${config.routes.length} routes, ${config.session.store} session store); as loaded, secrets masked:\n`);
-    process.stdout.write(stringify(maskSecrets(config)));
+    // printed from the file as written (defaults added), so that it loads again to the same configuration
+    const { config: effective, moved } = effectiveConfigFile(configSchema, parseYaml(readFileSync(file, 'utf8'), file));
+    process.stdout.write(`# ${file}: valid (${config.routes.length} routes, ${config.session.store} session store); with the defaults filled in:\n`);
+    for (const m of moved) process.stdout.write(`# ${m.key} is written in the file: shown as \${${m.env}} (keep secrets in the environment)\n`);
+    process.stdout.write(stringify(effective));
     return 0;
   }
   if (command === 'check-route') {
-    const [file, method, target] = rest;
-    if (!file || !method || !target) {
-      process.stderr.write(`wxgate: check-route needs FILE METHOD PATH\n${USAGE}\n`);
+    // check-route FILE METHOD PATH, or check-route FILE PATH [--method METHOD]
+    const [file, ...args] = rest;
+    const [method, target] = args.length === 2 ? [args[0], args[1]] : [values.method ?? 'GET', args[0]];
+    if (!file || !target || !method || args.length > 2 || (args.length === 2 && values.method && values.method.toUpperCase() !== method.toUpperCase())) {
+      process.stderr.write(`wxgate: check-route needs FILE [METHOD] PATH (or --method METHOD, not both)\n${USAGE}\n`);
       return 2;
     }
-    process.stdout.write(`${explainRoute(loadConfigFile(file), method, target)}\n`);
-    return 0;
+    const { outcome, text } = explainRoute(loadConfigFile(file), method, target);
+    process.stdout.write(`${text}\n`);
+    return CHECK_ROUTE_EXIT[outcome];
   }
   if (command !== undefined) {
     process.stderr.write(`wxgate: unknown command "${command}"\n${USAGE}\n`);
@@ -113,8 +124,15 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`wxgate: ${(err as Error).message}\n${USAGE}\n`);
       process.exitCode = 2;
     } else {
-      process.stderr.write(`wxgate: failed to start: ${(err as Error).message}\n`);
+      // a listener that cannot open names itself ("cannot listen for metrics on 127.0.0.1:9100: ...")
+      process.stderr.write(err instanceof ListenError ? `wxgate: ${err.message}\n` : `wxgate: failed to start: ${(err as Error).message}\n`);
       process.exitCode = 1;
+      // startGateway closed what it had opened, so the process ends by itself; should anything have been
+      // left open, it must not keep running half started
+      setTimeout(() => {
+        process.stderr.write('wxgate: something was left open after the failed start; exiting anyway\n');
+        process.exit(1);
+      }, 5000).unref();
     }
   },
 );

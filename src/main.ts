@@ -2,8 +2,9 @@ import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { ConfigError, loadConfigFile } from './config/load.js';
 import { restartOnlyChanges, watchConfigFile } from './config/reload.js';
-import type { Config } from './config/schema.js';
+import { mpQrApp, type Config } from './config/schema.js';
 import { createAdminApp } from './admin/admin.js';
+import { AccountControls, MemoryAccountStore, RedisAccountStore } from './session/controls.js';
 import { createExampleUpstream } from './dev/example-upstream.js';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from './login/rate-limit.js';
 import { MemoryReplayStore, RedisReplayStore, type ReplayStore } from './login/replay.js';
@@ -13,6 +14,7 @@ import { createUpgradeHandler } from './proxy/websocket.js';
 import { createHandler } from './server/app.js';
 import { createLogger, type Logger } from './server/logger.js';
 import { MemoryStore } from './session/memory-store.js';
+import { Events } from './events/events.js';
 import { RedisStore } from './session/redis-store.js';
 import { Sessions } from './session/sessions.js';
 import type { SessionStore } from './session/types.js';
@@ -47,11 +49,49 @@ export interface Gateway {
 
 export type ReloadResult = { ok: true; changed: boolean } | { ok: false; error: string };
 
-function listen(server: http.Server, port: number, host: string): Promise<number> {
+/** Why a listener could not be opened, in words (the errno codes listen() fails with). */
+const LISTEN_FAILURES: Record<string, string> = {
+  EADDRINUSE: 'address already in use',
+  EACCES: 'permission denied (ports below 1024 need privileges)',
+  EADDRNOTAVAIL: 'address not available on this host',
+  ENOTFOUND: 'unknown host',
+  EAI_AGAIN: 'host name lookup failed',
+};
+
+/**
+ * A listener the configuration asks for could not be opened. The message names the listener, its
+ * address and the configuration key: `cannot listen for metrics on 127.0.0.1:9100: address already in use
+ * (metrics.port)`.
+ */
+export class ListenError extends Error {
+  constructor(
+    readonly listener: string,
+    readonly address: string,
+    readonly key: string,
+    readonly code: string | undefined,
+    reason: string,
+  ) {
+    super(`cannot listen for ${listener} on ${address}: ${reason} (${key})`);
+    this.name = 'ListenError';
+  }
+}
+
+function hostPort(host: string, port: number): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+function listenFailure(err: unknown, listener: string, host: string, port: number, key: string): ListenError {
+  const code = (err as NodeJS.ErrnoException).code;
+  return new ListenError(listener, hostPort(host, port), key, code, (code && LISTEN_FAILURES[code]) ?? (err as Error).message);
+}
+
+/** `what`: the listener and its config key, for the error when it cannot listen. */
+function listen(server: http.Server, port: number, host: string, what: { listener: string; key: string }): Promise<number> {
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
+    const failed = (err: Error) => reject(listenFailure(err, what.listener, host, port, what.key));
+    server.once('error', failed);
     server.listen(port, host, () => {
-      server.off('error', reject);
+      server.off('error', failed);
       resolve((server.address() as AddressInfo).port);
     });
   });
@@ -156,43 +196,98 @@ function urlOf(host: string, port: number): string {
   return `http://${h}:${port}`;
 }
 
-/** Starts the gateway (and, when the config asks for them, the dev simulator and example upstream). */
+/**
+ * Starts the gateway (and, when the config asks for them, the dev simulator and example upstream).
+ * All or nothing: when any part fails to start (a listener whose port is taken: a ListenError), what was
+ * opened already (listeners, Redis connections, timers) is closed again before the error is thrown.
+ */
 export async function startGateway(config: Config, opts: { log?: Logger; configFile?: string; watch?: boolean } = {}): Promise<Gateway> {
+  const undo: Array<() => Promise<void> | void> = [];
+  try {
+    return await openGateway(config, opts, undo);
+  } catch (err) {
+    for (const c of undo.reverse()) {
+      try {
+        await c();
+      } catch {
+        // closing what is left of a failed start: nothing more to do
+      }
+    }
+    throw err;
+  }
+}
+
+/** `undo`: what it opened so far, pushed as it goes, for startGateway to close if a later step fails. */
+async function openGateway(config: Config, opts: { log?: Logger; configFile?: string; watch?: boolean }, undo: Array<() => Promise<void> | void>): Promise<Gateway> {
   const log = opts.log ?? createLogger(config.log.level);
   const metrics = createMetrics();
   const closers: Array<() => Promise<void> | void> = [];
 
   // the apps whose secrets the gateway holds: the mini-programs, and the web apps of browser logins
   const secretApps = [...config.wechat.apps, ...(config.web?.mp ? [config.web.mp] : []), ...(config.web?.open ? [config.web.open] : [])];
+  // web.mpQr: the Official Account's access_token comes from the shared service, like the mini-programs'
+  const qrApp = mpQrApp(config);
+  if (qrApp && !secretApps.some((a) => a.appid === qrApp.appid)) secretApps.push(qrApp);
   let apiBase = config.wechat.apiBase;
   let oauthBase = config.wechat.oauthBase;
+  let mpBase: string | undefined;
+  /** the gateway's own server URL for the simulator's Official Account pushes, once it listens */
+  let mpEventsUrl: string | undefined;
   if (config.dev.simulator) {
+    const mpQr = config.web?.mpQr;
     const sim = await startSimulator(config.dev.simulatorPort, '127.0.0.1', {
       apps: Object.fromEntries(secretApps.map((a) => [a.appid, a.secret])),
+      ...(mpQr && qrApp
+        ? { mp: { appid: qrApp.appid, token: mpQr.token, encodingAESKey: mpQr.encodingAESKey, encrypt: mpQr.encrypt, url: () => mpEventsUrl } }
+        : {}),
+    }).catch((err: unknown) => {
+      throw listenFailure(err, 'the dev simulator', '127.0.0.1', config.dev.simulatorPort, 'dev.simulatorPort');
     });
+    undo.push(() => sim.close());
     closers.push(() => sim.close());
     apiBase = sim.url;
     oauthBase = sim.url;
+    mpBase = sim.url;
     const banner = `DEV MODE: WeChat simulator at ${sim.url} answers all logins; no real WeChat user can log in. Never use dev.simulator in production.`;
     log.warn({ simulator: sim.url }, banner);
     if (process.stderr.isTTY) process.stderr.write(`\n\x1b[1;33m*** ${banner} ***\x1b[0m\n\n`);
   }
   if (config.dev.exampleUpstream) {
     const upstream = createExampleUpstream();
-    const port = await listen(upstream, config.dev.exampleUpstreamPort, '127.0.0.1');
+    const port = await listen(upstream, config.dev.exampleUpstreamPort, '127.0.0.1', { listener: 'the dev example upstream', key: 'dev.exampleUpstreamPort' });
+    undo.push(() => closeServer(upstream, 0));
     closers.push(() => closeServer(upstream, 1000));
     log.warn({ url: urlOf('127.0.0.1', port) }, 'DEV MODE: example upstream started');
   }
 
   const store = createStore(config, metrics, log);
+  undo.push(() => store.close());
   await waitForStore(store, config.session.redis.connectTimeout, log);
   const sessions = new Sessions(store, config.session, metrics, log.child({ part: 'sessions' }));
+  // account controls: blocks, the login audit trail (its own log lines, part: audit), the device list
+  sessions.controls = new AccountControls(
+    store instanceof RedisStore ? new RedisAccountStore(store.redis, config.session.redis.keyPrefix) : new MemoryAccountStore(),
+    { history: config.audit.history, historyKeep: config.audit.historyKeep, maxAge: config.session.maxAge, logOpenid: config.log.openid },
+    log.child({ part: 'audit' }),
+  );
+  if (config.events) {
+    const events = new Events({
+      ...config.events,
+      redis: store instanceof RedisStore ? store.redis : undefined,
+      keyPrefix: config.session.redis.keyPrefix,
+      metrics,
+      log: log.child({ part: 'events' }),
+    });
+    sessions.events = events;
+    closers.push(() => events.close());
+  }
   const replay: ReplayStore =
     store instanceof RedisStore ? new RedisReplayStore(store.redis, config.session.redis.keyPrefix) : new MemoryReplayStore();
   if (replay instanceof MemoryReplayStore) closers.push(() => replay.close());
+  if (replay instanceof MemoryReplayStore) undo.push(() => replay.close());
   const wechat = new WechatClient({ apiBase, timeout: config.wechat.timeout, apps: secretApps, metrics });
   const accessTokens = new AccessTokens({
-    apps: config.wechat.apps,
+    apps: qrApp ? [...config.wechat.apps, qrApp] : config.wechat.apps,
     wechat,
     store: store instanceof RedisStore ? new RedisTokenStore(store.redis, config.session.redis.keyPrefix) : new MemoryTokenStore(),
     redis: store instanceof RedisStore ? store.redis : undefined,
@@ -200,15 +295,21 @@ export async function startGateway(config: Config, opts: { log?: Logger; configF
     log: log.child({ part: 'access_token' }),
     timeout: config.wechat.timeout,
   });
+  undo.push(() => wechat.close(), () => accessTokens.close());
   let web: WebContext | undefined;
   if (config.web) {
     const webStore = store instanceof RedisStore ? new RedisWebStore(store.redis, config.session.redis.keyPrefix) : new MemoryWebStore();
     if (webStore instanceof MemoryWebStore) closers.push(() => webStore.close());
+    if (webStore instanceof MemoryWebStore) undo.push(() => webStore.close());
     web = createWebContext(config, webStore);
   }
   const proxy = new Proxy(metrics, log.child({ part: 'proxy' }), web?.cookies.names);
+  undo.push(() => proxy.close());
   // The request path is built from the config; a reload builds it anew and swaps it in whole.
-  const build = (c: Config) => createHandler({ config: c, sessions, wechat, accessTokens, replay, metrics, proxy, log, loginLimiter: loginLimiter(c, store), web, oauthBase });
+  // aborted when close() begins: long polls (scan tickets) answer at once rather than hold the drain
+  const draining = new AbortController();
+  const build = (c: Config) =>
+    createHandler({ config: c, sessions, wechat, accessTokens, replay, metrics, proxy, log, loginLimiter: loginLimiter(c, store), web, oauthBase, mpBase, draining: draining.signal });
   let live = config;
   let handler = build(config);
 
@@ -217,6 +318,7 @@ export async function startGateway(config: Config, opts: { log?: Logger; configF
   // WebSockets: authenticated like any proxied request; a reload applies to sockets opened after it
   const upgrades = createUpgradeHandler({ config: () => live, sessions, proxy, metrics, log: log.child({ part: 'websocket' }), web, fallback: (req, res) => handler(req, res) });
   server.on('upgrade', upgrades);
+  undo.push(() => upgrades.close());
   const applyServerLimits = (c: Config) => {
     server.maxConnections = c.server.maxConnections > 0 ? c.server.maxConnections : Infinity;
     server.requestTimeout = c.server.requestTimeout;
@@ -226,8 +328,10 @@ export async function startGateway(config: Config, opts: { log?: Logger; configF
   applyServerLimits(config);
   metrics.configReloadSuccess.set(1);
   metrics.configReloadTimestamp.set(Date.now() / 1000);
-  const port = await listen(server, config.server.port, config.server.host);
+  const port = await listen(server, config.server.port, config.server.host, { listener: 'requests', key: 'server.port' });
+  undo.push(() => closeServer(server, 0));
   const url = urlOf(config.server.host, port);
+  if (config.web?.mpQr) mpEventsUrl = `${url}${config.web.mpQr.eventsPath}`;
 
   let metricsUrl: string | undefined;
   let metricsServer: http.Server | undefined;
@@ -243,14 +347,30 @@ export async function startGateway(config: Config, opts: { log?: Logger; configF
         () => res.writeHead(500).end(),
       );
     });
-    const mport = await listen(metricsServer, config.metrics.port, config.metrics.host);
+    const mport = await listen(metricsServer, config.metrics.port, config.metrics.host, { listener: 'metrics', key: 'metrics.port' });
+    const opened = metricsServer;
+    undo.push(() => closeServer(opened, 0));
     metricsUrl = urlOf(config.metrics.host, mport);
   }
   let adminUrl: string | undefined;
   let adminServer: http.Server | undefined;
   if (config.admin) {
-    adminServer = http.createServer(createAdminApp({ token: config.admin.token, sessions, accessTokens, log: log.child({ part: 'admin' }) }).callback());
-    adminUrl = urlOf(config.admin.host, await listen(adminServer, config.admin.port, config.admin.host));
+    adminServer = http.createServer(
+      createAdminApp({
+        token: config.admin.token,
+        sessions,
+        controls: sessions.controls,
+        ttl: config.session.ttl,
+        bodyLimit: config.server.bodyLimit,
+        accessTokens,
+        wechat,
+        resetSessionKey: config.admin.resetSessionKey,
+        log: log.child({ part: 'admin' }),
+      }).callback(),
+    );
+    adminUrl = urlOf(config.admin.host, await listen(adminServer, config.admin.port, config.admin.host, { listener: 'the admin API', key: 'admin.port' }));
+    const opened = adminServer;
+    undo.push(() => closeServer(opened, 0));
   }
   log.info(
     { url, admin: adminUrl ?? 'off', metrics: metricsUrl ?? (config.metrics.enabled ? `${url}${config.metrics.path}` : 'off'), store: store.kind, routes: config.routes.length },
@@ -291,6 +411,7 @@ export async function startGateway(config: Config, opts: { log?: Logger; configF
   const close = () =>
     (closing ??= (async () => {
       watcher?.close();
+      draining.abort();
       // open WebSockets are closed at once (1001, clients reconnect elsewhere) while the HTTP drain runs
       await Promise.all([closeServer(server, live.server.shutdownTimeout), upgrades.close()]);
       if (metricsServer) await closeServer(metricsServer, 1000);

@@ -1,11 +1,17 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
-import { createClient, scanTicket, type ClientError, type WxLike } from '../client/wxgate.js';
+import { createClient, ERROR_TEXTS, errorText, scanTicket, type ClientError, type WxLike, type WxSocketTask } from '../client/wxgate.js';
+import { ERRORS } from '../src/server/errors.js';
 import { simulatedOpenid, startSimulator } from '../src/wechat/simulator.js';
 import { APPID, SECRET, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { startUpstream, type Upstream } from './helpers/upstream.js';
+import { acceptOf, decodeFrames, encodeFrame, startWsUpstream, type WsUpstream } from './helpers/ws.js';
 
 /**
  * The mini-program client helper (client/wxgate.js, issue 8) driven by a fake `wx` whose request()
@@ -13,10 +19,15 @@ import { startUpstream, type Upstream } from './helpers/upstream.js';
  * scan-to-login), and against a tiny fake gateway where a test needs answers the real one will not give.
  */
 const ADMIN_TOKEN = 'admin-token-for-client-tests-0123';
+/** an Official Account of the gateway: a route only for it refuses the mini-program's sessions */
+const OTHER_APP = 'wx9999999999999999';
 
 let sim: Awaited<ReturnType<typeof startSimulator>>;
 let up: Upstream;
+let wsUp: WsUpstream;
 let gw: TestGateway;
+const files = mkdtempSync(join(tmpdir(), 'wxgate-client-'));
+let saved = 0;
 let deadUrl: string;
 let users = 0;
 let codes = 0;
@@ -34,7 +45,7 @@ interface FakeWx extends WxLike {
   storage: Map<string, unknown>;
   /** what WeChat would say to wx.checkSession; a wx.login makes it valid again, as on a phone */
   sessionValid: boolean;
-  counts: { login: number; checkSession: number };
+  counts: { login: number; checkSession: number; handshakes: number };
   sent: Sent[];
   /** requests the fake wx sent to `path` (method too if given) */
   to(path: string, method?: string): Sent[];
@@ -46,7 +57,7 @@ function fakeWx(opts: { user?: string; storage?: Map<string, unknown>; sessionVa
     user: opts.user ?? `cuser${++users}`,
     storage: opts.storage ?? new Map(),
     sessionValid: opts.sessionValid ?? true,
-    counts: { login: 0, checkSession: 0 },
+    counts: { login: 0, checkSession: 0, handshakes: 0 },
     sent: [],
     to(path, method) {
       return w.sent.filter((s) => s.path === path && (!method || s.method === method));
@@ -66,6 +77,49 @@ function fakeWx(opts: { user?: string; storage?: Map<string, unknown>; sessionVa
     getStorageSync: (key) => (w.storage.has(key) ? w.storage.get(key) : ''),
     setStorageSync: (key, value) => void w.storage.set(key, value),
     removeStorageSync: (key) => void w.storage.delete(key),
+    // wx.uploadFile: a multipart/form-data POST of the file and formData; the answer's body as a string
+    uploadFile(o) {
+      const boundary = `----wxupload${randomBytes(8).toString('hex')}`;
+      const parts: Buffer[] = [];
+      for (const [k, v] of Object.entries(o.formData ?? {})) parts.push(Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${k}"\r\n\r\n${String(v)}\r\n`));
+      parts.push(Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${o.name}"; filename="${o.filePath.split('/').pop()}"\r\nContent-Type: application/octet-stream\r\n\r\n`));
+      parts.push(readFileSync(o.filePath), Buffer.from(`\r\n--${boundary}--\r\n`));
+      const body = Buffer.concat(parts);
+      const header: Record<string, string> = { ...(o.header ?? {}), 'content-type': `multipart/form-data; boundary=${boundary}` };
+      const u = new URL(o.url);
+      w.sent.push({ method: 'POST', url: o.url, path: u.pathname, header, data: o.formData });
+      const req = http.request(u, { method: 'POST', headers: header, agent: false }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => o.success({ statusCode: res.statusCode!, data: Buffer.concat(chunks).toString(), header: res.headers as Record<string, unknown>, errMsg: 'uploadFile:ok' }));
+      });
+      req.on('error', (e) => o.fail({ errMsg: `uploadFile:fail ${e.message}` }));
+      req.end(body);
+      return { abort: () => req.destroy() };
+    },
+    // wx.downloadFile: a GET whose body, whatever the status, is saved to a temp file
+    downloadFile(o) {
+      const u = new URL(o.url);
+      w.sent.push({ method: 'GET', url: o.url, path: u.pathname, header: { ...(o.header ?? {}) }, data: undefined });
+      const req = http.request(u, { method: 'GET', headers: o.header ?? {}, agent: false }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const tempFilePath = join(files, `tmp-${++saved}`);
+          writeFileSync(tempFilePath, Buffer.concat(chunks));
+          o.success({ statusCode: res.statusCode!, tempFilePath, errMsg: 'downloadFile:ok' });
+        });
+      });
+      req.on('error', (e) => o.fail({ errMsg: `downloadFile:fail ${e.message}` }));
+      req.end();
+      return { abort: () => req.destroy() };
+    },
+    getFileSystemManager: () => ({ readFileSync: (path: string) => readFileSync(path, 'utf8') }),
+    // wx.connectSocket: as on a phone, a refused handshake is only onError + onClose, without the status
+    connectSocket(o) {
+      w.counts.handshakes++;
+      return fakeSocket(w, o.url, o.header ?? {});
+    },
     request(o) {
       const method = (o.method ?? 'GET').toUpperCase();
       const header: Record<string, string> = { ...(o.header ?? {}) };
@@ -117,6 +171,103 @@ function fakeWx(opts: { user?: string; storage?: Map<string, unknown>; sessionVa
   return w;
 }
 
+/** wx's SocketTask over a raw socket (test/helpers/ws.ts frames): text messages, close frames. */
+function fakeSocket(w: FakeWx, url: string, header: Record<string, string>): WxSocketTask {
+  const on = { open: [] as Array<(r?: unknown) => void>, message: [] as Array<(r: { data: string }) => void>, error: [] as Array<(r: { errMsg: string }) => void>, close: [] as Array<(r: { code: number; reason: string }) => void> };
+  const u = new URL(url.replace(/^ws/, 'http'));
+  w.sent.push({ method: 'GET', url, path: u.pathname, header: { ...header }, data: undefined });
+  const key = randomBytes(16).toString('base64');
+  const socket = net.connect(Number(u.port), u.hostname);
+  let state: 'connecting' | 'open' | 'closed' = 'connecting';
+  let closeSeen: { code: number; reason: string } | undefined;
+  const finish = (res: { code: number; reason: string }) => {
+    if (state === 'closed') return;
+    state = 'closed';
+    setImmediate(() => on.close.forEach((f) => f(res)));
+  };
+  socket.on('error', () => {
+    if (state === 'connecting') on.error.forEach((f) => f({ errMsg: 'connect fail' }));
+    finish({ code: 1006, reason: '' });
+  });
+  socket.on('close', () => {
+    if (state === 'connecting') on.error.forEach((f) => f({ errMsg: 'Invalid HTTP status' }));
+    finish(closeSeen ?? { code: 1006, reason: '' });
+  });
+  const lines = [`GET ${u.pathname}${u.search} HTTP/1.1`, `Host: ${u.host}`, 'Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', `Sec-WebSocket-Key: ${key}`];
+  for (const [k, v] of Object.entries(header)) lines.push(`${k}: ${v}`);
+  socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+  let buf = Buffer.alloc(0);
+  socket.on('data', (d: Buffer) => {
+    buf = Buffer.concat([buf, d]);
+    if (state === 'connecting') {
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const head = buf.subarray(0, end).toString('latin1');
+      if (!head.startsWith('HTTP/1.1 101') || !head.includes(acceptOf(key))) return; // the close event reports it
+      state = 'open';
+      buf = buf.subarray(end + 4);
+      on.open.forEach((f) => f({}));
+    }
+    const { frames, rest } = decodeFrames(buf);
+    buf = Buffer.from(rest);
+    for (const f of frames) {
+      if (f.opcode === 1) on.message.forEach((fn) => fn({ data: f.payload.toString() }));
+      if (f.opcode === 8) {
+        closeSeen = { code: f.payload.length >= 2 ? f.payload.readUInt16BE(0) : 1005, reason: f.payload.subarray(2).toString() };
+        socket.end(encodeFrame(8, f.payload.subarray(0, 2), true));
+      }
+    }
+  });
+  return {
+    onOpen: (f) => void on.open.push(f),
+    onMessage: (f) => void on.message.push(f as (r: { data: string }) => void),
+    onError: (f) => void on.error.push(f),
+    onClose: (f) => void on.close.push(f),
+    send: (o) => {
+      if (state !== 'open') return o.fail?.({ errMsg: 'sendSocketMessage:fail not open' });
+      socket.write(encodeFrame(1, Buffer.from(String(o.data)), true));
+      o.success?.({});
+    },
+    close: (o = {}) => {
+      const b = Buffer.alloc(2);
+      b.writeUInt16BE(o.code ?? 1000);
+      if (state === 'open') socket.write(encodeFrame(8, b, true));
+      else socket.destroy();
+    },
+  };
+}
+
+/** The events an app sees on a socket of the helper, in order; resolves `closed` on its close. */
+function watch(task: WxSocketTask) {
+  const events: string[] = [];
+  const messages: string[] = [];
+  let opened!: () => void;
+  let closed!: (r: { code: number; reason: string }) => void;
+  const open = new Promise<void>((r) => (opened = r));
+  const close = new Promise<{ code: number; reason: string }>((r) => (closed = r));
+  task.onOpen(() => {
+    events.push('open');
+    opened();
+  });
+  task.onMessage((m) => {
+    events.push('message');
+    messages.push(String(m.data));
+  });
+  task.onError((e) => void events.push(`error${e.error ? `:${e.error}` : ''}`));
+  task.onClose((c) => {
+    events.push(`close:${c.code}`);
+    closed(c);
+  });
+  const nextMessage = async (n: number) => {
+    for (let i = 0; i < 300 && messages.length <= n; i++) await new Promise((r) => setTimeout(r, 10));
+    return messages[n];
+  };
+  // opened: the socket opened, or the test fails at once with what the app saw instead
+  const opened2 = Promise.race([open, close.then(() => Promise.reject(new Error(`closed before open: ${events.join(', ')}`)))]);
+  opened2.catch(() => {});
+  return { events, messages, open: opened2, close, nextMessage };
+}
+
 /** The stored token of a fake wx (default storage key). */
 const stored = (w: FakeWx) => w.storage.get('wxgate_token') as string | undefined;
 
@@ -130,8 +281,9 @@ const rejects = async (p: Promise<unknown>): Promise<ClientError> => {
 };
 
 test.before(async () => {
-  sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } });
+  sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET, [OTHER_APP]: 'oa-secret' } });
   up = await startUpstream();
+  wsUp = await startWsUpstream();
   const dead = http.createServer();
   await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
   deadUrl = `http://127.0.0.1:${(dead.address() as AddressInfo).port}`;
@@ -143,15 +295,18 @@ test.before(async () => {
         { path: '/api', upstream: up.url },
         { path: '/api/public', upstream: up.url, auth: 'none' },
         { path: '/down', upstream: deadUrl },
+        { path: '/ws', upstream: wsUp.url },
+        { path: '/ws-other-app', upstream: wsUp.url, apps: [OTHER_APP] },
       ],
       admin: { port: 0, token: ADMIN_TOKEN },
-      web: { publicUrl: 'http://127.0.0.1:8080', scan: { checkPath: false } },
+      web: { publicUrl: 'http://127.0.0.1:8080', scan: { checkPath: false }, mp: { appid: OTHER_APP, secret: 'oa-secret' } },
     }),
   );
 });
 test.after.always(async () => {
   await gw?.close();
   await up?.close();
+  await wsUp?.close();
   await sim?.close();
 });
 
@@ -378,6 +533,9 @@ test('confirmScan: the page\'s scene → POST /scan/tickets/:id/confirm with the
 
   const w = fakeWx();
   const api = createClient({ baseUrl: gw.url, wx: w });
+  t.deepEqual(await api.scannedScan(ticket), { status: 'scanned' });
+  const shown = await request(gw.url, { path: `/scan/tickets/${ticket}`, headers: { 'x-scan-secret': made.json.secret } });
+  t.deepEqual(shown.json, { status: 'scanned' }, 'the PC page sees the scan');
   t.deepEqual(await api.confirmScan(ticket), { status: 'confirmed' });
   const sent = w.to(`/scan/tickets/${ticket}/confirm`, 'POST');
   t.is(sent.length, 1);
@@ -497,4 +655,172 @@ test('appid is sent with the login when given', async (t) => {
   } finally {
     await fake.close();
   }
+});
+
+// --- wx.uploadFile, wx.downloadFile, wx.connectSocket (issue 17 item 8) ---
+
+/** Ends every session of the fake wx's user at the gateway, as a logout elsewhere would. */
+async function revoke(w: FakeWx): Promise<string> {
+  const old = stored(w)!;
+  const out = await request(gw.url, { method: 'POST', path: '/logout', headers: { authorization: `Bearer ${old}` } });
+  if (out.status !== 204) throw new Error(`logout: ${out.status}`);
+  return old;
+}
+
+test('uploadFile: the token in the header, the file reaches the upstream as the user; a revoked token → one re-login and one retry', async (t) => {
+  const w = fakeWx();
+  const api = createClient({ baseUrl: gw.url, wx: w });
+  const filePath = join(files, 'photo.jpg');
+  writeFileSync(filePath, 'JPEG-BYTES-0123');
+  const first = await api.uploadFile({ url: '/api/upload?n=1', filePath, name: 'photo', formData: { album: 'a1' } });
+  t.is(first.statusCode, 200);
+  t.is(typeof first.data, 'string', 'wx gives the body as a string; kept so');
+  t.is(JSON.parse(first.data).openid, simulatedOpenid(APPID, w.user));
+  t.is(w.counts.login, 1);
+  t.is(w.to('/api/upload')[0]!.header.Authorization, `Bearer ${stored(w)}`);
+  const seen = up.seen.find((s) => s.url === '/api/upload?n=1')!;
+  t.is(seen.headers['x-openid'], simulatedOpenid(APPID, w.user));
+  t.true(seen.body.includes('JPEG-BYTES-0123'));
+  t.true(seen.body.includes('name="album"'));
+
+  const old = await revoke(w);
+  const tasks: unknown[] = [];
+  const again = await api.uploadFile({ url: '/api/upload?n=2', filePath, name: 'photo', onTask: (task) => tasks.push(task) });
+  t.is(again.statusCode, 200);
+  t.is(JSON.parse(again.data).openid, simulatedOpenid(APPID, w.user));
+  t.is(w.counts.login, 2, 'one re-login');
+  t.deepEqual(w.to('/api/upload').slice(1).map((s) => s.header.Authorization), [`Bearer ${old}`, `Bearer ${stored(w)}`]);
+  t.is(up.seen.filter((s) => s.url === '/api/upload?n=2').length, 1, 'the upstream got the upload once');
+  t.is(tasks.length, 2, 'onTask sees each UploadTask (the retry is a second one)');
+
+  const nf = await rejects(api.uploadFile({ url: '/nowhere', filePath, name: 'photo' }));
+  t.is(nf.statusCode, 404);
+  t.is(nf.error, 'not_found', 'the error body (a string from wx) is parsed for the code');
+  t.is(w.to('/nowhere').length, 1, 'not retried');
+});
+
+test('downloadFile: the token in the header; a revoked token → one re-login and one retry; an error answer\'s code is read from the saved file', async (t) => {
+  const w = fakeWx();
+  const api = createClient({ baseUrl: gw.url, wx: w });
+  await api.request({ url: '/api/warm' });
+  const old = await revoke(w);
+  const res = await api.downloadFile({ url: '/api/files/report.pdf' });
+  t.is(res.statusCode, 200);
+  t.is(JSON.parse(readFileSync(res.tempFilePath, 'utf8')).openid, simulatedOpenid(APPID, w.user));
+  t.is(w.counts.login, 2);
+  t.deepEqual(w.to('/api/files/report.pdf').map((s) => s.header.Authorization), [`Bearer ${old}`, `Bearer ${stored(w)}`]);
+  t.is(up.seen.filter((s) => s.url === '/api/files/report.pdf').length, 1);
+
+  const down = await rejects(api.downloadFile({ url: '/down/file' }));
+  t.is(down.statusCode, 502);
+  t.is(down.error, 'upstream_unavailable');
+  t.is(w.to('/down/file').length, 1, 'not retried');
+  t.is(w.counts.login, 2);
+});
+
+test('downloadFile against a gateway that keeps answering 401: one retry, never a loop', async (t) => {
+  const fake = await fakeGateway(() => [401, { error: 'unauthorized', message: 'no valid session' }]);
+  try {
+    const w = fakeWx();
+    const err = await rejects(createClient({ baseUrl: fake.url, wx: w }).downloadFile({ url: '/f' }));
+    t.is(err.statusCode, 401);
+    t.is(err.error, 'unauthorized');
+    t.deepEqual(fake.hits.map((h) => `${h.path} ${h.auth ?? '-'}`), ['/login -', '/f Bearer fake-token-1', '/login -', '/f Bearer fake-token-2']);
+  } finally {
+    await fake.close();
+  }
+});
+
+test('connectSocket: the token in the handshake header, messages both ways, the upstream sees the user', async (t) => {
+  const w = fakeWx();
+  const api = createClient({ baseUrl: gw.url, wx: w });
+  const sock = watch(api.connectSocket({ url: '/ws/room?m=c1' }));
+  await sock.open;
+  t.is(w.counts.login, 1, 'logged in first');
+  t.is(w.to('/ws/room')[0]!.header.Authorization, `Bearer ${stored(w)}`);
+  t.is(w.to('/ws/room')[0]!.url.split(':')[0], 'ws', 'ws:// for an http baseUrl');
+  const u = wsUp.upgrades.find((x) => x.url.includes('m=c1'))!;
+  t.is(u.headers['x-openid'], simulatedOpenid(APPID, w.user));
+  let sent = false;
+  await new Promise<void>((r) => {
+    const s2 = api.connectSocket({ url: '/ws/room?m=c1b' });
+    s2.onOpen(() => s2.send({ data: 'hi', success: () => ((sent = true), r()) }));
+    s2.onMessage((m) => void sock.messages.push(`b:${m.data}`));
+  });
+  t.true(sent);
+  t.is(await sock.nextMessage(0), 'b:echo:hi');
+  t.is(w.counts.login, 1, 'the second socket reuses the token');
+});
+
+test('connectSocket with a revoked token: the refused handshake → GET /session says 401 → one re-login and a new handshake; the app only sees open', async (t) => {
+  const w = fakeWx();
+  const api = createClient({ baseUrl: gw.url, wx: w });
+  await api.request({ url: '/api/warm' });
+  const old = await revoke(w);
+  const sock = watch(api.connectSocket({ url: '/ws/room?m=c2' }));
+  await sock.open;
+  t.deepEqual(sock.events, ['open'], 'the failed attempt\'s error and close are not passed on');
+  t.is(w.counts.login, 2);
+  t.is(w.counts.handshakes, 2);
+  t.deepEqual(w.to('/ws/room').map((s) => s.header.Authorization), [`Bearer ${old}`, `Bearer ${stored(w)}`]);
+  t.deepEqual(w.to('/session').map((s) => s.header.Authorization), [`Bearer ${old}`], 'the probe asked with the refused token');
+  const u = wsUp.upgrades.filter((x) => x.url.includes('m=c2'));
+  t.is(u.length, 1, 'the first handshake never reached the upstream');
+  t.is(u[0]!.headers['x-openid'], simulatedOpenid(APPID, w.user));
+});
+
+test('connectSocket refused for another reason (403 app_not_allowed): the app gets error and close, no re-login, no second handshake', async (t) => {
+  const w = fakeWx();
+  const api = createClient({ baseUrl: gw.url, wx: w });
+  const sock = watch(api.connectSocket({ url: '/ws-other-app/x' }));
+  const closed = await sock.close;
+  t.is(closed.code, 1006);
+  t.deepEqual(sock.events, ['error:socket_failed', 'close:1006'], 'wx\'s error, with a code for errorText()');
+  t.is(w.counts.login, 1);
+  t.is(w.counts.handshakes, 1);
+  t.is(w.to('/session').length, 1, 'one probe: the session is fine, so it was not a 401');
+});
+
+test('an open socket closed by the gateway with 4401 (sessions revoked): the app sees the close, the token is dropped, the next connectSocket logs in', async (t) => {
+  const w = fakeWx();
+  const api = createClient({ baseUrl: gw.url, wx: w });
+  const sock = watch(api.connectSocket({ url: '/ws/room?m=c3' }));
+  await sock.open;
+  const del = await request(gw.adminUrl!, {
+    method: 'DELETE',
+    path: `/users/${APPID}/${simulatedOpenid(APPID, w.user)}/sessions`,
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+  });
+  t.is(del.status, 200);
+  const closed = await sock.close;
+  t.is(closed.code, 4401);
+  t.is(stored(w), undefined, 'the ended session\'s token is forgotten');
+  const next = watch(api.connectSocket({ url: '/ws/room?m=c4' }));
+  await next.open;
+  t.is(w.counts.login, 2);
+  t.is(w.counts.handshakes, 2, 'no refused handshake first');
+  t.throws(() => api.connectSocket({ url: 'wss://elsewhere.example.com/ws' }), { instanceOf: TypeError });
+});
+
+test('errorText: every error code of the gateway\'s catalogue has a short Chinese text; unknown codes get a generic one', async (t) => {
+  const cjk = /[\u4e00-\u9fff]/;
+  for (const code of Object.keys(ERRORS)) {
+    const text = ERROR_TEXTS[code];
+    t.is(typeof text, 'string', `no text for ${code}`);
+    t.regex(text!, cjk, code);
+    t.true(text!.length <= 20, `${code}: short`);
+    t.is(errorText(code), text!);
+  }
+  const own = ['request_failed', 'wx_login_failed', 'invalid_login_response', 'socket_failed'];
+  t.deepEqual(Object.keys(ERROR_TEXTS).filter((k) => !(k in ERRORS)).sort(), own.sort(), 'no text for a code that does not exist');
+  t.is(errorText('wechat_unavailable'), '微信服务繁忙，请稍后再试');
+
+  const w = fakeWx();
+  const api = createClient({ baseUrl: gw.url, wx: w });
+  const nf = await rejects(api.request({ url: '/nowhere' }));
+  t.is(errorText(nf), ERROR_TEXTS.not_found!);
+  const off = await rejects(createClient({ baseUrl: deadUrl, wx: fakeWx() }).request({ url: '/api/x' }));
+  t.is(errorText(off), '网络不可用，请检查网络后重试');
+  t.regex(errorText({ error: 'http_418' }), cjk);
+  t.is(errorText(undefined), errorText({ error: 'no_such_code' }));
 });

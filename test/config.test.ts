@@ -135,3 +135,16 @@ test("the repo's gateway.yaml and the production example are valid", (t) => {
   t.is(prod.wechat.apiBase, 'https://api.weixin.qq.com');
   t.regex(readFileSync(join(ROOT, 'config/production.example.yaml'), 'utf8'), /\$\{WX_SECRET\}/);
 });
+
+test('${NAME:-default} takes the default when NAME is unset or empty; a port may come from the environment', (t) => {
+  const raw = { server: { port: '${WXGATE_T_PORT:-8081}' }, wechat: { apps: [{ appid: 'wx0123456789abcdef', secret: '${WXGATE_T_SECRET:-dev-secret}' }] } };
+  t.is(buildConfig(raw, 'x', {}).server.port, 8081);
+  t.is(buildConfig(raw, 'x', { WXGATE_T_PORT: '' }).wechat.apps[0]!.secret, 'dev-secret');
+  const set = buildConfig(raw, 'x', { WXGATE_T_PORT: '9000', WXGATE_T_SECRET: 's' });
+  t.is(set.server.port, 9000);
+  t.is(set.wechat.apps[0]!.secret, 's');
+  const bad = t.throws(() => buildConfig(raw, 'x', { WXGATE_T_PORT: '80x' }), { instanceOf: ConfigError });
+  t.deepEqual(bad!.problems, ['server.port: must be a port number']);
+  const missing = t.throws(() => buildConfig({ ...raw, server: { port: '${WXGATE_T_PORT}' } }, 'x', {}), { instanceOf: ConfigError });
+  t.regex(missing!.problems.join('\n'), /server\.port: environment variable WXGATE_T_PORT is not set/);
+});

@@ -4,6 +4,7 @@ import type { Config } from '../src/config/schema.js';
 import { ERRORS } from '../src/server/errors.js';
 import { openapiDocument } from '../src/server/openapi.js';
 import { createCipheriv } from 'node:crypto';
+import { flatXml, mpSignature } from '../src/wechat/mp-crypto.js';
 import { simulatedSessionKey, startSimulator } from '../src/wechat/simulator.js';
 import { Browser } from './helpers/browser.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
@@ -25,6 +26,7 @@ const OPEN = 'wx55556666777788bb';
 const OPEN_SECRET = 'open-secret-0123456789';
 const STATE_SECRET = 'state-secret-0123456789-0123456789-abcdef';
 const PUBLIC = 'https://m.example.com';
+const MP_TOKEN = 'oaToken0123456789';
 const SESSION = '__Host-wxgate_session';
 
 type Json = any;
@@ -39,13 +41,14 @@ let doc: Json;
 function webConfig(over: Record<string, unknown> = {}) {
   return testConfig({
     apiBase: sim.url,
-    wechat: { apiBase: sim.url, oauthBase: sim.url, timeout: '1s', apps: [{ appid: APPID, secret: SECRET }] },
+    wechat: { apiBase: sim.url, oauthBase: sim.url, mpBase: sim.url, timeout: '1s', apps: [{ appid: APPID, secret: SECRET }] },
     web: {
       publicUrl: PUBLIC,
       stateSecret: STATE_SECRET,
       mp: { appid: MP, secret: MP_SECRET },
       open: { appid: OPEN, secret: OPEN_SECRET },
       scan: { checkPath: false, envVersion: 'develop', demo: true },
+      mpQr: { token: MP_TOKEN, demo: true },
     },
     ...over,
   });
@@ -356,8 +359,9 @@ test.serial('the document is valid OpenAPI 3.1 in structure: info, paths, operat
     Object.keys(doc.paths).sort(),
     [
       '/healthz', '/login', '/logout', '/metrics', '/readyz', '/session', '/wx/decrypt', '/wx/phone',
-      '/oauth/mp/authorize', '/oauth/mp/callback', '/oauth/open/authorize', '/oauth/open/callback',
-      '/scan/tickets', '/scan/tickets/{id}', '/scan/tickets/{id}/confirm', '/scan/tickets/{id}/cancel', '/scan/demo',
+      '/oauth/mp/authorize', '/oauth/mp/callback', '/oauth/open/authorize', '/oauth/open/callback', '/oauth/web/authorize',
+      '/scan/tickets', '/scan/tickets/{id}', '/scan/tickets/{id}/scanned', '/scan/tickets/{id}/confirm', '/scan/tickets/{id}/cancel', '/scan/demo',
+      '/qr/tickets', '/qr/tickets/{id}', '/qr/demo', '/wx/mp/events',
       ...(typeof (config.endpoints as { openapi?: unknown }).openapi === 'string' ? [(config.endpoints as { openapi?: string }).openapi!] : []),
     ].sort(),
   );
@@ -391,7 +395,7 @@ test.serial('the document contains no configured secret', (t) => {
     'test',
   );
   const text = JSON.stringify(openapiDocument(cfg));
-  for (const secret of [SECRET, MP_SECRET, OPEN_SECRET, STATE_SECRET, adminToken, redisPassword, '6390']) t.false(text.includes(secret), secret);
+  for (const secret of [SECRET, MP_SECRET, OPEN_SECRET, STATE_SECRET, MP_TOKEN, adminToken, redisPassword, '6390']) t.false(text.includes(secret), secret);
   t.deepEqual(structuralProblems(JSON.parse(text)), []);
 });
 
@@ -591,8 +595,12 @@ test.serial('scan to log in: tickets, long poll, confirm and cancel, success and
   await expect(t, 403, 'app_not_allowed', 'POST', `/scan/tickets/${ticket.ticket}/confirm`, { browser: mpUser, headers: { origin: PUBLIC } });
   await expect(t, 403, 'app_not_allowed', 'POST', `/scan/tickets/${ticket.ticket}/confirm`, { headers: bearer(mpUser.jar.get(SESSION)!) });
   await expect(t, 403, 'csrf_failed', 'POST', `/scan/tickets/${ticket.ticket}/confirm`, { browser: mpUser });
+  await expect(t, 401, 'unauthorized', 'POST', `/scan/tickets/${ticket.ticket}/scanned`);
+  t.deepEqual((await expect(t, 200, undefined, 'POST', `/scan/tickets/${ticket.ticket}/scanned`, { headers: bearer(phone) })).json, { status: 'scanned' });
+  t.deepEqual((await poll(ticket)).json, { status: 'scanned' });
   const confirmed = await expect(t, 200, undefined, 'POST', `/scan/tickets/${ticket.ticket}/confirm`, { headers: bearer(phone) });
   t.deepEqual(confirmed.json, { status: 'confirmed' });
+  await expect(t, 409, 'ticket_already_confirmed', 'POST', `/scan/tickets/${ticket.ticket}/scanned`, { headers: bearer(phone) });
   await expect(t, 409, 'ticket_already_confirmed', 'POST', `/scan/tickets/${ticket.ticket}/confirm`, { headers: bearer(phone) });
   await expect(t, 409, 'ticket_already_confirmed', 'POST', `/scan/tickets/${ticket.ticket}/cancel`, { headers: bearer(phone) });
   const done = await poll(ticket);
@@ -612,6 +620,38 @@ test.serial('scan to log in: tickets, long poll, confirm and cancel, success and
 
   const demo = await expect(t, 200, undefined, 'GET', '/scan/demo', { headers: { accept: 'text/html' } });
   t.regex(demo.text, /Scan to log in/);
+});
+
+test.serial('follow-QR login: tickets, long poll, the server URL check and pushes, success and documented errors', async (t) => {
+  const tk = (await expect(t, 201, undefined, 'POST', '/qr/tickets')).json as { ticket: string; secret: string; qr: string };
+  const pc = new Browser(gw.url);
+  const poll = () => call(t, 'GET', `/qr/tickets/${tk.ticket}?wait=0`, { browser: pc, headers: { 'x-scan-secret': tk.secret } });
+  t.deepEqual((await poll()).json, { status: 'pending' });
+  await expect(t, 404, 'ticket_not_found', 'GET', `/qr/tickets/${tk.ticket}`);
+  const signed = (extra: Record<string, string> = {}, at = Math.floor(Date.now() / 1000)) => {
+    const timestamp = String(at);
+    const nonce = String(++users);
+    return new URLSearchParams({ signature: mpSignature(MP_TOKEN, timestamp, nonce), timestamp, nonce, ...extra });
+  };
+  const check = await expect(t, 200, undefined, 'GET', `/wx/mp/events?${signed({ echostr: '123456' })}`);
+  t.is(check.text, '123456');
+  await expect(t, 400, 'bad_request', 'GET', `/wx/mp/events?${signed()}`);
+  await expect(t, 403, 'mp_signature_invalid', 'GET', '/wx/mp/events?echostr=1');
+  await expect(t, 403, 'mp_replayed', 'GET', `/wx/mp/events?${signed({ echostr: '1' }, 1_000_000)}`);
+  const openid = 'oOpenapiUser0123456789abcdef';
+  const ticket = new URL(tk.qr).searchParams.get('ticket')!;
+  const ev = flatXml([['ToUserName', 'gh_1'], ['FromUserName', openid], ['CreateTime', Math.floor(Date.now() / 1000)], ['MsgType', 'event'], ['Event', 'subscribe'], ['EventKey', `qrscene_${tk.ticket}`], ['Ticket', ticket]]);
+  const xml = { 'content-type': 'text/xml' };
+  await expect(t, 400, 'mp_message_invalid', 'POST', `/wx/mp/events?${signed()}`, { headers: xml, body: 'not xml' });
+  await expect(t, 403, 'mp_signature_invalid', 'POST', '/wx/mp/events', { headers: xml, body: ev });
+  await expect(t, 413, 'payload_too_large', 'POST', `/wx/mp/events?${signed()}`, { headers: xml, body: `<xml><A>${'x'.repeat(65 * 1024)}</A></xml>` });
+  const pushed = await expect(t, 200, undefined, 'POST', `/wx/mp/events?${signed()}`, { headers: xml, body: ev });
+  t.is(pushed.text, 'success');
+  t.is((await poll()).json.status, 'confirmed');
+  t.is((await expect(t, 200, undefined, 'GET', '/session', { browser: pc })).json.openid, openid);
+  await expect(t, 409, 'ticket_used', 'GET', `/qr/tickets/${tk.ticket}`, { headers: { 'x-scan-secret': tk.secret } });
+  const demo = await expect(t, 200, undefined, 'GET', '/qr/demo', { headers: { accept: 'text/html' } });
+  t.regex(demo.text, /Follow to log in/);
 });
 
 test.serial('scan to log in: an expired ticket is 410 for the phone and the PC', async (t) => {
@@ -646,6 +686,30 @@ test.serial('another configuration, served for real: login moved, metrics elsewh
     t.like(limited, { status: 429, json: { error: 'rate_limited' } });
     t.like(await request(g.url, { method: 'POST', path: '/login', headers: { 'content-type': 'application/json' }, body: '{"code":"x1"}' }), { status: 404, json: { error: 'not_found' } }, '/login is not served there');
     t.is((await request(g.url, { path: '/metrics' })).status, 404);
+  } finally {
+    await g.close();
+  }
+});
+
+test.serial('the one browser entry (/oauth/web/authorize) and the embedded QR: success and documented errors', async (t) => {
+  const wechat = { 'user-agent': 'Mozilla/5.0 (iPhone) MicroMessenger/8.0.47 NetType/WIFI' };
+  t.regex((await expect(t, 302, undefined, 'GET', '/oauth/web/authorize?redirect=/', { headers: wechat })).headers.location!, /\/connect\/oauth2\/authorize\?/);
+  t.regex((await expect(t, 302, undefined, 'GET', '/oauth/web/authorize?redirect=/&embed=1&style=white')).headers.location!, /\/connect\/qrconnect\?.*login_type=jssdk/);
+  await expect(t, 400, 'redirect_not_allowed', 'GET', `/oauth/web/authorize?redirect=${encodeURIComponent('/.//evil.example')}`);
+  await expect(t, 400, 'bad_request', 'GET', '/oauth/web/authorize?redirect=/&style=red');
+  await expect(t, 400, 'bad_request', 'GET', '/oauth/open/authorize?redirect=/&self_redirect=maybe');
+  // the callback inside an iframe (self_redirect=true) sends the top window there
+  const framed = await expect(t, 200, undefined, 'GET', '/oauth/open/callback?code=abc&state=x', { headers: { 'sec-fetch-dest': 'iframe', accept: 'text/html' } });
+  t.regex(framed.text, /window\.top\.location\.replace\("\/oauth\/open\/callback\?code=abc&state=x"\)/);
+  await expect(t, 400, 'redirect_not_allowed', 'GET', '/oauth/web/authorize?redirect=//evil.example', { headers: { accept: 'text/html' } });
+  // nothing fits: a gateway with the Official Account login only, outside WeChat
+  const only = webConfig({ web: { publicUrl: PUBLIC, stateSecret: STATE_SECRET, mp: { appid: MP, secret: MP_SECRET } } });
+  const g = await startTestGateway(only);
+  try {
+    const d = openapiDocument(buildConfig(only, 'test'));
+    t.deepEqual(structuralProblems(d), []);
+    await expect(t, 400, 'web_login_unavailable', 'GET', '/oauth/web/authorize?redirect=/', { base: g.url, d });
+    await expect(t, 302, undefined, 'GET', '/oauth/web/authorize?redirect=/', { base: g.url, d, headers: wechat });
   } finally {
     await g.close();
   }

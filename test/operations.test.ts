@@ -180,7 +180,7 @@ function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: numbe
   return new Promise((r) => child.once('exit', (code) => r({ code, out, err })));
 }
 
-test('check-config prints the configuration as loaded, secrets masked; check-route says what a request would get', async (t) => {
+test('check-config prints the configuration with defaults, secrets never shown; check-route says what a request would get', async (t) => {
   const file = writeConfig(
     raw([
       { path: '/api', upstream: 'http://api.internal:9001', apps: [APPID], timeout: '5s' },
@@ -194,9 +194,9 @@ test('check-config prints the configuration as loaded, secrets masked; check-rou
   const checked = await cli(['check-config', file]);
   t.is(checked.code, 0, checked.err);
   t.regex(checked.out, /valid \(3 routes, redis session store\)/);
-  t.regex(checked.out, /secret: "\*\*\*"/);
-  t.regex(checked.out, /redis:\/\/:\*\*\*@redis\.internal:6379/);
-  t.regex(checked.out, /ttl: 7200000/, 'defaults filled in');
+  t.regex(checked.out, /secret: \$\{WXGATE_WECHAT_APPS_0_SECRET\}/, 'a secret written into the file is shown as a variable (test/check-commands.test.ts)');
+  t.regex(checked.out, /redis:\/\/:\$\{WXGATE_SESSION_REDIS_URL_PASSWORD\}@redis\.internal:6379/);
+  t.regex(checked.out, /ttl: 2h/, 'defaults filled in, as a file has them');
   for (const s of [SECRET, 'hunter2-password', 'admin-token-0123456789-abcdef']) t.false(checked.out.includes(s), s);
 
   const route = async (method: string, path: string) => (await cli(['check-route', file, method, path])).out;

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { inspect } from 'node:util';
 import test, { type ExecutionContext } from 'ava';
 import { Redis } from 'ioredis';
+import { accountId } from '../src/session/accounts.js';
 import { createMetrics, type Metrics } from '../src/metrics/metrics.js';
 import { MemoryStore } from '../src/session/memory-store.js';
 import { RedisStore, type RedisStoreOptions } from '../src/session/redis-store.js';
@@ -224,14 +225,37 @@ test('redis: the token itself is never stored, nor any of its random part: only 
   await store.create(h, { ...record('o-raw'), unionid: 'o-union-raw' }, 'sk', { maxPerUser: 10 });
   const client = new Redis(redis.url);
   t.teardown(() => client.disconnect());
-  const keys = await client.keys(`${prefix}*`);
-  t.deepEqual(keys, [`${prefix}u:${userId(APP, 'o-raw')}`], "one key: the user's, named by their id (the token's first 16 characters)");
-  const fields = await client.hgetall(keys[0]!);
+  const uKey = `${prefix}u:${userId(APP, 'o-raw')}`;
+  const aKey = `${prefix}a:${accountId({ appid: APP, openid: 'o-raw', unionid: 'o-union-raw' })}`;
+  t.deepEqual((await client.keys(`${prefix}*`)).sort(), [aKey, uKey].sort(), "the user's key, named by their id (the token's first 16 characters), and their unionid's account");
+  const fields = await client.hgetall(uKey);
   t.deepEqual(Object.keys(fields).sort(), [h.slice(16), 'k', 'n', 'w'].sort(), "the session's field is the rest of its hash");
-  const dump = [keys[0]!, ...Object.entries(fields).flat()].join('\n');
+  const account = await client.hgetall(aKey);
+  t.deepEqual(account, { [userId(APP, 'o-raw')]: '' }, "the account: its identities' user ids, nothing of a session");
+  const dump = [uKey, aKey, ...Object.entries(fields).flat(), ...Object.entries(account).flat()].join('\n');
   t.false(dump.includes(token));
   const random = token.slice(16); // the 256 bits from the CSPRNG
   for (let i = 0; i + 8 <= random.length; i++) t.false(dump.includes(random.slice(i, i + 8)), `no 8 characters of the random part (at ${i})`);
+});
+
+test("redis: a session field without a flow (written before flows existed) reads as the mini-program's; a web flow costs 2 bytes, an unknown one is refused", async (t) => {
+  const { prefix, store, client } = await freshRedisStore(t);
+  const key = `${prefix}u:${userId(APP, 'o-flows')}`;
+  const [mini, web, old, future] = [hashFor('o-flows'), hashFor('o-flows'), hashFor('o-flows'), hashFor('o-flows')];
+  await store.create(mini!, record('o-flows'), 'k', { maxPerUser: 10 });
+  await store.create(web!, record('o-flows', { flow: 'scan' }), undefined, { maxPerUser: 10 });
+  const miniValue = (await client.hget(key, mini!.slice(16)))!;
+  const webValue = (await client.hget(key, web!.slice(16)))!;
+  t.regex(miniValue, /^[0-9a-z]+\t[0-9a-z]+\t[0-9a-z]+$/, 'the mini-program\'s own sessions are stored as before');
+  t.is(webValue.length, miniValue.length + 2, 'a tab and one letter');
+  // an older gateway's field: no flow
+  await client.hset(key, old!.slice(16), miniValue);
+  t.is((await store.get(old!))?.flow, 'miniprogram');
+  // a newer gateway's flow this one does not know: the session is refused, never taken for a mini-program one
+  await client.hset(key, future!.slice(16), `${miniValue}\tZ`);
+  t.is(await store.get(future!), undefined);
+  t.true(await store.touch(web!, Date.now() + 45_000));
+  t.is((await store.get(web!))?.flow, 'scan', 'touch keeps the flow');
 });
 
 test('redis: one hash per user, a listpack, whose expiry is the latest idle deadline of its sessions; gone with the last one', async (t) => {

@@ -20,7 +20,7 @@ class CountingStore extends MemoryStore {
 test('concurrent checks of one uncached token make one store read', async (t) => {
   const store = new CountingStore();
   const a = new Sessions(store, opts, createMetrics({ defaultMetrics: false }), silent);
-  const { token } = await a.create({ appid: 'wx0123456789abcdef', openid: 'o-1' }, 'k');
+  const { token } = await a.create({ appid: 'wx0123456789abcdef', openid: 'o-1' }, 'k', 'miniprogram');
   // a second replica on the same store: its LRU is cold
   const b = new Sessions(store, opts, createMetrics({ defaultMetrics: false }), silent);
   const results = await Promise.all(Array.from({ length: 50 }, () => b.authenticate(token)));
@@ -34,7 +34,7 @@ test('concurrent checks of one uncached token make one store read', async (t) =>
 test('a revocation drops the cached copy at once', async (t) => {
   const store = new MemoryStore();
   const s = new Sessions(store, opts, createMetrics({ defaultMetrics: false }), silent);
-  const { token } = await s.create({ appid: 'wx0123456789abcdef', openid: 'o-2' }, 'k');
+  const { token } = await s.create({ appid: 'wx0123456789abcdef', openid: 'o-2' }, 'k', 'miniprogram');
   t.truthy(await s.authenticate(token));
   await store.revoke(hashToken(token));
   t.is(await s.authenticate(token), undefined);
@@ -51,7 +51,7 @@ test('activity writes the idle deadline at most once per refreshInterval', async
     return touch(h, at);
   };
   const s = new Sessions(store, opts, createMetrics({ defaultMetrics: false }), silent, () => now);
-  const { token } = await s.create({ appid: 'wx0123456789abcdef', openid: 'o-3' }, 'k');
+  const { token } = await s.create({ appid: 'wx0123456789abcdef', openid: 'o-3' }, 'k', 'miniprogram');
   for (let i = 0; i < 100; i++) {
     now += 500; // 50 s of requests every half second
     t.truthy(await s.authenticate(token));

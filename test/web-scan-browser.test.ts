@@ -23,18 +23,20 @@ let browser: Browser;
 let publicUrl: string;
 const shots = mkdtempSync(join(tmpdir(), 'wxgate-scan-shots-'));
 
-async function gatewayOnFixedPort(): Promise<TestGateway> {
+/** A gateway with the demo page on a port chosen up front; its publicUrl in `.publicUrl`. */
+async function gatewayOnFixedPort(opts: { apiBase?: string; scan?: object } = {}): Promise<TestGateway & { publicUrl: string }> {
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
-    publicUrl = `http://127.0.0.1:${port}`;
+    const url = `http://127.0.0.1:${port}`;
     try {
-      return await startTestGateway(
+      const g = await startTestGateway(
         testConfig({
-          apiBase: sim.url,
+          apiBase: opts.apiBase ?? sim.url,
           server: { host: '127.0.0.1', port },
-          web: { publicUrl, scan: { demo: true, checkPath: false, envVersion: 'develop' } },
+          web: { publicUrl: url, scan: { demo: true, checkPath: false, envVersion: 'develop', ...opts.scan } },
         }),
       );
+      return Object.assign(g, { publicUrl: url });
     } catch (err) {
       // the port was free a moment ago; someone may have taken it since
       if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 5) throw err;
@@ -48,6 +50,7 @@ test.before(async () => {
   }
   sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } });
   gw = await gatewayOnFixedPort();
+  publicUrl = (gw as TestGateway & { publicUrl: string }).publicUrl;
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
 });
 test.after.always(async () => {
@@ -57,17 +60,45 @@ test.after.always(async () => {
 });
 
 /** A fresh browser profile on the demo page, collecting console errors and page errors (CSP violations show there). */
-async function openDemo(): Promise<{ context: BrowserContext; page: Page; problems: string[] }> {
-  const context = await browser.newContext({ viewport: { width: 800, height: 700 } });
+async function openDemo(opts: { locale?: string; base?: string } = {}): Promise<{ context: BrowserContext; page: Page; problems: string[] }> {
+  const context = await browser.newContext({ viewport: { width: 800, height: 700 }, locale: opts.locale ?? 'en-US' });
   const page = await context.newPage();
   const problems: string[] = [];
   page.on('console', (m) => {
     if (m.type() === 'error') problems.push(m.text());
   });
   page.on('pageerror', (e) => problems.push(String(e)));
-  const res = await page.goto(`${publicUrl}/scan/demo`);
+  const res = await page.goto(`${opts.base ?? publicUrl}/scan/demo`);
   if (!res || res.status() !== 200) throw new Error(`/scan/demo answered ${res?.status()}`);
   return { context, page, problems };
+}
+
+/** What the page shows: its state, status line, the QR code's visibility and opacity, the button. */
+async function view(page: Page) {
+  return page.evaluate(() => {
+    const qr = document.getElementById('qr') as HTMLImageElement;
+    const again = document.getElementById('again') as HTMLButtonElement;
+    const style = getComputedStyle(qr);
+    return {
+      state: document.body.dataset.state,
+      status: document.getElementById('status')!.textContent,
+      detail: document.getElementById('detail')!.textContent,
+      qrShown: !qr.hidden && style.display !== 'none' && style.visibility !== 'hidden',
+      qrOpacity: Number(style.opacity),
+      button: again.hidden ? null : again.textContent,
+    };
+  });
+}
+
+const inState = (page: Page, state: string) =>
+  page.waitForFunction((s) => document.body.dataset.state === s, state, { timeout: 10_000 });
+
+/** The phone: a mini-program user (simulator code "<user>.1") answers the ticket: scanned, confirm or cancel. */
+async function phone(user: string, ticket: string, what: 'scanned' | 'confirm' | 'cancel', base = gw.url): Promise<string> {
+  const token = await login(base, `${user}.1`);
+  const res = await request(base, { method: 'POST', path: `/scan/tickets/${ticket}/${what}`, headers: { authorization: `Bearer ${token}` } });
+  if (res.status !== 200) throw new Error(`${what}: ${res.status} ${res.text}`);
+  return token;
 }
 
 /** Waits for the page's QR code and ticket id; checks the image is a PNG the browser could decode. */
@@ -86,25 +117,34 @@ async function shownTicket(page: Page): Promise<string> {
   return ticket;
 }
 
-test.serial('demo page: QR code shown, the phone confirms, the page is logged in with the HttpOnly session cookie', async (t) => {
-  const { context, page, problems } = await openDemo();
+test.serial('demo page (en-US): QR shown with a labelled ticket; scanned, then confirmed: the QR goes away, the page is logged in with the HttpOnly session cookie', async (t) => {
+  const { context, page, problems } = await openDemo({ locale: 'en-US' });
   try {
     t.is(await page.title(), 'wxgate — scan to log in');
+    t.is(await page.getAttribute('html', 'lang'), 'en');
+    t.is(await page.evaluate(() => document.body.dataset.flow), 'scan');
     const ticket = await shownTicket(page);
     t.regex(ticket, /^[A-Za-z0-9_-]{22}$/);
     t.is(await page.textContent('#ticket'), ticket);
-    t.is(await page.textContent('#status'), 'Waiting for the phone…');
+    t.is(await page.textContent('#ticket-label'), 'Ticket', 'the ticket is labelled');
+    t.is(await page.getAttribute('#ticket', 'aria-labelledby'), 'ticket-label');
+    t.like(await view(page), { state: 'waiting', status: 'Waiting for the phone to scan…', qrShown: true, qrOpacity: 1, button: null });
     await page.screenshot({ path: join(shots, 'scan-demo-waiting.png') });
 
-    // the phone: a mini-program user logs in and confirms the ticket it scanned
-    const token = await login(gw.url, 'demo-phone.1');
-    const openid = simulatedOpenid(APPID, 'demo-phone');
-    const confirmed = await request(gw.url, { method: 'POST', path: `/scan/tickets/${ticket}/confirm`, headers: { authorization: `Bearer ${token}` } });
-    t.is(confirmed.status, 200, confirmed.text);
+    // the phone opens the page from the QR code: the PC page says so at once
+    await phone('demo-phone', ticket, 'scanned');
+    await inState(page, 'scanned');
+    const scanned = await view(page);
+    t.like(scanned, { status: 'Scanned. Confirm the login on your phone.', qrShown: true, button: null });
+    t.true(scanned.qrOpacity < 0.5, 'the QR code is dimmed once scanned');
+    await page.screenshot({ path: join(shots, 'scan-demo-scanned.png') });
 
+    const token = await phone('demo-phone', ticket, 'confirm');
+    const openid = simulatedOpenid(APPID, 'demo-phone');
     await page.waitForFunction(() => document.body.dataset.openid !== undefined, undefined, { timeout: 10_000 });
     t.is(await page.evaluate(() => document.body.dataset.openid), openid);
-    t.is(await page.textContent('#status'), `Logged in as ${openid}`);
+    t.like(await view(page), { state: 'confirmed', status: `Logged in as ${openid}`, qrShown: false, button: null });
+    t.true(await page.isHidden('#ticket-row'), 'nor the ticket');
 
     const cookies = await context.cookies(publicUrl);
     const session = cookies.find((c) => c.name === 'wxgate_session');
@@ -128,25 +168,104 @@ test.serial('demo page: QR code shown, the phone confirms, the page is logged in
   }
 });
 
-test.serial('demo page: a cancel on the phone shows why, and "Show a new code" starts over with a new ticket', async (t) => {
-  const { context, page, problems } = await openDemo();
+test.serial('demo page (zh-CN): the same states in Chinese', async (t) => {
+  const { context, page, problems } = await openDemo({ locale: 'zh-CN' });
   try {
-    const first = await shownTicket(page);
-    const token = await login(gw.url, 'demo-cancel.1');
-    const cancelled = await request(gw.url, { method: 'POST', path: `/scan/tickets/${first}/cancel`, headers: { authorization: `Bearer ${token}` } });
-    t.is(cancelled.status, 200, cancelled.text);
-    await page.waitForSelector('#again:not([hidden])', { timeout: 10_000 });
-    t.regex((await page.textContent('#status'))!, /cancelled/);
-    await page.click('#again');
-    await page.waitForFunction((old) => document.getElementById('ticket')!.dataset.ticket !== old, first, { timeout: 10_000 });
-    const second = await shownTicket(page);
-    t.not(second, first);
-    t.true(await page.isHidden('#again'));
-    t.is((await context.cookies(publicUrl)).filter((c) => c.name === 'wxgate_session').length, 0, 'no session');
-    await page.screenshot({ path: join(shots, 'scan-demo-cancelled-new-code.png') });
-    // the page shows 409 answers as messages; the browser logs a failed fetch as a console error for them
-    t.true(problems.every((p) => /409/.test(p)), problems.join('\n'));
+    t.is(await page.title(), 'wxgate — 扫码登录');
+    t.is(await page.getAttribute('html', 'lang'), 'zh-CN');
+    t.is(await page.textContent('#heading'), '扫码登录');
+    const ticket = await shownTicket(page);
+    t.is(await page.textContent('#ticket-label'), '登录票据');
+    t.like(await view(page), { state: 'waiting', status: '等待手机扫码…', qrShown: true });
+    await phone('demo-zh', ticket, 'scanned');
+    await inState(page, 'scanned');
+    t.like(await view(page), { status: '扫描成功，请在手机上确认登录' });
+    await page.screenshot({ path: join(shots, 'scan-demo-zh-scanned.png') });
+    await phone('demo-zh', ticket, 'confirm');
+    await inState(page, 'confirmed');
+    t.like(await view(page), { status: `登录成功：${simulatedOpenid(APPID, 'demo-zh')}`, qrShown: false });
+    t.deepEqual(problems, []);
   } finally {
     await context.close();
+  }
+});
+
+test.serial('demo page: a cancel on the phone shows why (en and zh), and the button starts over with a new ticket', async (t) => {
+  for (const [locale, status, button] of [
+    ['en-US', 'The login was cancelled on the phone.', 'Show a new code'],
+    ['zh-CN', '你已在手机上取消登录', '刷新二维码'],
+  ] as const) {
+    const { context, page, problems } = await openDemo({ locale });
+    try {
+      const first = await shownTicket(page);
+      await phone(`demo-cancel-${locale}`, first, 'cancel');
+      await inState(page, 'cancelled');
+      const v = await view(page);
+      t.like(v, { status, button, qrShown: true }, locale);
+      t.true(v.qrOpacity < 0.5, `${locale}: the cancelled QR code is dimmed`);
+      await page.screenshot({ path: join(shots, `scan-demo-cancelled-${locale}.png`) });
+      await page.click('#again');
+      await page.waitForFunction((old) => document.getElementById('ticket')!.dataset.ticket !== undefined && document.getElementById('ticket')!.dataset.ticket !== old, first, { timeout: 10_000 });
+      const second = await shownTicket(page);
+      t.not(second, first);
+      t.like(await view(page), { state: 'waiting', qrOpacity: 1, button: null }, locale);
+      t.is((await context.cookies(publicUrl)).filter((c) => c.name === 'wxgate_session').length, 0, 'no session');
+      // the page shows 409 answers as states; the browser logs a failed fetch as a console error for them
+      t.true(problems.every((p) => /409/.test(p)), problems.join('\n'));
+    } finally {
+      await context.close();
+    }
+  }
+});
+
+test.serial('demo page: an expired code is dimmed with a refresh button (zh: 二维码已过期 / 刷新二维码) that shows a new QR code', async (t) => {
+  const short = await gatewayOnFixedPort({ scan: { ticketTtl: '2s' } });
+  const { context, page } = await openDemo({ locale: 'zh-CN', base: short.publicUrl });
+  try {
+    const first = await shownTicket(page);
+    await inState(page, 'expired');
+    const v = await view(page);
+    t.like(v, { status: '二维码已过期', button: '刷新二维码', qrShown: true });
+    t.true(v.qrOpacity < 0.5, 'the expired QR code is dimmed');
+    await page.screenshot({ path: join(shots, 'scan-demo-zh-expired.png') });
+    await page.click('#again');
+    await inState(page, 'waiting');
+    const second = await shownTicket(page);
+    t.not(second, first);
+    t.like(await view(page), { status: '等待手机扫码…', qrOpacity: 1, button: null });
+  } finally {
+    await context.close();
+    await short.close();
+  }
+});
+
+test.serial('demo page: an error (WeChat unreachable: 503 wechat_unavailable) is shown in the browser\'s language with a retry that asks again', async (t) => {
+  const dead = await freePort();
+  const broken = await gatewayOnFixedPort({ apiBase: `http://127.0.0.1:${dead}` });
+  try {
+    for (const [locale, status, button] of [
+      ['zh-CN', '微信服务繁忙，请稍后再试', '重试'],
+      ['en-US', 'WeChat is busy; try again later.', 'Try again'],
+    ] as const) {
+      const { context, page } = await openDemo({ locale, base: broken.publicUrl });
+      try {
+        const asked: string[] = [];
+        page.on('request', (r) => {
+          if (r.method() === 'POST' && r.url().endsWith('/scan/tickets')) asked.push(r.url());
+        });
+        await inState(page, 'error');
+        t.like(await view(page), { status, detail: 'wechat_unavailable', button }, locale);
+        await page.screenshot({ path: join(shots, `scan-demo-error-${locale}.png`) });
+        await page.click('#again');
+        await page.waitForFunction(() => document.body.dataset.state === 'loading' || document.body.dataset.state === 'error');
+        await page.waitForFunction(() => document.body.dataset.state === 'error', undefined, { timeout: 10_000 });
+        t.is(asked.length, 1, `${locale}: the retry asked the gateway again`);
+        t.like(await view(page), { status, button }, locale);
+      } finally {
+        await context.close();
+      }
+    }
+  } finally {
+    await broken.close();
   }
 });

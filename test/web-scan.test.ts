@@ -102,7 +102,7 @@ async function phone(gw: { url: string }, appid = APPID) {
   return { user, token, openid: simulatedOpenid(appid, user) };
 }
 
-function answer(gw: { url: string }, id: string, what: 'confirm' | 'cancel', token?: string, headers: Record<string, string> = {}): Promise<Reply> {
+function answer(gw: { url: string }, id: string, what: 'confirm' | 'cancel' | 'scanned', token?: string, headers: Record<string, string> = {}): Promise<Reply> {
   return request(gw.url, {
     method: 'POST',
     path: `/scan/tickets/${id}/${what}`,
@@ -110,8 +110,9 @@ function answer(gw: { url: string }, id: string, what: 'confirm' | 'cancel', tok
   });
 }
 
-function poll(pc: Browser, t: { ticket: string; secret?: string }, opts: { wait?: number; base?: string } = {}): Promise<Reply> {
-  return pc.go(`/scan/tickets/${t.ticket}${opts.wait ? `?wait=${opts.wait}` : ''}`, {
+function poll(pc: Browser, t: { ticket: string; secret?: string }, opts: { wait?: number; base?: string; seen?: string } = {}): Promise<Reply> {
+  const q = new URLSearchParams({ ...(opts.wait ? { wait: String(opts.wait) } : {}), ...(opts.seen ? { seen: opts.seen } : {}) }).toString();
+  return pc.go(`/scan/tickets/${t.ticket}${q ? `?${q}` : ''}`, {
     headers: t.secret === undefined ? {} : { 'x-scan-secret': t.secret },
     ...(opts.base ? { base: opts.base } : {}),
   });
@@ -654,6 +655,59 @@ test.serial('memory store, ticketTtl 1s: expired for confirm and poll', async (t
     await sleep(1100);
     isError(t, await answer(gw, ticket.ticket, 'confirm', token), 410, 'ticket_expired', 'confirm');
     isError(t, await poll(new Browser(gw.url), ticket), 410, 'ticket_expired', 'poll');
+  } finally {
+    await gw.close();
+  }
+});
+
+test.serial('scanned: the phone marks the ticket on B, a long poll on A answers "scanned" at once; with seen=scanned it waits on for the confirmation', async (t) => {
+  const ticket = await newTicket(a);
+  const user = await phone(b);
+  const pc = new Browser(a.url);
+  t.deepEqual((await poll(pc, ticket)).json, { status: 'pending' });
+  const waiting = poll(pc, ticket, { wait: 5 });
+  await sleep(300);
+  const at = Date.now();
+  const marked = await answer(b, ticket.ticket, 'scanned', user.token);
+  t.is(marked.status, 200, marked.text);
+  t.deepEqual(marked.json, { status: 'scanned' });
+  const res = await waiting;
+  t.true(Date.now() - at < 1500, 'the long poll answered once the phone scanned');
+  t.deepEqual(res.json, { status: 'scanned' });
+  t.is(sessionCookie(res), undefined);
+  t.is((await answer(b, ticket.ticket, 'scanned', user.token)).status, 200, 'marking twice is fine (the page reopened)');
+  // the page shows it: seen=scanned waits for what comes next
+  t.deepEqual((await poll(pc, ticket, { seen: 'scanned' })).json, { status: 'scanned' }, 'no wait: still scanned');
+  const next = poll(pc, ticket, { wait: 5, seen: 'scanned' });
+  await sleep(300);
+  t.is((await answer(b, ticket.ticket, 'confirm', user.token)).status, 200);
+  const done = await next;
+  t.is(done.json.status, 'confirmed');
+  t.truthy(sessionCookie(done));
+  isError(t, await answer(a, ticket.ticket, 'scanned', user.token), 409, 'ticket_already_confirmed', 'scanned after the confirmation');
+
+  // a scanned ticket may still be cancelled; only the mini-program's own session may mark it
+  const c = await newTicket(a);
+  isError(t, await answer(a, c.ticket, 'scanned'), 401, 'unauthorized', 'no token');
+  const other = await phone(a, APP2);
+  isError(t, await answer(a, c.ticket, 'scanned', other.token), 403, 'app_not_allowed', 'another app');
+  t.is((await answer(a, c.ticket, 'scanned', user.token)).status, 200);
+  t.is((await answer(a, c.ticket, 'cancel', user.token)).status, 200);
+  isError(t, await poll(pc, c), 409, 'ticket_cancelled');
+  isError(t, await answer(a, c.ticket, 'scanned', user.token), 409, 'ticket_cancelled', 'scanned after a cancel');
+  isError(t, await answer(a, 'A'.repeat(22), 'scanned', user.token), 404, 'ticket_not_found');
+});
+
+test.serial('scanned on the memory store, and an expired ticket cannot be marked', async (t) => {
+  const gw = await startTestGateway(testConfig({ apiBase: sim.url, web: { publicUrl: 'http://127.0.0.1:8080', scan: { ticketTtl: '1s', checkPath: false } } }));
+  try {
+    const ticket = await newTicket(gw);
+    const token = await login(gw.url, 'memscan.1');
+    t.is((await answer(gw, ticket.ticket, 'scanned', token)).status, 200);
+    t.deepEqual((await poll(new Browser(gw.url), ticket)).json, { status: 'scanned' });
+    await sleep(1100);
+    isError(t, await answer(gw, ticket.ticket, 'scanned', token), 410, 'ticket_expired');
+    isError(t, await poll(new Browser(gw.url), ticket, { seen: 'scanned' }), 410, 'ticket_expired', 'poll');
   } finally {
     await gw.close();
   }

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import test from 'ava';
+import { accountId } from '../src/session/accounts.js';
 import { buildConfig } from '../src/config/load.js';
 import { createMetrics } from '../src/metrics/metrics.js';
 import { Proxy } from '../src/proxy/proxy.js';
@@ -70,10 +71,11 @@ async function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
 test.serial('an authenticated upgrade: the upstream gets the session identity (never a spoofed one), messages go both ways', async (t) => {
   const token = await login(gw.url, 'ws-alice.1');
   const openid = (await request(gw.url, { path: '/session', headers: { authorization: `Bearer ${token}` } })).json.openid;
-  const a = await wsConnect(gw.url, '/ws/room?m=auth-1', { Authorization: `Bearer ${token}`, 'X-Openid': 'evil', X_Openid: 'evil2', 'X-Appid': 'wxevil', 'X-Request-Id': 'req-ws-1' });
+  const a = await wsConnect(gw.url, '/ws/room?m=auth-1', { Authorization: `Bearer ${token}`, 'X-Openid': 'evil', X_Openid: 'evil2', 'X-Appid': 'wxevil', 'X-User-Id': 'evil3', 'X-Request-Id': 'req-ws-1' });
   const client = open(a);
   const { peer, headers } = await upstreamPeer('m=auth-1');
   t.is(headers['x-openid'], openid);
+  t.is(headers['x-user-id'], accountId({ appid: APPID, openid }), "the person's account id, never the client's");
   t.is(headers['x-appid'], APPID);
   t.is(headers.x_openid, undefined);
   t.is(headers.authorization, undefined, "the gateway's token stays with the gateway");
@@ -335,7 +337,7 @@ test('an idle-expired session is found by the periodic check and its socket clos
     await proxy.close();
     await store.close();
   });
-  const { token } = await sessions.create({ appid: APPID, openid: 'o-idle' }, 'key');
+  const { token } = await sessions.create({ appid: APPID, openid: 'o-idle' }, 'key', 'miniprogram');
   const start = Date.now();
   const client = open(await wsConnect(url, '/ws/x?m=idle', { Authorization: `Bearer ${token}` }));
   t.is(handler.open, 1);

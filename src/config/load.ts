@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
-import { configSchema, crossCheck, routeNameFromPath, DEFAULT_API_BASE, DEFAULT_OAUTH_BASE, type Config } from './schema.js';
+import { configSchema, crossCheck, routeNameFromPath, DEFAULT_API_BASE, DEFAULT_OAUTH_BASE, DEFAULT_MP_BASE, type Config } from './schema.js';
 
 /** Every problem found in a configuration, each naming the key and why; thrown once. */
 export class ConfigError extends Error {
@@ -25,15 +25,19 @@ export function formatPath(path: Path): string {
   return out || '(top level)';
 }
 
-const ENV_REF = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+const ENV_REF = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 
-/** Replaces `${NAME}` in every string value with the environment variable NAME (`$$` is a literal `$`). */
+/**
+ * Replaces `${NAME}` in every string value with the environment variable NAME, `${NAME:-default}` with
+ * NAME or, when it is unset or empty, `default` (`$$` is a literal `$`).
+ */
 export function substituteEnv(value: unknown, env: NodeJS.ProcessEnv, problems: string[], path: (string | number)[] = []): unknown {
   if (typeof value === 'string') {
-    return value.replace(ENV_REF, (whole, name: string | undefined) => {
+    return value.replace(ENV_REF, (whole, name: string | undefined, fallback: string | undefined) => {
       if (name === undefined) return '$';
       const v = env[name];
       if (v === undefined || v === '') {
+        if (fallback !== undefined) return fallback;
         problems.push(`${formatPath(path)}: environment variable ${name} is not set`);
         return '';
       }
@@ -94,6 +98,7 @@ export function buildConfig(raw: unknown, source = 'configuration', env: NodeJS.
       ...parsed.wechat,
       apiBase: (parsed.wechat.apiBase ?? DEFAULT_API_BASE).replace(/\/+$/, ''),
       oauthBase: (parsed.wechat.oauthBase ?? DEFAULT_OAUTH_BASE).replace(/\/+$/, ''),
+      mpBase: (parsed.wechat.mpBase ?? DEFAULT_MP_BASE).replace(/\/+$/, ''),
     },
     routes: parsed.routes.map((r) => {
       // one URL or a list: `upstreams` is always the list, `upstream` its first (what one-target code reads)

@@ -32,7 +32,11 @@ const size = z
     return Number(m[1]) * (unit === 'mb' ? 1024 * 1024 : unit === 'kb' ? 1024 : 1);
   });
 
-const port = z.number({ error: 'must be a port number' }).int().min(0).max(65535, { error: 'must be a port number (0-65535)' });
+/** A port; digits in a string are taken too, so a port may come from the environment (`port: ${PORT:-8080}`). */
+const port = z.preprocess(
+  (v) => (typeof v === 'string' && /^\d{1,5}$/.test(v) ? Number(v) : v),
+  z.number({ error: 'must be a port number' }).int().min(0).max(65535, { error: 'must be a port number (0-65535)' }),
+);
 const host = z.string().min(1);
 
 const httpUrl = z.string({ error: 'must be an http(s) URL' }).refine(
@@ -113,6 +117,9 @@ export const DEFAULT_OAUTH_BASE = 'https://open.weixin.qq.com';
 
 export const DEFAULT_API_BASE = 'https://api.weixin.qq.com';
 
+/** Where WeChat shows an Official Account QR code by its ticket (cgi-bin/showqrcode). */
+export const DEFAULT_MP_BASE = 'https://mp.weixin.qq.com';
+
 /** Request headers routes[].headers may not set, and why (lower-case names). */
 const RESERVED_HEADERS: ReadonlyArray<[RegExp, string]> = [
   [/^x[-_](openid|unionid|appid|wx[-_]phone)$/, 'is an identity header: the gateway sets it from the session'],
@@ -188,6 +195,8 @@ export const configSchema = z
         apiBase: httpUrl.optional(),
         /** WeChat's browser pages for web logins (default https://open.weixin.qq.com; the simulator with dev.simulator). */
         oauthBase: httpUrl.optional(),
+        /** Where Official Account QR codes are shown (showqrcode; default https://mp.weixin.qq.com; the simulator with dev.simulator). */
+        mpBase: httpUrl.optional(),
         timeout: duration().prefault('3s'),
         apps: z
           .array(
@@ -323,6 +332,30 @@ export const configSchema = z
             demo: z.boolean().default(false),
           })
           .optional(),
+        /** Follow the Official Account's QR code to log in on a PC (扫码关注公众号登录): /qr/tickets and the OA's server URL. */
+        mpQr: z
+          .strictObject({
+            /** The Official Account (default: web.mp's, with its secret). */
+            appid: appid.optional(),
+            secret: z.string().min(1, { error: 'must not be empty' }).optional(),
+            /** Where its access_token comes from: stable_token (shared safely with other systems) or token. */
+            tokenSource: z.enum(['stable_token', 'token'], { error: 'must be "stable_token" or "token"' }).default('stable_token'),
+            /** 服务器配置 Token: 3 to 32 letters or digits, as entered in the OA console; read it from ${ENV}. */
+            token: z.string({ error: 'is required (use ${ENV_NAME} to read it from the environment)' }).regex(/^[A-Za-z0-9]{3,32}$/, { error: 'must be 3 to 32 letters or digits (the Token of the OA console)' }),
+            /** 服务器配置 EncodingAESKey: 43 letters or digits; needed for encrypt compatible or safe. */
+            encodingAESKey: z.string().regex(/^[A-Za-z0-9]{43}$/, { error: 'must be 43 letters or digits (the EncodingAESKey of the OA console)' }).optional(),
+            /** 消息加解密方式: plaintext (明文), compatible (兼容: both accepted) or safe (安全: only encrypted messages). */
+            encrypt: z.enum(['plaintext', 'compatible', 'safe'], { error: 'must be "plaintext", "compatible" or "safe"' }).default('plaintext'),
+            /** The server URL's path (服务器地址 is web.publicUrl + this). */
+            eventsPath: endpointPath.default('/wx/mp/events'),
+            /** The temporary QR code's life (cgi-bin/qrcode/create expire_seconds), at most 30 days. */
+            ticketTtl: duration(10_000).refine((ms) => ms <= 30 * 24 * 3600_000, { error: 'must be at most 30d (WeChat\'s limit)' }).prefault('2m'),
+            /** A text message sent back to the user in WeChat once the PC is logged in (e.g. "已登录"); none if absent. */
+            reply: z.string().min(1).max(600).optional(),
+            /** Serve a demo PC page at /qr/demo that shows the QR code and logs in. */
+            demo: z.boolean().default(false),
+          })
+          .optional(),
       })
       .optional(),
     /** Limits on what one client may ask for. */
@@ -354,8 +387,43 @@ export const configSchema = z
         host: host.default('127.0.0.1'),
         /** Bearer secret for the admin API; read it from the environment: ${WXGATE_ADMIN_TOKEN}. */
         token: z.string({ error: 'is required (use ${WXGATE_ADMIN_TOKEN})' }).min(24, { error: 'must be at least 24 characters' }),
+        /**
+         * Revoking a user (or a person) on the admin API also resets their session_key at WeChat
+         * (wxa/resetusersessionkey), so data made with it no longer opens anywhere.
+         */
+        resetSessionKey: z.boolean({ error: 'must be true or false' }).default(false),
       })
       .optional(),
+    /**
+     * Login events for upstreams (a webhook): user.created, session.created, session.revoked, POSTed as
+     * signed JSON, retried with backoff, never in the way of a login. Off unless configured.
+     */
+    events: z
+      .strictObject({
+        url: httpUrl,
+        /** HMAC-SHA256 key of the X-Wxgate-Signature header; read it from the environment: ${WXGATE_EVENTS_SECRET}. */
+        secret: z.string({ error: 'is required (use ${WXGATE_EVENTS_SECRET})' }).min(16, { error: 'must be at least 16 characters' }),
+        /** Per delivery attempt. */
+        timeout: duration().prefault('5s'),
+        /** Attempts per event before it is given up (counted, logged). */
+        attempts: z.number({ error: 'must be a whole number' }).int().min(1).max(30).default(8),
+        /** Wait before the first retry; doubled each time (±20%), up to 5 minutes. */
+        backoff: duration().prefault('1s'),
+        /** Events waiting (new or to retry) per replica; beyond it new events are dropped (counted). */
+        queue: z.number({ error: 'must be a whole number' }).int().min(1).max(1_000_000).default(10_000),
+        /** How long an openid or unionid counts as seen for user.created (one small Redis key each). */
+        seenTtl: duration(1000).prefault('400d'),
+      })
+      .optional(),
+    /** The login audit trail (admin API: GET /users/…/events): the per-user history in the store. */
+    audit: z
+      .strictObject({
+        /** Entries of each user's audit history kept in the store (GET /users/…/events); 0 = none (the audit log lines stay). */
+        history: z.number().int().min(0).max(1000).default(50),
+        /** How long a user's history lives after its latest entry. */
+        historyKeep: duration(60_000).prefault('30d'),
+      })
+      .prefault({}),
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -388,7 +456,7 @@ export type RouteConfig = Omit<Parsed['routes'][number], 'upstream'> & { name: s
 /** The validated, defaulted configuration (durations in ms, sizes in bytes). */
 export type Config = Omit<Parsed, 'routes' | 'wechat'> & {
   routes: RouteConfig[];
-  wechat: Omit<Parsed['wechat'], 'apiBase' | 'oauthBase'> & { apiBase: string; oauthBase: string };
+  wechat: Omit<Parsed['wechat'], 'apiBase' | 'oauthBase' | 'mpBase'> & { apiBase: string; oauthBase: string; mpBase: string };
 };
 export type AppConfig = Config['wechat']['apps'][number];
 
@@ -435,14 +503,17 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
       else if (webApps.has(w.appid)) out.push({ path: ['web', kind, 'appid'], message: `"${w.appid}" is already web.${webApps.get(w.appid)}.appid` });
       else webApps.set(w.appid, kind);
     }
-    if (web.mp === undefined && web.open === undefined && web.scan === undefined) {
-      out.push({ path: ['web'], message: 'enables nothing: configure web.mp, web.open or web.scan (or leave web out)' });
+    if (web.mp === undefined && web.open === undefined && web.scan === undefined && web.mpQr === undefined) {
+      out.push({ path: ['web'], message: 'enables nothing: configure web.mp, web.open, web.scan or web.mpQr (or leave web out)' });
     }
+    out.push(...mpQrCheck(web, appids, webApps));
     const scan = isObj(web.scan) ? web.scan : undefined;
     if (scan && typeof scan.app === 'string' && !appids.has(scan.app)) {
       out.push({ path: ['web', 'scan', 'app'], message: `"${scan.app}" is not one of wechat.apps` });
     }
-    const taken = [...(web.mp !== undefined || web.open !== undefined ? ['/oauth'] : []), ...(scan ? ['/scan'] : [])];
+    // /oauth/web/authorize is there with any web login, scan-to-login alone included
+    const mpQr = isObj(web.mpQr) ? web.mpQr : undefined;
+    const taken = ['/oauth', ...(scan ? ['/scan'] : []), ...(mpQr ? ['/qr', String(mpQr.eventsPath ?? '/wx/mp/events').toLowerCase()] : [])];
     routes.forEach((r, i) => {
       if (!isObj(r) || typeof r.path !== 'string') return;
       const p = r.path.toLowerCase();
@@ -458,7 +529,7 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
     if (r.auth === 'none') out.push({ path: ['routes', i, 'apps'], message: 'needs auth: required (without a session there is no app to check)' });
     r.apps.forEach((a, j) => {
       if (typeof a === 'string' && !appids.has(a) && !webApps.has(a)) {
-        out.push({ path: ['routes', i, 'apps', j], message: `"${a}" is not one of wechat.apps, web.mp or web.open` });
+        out.push({ path: ['routes', i, 'apps', j], message: `"${a}" is not one of wechat.apps, web.mp, web.open or web.mpQr` });
       }
     });
   });
@@ -494,6 +565,7 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
     'endpoints.openapi': endpoints.openapi ?? '/openapi.json',
   };
   if (metrics.enabled !== false && metrics.port === undefined) own['metrics.path'] = metrics.path ?? '/metrics';
+  if (web && isObj(web.mpQr)) own['web.mpQr.eventsPath'] = web.mpQr.eventsPath ?? '/wx/mp/events';
   const byPath = new Map<unknown, string>();
   for (const [key, p] of Object.entries(own)) {
     const prev = byPath.get(p);
@@ -512,4 +584,41 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
     out.push({ path: ['metrics', 'port'], message: 'must differ from server.port' });
   }
   return out;
+}
+
+/**
+ * web.mpQr: the Official Account is web.mp's unless it names its own (then with its secret); it is not a
+ * mini-program or the website app; compatible and safe need the EncodingAESKey.
+ */
+function mpQrCheck(web: Record<string, unknown>, appids: Map<string, number>, webApps: Map<string, string>): { path: (string | number)[]; message: string }[] {
+  const out: { path: (string | number)[]; message: string }[] = [];
+  const q = isObj(web.mpQr) ? web.mpQr : undefined;
+  if (!q) return out;
+  const mp = isObj(web.mp) ? web.mp : undefined;
+  if (q.appid === undefined) {
+    if (!mp) out.push({ path: ['web', 'mpQr', 'appid'], message: 'is required (or configure web.mp: the same Official Account is used then)' });
+    else if (q.secret !== undefined) out.push({ path: ['web', 'mpQr', 'secret'], message: "must be left out with web.mp's appid (web.mp.secret is used)" });
+  } else if (typeof q.appid === 'string') {
+    const sameAsMp = mp !== undefined && mp.appid === q.appid;
+    if (appids.has(q.appid)) out.push({ path: ['web', 'mpQr', 'appid'], message: `"${q.appid}" is a mini-program of wechat.apps; an Official Account has its own appid` });
+    else if (!sameAsMp && webApps.has(q.appid)) out.push({ path: ['web', 'mpQr', 'appid'], message: `"${q.appid}" is web.${webApps.get(q.appid)}.appid, not an Official Account` });
+    if (sameAsMp && q.secret !== undefined) out.push({ path: ['web', 'mpQr', 'secret'], message: "must be left out with web.mp's appid (web.mp.secret is used)" });
+    if (!sameAsMp && q.secret === undefined) out.push({ path: ['web', 'mpQr', 'secret'], message: 'is required (use ${ENV_NAME} to read it from the environment)' });
+    // its sessions' app: routes[].apps may name it
+    if (!appids.has(q.appid) && !webApps.has(q.appid)) webApps.set(q.appid, 'mpQr');
+  }
+  if ((q.encrypt === 'compatible' || q.encrypt === 'safe') && q.encodingAESKey === undefined) {
+    out.push({ path: ['web', 'mpQr', 'encodingAESKey'], message: `is required with encrypt: ${q.encrypt}` });
+  }
+  return out;
+}
+
+/** web.mpQr's Official Account as it is used: its appid, secret and access_token source. */
+export function mpQrApp(config: Config): { appid: string; secret: string; tokenSource: 'stable_token' | 'token' } | undefined {
+  const q = config.web?.mpQr;
+  if (!q) return undefined;
+  const mp = config.web!.mp;
+  const appid = q.appid ?? mp!.appid;
+  const secret = q.secret ?? (mp && mp.appid === appid ? mp.secret : undefined);
+  return { appid, secret: secret!, tokenSource: q.tokenSource };
 }

@@ -6,6 +6,7 @@ import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 import type { PhoneNumber, WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';
 import { readJsonObject } from './body.js';
+import { requireMiniProgram } from './decrypt.js';
 
 interface Logger {
   warn(obj: object, msg: string): void;
@@ -44,9 +45,7 @@ export function phoneHandler(deps: {
   const { config, sessions, wechat, accessTokens, current, log } = deps;
   return async function phone(ctx: Context): Promise<void> {
     const { session } = await current(ctx);
-    if (!config.wechat.apps.some((a) => a.appid === session.appid)) {
-      throw new GatewayError('app_not_allowed', { message: 'This endpoint gets phone numbers for mini-program sessions (wechat.apps) only, not web logins.' });
-    }
+    requireMiniProgram(config, session, 'This endpoint gets phone numbers');
     const body = await readJsonObject(ctx, config.server.bodyLimit);
     const code = body.code;
     if (typeof code !== 'string' || code === '' || !CODE.test(code)) {

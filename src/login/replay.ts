@@ -3,14 +3,27 @@ import type { RedisClient } from '../session/redis-store.js';
 import { StoreUnavailableError } from '../session/types.js';
 
 /**
- * The answer to a login code, remembered for the code's 5-minute life so that the same code presented
+ * The answer to a login code, remembered for the code's life (CODE_LIFETIMES_MS) so that the same code presented
  * again (a retry after a lost response, wx.login fired twice, another replica) gets the same answer
  * instead of WeChat's 40163 "code been used". Stored sealed with a key derived from the code itself:
- * whoever reads the store without the code learns nothing, in particular not the token.
+ * whoever reads the store without the code learns nothing, in particular not the token. A token may be
+ * remembered with its `holder` (a web login's OAuth state): then only that holder gets it again.
  */
-export type LoginOutcome = { token: string } | { error: string };
+export type LoginOutcome = { token: string; holder?: string } | { error: string };
 
-export const CODE_LIFETIME_MS = 5 * 60 * 1000;
+/**
+ * How long WeChat keeps a login code good, per flow (WeChat's documents): a wx.login() code for
+ * jscode2session and an Official Account OAuth code 5 minutes, a website QR login (qrconnect) code 10
+ * minutes. The remembered answer lives as long: within it the same code gets the same answer.
+ */
+export const CODE_LIFETIMES_MS = {
+  jscode2session: 5 * 60 * 1000,
+  mp: 5 * 60 * 1000,
+  open: 10 * 60 * 1000,
+} as const;
+export type CodeFlow = keyof typeof CODE_LIFETIMES_MS;
+/** The shortest of them: the default. */
+export const CODE_LIFETIME_MS = CODE_LIFETIMES_MS.jscode2session;
 const PENDING = 'p';
 
 /** Where the remembered answers live: the process (memory store) or Redis (shared by replicas). */

@@ -87,6 +87,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
         for (const [appid, at] of tokenFetchedAt) this.set({ appid }, Math.max(0, (now - at) / 1000));
       },
     }),
+    mpPushes: new Counter({
+      name: 'wxgate_mp_pushes_total',
+      help: 'Official Account message pushes to the server URL (web.mpQr), by outcome: login, ignored, resent, or the refusal.',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
     rateLimited: new Counter({
       name: 'wxgate_rate_limited_total',
       help: 'Requests refused with 429 rate_limited by the gateway\'s own limits, by endpoint.',
@@ -145,6 +151,23 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       name: 'wxgate_websockets_open',
       help: 'WebSocket connections open through the gateway, by route name.',
       labelNames: ['route'] as const,
+      registers: [registry],
+    }),
+    events: new Counter({
+      name: 'wxgate_events_total',
+      help: 'Login events (events.url), by type and outcome: delivered, rejected (a 4xx other than 408/429), gave_up (events.attempts failed), dropped_queue_full, dropped_shutdown, or queued.',
+      labelNames: ['type', 'outcome'] as const,
+      registers: [registry],
+    }),
+    eventDeliveries: new Counter({
+      name: 'wxgate_event_deliveries_total',
+      help: 'Login event delivery attempts, by outcome: ok, http_4xx, http_5xx, timeout, network.',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    eventsPending: new Gauge({
+      name: 'wxgate_events_pending',
+      help: 'Login events waiting in this replica (new, in flight or waiting to be retried).',
       registers: [registry],
     }),
     websocketClosures: new Counter({

@@ -31,9 +31,9 @@ export function dropHopByHop(headers: IncomingHttpHeaders): void {
 /**
  * The headers the gateway sets to say who the user is (lower case, as node names them). The one list:
  * every client-sent header of these names is removed before the gateway sets its own. A new identity
- * header (say `x-user-id`) is added here and nowhere else.
+ * header is added here and nowhere else.
  */
-export const IDENTITY_HEADERS = ['x-openid', 'x-unionid', 'x-appid', 'x-wx-phone'] as const;
+export const IDENTITY_HEADERS = ['x-openid', 'x-unionid', 'x-appid', 'x-wx-phone', 'x-user-id'] as const;
 /** The identity headers' names without their "-" (`xopenid`): `X-Open-Id`, `XOpenid` fold onto these. */
 const IDENTITY_FOLDED = new Set<string>(IDENTITY_HEADERS.map((h) => h.replace(/-/g, '')));
 let minFolded = Infinity;
@@ -169,11 +169,13 @@ export function setForwarded(req: IncomingMessage, trusted: boolean): void {
 }
 
 /**
- * Sets the identity the upstream trusts, from the session; with `phone` (routes[].forwardPhone) also
+ * Sets the identity the upstream trusts, from the session (X-User-Id: the person's account id, see
+ * session/accounts.ts); with `phone` (routes[].forwardPhone) also
  * the phone number the user granted, when they have.
  */
-export function setIdentity(headers: IncomingHttpHeaders, who: Identity & { phone?: string }, phone?: boolean): void {
+export function setIdentity(headers: IncomingHttpHeaders, who: Identity & { phone?: string; accountId?: string }, phone?: boolean): void {
   headers['x-openid'] = who.openid;
+  if (who.accountId) headers['x-user-id'] = who.accountId;
   headers['x-appid'] = who.appid;
   if (who.unionid) headers['x-unionid'] = who.unionid;
   if (phone && who.phone) headers['x-wx-phone'] = who.phone;

@@ -20,9 +20,10 @@ import type { AccessTokens } from '../wechat/access-token.js';
 import type { WechatClient } from '../wechat/client.js';
 import { bearerOnly, type WebContext } from '../web/context.js';
 import { stripOwnCookies } from '../web/cookies.js';
-import { demoPage } from '../web/demo.js';
+import { demoPage, demoPageFor } from '../web/demo.js';
 import { oauthFlows, oauthHandlers } from '../web/oauth.js';
 import { scanHandlers } from '../web/scan.js';
+import { mpQrDemoFlow, mpQrHandlers } from '../web/mp-qr.js';
 import { accessLogger, requestId } from './access-log.js';
 import { openapiDocument } from './openapi.js';
 import { GatewayError, sendError, writeError } from './errors.js';
@@ -44,6 +45,10 @@ export interface AppDeps {
   web?: WebContext;
   /** where browsers are sent for WeChat's OAuth pages (the simulator in dev mode); default config.wechat.oauthBase */
   oauthBase?: string;
+  /** aborted when the gateway starts draining (SIGTERM): long polls answer at once instead of waiting */
+  draining?: AbortSignal;
+  /** where Official Account QR codes are shown (showqrcode; the simulator in dev mode); default https://mp.weixin.qq.com */
+  mpBase?: string;
 }
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
@@ -97,6 +102,7 @@ function ownEndpointPaths(config: Config): string[] {
   const e = config.endpoints;
   const paths = [e.login, e.session, e.logout, e.healthz, e.readyz, e.decrypt, e.phone, e.openapi];
   if (config.metrics.enabled && config.metrics.port === undefined) paths.push(config.metrics.path);
+  if (config.web?.mpQr) paths.push(config.web.mpQr.eventsPath);
   return paths;
 }
 
@@ -104,7 +110,7 @@ function ownEndpointPaths(config: Config): string[] {
 function ownEndpointPrefixes(config: Config): string[] {
   const web = config.web;
   if (!web) return [];
-  return [...(web.mp || web.open ? ['/oauth'] : []), ...(web.scan ? ['/scan'] : [])];
+  return ['/oauth', ...(web.scan ? ['/scan'] : []), ...(web.mpQr ? ['/qr'] : [])];
 }
 
 /** The koa app for the gateway's own endpoints. */
@@ -188,7 +194,7 @@ function ownEndpoints(deps: AppDeps): Router {
   router.get(e.session, label('session'), h.session).all(e.session, label('session'), notAllowed('GET, HEAD'));
   router.post(e.logout, label('logout'), h.logout).all(e.logout, label('logout'), notAllowed('POST'));
   router
-    .post(e.decrypt, label('decrypt'), decryptHandler({ config, sessions, current: h.current }))
+    .post(e.decrypt, label('decrypt'), decryptHandler({ config, sessions, current: h.current, keys: h.keys, log: deps.log }))
     .all(e.decrypt, label('decrypt'), notAllowed('POST'));
   router
     .post(e.phone, label('phone'), phoneHandler({ config, sessions, wechat: deps.wechat, accessTokens: deps.accessTokens, current: h.current, log: deps.log }))
@@ -244,25 +250,45 @@ function webEndpoints(
 ): void {
   const { config, sessions, wechat, log } = deps;
   const oauth = oauthHandlers({ config, web, sessions, wechat, codeOnce, log });
-  for (const flow of oauthFlows(config, deps.oauthBase ?? config.wechat.oauthBase)) {
+  const flows = oauthFlows(config, deps.oauthBase ?? config.wechat.oauthBase);
+  // one link for every browser: the OA login inside WeChat, the website QR (or scan page) elsewhere
+  router.get('/oauth/web/authorize', label('oauth_web'), htmlErrors, oauth.entry(flows)).all('/oauth/web/authorize', label('oauth_web'), notAllowed('GET, HEAD'));
+  for (const flow of flows) {
     const p = `/oauth/${flow.provider}`;
     router.get(`${p}/authorize`, label(`oauth_${flow.provider}`), htmlErrors, oauth.authorize(flow)).all(`${p}/authorize`, label(`oauth_${flow.provider}`), notAllowed('GET, HEAD'));
     router.get(`${p}/callback`, label(`oauth_${flow.provider}`), htmlErrors, oauth.callback(flow)).all(`${p}/callback`, label(`oauth_${flow.provider}`), notAllowed('GET, HEAD'));
   }
   const scan = config.web!.scan;
   if (scan) {
-    const h = scanHandlers({ config, web, sessions, wechat, accessTokens: deps.accessTokens, current, log });
+    const h = scanHandlers({ config, web, sessions, wechat, accessTokens: deps.accessTokens, current, log, draining: deps.draining });
     const limit = perIpLimit(deps, 'scan');
     const s = label('scan');
     if (limit) router.post('/scan/tickets', s, limit, h.create);
     else router.post('/scan/tickets', s, h.create);
     router.all('/scan/tickets', s, notAllowed('POST'));
     router.get('/scan/tickets/:id', s, h.wait).all('/scan/tickets/:id', s, notAllowed('GET, HEAD'));
+    router.post('/scan/tickets/:id/scanned', s, h.scanned).all('/scan/tickets/:id/scanned', s, notAllowed('POST'));
     router.post('/scan/tickets/:id/confirm', s, h.confirm).all('/scan/tickets/:id/confirm', s, notAllowed('POST'));
     router.post('/scan/tickets/:id/cancel', s, h.cancel).all('/scan/tickets/:id/cancel', s, notAllowed('POST'));
     if (scan.demo) router.get('/scan/demo', s, htmlErrors, demoPage).all('/scan/demo', s, notAllowed('GET, HEAD'));
   }
-  router.all(/^\/(oauth|scan)(\/.*)?$/i, label('web'), () => {
+  const mpQr = config.web!.mpQr;
+  if (mpQr) {
+    const h = mpQrHandlers({ config, web, sessions, wechat, accessTokens: deps.accessTokens, log, metrics: deps.metrics, mpBase: deps.mpBase, draining: deps.draining });
+    const limit = perIpLimit(deps, 'qr');
+    const s = label('mpqr');
+    if (limit) router.post('/qr/tickets', s, limit, h.create);
+    else router.post('/qr/tickets', s, h.create);
+    router.all('/qr/tickets', s, notAllowed('POST'));
+    router.get('/qr/tickets/:id', s, h.wait).all('/qr/tickets/:id', s, notAllowed('GET, HEAD'));
+    const ev = label('mp_events');
+    router.get(mpQr.eventsPath, ev, h.verifyUrl).post(mpQr.eventsPath, ev, h.push).all(mpQr.eventsPath, ev, notAllowed('GET, HEAD, POST'));
+    if (mpQr.demo) {
+      const page = demoPageFor(mpQrDemoFlow(deps.mpBase ?? config.wechat.mpBase));
+      router.get('/qr/demo', s, htmlErrors, page).all('/qr/demo', s, notAllowed('GET, HEAD'));
+    }
+  }
+  router.all(/^\/(oauth|scan|qr)(\/.*)?$/i, label('web'), () => {
     throw new GatewayError('not_found', { message: 'No such web login endpoint.' });
   });
 }
@@ -289,7 +315,7 @@ async function htmlErrors(ctx: Context, next: Next): Promise<void> {
  * When the counter cannot be reached (Redis down) logins go on unlimited: logged once, counted as
  * wxgate_session_store_errors_total{op="rateLimit"}.
  */
-function perIpLimit({ config, metrics, log, loginLimiter }: AppDeps, endpoint: 'login' | 'scan') {
+function perIpLimit({ config, metrics, log, loginLimiter }: AppDeps, endpoint: 'login' | 'scan' | 'qr') {
   if (!loginLimiter) return undefined;
   const trust = proxyaddr.compile([...config.server.trustedProxies]);
   const limited = metrics.rateLimited.labels({ endpoint });

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context } from 'koa';
+import { UserBlockedError } from '../session/controls.js';
 import { StoreUnavailableError } from '../session/types.js';
 import type { Logger } from './logger.js';
 
@@ -20,7 +21,9 @@ export const ERRORS = {
   signature_invalid: { status: 400, message: 'The signature does not match rawData and the session key.' },
   state_invalid: { status: 400, message: 'This login link is not valid in this browser (expired, tampered with, or started elsewhere); start the login again.' },
   state_used: { status: 400, message: 'This login link was already used; start the login again.' },
+  web_login_unavailable: { status: 400, message: 'No web login configured here fits this browser.' },
   redirect_not_allowed: { status: 400, message: 'The redirect target is not on the gateway\'s allow-list (web.redirects).' },
+  mp_message_invalid: { status: 400, message: 'The pushed message is not WeChat\'s XML, does not decrypt with web.mpQr.encodingAESKey, or is not in the mode web.mpQr.encrypt sets.' },
   unauthorized: { status: 401, message: 'A valid session token is required (Authorization: Bearer <token>); log in again.' },
   code_invalid: { status: 401, message: 'WeChat rejected the login code as invalid or expired; call wx.login() again.' },
   code_used: { status: 401, message: 'WeChat says this login code was already used; call wx.login() again.' },
@@ -29,6 +32,8 @@ export const ERRORS = {
   app_not_allowed: { status: 403, message: 'This route does not serve the app of this session.' },
   login_denied: { status: 403, message: 'The user did not allow the login in WeChat.' },
   csrf_failed: { status: 403, message: 'A request that changes something with the session cookie must come from an allowed page (Origin, or the CSRF token).' },
+  mp_signature_invalid: { status: 403, message: 'This message push does not carry WeChat\'s signature for web.mpQr.token (signature, timestamp, nonce; msg_signature when encrypted).' },
+  mp_replayed: { status: 403, message: 'This message push is stale (its timestamp is more than 5 minutes off) or replays a signature already used with another body.' },
   not_found: { status: 404, message: 'No route matches this path.' },
   ticket_not_found: { status: 404, message: 'No such scan-to-login ticket.' },
   method_not_allowed: { status: 405, message: 'This method is not allowed on this endpoint.' },
@@ -83,6 +88,7 @@ export function toGatewayError(err: unknown, log: Logger, route: string | undefi
     log.warn({ err: err.message, route }, 'session store unavailable');
     return new GatewayError('session_store_unavailable', { headers: { 'Retry-After': '1' } });
   }
+  if (err instanceof UserBlockedError) return new GatewayError('user_blocked', { message: err.message });
   if ((err as { status?: number }).status === 405) return new GatewayError('method_not_allowed');
   log.error({ err, route }, 'request failed');
   return new GatewayError('internal_error');

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { Config } from '../config/schema.js';
+import { mpQrApp, type Config } from '../config/schema.js';
 import { WebCookies } from '../web/cookies.js';
 import { ERRORS, type ErrorCode } from './errors.js';
 
@@ -23,6 +23,15 @@ const REDIRECT_BODY = {
   'text/plain': { schema: { type: 'string', description: 'Redirecting to <Location>.' } },
   'text/html': { schema: { type: 'string', description: 'Redirecting to <Location>. (when the client accepts HTML)' } },
 } as const;
+/** The embedded QR's parameters (wxLogin.js style) of the website login. */
+const EMBED_PARAMS = [
+  { name: 'embed', in: 'query', required: false, description: 'The QR is shown in an iframe of the site\'s page (wxLogin.js style): WeChat\'s login_type=jssdk.', schema: { type: 'string', enum: ['1', 'true'] } },
+  { name: 'self_redirect', in: 'query', required: false, description: 'true: the login ends inside the iframe; false (default): in the top window.', schema: { type: 'string', enum: ['true', 'false'] } },
+  { name: 'style', in: 'query', required: false, description: "The colour of WeChat's text under the QR.", schema: { type: 'string', enum: ['black', 'white'] } },
+  { name: 'href', in: 'query', required: false, description: "CSS for WeChat's QR page: a data:text/css;base64 URL, or https on web.publicUrl, web.origins or an origin of web.redirects.", schema: STRING },
+  { name: 'stylelite', in: 'query', required: false, description: "1: WeChat's newer QR layout.", schema: { type: 'string', enum: ['1', '0'] } },
+];
+
 const NO_STORE = { description: 'The answer is never cached.', required: true, schema: { type: 'string', const: 'no-store' } } as const;
 /** The request body could not be read as a JSON object of the allowed size. */
 const BODY_ERRORS: ErrorCode[] = ['bad_request', 'invalid_json', 'payload_too_large', 'unsupported_media_type'];
@@ -104,12 +113,13 @@ export function openapiDocument(config: Config): object {
   const web = config.web;
   const cookies = web ? new WebCookies(web.publicUrl, web.cookie.name) : undefined;
   const miniApps = config.wechat.apps.map((a) => a.appid);
-  const webApps = [...(web?.mp ? [web.mp.appid] : []), ...(web?.open ? [web.open.appid] : [])];
+  const qrApp = mpQrApp(config)?.appid;
+  const webApps = [...(web?.mp ? [web.mp.appid] : []), ...(web?.open ? [web.open.appid] : []), ...(qrApp && qrApp !== web?.mp?.appid ? [qrApp] : [])];
   const rateLimited: ErrorCode[] = config.limits.login.perIp > 0 ? ['rate_limited'] : [];
   /** CSRF applies to unsafe requests made with the session cookie, which exists only with web logins. */
   const csrf: ErrorCode[] = web ? ['csrf_failed'] : [];
-  /** Sessions of web apps (OAuth logins) are refused by the mini-program-only endpoints. */
-  const webSessions: ErrorCode[] = webApps.length ? ['app_not_allowed'] : [];
+  /** Web sessions (OAuth logins, scan-to-login) are refused by the mini-program-only endpoints. */
+  const webSessions: ErrorCode[] = webApps.length || web?.scan ? ['app_not_allowed'] : [];
 
   const sessionAuth = [{ bearer: [] }, ...(cookies ? [{ sessionCookie: [] }] : [])];
   const csrfHeader =
@@ -179,9 +189,11 @@ export function openapiDocument(config: Config): object {
     id: 'getSession',
     tag: 'session',
     summary: 'The current session (the server side of wx.checkSession())',
+    description: 'With `verify=wechat` (mini-program sessions), WeChat is asked too whether the session_key the gateway holds is still the user\'s (wxa/checksession, answers kept a minute): `401 session_key_stale` when not.',
     security: sessionAuth,
+    parameters: [{ name: 'verify', in: 'query', required: false, description: 'Also ask WeChat whether the session_key is still valid.', schema: { type: 'string', enum: ['wechat'] } }],
     responses: { '200': ok('Who the session is, and for how long it lasts if unused.', ref('Session')) },
-    errors: ['unauthorized', ...ALWAYS],
+    errors: ['bad_request', 'unauthorized', 'session_key_stale', ...webSessions, 'app_not_allowed', ...WECHAT_ERRORS, 'wechat_rate_limited', ...ALWAYS].filter((c, i, all) => all.indexOf(c) === i) as ErrorCode[],
   }));
 
   add(e.logout, 'post', operation({
@@ -212,6 +224,7 @@ export function openapiDocument(config: Config): object {
     requestBody: jsonBody(ref('DecryptRequest')),
     responses: { '200': ok('The decrypted data.', ref('DecryptResponse')) },
     errors: ['unauthorized', 'session_key_stale', ...csrf, ...webSessions, ...BODY_ERRORS, 'invalid_request', 'decrypt_failed', 'watermark_mismatch', 'signature_invalid', ...ALWAYS],
+    // (a failed decryption asks WeChat whether the key is still valid; when WeChat cannot say, the decryption error stands)
   }));
 
   add(e.phone, 'post', operation({
@@ -278,6 +291,7 @@ export function openapiDocument(config: Config): object {
         description: 'Sends the browser to WeChat with a state bound to this browser (the state cookie). Errors are a small HTML page for a browser that asks for text/html, JSON otherwise.',
         parameters: [
           { name: 'redirect', in: 'query', required: false, description: 'Where the browser goes after the login: a path or origin allowed by web.redirects. Default "/".', schema: STRING },
+          ...(provider === 'open' ? EMBED_PARAMS : []),
         ],
         responses: {
           '302': {
@@ -290,7 +304,7 @@ export function openapiDocument(config: Config): object {
             content: REDIRECT_BODY,
           },
         },
-        errors: ['redirect_not_allowed', ...ALWAYS],
+        errors: ['redirect_not_allowed', ...(provider === 'open' ? (['bad_request'] as ErrorCode[]) : []), ...ALWAYS],
         html: true,
       }));
       add(`/oauth/${provider}/callback`, 'get', operation({
@@ -303,6 +317,11 @@ export function openapiDocument(config: Config): object {
           { name: 'state', in: 'query', required: true, description: 'The state sent to WeChat by authorize.', schema: STRING },
         ],
         responses: {
+          '200': {
+            description: 'Loaded inside an iframe (Sec-Fetch-Dest: iframe; the embedded QR with self_redirect=true): a small page that sends the top window to this same URL, where the login ends; the code is not spent in the frame.',
+            headers: { 'Cache-Control': NO_STORE },
+            content: { 'text/html': { schema: STRING } },
+          },
           '302': {
             description: 'Logged in: to the redirect approved at authorize.',
             headers: {
@@ -322,6 +341,33 @@ export function openapiDocument(config: Config): object {
       }));
     }
 
+    add('/oauth/web/authorize', 'get', operation({
+      id: 'oauth_web_authorize',
+      tag: 'web',
+      summary: 'Start a web login with the flow that fits the browser (one "log in with WeChat" link)',
+      description:
+        'Inside the WeChat browser (User-Agent with "MicroMessenger") the Official Account login (web.mp); elsewhere the website QR login (web.open, with the embedded-QR parameters), or with scan-to-login alone its page (/scan/demo). 400 web_login_unavailable when nothing configured fits the browser. Errors are a small HTML page for a browser that asks for text/html, JSON otherwise.',
+      parameters: [
+        { name: 'redirect', in: 'query', required: false, description: 'Where the browser goes after the login: a path or origin allowed by web.redirects. Default "/".', schema: STRING },
+        { name: 'User-Agent', in: 'header', required: false, description: 'Decides the flow: "MicroMessenger" in it is the WeChat browser.', schema: STRING },
+        ...(web.open ? EMBED_PARAMS : []),
+      ],
+      responses: {
+        '302': {
+          description: "To WeChat's authorization page (as /oauth/mp/authorize or /oauth/open/authorize), or to the scan-to-login page.",
+          headers: {
+            Location: { description: "WeChat's page with the state, or /scan/demo?redirect=….", required: true, schema: STRING },
+            'Set-Cookie': { description: `The state cookie \`${cookies.state}\` when the browser goes to WeChat.`, required: false, schema: STRING },
+            Vary: { description: 'User-Agent: the answer depends on the browser.', required: true, schema: { type: 'string', const: 'User-Agent' } },
+            'Cache-Control': NO_STORE,
+          },
+          content: REDIRECT_BODY,
+        },
+      },
+      errors: ['redirect_not_allowed', 'web_login_unavailable', ...(web.open ? (['bad_request'] as ErrorCode[]) : []), ...ALWAYS],
+      html: true,
+    }));
+
     if (web.scan) {
       const ticketId = { name: 'id', in: 'path', required: true, description: 'The ticket (in the QR code\'s scene).', schema: { type: 'string', pattern: '^[A-Za-z0-9_-]{22}$' } };
       add('/scan/tickets', 'post', operation({
@@ -339,20 +385,26 @@ export function openapiDocument(config: Config): object {
         parameters: [
           ticketId,
           { name: 'wait', in: 'query', required: false, description: 'Seconds to wait for an answer (0-30).', schema: { type: 'integer', minimum: 0, maximum: 30 } },
+          { name: 'seen', in: 'query', required: false, description: '"scanned": the page shows the scan already; wait on for the confirmation (without it a scanned ticket answers "scanned" at once).', schema: { type: 'string', enum: ['scanned'] } },
           { name: 'X-Scan-Secret', in: 'header', required: true, description: 'The ticket\'s secret from POST /scan/tickets.', schema: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' } },
         ],
         responses: {
-          '200': ok('Still waiting, or confirmed: then the session cookie is set.', ref('ScanWait'), {
+          '200': ok('Still waiting (pending, or scanned: the phone opened it), or confirmed: then the session cookie is set.', ref('ScanWait'), {
             'Set-Cookie': { description: `With status "confirmed": the session cookie \`${cookies.session}\`.`, required: false, schema: STRING },
           }),
         },
         errors: ['ticket_not_found', 'ticket_cancelled', 'ticket_used', 'ticket_expired', ...ALWAYS],
       }));
-      for (const [what, status] of [['confirm', 'confirmed'], ['cancel', 'cancelled']] as const) {
+      const summaries = {
+        scanned: 'The mini-program page opened from the QR code (optional): the PC page shows "scanned"',
+        confirm: 'The mini-program user logs the PC in as themselves',
+        cancel: 'The mini-program user refuses the PC login',
+      };
+      for (const [what, status] of [['scanned', 'scanned'], ['confirm', 'confirmed'], ['cancel', 'cancelled']] as const) {
         add(`/scan/tickets/{id}/${what}`, 'post', operation({
           id: `scan_${what}`,
           tag: 'scan',
-          summary: what === 'confirm' ? 'The mini-program user logs the PC in as themselves' : 'The mini-program user refuses the PC login',
+          summary: summaries[what],
           description: `With the token of a session of the mini-program ${web.scan.app ?? miniApps[0]} (web.scan.app). A browser's cookie session cannot answer a ticket (403 \`app_not_allowed\`, or \`csrf_failed\` first for an unsafe request from a page not allowed).`,
           security: [{ bearer: [] }],
           parameters: [ticketId],
@@ -381,6 +433,8 @@ export function openapiDocument(config: Config): object {
       }
     }
   }
+
+  if (web?.mpQr) mpQrPaths(add, ok, web.mpQr, cookies!.session, rateLimited);
 
   const openData = { type: 'object', description: 'The decrypted open data, without its watermark.' };
   const schemas: Obj = {
@@ -467,6 +521,32 @@ export function openapiDocument(config: Config): object {
       additionalProperties: false,
     },
   };
+  if (web?.mpQr) {
+    schemas.MpQrTicket = {
+      type: 'object',
+      required: ['ticket', 'secret', 'expires_in', 'qr'],
+      properties: {
+        ticket: { type: 'string', pattern: '^[A-Za-z0-9_-]{22}$', description: 'Single use; the QR code\'s scene.' },
+        secret: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$', description: 'For this page only: send it as X-Scan-Secret.' },
+        expires_in: { ...SECONDS, description: 'Seconds the QR code and its ticket wait for the follow or scan (web.mpQr.ticketTtl).' },
+        qr: { type: 'string', pattern: '^https?://[^?]+/cgi-bin/showqrcode\\?ticket=', description: 'The QR code image at WeChat (mp.weixin.qq.com/cgi-bin/showqrcode?ticket=…).' },
+      },
+      additionalProperties: false,
+    };
+  }
+  if (web?.scan || web?.mpQr) {
+    schemas.ScanWait = {
+      oneOf: [
+        { type: 'object', required: ['status'], properties: { status: { enum: ['pending', 'scanned'] } }, additionalProperties: false },
+        {
+          type: 'object',
+          required: ['status', 'expires_in'],
+          properties: { status: { const: 'confirmed' }, expires_in: SECONDS },
+          additionalProperties: false,
+        },
+      ],
+    };
+  }
   if (web?.scan) {
     schemas.ScanTicket = {
       type: 'object',
@@ -478,17 +558,6 @@ export function openapiDocument(config: Config): object {
         qr: { type: 'string', pattern: '^data:image/[a-z]+;base64,[A-Za-z0-9+/]+={0,2}$', description: 'The mini-program code as a data: URL.' },
       },
       additionalProperties: false,
-    };
-    schemas.ScanWait = {
-      oneOf: [
-        { type: 'object', required: ['status'], properties: { status: { const: 'pending' } }, additionalProperties: false },
-        {
-          type: 'object',
-          required: ['status', 'expires_in'],
-          properties: { status: { const: 'confirmed' }, expires_in: SECONDS },
-          additionalProperties: false,
-        },
-      ],
     };
   }
 
@@ -522,10 +591,101 @@ export function openapiDocument(config: Config): object {
       { name: 'session', description: 'Mini-program login and sessions.' },
       { name: 'mini-program', description: 'WeChat open data and phone numbers for a session.' },
       { name: 'operations', description: 'Health, readiness and metrics.' },
-      ...(web?.mp || web?.open ? [{ name: 'web', description: 'Browser logins with WeChat OAuth.' }] : []),
+      ...(web ? [{ name: 'web', description: 'Browser logins with WeChat OAuth.' }] : []),
       ...(web?.scan ? [{ name: 'scan', description: 'Scan to log in on a PC with the mini-program.' }] : []),
+      ...(web?.mpQr ? [{ name: 'mpqr', description: 'Follow the Official Account\'s QR code to log in on a PC, and its server URL for WeChat.' }] : []),
     ],
     paths,
     components: { schemas, securitySchemes },
   };
+}
+
+type Add = (path: string, method: string, op: Obj) => void;
+
+/** web.mpQr: the PC page's tickets and long poll, and the server URL WeChat pushes to. */
+function mpQrPaths(
+  add: Add,
+  ok: (description: string, schema: object, headers?: Obj) => Obj,
+  q: NonNullable<NonNullable<Config['web']>['mpQr']>,
+  sessionCookie: string,
+  rateLimited: ErrorCode[],
+): void {
+  const signed = [
+    { name: 'signature', in: 'query', required: true, description: 'sha1 of the sorted web.mpQr.token, timestamp and nonce.', schema: { type: 'string', pattern: '^[0-9a-fA-F]{40}$' } },
+    { name: 'timestamp', in: 'query', required: true, description: 'Seconds; at most 5 minutes from the gateway\'s clock.', schema: { type: 'string', pattern: '^[0-9]{1,12}$' } },
+    { name: 'nonce', in: 'query', required: true, schema: STRING },
+  ];
+  const text = (description: string) => ({ description, headers: { 'Cache-Control': NO_STORE }, content: { 'text/plain': { schema: STRING } } });
+  add('/qr/tickets', 'post', operation({
+    id: 'mpQrCreateTicket',
+    tag: 'mpqr',
+    summary: 'Follow-QR login: a ticket and its Official Account QR code, for the PC page',
+    description: 'A temporary QR code (cgi-bin/qrcode/create, QR_STR_SCENE, scene = the ticket). The user scans it in WeChat and follows the Official Account (or, following already, scans): WeChat tells the gateway, and the page\'s long poll gets the session. The secret is for this PC page only (X-Scan-Secret).',
+    responses: { '201': ok('A new ticket.', ref('MpQrTicket')) },
+    errors: [...rateLimited, ...WECHAT_ERRORS, ...ALWAYS],
+  }));
+  add('/qr/tickets/{id}', 'get', operation({
+    id: 'mpQrWait',
+    tag: 'mpqr',
+    summary: 'The PC page waits for the follow or scan (long poll); then it gets its own session cookie',
+    parameters: [
+      { name: 'id', in: 'path', required: true, description: 'The ticket.', schema: { type: 'string', pattern: '^[A-Za-z0-9_-]{22}$' } },
+      { name: 'wait', in: 'query', required: false, description: 'Seconds to wait for an answer (0-30).', schema: { type: 'integer', minimum: 0, maximum: 30 } },
+      { name: 'X-Scan-Secret', in: 'header', required: true, description: 'The ticket\'s secret from POST /qr/tickets.', schema: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' } },
+    ],
+    responses: {
+      '200': ok('Still waiting, or confirmed: then the session cookie is set.', ref('ScanWait'), {
+        'Set-Cookie': { description: `With status "confirmed": the session cookie \`${sessionCookie}\`.`, required: false, schema: STRING },
+      }),
+    },
+    errors: ['ticket_not_found', 'ticket_used', 'ticket_expired', ...ALWAYS],
+  }));
+  if (q.demo) {
+    add('/qr/demo', 'get', operation({
+      id: 'mpQrDemo',
+      tag: 'mpqr',
+      summary: 'A demo PC page for follow-QR login',
+      responses: {
+        '200': {
+          description: 'The page (its only outside resource is the QR image at WeChat; a strict CSP with a nonce per answer).',
+          headers: {
+            'Cache-Control': NO_STORE,
+            'Content-Security-Policy': { required: true, schema: STRING },
+            'X-Content-Type-Options': { required: true, schema: { type: 'string', const: 'nosniff' } },
+          },
+          content: { 'text/html': { schema: { type: 'string' } } },
+        },
+      },
+      errors: ['internal_error'],
+    }));
+  }
+  add(q.eventsPath, 'get', operation({
+    id: 'mpEventsVerify',
+    tag: 'mpqr',
+    summary: 'WeChat checks the server URL (服务器配置): signed, it gets echostr back',
+    parameters: [...signed, { name: 'echostr', in: 'query', required: true, schema: STRING }],
+    responses: { '200': text('echostr, as it came.') },
+    errors: ['bad_request', 'mp_signature_invalid', 'mp_replayed', ...ALWAYS],
+  }));
+  add(q.eventsPath, 'post', operation({
+    id: 'mpEventsPush',
+    tag: 'mpqr',
+    summary: 'WeChat pushes a message or event of the Official Account (subscribe / SCAN of a follow-QR code log the PC in)',
+    description: 'Plaintext, or with encrypt_type=aes and msg_signature the safe mode envelope (web.mpQr.encrypt). Answered at once: "success", or with web.mpQr.reply after a login the text reply (encrypted like the push). A signature is good for one body; an event WeChat resends is acted on once and answered alike.',
+    parameters: [
+      ...signed,
+      { name: 'encrypt_type', in: 'query', required: false, schema: { type: 'string', enum: ['aes', 'raw'] } },
+      { name: 'msg_signature', in: 'query', required: false, description: 'With encrypt_type=aes: sha1 of the sorted token, timestamp, nonce and Encrypt.', schema: { type: 'string', pattern: '^[0-9a-fA-F]{40}$' } },
+      { name: 'openid', in: 'query', required: false, schema: STRING },
+    ],
+    requestBody: { required: true, content: { 'text/xml': { schema: { type: 'string', description: 'WeChat\'s flat XML message, at most 64 kB.' } } } },
+    responses: {
+      '200': {
+        description: '"success", or the passive reply XML.',
+        headers: { 'Cache-Control': NO_STORE },
+        content: { 'text/plain': { schema: { type: 'string', const: 'success' } }, 'application/xml': { schema: { type: 'string', pattern: '^<xml>' } } },
+      },
+    },
+    errors: ['bad_request', 'mp_message_invalid', 'mp_signature_invalid', 'mp_replayed', 'payload_too_large', ...ALWAYS],
+  }));
 }

@@ -1,7 +1,17 @@
+import { accountId } from './accounts.js';
 import { TOKEN_HASH_LENGTH, userId } from './tokens.js';
-import type { Invalidation, SessionRecord, SessionStore } from './types.js';
+import type { Identity, Invalidation, SessionRecord, SessionStore } from './types.js';
+
+/** A unionid's account: who logged in with it, until the latest absolute deadline of their sessions. */
+interface Account {
+  unionid: string;
+  members: Map<string, { appid: string; openid: string }>;
+  until: number;
+}
 
 interface User {
+  /** the unionid of their latest login (see SessionStore.linkedUnionid) */
+  unionid?: string;
   /** the session_key of the user's latest login */
   /** absent for users who have only web sessions (no wx.login) */
   sessionKey?: string;
@@ -35,6 +45,10 @@ export class MemoryStore implements SessionStore {
   readonly kind = 'memory' as const;
   private readonly sessions = new Map<string, SessionRecord>();
   private readonly users = new Map<string, User>();
+  /** unionid accounts by id ("u…") */
+  private readonly accounts = new Map<string, Account>();
+  /** user keys by user id (tokens.ts), to find an identity's own account ("i…") */
+  private readonly uids = new Map<string, string>();
   private readonly listeners: Array<(inv: Invalidation) => void> = [];
   private readonly sweeper: NodeJS.Timeout;
   private readonly now: () => number;
@@ -95,6 +109,16 @@ export class MemoryStore implements SessionStore {
     let user = this.users.get(key);
     if (!user || now >= user.until) user = { tokens: [], until: 0 };
     if (sessionKey !== undefined) user.sessionKey = sessionKey;
+    user.unionid = record.unionid;
+    this.uids.set(userId(record.appid, record.openid), key);
+    if (record.unionid) {
+      const id = accountId(record);
+      let account = this.accounts.get(id);
+      if (!account || now >= account.until) account = { unionid: record.unionid, members: new Map(), until: 0 };
+      account.members.set(key, { appid: record.appid, openid: record.openid });
+      account.until = Math.max(account.until, record.expiresAt);
+      this.accounts.set(id, account);
+    }
     // lazy cleanup: only live sessions count towards maxPerUser
     const kept: string[] = [];
     for (const h of user.tokens) {
@@ -185,6 +209,32 @@ export class MemoryStore implements SessionStore {
     return user.sessionKey;
   }
 
+  async linkedUnionid(appid: string, openid: string): Promise<string | undefined> {
+    const user = this.users.get(userKey(appid, openid));
+    return user && this.now() < user.until ? user.unionid : undefined;
+  }
+
+  async identities(id: string): Promise<Identity[]> {
+    const now = this.now();
+    if (id.startsWith('u')) {
+      const account = this.accounts.get(id);
+      if (!account || now >= account.until) return [];
+      const out: Identity[] = [];
+      for (const [key, who] of account.members) {
+        // gone with its sessions, or linked to another unionid since: not (or no longer) found here
+        const user = this.users.get(key);
+        if (!user || now >= user.until || user.unionid !== account.unionid) continue;
+        out.push({ ...who, unionid: account.unionid });
+      }
+      return out;
+    }
+    const key = this.uids.get(id.slice(1));
+    const user = key === undefined ? undefined : this.users.get(key);
+    if (!key || !user || now >= user.until || user.unionid) return [];
+    const [appid, openid] = key.split('\n') as [string, string];
+    return [{ appid, openid }];
+  }
+
   onInvalidate(listener: (inv: Invalidation) => void): void {
     this.listeners.push(listener);
   }
@@ -210,5 +260,7 @@ export class MemoryStore implements SessionStore {
     const now = this.now();
     for (const [h, r] of this.sessions) if (!alive(r, now)) this.drop(h, r, now);
     for (const [k, u] of this.users) if (now >= u.until) this.users.delete(k);
+    for (const [uid, k] of this.uids) if (!this.users.has(k)) this.uids.delete(uid);
+    for (const [id, a] of this.accounts) if (now >= a.until) this.accounts.delete(id);
   }
 }

@@ -1,7 +1,8 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Metrics } from '../metrics/metrics.js';
 import { TOKEN_HASH_LENGTH, UID_LENGTH, userId } from './tokens.js';
-import { StoreUnavailableError, type Invalidation, type SessionRecord, type SessionStore } from './types.js';
+import { accountId, isAccountId } from './accounts.js';
+import { StoreUnavailableError, type Flow, type Identity, type Invalidation, type SessionRecord, type SessionStore } from './types.js';
 
 export interface RedisStoreOptions {
   url: string;
@@ -33,12 +34,25 @@ export interface RedisStoreOptions {
  *                                    users whose ids collide are never merged: the login fails instead)
  *                          "n"     → the unionid from the user's latest login (absent when WeChat gave none)
  *                          "k"     → the user's current session_key (from their latest login)
- *                          {field} → one per session: "[phone\t]createdAt\texpiresAt\tidleExpiresAt" (times in
- *                                    base 36 ms; the phone number, E.164, only once the user granted it)
+ *                          {field} → one per session: "[phone\t]createdAt\texpiresAt\tidleExpiresAt[\tF]" (times
+ *                                    in base 36 ms; the phone number, E.164, only once the user granted it;
+ *                                    F: the flow that made the session, one capital letter (FLOW_CODES),
+ *                                    absent for the mini-program's own logins and for records from before
+ *                                    flows existed, which read as miniprogram)
  *                        PEXPIREAT = the latest idle deadline of the user's sessions (never past a session's
  *                        expiresAt): set at each login, moved forward (GT) by activity, tightened when a
  *                        session is revoked; the key is deleted with the user's last session. A session's
  *                        own deadlines are checked from its field (dead fields are dropped at the next login).
+ *   {prefix}a:{account} hash, for a unionid's account only (accounts.ts: "u" + 96 bits of a hash of the unionid):
+ *                          {uid} → "" (one per identity that logged in with the unionid: its user key's id)
+ *                        PEXPIREAT = the latest absolute deadline of the sessions made for it (never earlier:
+ *                        written at each login of a unionid, after the user's script: another key, so another
+ *                        command, on a Cluster too). What the admin API lists a person's identities from (each
+ *                        through its user key, while that lives); the request path never reads it. As small
+ *                        as a key gets (measured at 100,000 sessions, half the users with a unionid: +103 B per
+ *                        session with "appid\topenid" fields and the unionid, which broke the 400 B target;
+ *                        uids only: see BENCHMARKS.md). An identity's own account ("i" + uid) has no key: its
+ *                        user key is found from the id.
  *   {prefix}invalidate   pub/sub channel: revoked token hashes, comma-separated
  * A token is base64url(uid's 12 bytes ‖ 32 random bytes) (59 chars); its hash, what callers hold, is the
  * uid (16 chars) followed by {field} = base64url of the first 128 bits of SHA-256(token) (22 chars). The
@@ -63,15 +77,31 @@ export interface RedisStoreOptions {
  */
 const SEP = '\t';
 
-/** A session's field value: "[phone\t]createdAt36\texpiresAt36\tidleExpiresAt36". */
+/** A session's flow in its field value: one capital letter (never a base-36 digit); none = miniprogram. */
+const FLOW_CODES: Readonly<Record<Exclude<Flow, 'miniprogram'>, string>> = { mp: 'P', open: 'W', scan: 'S', mpqr: 'Q' };
+const FLOW_OF: ReadonlyMap<string, Flow> = new Map(Object.entries(FLOW_CODES).map(([f, c]) => [c, f as Flow]));
+
+/** A session's field value: "[phone\t]createdAt36\texpiresAt36\tidleExpiresAt36[\tF]". */
 function encodeTimes(r: SessionRecord): string {
   if (r.phone?.includes(SEP)) throw new TypeError('phone must not contain a tab');
   const t = (ms: number) => Math.floor(ms).toString(36);
-  return `${r.phone ? r.phone + SEP : ''}${t(r.createdAt)}${SEP}${t(r.expiresAt)}${SEP}${t(r.idleExpiresAt)}`;
+  const flow = r.flow === 'miniprogram' || r.flow === undefined ? '' : SEP + FLOW_CODES[r.flow];
+  if (flow === `${SEP}undefined`) throw new TypeError(`unknown session flow ${JSON.stringify(r.flow)}`);
+  return `${r.phone ? r.phone + SEP : ''}${t(r.createdAt)}${SEP}${t(r.expiresAt)}${SEP}${t(r.idleExpiresAt)}${flow}`;
 }
 
-/** The record from a session's field value and the user's "w" and "n", or undefined when malformed. */
+/**
+ * The record from a session's field value and the user's "w" and "n", or undefined when malformed (or of
+ * a flow this version does not know: such a session is refused, never taken for a mini-program one).
+ */
 function decode(v: string, who: string, unionid: string | null): SessionRecord | undefined {
+  let flow: Flow = 'miniprogram';
+  if (v.length > 2 && v.charCodeAt(v.length - 2) === 9 && /[A-Z]/.test(v[v.length - 1]!)) {
+    const known = FLOW_OF.get(v[v.length - 1]!);
+    if (!known) return undefined;
+    flow = known;
+    v = v.slice(0, -2);
+  }
   const f = v.split(SEP);
   if (f.length !== 3 && f.length !== 4) return undefined;
   const phone = f.length === 4 ? f.shift() : undefined;
@@ -83,6 +113,7 @@ function decode(v: string, who: string, unionid: string | null): SessionRecord |
     appid,
     openid,
     ...(unionid ? { unionid } : {}),
+    flow,
     ...(phone ? { phone } : {}),
     createdAt: parseInt(created, 36),
     expiresAt: parseInt(expires, 36),
@@ -94,15 +125,20 @@ function decode(v: string, who: string, unionid: string | null): SessionRecord |
 const alive = (r: SessionRecord, now: number) => now < r.idleExpiresAt && now < r.expiresAt;
 
 /**
- * What every script starts with. times(v): a session field's phone ('' if none) and its three times in
- * base 36, or nil when malformed. deadline(e36, i36): when the session ends if idle (ms).
- * isSession(f): the user's fields that are sessions (the others are one character).
+ * What every script starts with. times(v): a session field's phone ('' if none), its three times in base
+ * 36 and its flow suffix ('' or "\tF", kept as it is when the field is rewritten), or nil when malformed.
+ * deadline(e36, i36): when the session ends if idle (ms). isSession(f): the user's fields that are
+ * sessions (the others are one character).
  */
 const PRELUDE = String.raw`
 local function times(v)
-  local c, e, i = string.match(v, '^([0-9a-z]+)\t([0-9a-z]+)\t([0-9a-z]+)$')
-  if c then return '', c, e, i end
-  return string.match(v, '^([^\t]*)\t([0-9a-z]+)\t([0-9a-z]+)\t([0-9a-z]+)$')
+  local body, fl = string.match(v, '^(.*)(\t[A-Z])$')
+  if not body then body, fl = v, '' end
+  local c, e, i = string.match(body, '^([0-9a-z]+)\t([0-9a-z]+)\t([0-9a-z]+)$')
+  if c then return '', c, e, i, fl end
+  local p
+  p, c, e, i = string.match(body, '^([^\t]*)\t([0-9a-z]+)\t([0-9a-z]+)\t([0-9a-z]+)$')
+  return p, c, e, i, fl
 end
 local function deadline(e36, i36)
   return math.min(tonumber(e36, 36), tonumber(i36, 36))
@@ -174,14 +210,14 @@ return evicted`;
 const TOUCH = PRELUDE + String.raw`
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
-local phone, c36, e36, i36 = times(v)
+local phone, c36, e36, i36, fl = times(v)
 if not c36 or tonumber(ARGV[4]) >= deadline(e36, i36) then return 0 end
 local exp = tonumber(e36, 36)
 local at, at36 = tonumber(ARGV[2]), ARGV[3]
 if at >= exp then at, at36 = exp, e36 end
 if at <= tonumber(i36, 36) then return 1 end
 if phone ~= '' then phone = phone .. '\t' end
-redis.call('HSET', KEYS[1], ARGV[1], phone .. c36 .. '\t' .. e36 .. '\t' .. at36)
+redis.call('HSET', KEYS[1], ARGV[1], phone .. c36 .. '\t' .. e36 .. '\t' .. at36 .. fl)
 redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', at), 'GT')
 return 1`;
 
@@ -193,9 +229,9 @@ return 1`;
 const SET_PHONE = PRELUDE + String.raw`
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
-local _, c36, e36, i36 = times(v)
+local _, c36, e36, i36, fl = times(v)
 if not c36 or tonumber(ARGV[3]) >= deadline(e36, i36) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '\t' .. c36 .. '\t' .. e36 .. '\t' .. i36)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '\t' .. c36 .. '\t' .. e36 .. '\t' .. i36 .. fl)
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1`;
 
@@ -252,7 +288,17 @@ redis.call('DEL', KEYS[1])
 if #hashes > 0 then redis.call('PUBLISH', ARGV[4], table.concat(hashes, ',')) end
 return { n, hashes }`;
 
+/**
+ * Records an identity in its unionid's account and keeps the account at least until the session's
+ * absolute deadline. KEYS: account. ARGV: the identity's uid, deadline (ms).
+ */
+const LINK = String.raw`
+redis.call('HSET', KEYS[1], ARGV[1], '')
+if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIREAT', KEYS[1], ARGV[2]) end
+return 1`;
+
 interface Scripts {
+  wxgateLink(aKey: string, uid: string, at: string): Promise<number>;
   wxgateCreate(uKey: string, ...argv: string[]): Promise<string[]>;
   wxgateTouch(uKey: string, field: string, at: string, at36: string, now: string): Promise<number>;
   wxgateSetPhone(uKey: string, field: string, phone: string, now: string, channel: string, tokenHash: string): Promise<number>;
@@ -373,6 +419,7 @@ export class RedisStore implements SessionStore {
     this.redis.defineCommand('wxgateSetPhone', { numberOfKeys: 1, lua: SET_PHONE });
     this.redis.defineCommand('wxgateRevoke', { numberOfKeys: 1, lua: REVOKE });
     this.redis.defineCommand('wxgateRevokeAll', { numberOfKeys: 1, lua: REVOKE_ALL });
+    this.redis.defineCommand('wxgateLink', { numberOfKeys: 1, lua: LINK });
     // The subscriber sends SUBSCRIBE itself at every 'ready' (and PINGs to notice a dead connection).
     this.sub = createRedisClient(opts, { ...base, commandTimeout: undefined });
     opts.metrics?.sessionStoreUp.set(0);
@@ -446,6 +493,9 @@ export class RedisStore implements SessionStore {
     if (tokenHash.length !== TOKEN_HASH_LENGTH) return undefined;
     return { key: `${this.opts.keyPrefix}u:${tokenHash.slice(0, UID_LENGTH)}`, field: tokenHash.slice(UID_LENGTH) };
   }
+  private aKey(account: string) {
+    return `${this.opts.keyPrefix}a:${account}`;
+  }
   private uKey(uid: string) {
     return `${this.opts.keyPrefix}u:${uid}`;
   }
@@ -500,6 +550,10 @@ export class RedisStore implements SessionStore {
         this.channel,
       );
       this.emit(evicted); // the script published them for the other replicas
+      if (record.unionid) {
+        const at = String(Math.floor(record.expiresAt));
+        await this.scripts.wxgateLink(this.aKey(accountId(record)), uid, at);
+      }
       return evicted;
     });
   }
@@ -558,6 +612,31 @@ export class RedisStore implements SessionStore {
       if (record && alive(record, now)) out.push({ tokenHash: uid + f, record });
     }
     return out.sort((a, b) => a.record.createdAt - b.record.createdAt || (a.tokenHash < b.tokenHash ? -1 : 1));
+  }
+
+  async linkedUnionid(appid: string, openid: string): Promise<string | undefined> {
+    const [n, who] = await this.run('linkedUnionid', () => this.redis.hmget(this.uKey(userId(appid, openid)), 'n', 'w'));
+    return n !== null && who === appid + SEP + openid ? n : undefined;
+  }
+
+  async identities(id: string): Promise<Identity[]> {
+    if (!isAccountId(id)) return [];
+    if (id.startsWith('i')) {
+      const [who, n] = await this.run('identities', () => this.redis.hmget(this.uKey(id.slice(1)), 'w', 'n'));
+      const w = who?.split(SEP);
+      return w?.length === 2 && n === null ? [{ appid: w[0]!, openid: w[1]! }] : [];
+    }
+    const uids = await this.run('identities', () => this.redis.hkeys(this.aKey(id)));
+    const out: Identity[] = [];
+    for (const uid of uids) {
+      const [who, n] = await this.run('identities', () => this.redis.hmget(this.uKey(uid), 'w', 'n'));
+      const w = who?.split(SEP);
+      // gone with its sessions, or linked to another unionid since: not (or no longer) found here
+      if (w?.length !== 2 || n === null) continue;
+      const identity = { appid: w[0]!, openid: w[1]!, unionid: n };
+      if (accountId(identity) === id) out.push(identity);
+    }
+    return out;
   }
 
   async getSessionKey(appid: string, openid: string): Promise<string | undefined> {

@@ -6,6 +6,20 @@ export interface Identity {
   unionid?: string;
 }
 
+/**
+ * How a session was made, which decides what it may do (not its app: a PC's scan-to-login session is of
+ * the mini-program's app but has no session_key of its own):
+ *   miniprogram  POST /login with a wx.login() code: the only flow with a session_key (/wx/decrypt,
+ *                /wx/phone, answering a scan-to-login ticket)
+ *   mp           Official Account web OAuth (/oauth/mp)
+ *   open         website QR login (/oauth/open, Open Platform website app)
+ *   scan         a PC logged in by the mini-program (scan-to-login, /scan/tickets)
+ *   mpqr         a PC logged in by following the Official Account's QR code
+ * Records stored before flows existed read as miniprogram.
+ */
+export const FLOWS = ['miniprogram', 'mp', 'open', 'scan', 'mpqr'] as const;
+export type Flow = (typeof FLOWS)[number];
+
 /** What the store keeps per token. The token itself is never stored: records are keyed by its hash. */
 export interface SessionRecord extends Identity {
   /** ms since epoch */
@@ -14,6 +28,8 @@ export interface SessionRecord extends Identity {
   expiresAt: number;
   /** Idle deadline (ms since epoch), moved forward by activity; never beyond expiresAt. */
   idleExpiresAt: number;
+  /** How the session was made (see Flow). */
+  flow: Flow;
   /** The user's phone number (E.164, e.g. +8613800138000) once granted in this session (POST /wx/phone). */
   phone?: string;
 }
@@ -56,6 +72,18 @@ export interface SessionStore {
   revokeAll(appid: string, openid: string): Promise<number>;
   /** The user's live sessions, oldest first. */
   list(appid: string, openid: string): Promise<Array<{ tokenHash: string; record: SessionRecord }>>;
+  /**
+   * The unionid of the identity's latest login that had one, while the store holds a session of the
+   * identity (as long as its session_key is kept): a later login WeChat gives no unionid (an Official
+   * Account's snsapi_base, say) stays with the same person. Undefined when there is none.
+   */
+  linkedUnionid(appid: string, openid: string): Promise<string | undefined>;
+  /**
+   * The identities of an account (accounts.ts) of which the store holds a session: for a unionid's
+   * account ("u…"), every identity whose latest unionid is that one, each with it; for an identity's own
+   * account ("i…"), that identity if it has no unionid. [] when none.
+   */
+  identities(accountId: string): Promise<Identity[]>;
   /** The user's current session_key (from their latest login). Never leaves the gateway. */
   getSessionKey(appid: string, openid: string): Promise<string | undefined>;
   /** Called when sessions are revoked anywhere (this replica or another), so caches can drop them. */

@@ -1,6 +1,8 @@
 import { hash, randomBytes } from 'node:crypto';
 import type { Context } from 'koa';
+import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
+import { deviceOf } from '../session/controls.js';
 import { GatewayError, wechatErrorFor } from '../server/errors.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
@@ -20,7 +22,18 @@ const KEEP_MS = 10 * 60_000;
 const POLL_MS = 250;
 const MAX_WAIT_S = 30;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Waits `ms`, or less if `signal` is aborted meanwhile. */
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 const secretHash = (secret: string) => hash('sha256', `wxgate-scan\n${secret}`, 'base64url');
 
 /**
@@ -28,10 +41,16 @@ const secretHash = (secret: string) => hash('sha256', `wxgate-scan\n${secret}`, 
  *   POST /scan/tickets                  the PC page: a ticket (single use, web.scan.ticketTtl) and its QR code,
  *                                       a mini-program code (wxa/getwxacodeunlimit, scene = the ticket) that
  *                                       opens web.scan.page; plus a secret only this page holds
+ *   POST /scan/tickets/:id/scanned      the mini-program page opened from the QR (optional): the PC page
+ *                                       shows "scanned, confirm on the phone"
  *   POST /scan/tickets/:id/confirm      the mini-program, with its user's own token: "log that PC in as me"
  *   POST /scan/tickets/:id/cancel       … or "no"
  *   GET  /scan/tickets/:id?wait=25      the PC page, with X-Scan-Secret: waits (long poll) and, once
- *                                       confirmed, gets its own web session as the session cookie
+ *                                       confirmed, gets its own web session as the session cookie;
+ *                                       `scanned` at once when the phone scanned it (unless &seen=scanned);
+ *                                       a gateway that starts draining (SIGTERM) answers its long polls at
+ *                                       once with the ticket's status (Retry-After: 0, on a connection it
+ *                                       closes), so the page polls again, on another replica
  * The ticket id is in the QR code for anyone to see; the session goes only to the holder of the secret.
  * Tickets live in the web store (Redis with the redis store), so any replica answers either side.
  */
@@ -43,10 +62,13 @@ export function scanHandlers(deps: {
   accessTokens: AccessTokens;
   current: (ctx: Context) => Promise<{ token: string; via: 'bearer' | 'cookie' | undefined; session: ActiveSession }>;
   log: Logger;
+  /** aborted when the gateway drains: a long poll answers its ticket's status at once */
+  draining?: AbortSignal;
 }) {
-  const { config, web, sessions, wechat, accessTokens, current, log } = deps;
+  const { config, web, sessions, wechat, accessTokens, current, log, draining } = deps;
   const scan = config.web!.scan!;
   const app = scan.app ?? config.wechat.apps[0]!.appid;
+  const trust = proxyaddr.compile([...config.server.trustedProxies]);
 
   function ticketOf(ctx: Context): string {
     const id = String(ctx.params.id ?? '');
@@ -82,15 +104,24 @@ export function scanHandlers(deps: {
     };
   }
 
-  function settle(to: 'confirmed' | 'cancelled') {
+  async function phoneSession(ctx: Context): Promise<ActiveSession> {
+    const { session, via } = await current(ctx);
+    // the phone answers with its own token; a browser's cookie session (even one scan-to-login made) cannot
+    if (via !== 'bearer') throw new GatewayError('app_not_allowed', { message: 'A scan-to-login ticket is answered by the mini-program, with its token (Authorization: Bearer).' });
+    // and only a mini-program login's session: not a web session of the same app (a PC scan-to-login made)
+    if (session.appid !== app || session.flow !== 'miniprogram') {
+      throw new GatewayError('app_not_allowed', { message: 'Only a session of the mini-program web.scan.app (POST /login) can answer a scan-to-login ticket.' });
+    }
+    return session;
+  }
+
+  function settle(to: 'confirmed' | 'cancelled' | 'scanned') {
     return async function settleTicket(ctx: Context): Promise<void> {
       const id = ticketOf(ctx);
-      const { session, via } = await current(ctx);
-      // the phone answers with its own token; a browser's cookie session (even one scan-to-login made) cannot
-      if (via !== 'bearer') throw new GatewayError('app_not_allowed', { message: 'A scan-to-login ticket is answered by the mini-program, with its token (Authorization: Bearer).' });
-      if (session.appid !== app) throw new GatewayError('app_not_allowed', { message: 'Only a session of the mini-program web.scan.app can answer a scan-to-login ticket.' });
+      const session = await phoneSession(ctx);
       const who = { appid: session.appid, openid: session.openid, ...(session.unionid ? { unionid: session.unionid } : {}) };
-      const answer = await web.store.settleTicket(id, to, to === 'confirmed' ? who : undefined, Date.now());
+      const answer =
+        to === 'scanned' ? await web.store.markScanned(id, Date.now()) : await web.store.settleTicket(id, to, to === 'confirmed' ? who : undefined, Date.now());
       ctx.set('Cache-Control', 'no-store');
       switch (answer) {
         case 'ok':
@@ -115,6 +146,8 @@ export function scanHandlers(deps: {
     const secret = ctx.get('x-scan-secret');
     if (!/^[A-Za-z0-9_-]{43}$/.test(secret)) throw new GatewayError('ticket_not_found', { message: 'No such ticket for this secret (X-Scan-Secret).' });
     const waitS = Math.min(MAX_WAIT_S, Math.max(0, Number.parseInt(String(ctx.query.wait ?? '0'), 10) || 0));
+    // the page has shown "scanned" already: wait on for the confirmation
+    const seenScanned = ctx.query.seen === 'scanned';
     const deadline = Date.now() + waitS * 1000;
     const h = secretHash(secret);
     ctx.set('Cache-Control', 'no-store');
@@ -131,18 +164,28 @@ export function scanHandlers(deps: {
       const answer = await web.store.claimTicket(id, h, Date.now());
       switch (answer.status) {
         case 'confirmed': {
-          const { token, session } = await sessions.create(answer.who, undefined);
+          const { token, session } = await sessions.create(answer.who, undefined, 'scan', deviceOf(ctx.req, trust));
           web.setSession(ctx, token);
           log.info({ appid: answer.who.appid }, 'scan-to-login: browser logged in');
           ctx.body = { status: 'confirmed', expires_in: sessions.expiresIn(session) };
           return;
         }
         case 'pending':
-          if (Date.now() + POLL_MS > deadline || gone()) {
-            ctx.body = { status: 'pending' };
+          if (draining?.aborted) {
+            // shutting down: not worth waiting out the deadline; poll again at once (elsewhere)
+            ctx.set('Retry-After', '0');
+            ctx.body = { status: answer.scanned ? 'scanned' : 'pending' };
             return;
           }
-          await sleep(POLL_MS);
+          if (answer.scanned && !seenScanned) {
+            ctx.body = { status: 'scanned' };
+            return;
+          }
+          if (Date.now() + POLL_MS > deadline || gone()) {
+            ctx.body = { status: answer.scanned ? 'scanned' : 'pending' };
+            return;
+          }
+          await sleep(POLL_MS, draining);
           continue;
         case 'cancelled':
           throw new GatewayError('ticket_cancelled');
@@ -156,5 +199,5 @@ export function scanHandlers(deps: {
     }
   }
 
-  return { create, confirm: settle('confirmed'), cancel: settle('cancelled'), wait };
+  return { create, scanned: settle('scanned'), confirm: settle('confirmed'), cancel: settle('cancelled'), wait };
 }

@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import type { Metrics } from '../metrics/metrics.js';
@@ -91,6 +92,37 @@ export class WechatClient {
   }
 
   /**
+   * `GET wxa/checksession`: whether WeChat still takes `sessionKey` as the user's current session_key
+   * (a later wx.login, or its expiry, replaces it). The key is never sent: only the login state signature,
+   * hmac_sha256(key: session_key, message: ""), in hex. True for errcode 0, false for 87009 (invalid
+   * signature: the key is no longer the user's); anything else throws. Safe to retry (it changes nothing).
+   */
+  async checkSessionKey(accessToken: string, openid: string, sessionKey: string): Promise<boolean> {
+    const signature = loginStateSignature(sessionKey);
+    const query = new URLSearchParams({ access_token: accessToken, openid, signature, sig_method: 'hmac_sha256' });
+    try {
+      await this.call('checksession', `/wxa/checksession?${query}`, [], [accessToken, signature, sessionKey]);
+      return true;
+    } catch (err) {
+      if (err instanceof WechatError && err.errcode === 87009) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * `GET wxa/resetusersessionkey`: WeChat replaces the user's session_key (given as its signature, as for
+   * checksession), so the old one stops working; answers the new one, which keeps the old one's expiry.
+   * 87009 when `sessionKey` is not the user's current one. Never retried (WeChat limits resets per user).
+   */
+  async resetUserSessionKey(accessToken: string, openid: string, sessionKey: string): Promise<{ openid: string; sessionKey: string }> {
+    const signature = loginStateSignature(sessionKey);
+    const query = new URLSearchParams({ access_token: accessToken, openid, signature, sig_method: 'hmac_sha256' });
+    const data = await this.call('resetusersessionkey', `/wxa/resetusersessionkey?${query}`, ['session_key'], [accessToken, signature, sessionKey]);
+    if (data.openid !== undefined && data.openid !== openid) throw new WechatError('bad_response', 'resetusersessionkey', undefined, 'the answer is about another openid');
+    return { openid, sessionKey: data.session_key as string };
+  }
+
+  /**
    * `GET sns/oauth2/access_token`: the code of a web authorization (Official Account `connect/oauth2/authorize`
    * or website `connect/qrconnect`) → the user's openid and a user access_token. The app's secret comes from
    * `apps`. Never retried (the code is single-use).
@@ -154,6 +186,39 @@ export class WechatClient {
     const answer = await this.exchange('getwxacodeunlimit', `/wxa/getwxacodeunlimit?${query}`, [], [accessToken], body, true);
     if (!answer.image) throw new WechatError('bad_response', 'getwxacodeunlimit', undefined, 'JSON without an image');
     return answer.image;
+  }
+
+  /**
+   * `POST cgi-bin/qrcode/create`: a temporary parametric QR code of an Official Account (QR_STR_SCENE,
+   * `sceneStr` 1 to 64 characters, `expireSeconds` at most 30 days). WeChat answers the ticket (shown with
+   * mp.weixin.qq.com/cgi-bin/showqrcode?ticket=…), its life and the URL the code encodes. Never retried.
+   */
+  async qrcodeCreate(accessToken: string, params: { sceneStr: string; expireSeconds: number }): Promise<MpQrcode> {
+    if (params.sceneStr.length < 1 || params.sceneStr.length > 64) throw new Error('invalid qrcode parameters: scene_str must be 1 to 64 characters');
+    const query = new URLSearchParams({ access_token: accessToken });
+    const data = await this.call('qrcode_create', `/cgi-bin/qrcode/create?${query}`, ['ticket'], [accessToken], {
+      expire_seconds: params.expireSeconds,
+      action_name: 'QR_STR_SCENE',
+      action_info: { scene: { scene_str: params.sceneStr } },
+    });
+    const expireSeconds = Number(data.expire_seconds);
+    return {
+      ticket: data.ticket as string,
+      expireSeconds: Number.isFinite(expireSeconds) && expireSeconds > 0 ? expireSeconds : params.expireSeconds,
+      ...(nonEmpty(data.url) ? { url: data.url as string } : {}),
+    };
+  }
+
+  /**
+   * `GET cgi-bin/user/info`: what the Official Account knows of one of its users (by openid): whether
+   * they follow it and, when the account is bound to an Open Platform account, their unionid. Never retried.
+   */
+  async mpUserInfo(accessToken: string, openid: string): Promise<MpUserInfo> {
+    const query = new URLSearchParams({ access_token: accessToken, openid, lang: 'zh_CN' });
+    const data = await this.call('user_info', `/cgi-bin/user/info?${query}`, [], [accessToken]);
+    if (data.openid !== undefined && data.openid !== openid) throw new WechatError('bad_response', 'user_info', undefined, 'the answer is about another openid');
+    const unionid = nonEmpty(data.unionid);
+    return { subscribed: data.subscribe === 1 || data.subscribe === '1', ...(unionid ? { unionid } : {}) };
   }
 
   close(): void {
@@ -271,6 +336,22 @@ export class WechatClient {
   }
 }
 
+/** An Official Account's user (cgi-bin/user/info), as far as the gateway needs it. */
+export interface MpUserInfo {
+  subscribed: boolean;
+  /** when the Official Account is bound to an Open Platform account */
+  unionid?: string;
+}
+
+/** A temporary Official Account QR code (cgi-bin/qrcode/create). */
+export interface MpQrcode {
+  /** what showqrcode takes, and what the subscribe / SCAN event carries as Ticket */
+  ticket: string;
+  expireSeconds: number;
+  /** the text the QR code encodes (http://weixin.qq.com/q/…) */
+  url?: string;
+}
+
 /** An access_token as WeChat gave it: the token and its lifetime in seconds. */
 export interface AccessTokenAnswer {
   accessToken: string;
@@ -287,6 +368,14 @@ function tokenAnswer(data: Record<string, unknown>, api: string): AccessTokenAns
   const expiresIn = Number(data.expires_in);
   if (!Number.isFinite(expiresIn) || expiresIn <= 0) throw new WechatError('bad_response', api, undefined, 'no expires_in in the answer');
   return { accessToken: data.access_token as string, expiresIn };
+}
+
+/**
+ * WeChat's user login state signature for a GET (an empty body): hmac_sha256 keyed with the session_key
+ * as it is given (the base64 text, not its bytes), hex.
+ */
+export function loginStateSignature(sessionKey: string, body = ''): string {
+  return createHmac('sha256', sessionKey).update(body).digest('hex');
 }
 
 /** WeChat's errmsg without any of the given values (the secret, the code); values under 4 characters are no secret. */

@@ -1,8 +1,9 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { devEncrypt } from './simulator-encrypt.js';
 import { createTokenApis } from './simulator-token.js';
+import { createMpQrApis, type MpPushOptions } from './simulator-mpqr.js';
 import { createWebApis } from './simulator-web.js';
 
 /**
@@ -22,6 +23,9 @@ import { createWebApis } from './simulator-web.js';
  * `POST /dev/encrypt` (not a WeChat API) makes open data (encryptedData, iv, rawData, signature) with a
  * user's session_key from here: see simulator-encrypt.ts.
  *
+ * `GET /wxa/checksession` and `GET /wxa/resetusersessionkey` check (and replace) a user's latest
+ * session_key here by its login state signature.
+ *
  * `POST /cgi-bin/stable_token`, `GET /cgi-bin/token` and `POST /wxa/business/getuserphonenumber`
  * (codes "phone-<digits>", "fail-<errcode>"): see simulator-token.ts.
  *
@@ -31,6 +35,10 @@ import { createWebApis } from './simulator-web.js';
  * redirect_uri?code&state); `GET /sns/oauth2/access_token`, `/sns/oauth2/refresh_token`, `/sns/userinfo`,
  * `/sns/auth`; and `POST /wxa/getwxacodeunlimit` (a real PNG; the access_token from cgi-bin/*). A web user
  * "union*" has the same unionid as the mini-program user of that name.
+ *
+ * Official Account follow-QR login, see simulator-mpqr.ts: `POST /cgi-bin/qrcode/create`, `GET
+ * /cgi-bin/showqrcode`, and the phone's side `GET /dev/mp/scan` / `GET /dev/mp/follow`, which push the
+ * signed (and, per `mp.encrypt`, encrypted) subscribe / SCAN event to the gateway's server URL.
  */
 export const SIMULATOR_CODES = `Codes: any "<user>.<n>" logs <user> in (single use; users "union*" get a unionid);
   fail-<errcode> (fail-40029, fail-45011, fail-40226, fail--1), slow-<ms>, html, garbage, nojson-openid.
@@ -43,6 +51,8 @@ export interface SimulatorOptions {
   latencyMs?: number;
   /** Lifetime of the access_tokens it issues (cgi-bin/stable_token, cgi-bin/token), seconds; default 7200. */
   tokenExpiresIn?: number;
+  /** The Official Account whose follow events /dev/mp/follow pushes, and where to (web.mpQr). */
+  mp?: MpPushOptions;
 }
 
 const ERRMSG: Record<number, string> = {
@@ -56,6 +66,11 @@ const ERRMSG: Record<number, string> = {
   41002: 'appid missing',
   41004: 'appsecret missing',
   41008: 'missing code',
+  40001: 'invalid credential, access_token is invalid or not latest',
+  41001: 'access_token missing',
+  40003: 'invalid openid',
+  87008: 'invalid sig_method',
+  87009: 'invalid signature',
 };
 
 const USED_CODE_LIFE = 5 * 60 * 1000;
@@ -96,6 +111,8 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
   const tokenApis = createTokenApis({ apps: opts.apps, tokenExpiresIn: opts.tokenExpiresIn });
   /** OAuth pages, sns/* and getwxacodeunlimit: see simulator-web.ts */
   const webApis = createWebApis({ apps: opts.apps, checkToken: tokenApis.checkToken });
+  /** qrcode/create, showqrcode and the follow page: see simulator-mpqr.ts */
+  const mpQrApis = createMpQrApis({ checkToken: tokenApis.checkToken, push: opts.mp });
 
   function json(res: http.ServerResponse, body: object): void {
     const text = JSON.stringify(body);
@@ -158,15 +175,39 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
     });
   }
 
+  /**
+   * `GET /wxa/checksession` and `GET /wxa/resetusersessionkey` (access_token, openid, signature =
+   * hmac_sha256 keyed with the session_key over "", sig_method=hmac_sha256): 87009 unless the signature is
+   * made with the user's latest session_key here; 87008 for another sig_method. A reset gives the user a
+   * new random key, so the old one stops working, as at WeChat.
+   */
+  function sessionKeyApi(q: URLSearchParams, res: http.ServerResponse, reset: boolean): void {
+    const entry = tokenApis.checkToken(q.get('access_token'));
+    if ('errcode' in entry) return error(res, entry.errcode);
+    const openid = q.get('openid');
+    if (!openid) return error(res, 40003);
+    if (q.get('sig_method') !== 'hmac_sha256') return error(res, 87008);
+    const key = latestKeys.get(`${entry.appid}:${openid}`);
+    const expected = key === undefined ? undefined : createHmac('sha256', key).update('').digest('hex');
+    if (expected === undefined || q.get('signature') !== expected) return error(res, 87009);
+    if (!reset) return json(res, { errcode: 0, errmsg: 'ok' });
+    const fresh = randomBytes(16).toString('base64');
+    latestKeys.set(`${entry.appid}:${openid}`, fresh);
+    json(res, { errcode: 0, errmsg: 'ok', openid, session_key: fresh });
+  }
+
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://simulator');
     const answer = () => {
       if (req.method === 'GET' && url.pathname === '/sns/jscode2session') return jscode2session(url.searchParams, res);
+      if (req.method === 'GET' && url.pathname === '/wxa/checksession') return sessionKeyApi(url.searchParams, res, false);
+      if (req.method === 'GET' && url.pathname === '/wxa/resetusersessionkey') return sessionKeyApi(url.searchParams, res, true);
       if (req.method === 'POST' && url.pathname === '/dev/encrypt') {
         return devEncrypt(req, res, { apps: opts.apps, latestKeys, sessionKeyOf: simulatedSessionKey, openidOf: simulatedOpenid });
       }
       if (tokenApis.handle(req, res, url)) return;
       if (webApis.handle(req, res, url)) return;
+      if (mpQrApis.handle(req, res, url)) return;
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ errcode: -1, errmsg: `the simulator does not know ${req.method} ${url.pathname}` }));
     };

@@ -318,3 +318,52 @@ test.serial("the request whose upstream answer the proxy throws on gets a comple
     );
   }
 });
+
+test('SIGTERM with a scan-login long poll waiting: it is answered at once (pending, Retry-After: 0, Connection: close), the process exits well before shutdownTimeout, and the page polling again on another replica logs in', async (t) => {
+  const SHUTDOWN = 20_000;
+  const redis = await startRedis();
+  t.teardown(() => redis.close());
+  const sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } });
+  t.teardown(() => sim.close());
+  const raw = testConfig({
+    apiBase: sim.url,
+    wechat: { apiBase: sim.url, timeout: '5s', apps: [{ appid: APPID, secret: SECRET }] },
+    session: { store: 'redis', redis: { url: redis.url, keyPrefix: 'scan-drain:' } },
+    server: { host: '127.0.0.1', port: 0, shutdownTimeout: `${SHUTDOWN}ms` },
+    web: { publicUrl: 'http://127.0.0.1', scan: { checkPath: false, envVersion: 'develop' } },
+  });
+  const [a, b] = await Promise.all([spawnGateway(raw), spawnGateway(raw)]);
+  t.teardown(() => void a.stop('SIGKILL'));
+  t.teardown(() => void b.stop('SIGKILL'));
+
+  const created = await request(a.url, { method: 'POST', path: '/scan/tickets' });
+  t.is(created.status, 201, created.text);
+  const { ticket, secret } = created.json as { ticket: string; secret: string };
+  // the PC page's long poll, on A (waits up to 25 s, longer than the test would wait for it)
+  const conn = await rawConnect(a.url);
+  conn.write(`GET /scan/tickets/${ticket}?wait=25 HTTP/1.1\r\nHost: x\r\nX-Scan-Secret: ${secret}\r\n\r\n`);
+  await sleep(500);
+  const signalled = Date.now();
+  const exit = a.stop('SIGTERM');
+  const reply = await conn.done(SHUTDOWN + 2000);
+  const answered = Date.now() - signalled;
+  const res = reply.responses[0];
+  const header = (name: string) => res?.headers.find(([n]) => n === name)?.[1];
+  t.is(res?.status, 200, `the long poll is answered, not dropped (${answered} ms after SIGTERM)`);
+  t.deepEqual(JSON.parse(res?.body ?? '{}'), { status: 'pending' }, "the ticket's status as it is");
+  t.is(header('retry-after'), '0', 'poll again at once');
+  t.is(header('connection'), 'close', 'on a new connection (the load balancer picks another replica)');
+  t.true(reply.closedByServer);
+  t.is(await exit, 0);
+  const took = Date.now() - signalled;
+  t.true(took < SHUTDOWN / 2, `exited ${took} ms after SIGTERM (shutdownTimeout ${SHUTDOWN} ms), not at the deadline`);
+
+  // the phone confirms and the page's next poll, on B, gets the session: the user does not scan again
+  const token = await login(b.url, 'drain-scanner.1');
+  const confirmed = await request(b.url, { method: 'POST', path: `/scan/tickets/${ticket}/confirm`, headers: { authorization: `Bearer ${token}` } });
+  t.is(confirmed.status, 200, confirmed.text);
+  const again = await request(b.url, { path: `/scan/tickets/${ticket}?wait=5`, headers: { 'x-scan-secret': secret } });
+  t.is(again.status, 200);
+  t.is(again.json.status, 'confirmed');
+  t.truthy(again.headers['set-cookie'], 'the PC gets its session cookie');
+});

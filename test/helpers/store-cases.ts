@@ -1,6 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
+import { accountId } from '../../src/session/accounts.js';
 import { hashToken, newToken, userId } from '../../src/session/tokens.js';
-import type { Invalidation, SessionRecord, SessionStore } from '../../src/session/types.js';
+import { FLOWS, type Flow, type Invalidation, type SessionRecord, type SessionStore } from '../../src/session/types.js';
 
 /** What every session store must do alike: registered against each store and each Redis topology. */
 export const APP = 'wx0123456789abcdef';
@@ -23,11 +24,12 @@ export function hashFor(openid: string, appid = APP): string {
   return hashToken(newToken({ appid, openid }));
 }
 
-export function record(openid: string, opts: { appid?: string; idleMs?: number; maxMs?: number; createdAt?: number } = {}): SessionRecord {
+export function record(openid: string, opts: { appid?: string; idleMs?: number; maxMs?: number; createdAt?: number; flow?: Flow } = {}): SessionRecord {
   const now = opts.createdAt ?? Date.now();
   return {
     appid: opts.appid ?? APP,
     openid,
+    flow: opts.flow ?? 'miniprogram',
     createdAt: now,
     expiresAt: now + (opts.maxMs ?? 60_000),
     idleExpiresAt: now + Math.min(opts.idleMs ?? 30_000, opts.maxMs ?? 60_000),
@@ -74,6 +76,45 @@ const cases: Record<string, Case> = {
       t.true(seen.some((inv) => inv !== 'all' && inv.includes(h)), 'the caches are told');
     }
     t.false(await store.setPhone(hashFor('o-phone'), '+8613800138000'), 'no such session');
+  },
+  "every flow is kept with its session, through setPhone, touch and list (it decides what the session may do)": async (t, store) => {
+    for (const flow of FLOWS) {
+      const r = { ...record(`o-flow-${flow}`, { flow }), unionid: `o-union-${flow}` };
+      const h = hashFor(r.openid);
+      await store.create(h, r, flow === 'miniprogram' ? 'k' : undefined, { maxPerUser: 10 });
+      t.deepEqual(await store.get(h), r, flow);
+      t.true(await store.setPhone(h, '+8613800138000'));
+      const idle = Date.now() + 45_000;
+      t.true(await store.touch(h, idle));
+      t.deepEqual(await store.get(h), { ...r, phone: '+8613800138000', idleExpiresAt: idle }, `${flow}: after setPhone and touch`);
+      t.is((await store.list(r.appid, r.openid))[0]?.record.flow, flow, `${flow}: list`);
+    }
+  },
+  "an account's identities: every identity that logged in with its unionid; an identity without one is its own account": async (t, store) => {
+    const union = 'o-union-acct';
+    const mini = { ...record('o-acct-mini'), unionid: union };
+    const web = { ...record('o-acct-web', { appid: OTHER_APP, flow: 'mp' }), unionid: union };
+    const solo = record('o-acct-solo');
+    await store.create(hashFor(mini.openid), mini, 'k', { maxPerUser: 10 });
+    await store.create(hashFor(web.openid, OTHER_APP), web, undefined, { maxPerUser: 10 });
+    await store.create(hashFor(solo.openid), solo, 'k', { maxPerUser: 10 });
+    const sort = <T extends { openid: string }>(l: T[]) => [...l].sort((x, y) => (x.openid < y.openid ? -1 : 1));
+    t.deepEqual(
+      sort(await store.identities(accountId(mini))),
+      sort([{ appid: APP, openid: mini.openid, unionid: union }, { appid: OTHER_APP, openid: web.openid, unionid: union }]),
+    );
+    t.is(accountId(web), accountId(mini), 'one id for the unionid');
+    t.deepEqual(await store.identities(accountId(solo)), [{ appid: APP, openid: solo.openid }]);
+    t.deepEqual(await store.identities(accountId({ appid: APP, openid: mini.openid })), [], 'the identity has a unionid: not an account of its own');
+    t.deepEqual(await store.identities(accountId({ appid: APP, openid: 'o-nobody' })), []);
+    t.deepEqual(await store.identities(accountId({ appid: APP, openid: 'x', unionid: 'o-union-nobody' })), []);
+    t.deepEqual(await store.identities('not an id'), []);
+    t.is(await store.linkedUnionid(APP, mini.openid), union);
+    t.is(await store.linkedUnionid(APP, solo.openid), undefined);
+    t.is(await store.linkedUnionid(OTHER_APP, mini.openid), undefined, 'the same openid in another app is another identity');
+    await store.revokeAll(APP, mini.openid);
+    t.is(await store.linkedUnionid(APP, mini.openid), undefined, 'forgotten with its last session');
+    t.deepEqual(await store.identities(accountId(mini)), [{ appid: OTHER_APP, openid: web.openid, unionid: union }], 'an identity is listed while it has a session');
   },
   'touch moves the idle deadline; touching a missing session is false': async (t, store) => {
     const h = hashFor('o-touch');

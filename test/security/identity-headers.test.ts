@@ -4,6 +4,7 @@
  * simulator; the odd spellings go over raw sockets so that no client library tidies them up.
  */
 import test from 'ava';
+import { accountId } from '../../src/session/accounts.js';
 import { simulatedOpenid, startSimulator } from '../../src/wechat/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { rawConnect, rawRequest, request } from '../helpers/http.js';
@@ -85,6 +86,8 @@ const spoofs: Array<[string, string]> = [
   ['X-APPID', 'wxevil-3'],
   ['X-Wx-Phone', '+10000000000'],
   ['x_wx_phone', '+10000000001'],
+  ['X-User-Id', 'evil-user-1'],
+  ['x_user_id', 'evil-user-2'],
 ];
 
 test('on an auth: required route the upstream sees exactly the session identity, whatever identity headers the client sent', async (t) => {
@@ -100,6 +103,8 @@ test('on an auth: required route the upstream sees exactly the session identity,
     ['x-openid', me.openid],
     ['x-unionid', me.unionid],
   ]);
+  t.deepEqual(seen.rawHeaders.filter((n, i) => i % 2 === 0 && /^x[-_]user[-_]id$/i.test(n)), ['x-user-id'], 'X-User-Id once, the gateway\'s');
+  t.is(seen.headers['x-user-id'], accountId(me));
   t.is(me.appid, APPID);
   t.false(allValues(seen).some((v) => SPOOF.test(v) || v.includes(VICTIM)), 'no spoofed value arrives under any name');
   t.is(seen.headers.authorization, undefined, "the gateway's token stays with the gateway");
