@@ -13,7 +13,7 @@ import { parse as parseYaml } from 'yaml';
 import { buildConfig } from '../src/config/load.js';
 import { createMetrics } from '../src/metrics/metrics.js';
 import { ERRORS } from '../src/server/errors.js';
-import { startSimulator } from '../src/wechat/simulator.js';
+import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, ROOT, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { scrape } from './helpers/metrics.js';
@@ -905,4 +905,11 @@ test('docker-compose.yml: two read-only replicas on one Redis behind nginx, with
   t.true(config.routes.length > 0);
   t.is(typeof config.metrics.port, 'number');
   t.not(config.metrics.port, config.server.port);
+});
+
+test("an alert fires when WeChat's daily API quota is used up (45009), as critical", (t) => {
+  const rules = (parseYaml(alertsText()).groups as Array<{ rules: Array<{ alert: string; expr: string; labels: { severity: string } }> }>).flatMap((g) => g.rules);
+  const quota = rules.filter((r) => /errcode_45009|wechat_quota_exceeded/.test(r.expr) && !/\/ sum/.test(r.expr));
+  t.is(quota.length, 1, 'one rule on 45009 alone');
+  t.is(quota[0]?.labels.severity, 'critical');
 });

@@ -7,7 +7,7 @@ import { readJsonObject } from './body.js';
 import { keyStaleAtWechat, type SessionKeys } from './session-key.js';
 
 /**
- * WeChat open data (wx.getUserProfile, getPhoneNumber's old form, wx.getWeRunData, ...), decrypted with the
+ * WeChat open data (wx.getWeRunData, getPhoneNumber's old form, share info; wx.getUserProfile's is a placeholder since 2022, ...), decrypted with the
  * session user's current session_key, which never leaves the gateway:
  *   POST /wx/decrypt  { encryptedData, iv, rawData?, signature? }  → { data }
  *   POST /login       the same optional fields next to "code"     → { token, expires_in, data }

@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { GatewayError, wechatErrorFor, type ErrorCode } from '../server/errors.js';
+import { GatewayError, nextMinuteRetryAfter, wechatErrorFor, type ErrorCode } from '../server/errors.js';
 import { deviceOf, UserBlockedError, type Device } from '../session/controls.js';
 import type { Sessions } from '../session/sessions.js';
 import { StoreUnavailableError } from '../session/types.js';
@@ -18,6 +18,7 @@ import type { CodeOnce, Exchanged } from './code-once.js';
 interface Logger {
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
 }
 
 export interface LoginDeps {
@@ -90,10 +91,9 @@ export function loginHandlers({ config, sessions, wechat, accessTokens, codeOnce
     } catch (err) {
       if (!(err instanceof WechatError)) throw err;
       const error = loginErrorFor(err);
-      log.warn(
-        { appid, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg, hint: err.errcode === undefined ? undefined : HINTS[err.errcode] },
-        'WeChat refused the login',
-      );
+      const detail = { appid, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg, hint: err.errcode === undefined ? undefined : HINTS[err.errcode] };
+      if (error === 'wechat_quota_exceeded') log.error({ ...detail, error }, 'WeChat refused the login: the daily API quota of this app is used up (45009); logins fail until it is reset');
+      else log.warn(detail, 'WeChat refused the login');
       // the openid is not known: the audit line only, no user history
       await sessions.controls?.audit({ event: 'login_failed', appid, flow: 'miniprogram', error, ...(err.errcode !== undefined ? { errcode: err.errcode } : {}), ...from });
       return { error, final: FINAL.has(error) };
@@ -126,7 +126,7 @@ export function loginHandlers({ config, sessions, wechat, accessTokens, codeOnce
       const outcome = await once(appid, code, () => exchange(appid, code, from), { flow: 'jscode2session' });
       if ('error' in outcome) {
         const error = outcome.error as ErrorCode;
-        throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': '1' } } : {});
+        throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': nextMinuteRetryAfter() } } : {});
       }
       // A remembered token may have been logged out since: then the code is spent.
       const session = await sessions.authenticate(outcome.token);

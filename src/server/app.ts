@@ -305,7 +305,7 @@ async function htmlErrors(ctx: Context, next: Next): Promise<void> {
     ctx.set('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'");
     ctx.type = 'text/html; charset=utf-8';
     const text = err.message.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-    ctx.body = `<!doctype html><html><head><meta charset="utf-8"><title>Login</title></head><body style="font:16px system-ui,sans-serif;max-width:32rem;margin:3rem auto"><h1>Login did not work</h1><p>${text}</p><p><code>${err.code}</code></p></body></html>`;
+    ctx.body = err.page ?? `<!doctype html><html><head><meta charset="utf-8"><title>Login</title></head><body style="font:16px system-ui,sans-serif;max-width:32rem;margin:3rem auto"><h1>Login did not work</h1><p>${text}</p><p><code>${err.code}</code></p></body></html>`;
   }
 }
 

@@ -36,7 +36,7 @@ const NO_STORE = { description: 'The answer is never cached.', required: true, s
 /** The request body could not be read as a JSON object of the allowed size. */
 const BODY_ERRORS: ErrorCode[] = ['bad_request', 'invalid_json', 'payload_too_large', 'unsupported_media_type'];
 /** A WeChat call that failed in a passing or unexpected way. */
-const WECHAT_ERRORS: ErrorCode[] = ['wechat_error', 'wechat_unavailable', 'wechat_timeout'];
+const WECHAT_ERRORS: ErrorCode[] = ['wechat_error', 'wechat_unavailable', 'wechat_quota_exceeded', 'wechat_timeout'];
 /** Anything that reads or writes the session (or web) store, and anything at all. */
 const ALWAYS: ErrorCode[] = ['session_store_unavailable', 'internal_error'];
 
@@ -218,7 +218,7 @@ export function openapiDocument(config: Config): object {
     tag: 'mini-program',
     summary: 'Decrypt WeChat open data with the session\'s session_key',
     description:
-      'wx.getUserProfile, wx.getWeRunData and the like: `encryptedData` and `iv` (and optionally `rawData` with its `signature`) opened with the user\'s current session_key, which never leaves the gateway. The watermark is checked (this app, with a timestamp) and left out of `data`.',
+      'wx.getWeRunData, share and group info and the like (not avatar and nickname: wx.getUserProfile has returned no real profile since 2022; use the chooseAvatar / nickname components): `encryptedData` and `iv` (and optionally `rawData` with its `signature`) opened with the user\'s current session_key, which never leaves the gateway. The watermark is checked (this app, with a timestamp) and left out of `data`.',
     security: sessionAuth,
     parameters: csrfHeader,
     requestBody: jsonBody(ref('DecryptRequest')),

@@ -4,11 +4,12 @@ import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
 import type { CodeOnce, Exchanged } from '../login/code-once.js';
 import { deviceOf, type Device } from '../session/controls.js';
-import { GatewayError, wechatErrorFor, type ErrorCode } from '../server/errors.js';
+import { GatewayError, nextMinuteRetryAfter, wechatErrorFor, type ErrorCode } from '../server/errors.js';
 import type { Sessions } from '../session/sessions.js';
 import type { WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';
 import type { WebContext } from './context.js';
+import { snapshotPage } from './snapshot.js';
 import { allowedRedirect, type Provider } from './state.js';
 
 interface Logger {
@@ -268,9 +269,9 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
       const outcome = await codeOnce(flow.appid, code, () => exchange(flow, code, deviceOf(ctx.req, trust)), { flow: flow.provider, holder: verified.nonce });
       if ('error' in outcome) {
         const error = outcome.error as ErrorCode;
-        if (error === 'login_denied') throw new GatewayError(error, { message: 'Open this page in WeChat itself (not as a Moments snapshot) to log in.' });
+        if (error === 'login_denied') throw new GatewayError(error, { message: 'Open this page in WeChat itself (not as a Moments snapshot) to log in.', page: snapshotPage(`${publicUrl}/oauth/${flow.provider}/authorize?redirect=${encodeURIComponent(verified.redirect)}`) });
         if (error === 'state_used') throw new GatewayError(error, { message: 'This login code was already used by another login; start the login again.' });
-        throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': '1' } } : {});
+        throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': nextMinuteRetryAfter() } } : {});
       }
       const session = await sessions.authenticate(outcome.token);
       if (!session) throw new GatewayError('code_used', { message: 'This login has ended since (logged out); start the login again.' });

@@ -10,7 +10,7 @@
  * and for its configuration's secrets when it closes (test/helpers/gateway.ts).
  */
 import test from 'ava';
-import { simulatedSessionKey, startSimulator } from '../../src/wechat/simulator.js';
+import { simulatedSessionKey, startSimulator } from '../../src/dev/simulator.js';
 import { Browser } from '../helpers/browser.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { request } from '../helpers/http.js';

@@ -5,7 +5,7 @@
  * the gateway's own endpoints and WebSocket upgrades.
  */
 import test from 'ava';
-import { startSimulator } from '../../src/wechat/simulator.js';
+import { startSimulator } from '../../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { request } from '../helpers/http.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';

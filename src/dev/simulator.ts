@@ -2,6 +2,7 @@ import { createHash, createHmac, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { devEncrypt } from './simulator-encrypt.js';
+import { simulatedOpenid, simulatedUnionid } from './simulator-ids.js';
 import { createTokenApis } from './simulator-token.js';
 import { createMpQrApis, type MpPushOptions } from './simulator-mpqr.js';
 import { createWebApis } from './simulator-web.js';
@@ -14,7 +15,7 @@ import { createWebApis } from './simulator-web.js';
  * (`alice.1` and `alice.2` are two logins of alice; `alice` alone is alice too). Codes are single-use
  * per appid for 5 minutes (40163 the second time), as at WeChat. Users whose name starts with "union"
  * also get a unionid, the same in every app. Codes that ask for trouble:
- *   fail-<errcode>      that errcode, every time (fail-40029, fail-45011, fail-40226, fail--1, ...)
+ *   fail-<errcode>      that errcode, every time (fail-40029, fail-45011, fail-45009, fail-40226, fail--1, ...)
  *   slow-<ms>[.x]       answers normally after <ms> (at most 60000)
  *   html                a 502 HTML error page
  *   garbage             200 with a body that is not JSON
@@ -41,7 +42,7 @@ import { createWebApis } from './simulator-web.js';
  * signed (and, per `mp.encrypt`, encrypted) subscribe / SCAN event to the gateway's server URL.
  */
 export const SIMULATOR_CODES = `Codes: any "<user>.<n>" logs <user> in (single use; users "union*" get a unionid);
-  fail-<errcode> (fail-40029, fail-45011, fail-40226, fail--1), slow-<ms>, html, garbage, nojson-openid.
+  fail-<errcode> (fail-40029, fail-45011, fail-45009, fail-40226, fail--1), slow-<ms>, html, garbage, nojson-openid.
   Web logins: /connect/oauth2/authorize and /connect/qrconnect show an "Approve as <user>" page.`;
 
 export interface SimulatorOptions {
@@ -60,6 +61,7 @@ const ERRMSG: Record<number, string> = {
   40029: 'invalid code',
   40163: 'code been used',
   45011: 'api minute-quota reach limit  mustslower  retry next minute',
+  45009: 'reach max api daily quota limit',
   40226: 'invalid user, high-risk user',
   40013: 'invalid appid',
   40125: 'invalid appsecret',
@@ -79,17 +81,9 @@ const SLOW_MAX = 60_000;
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest();
 
-/** The openid the simulator gives `user` in `appid`: "o" and 27 base64url characters, like WeChat's. */
-export function simulatedOpenid(appid: string, user: string): string {
-  return `o${sha256(`${appid}:${user}`).toString('base64url').slice(0, 27)}`;
-}
+export { simulatedOpenid, simulatedUnionid };
 
-/** The unionid of a "union*" user: the same in every app. */
-export function simulatedUnionid(user: string): string {
-  return `o${sha256(`unionid:${user}`).toString('base64url').slice(0, 27)}`;
-}
-
-/** The session_key the simulator gives the login with `code` in `appid` (WeChat rotates it at every login). */
+/** The session_key the simulator gives the login with `code` in `appid` (a new one per code: WeChat may rotate it at a login; the simulator always does). */
 export function simulatedSessionKey(appid: string, code: string): string {
   return sha256(`session_key:${appid}:${code}`).subarray(0, 16).toString('base64');
 }
@@ -162,7 +156,7 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
     if (!firstUse(appid, code, Date.now())) return error(res, 40163);
 
     const user = simulatedUser(code);
-    // WeChat rotates session_key on every login: derived from the code, not the user.
+    // WeChat may rotate session_key at a login; the simulator always does (the harder case): derived from the code, not the user.
     const sessionKey = simulatedSessionKey(appid, code);
     const openid = simulatedOpenid(appid, user);
     latestKeys.delete(`${appid}:${openid}`);
