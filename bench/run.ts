@@ -9,6 +9,7 @@
  *
  *   BENCH_ROUNDS=3 BENCH_SECONDS=5 npm run bench          (defaults)
  *   npm run bench -- --smoke                             (one short round: does it still run?)
+ *   npm run bench -- --workers N                         (server.workers 1..N against nginx with as many worker_processes)
  *   BENCH_ONLY='warm|public' npm run bench               (a subset, with plain http-proxy)
  *   BENCH_LATENCY=0 npm run bench                        (skip the fixed-rate latency runs)
  *   BENCH_BASELINE=/other/checkout/dist/cli.js BENCH_ONLY=warm npm run bench   (BENCH_BASELINE_NO_LIMITS=1 before limits.login;
@@ -31,6 +32,12 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const USERS = SMOKE ? 200 : Number(process.env.BENCH_USERS ?? 10_000);
 
 async function main() {
+  // npm run bench -- --workers N: the scaling table of server.workers against nginx (bench/workers.ts)
+  const w = process.argv.indexOf('--workers');
+  if (w >= 0) {
+    await (await import('./workers.js')).scaling(Number(process.argv[w + 1]));
+    process.exit(0);
+  }
   const ports = Object.fromEntries(
     await Promise.all(['gw', 'gwNoLru', 'httpProxy', 'undici', 'fastify', 'auth', 'nginx', 'nginxAuth', 'baseline'].map(async (k) => [k, await freePort()])),
   ) as Record<string, number>;
