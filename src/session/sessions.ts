@@ -2,7 +2,7 @@ import { LRUCache } from 'lru-cache';
 import type { Metrics } from '../metrics/metrics.js';
 import { accountId } from './accounts.js';
 import { hashToken, newToken } from './tokens.js';
-import type { Flow, Identity, SessionRecord, SessionStore } from './types.js';
+import { keptE164, type Flow, type Identity, type KeptPhone, type SessionRecord, type SessionStore } from './types.js';
 
 export interface SessionOptions {
   /** idle lifetime, ms */
@@ -175,15 +175,21 @@ export class Sessions {
   }
 
   /**
-   * Keeps the phone number the user granted with their session (for routes[].forwardPhone); every
-   * replica's cached copy is dropped, this one's replaced. False when the session is gone.
+   * Keeps the phone number the user granted with the user (routes[].forwardPhone): every session of
+   * theirs, on every replica, now and later, has it; every replica's cached copies of the user's sessions
+   * are dropped, this one's of `session` replaced. False when the store holds no session of the user.
    */
-  async setPhone(session: ActiveSession, phone: string): Promise<boolean> {
+  async setPhone(session: ActiveSession, phone: KeptPhone): Promise<boolean> {
     const { tokenHash } = session;
     this.reads.delete(tokenHash);
-    const kept = await this.store.setPhone(tokenHash, phone);
-    if (kept && this.cache) this.cache.set(tokenHash, { ...session, phone });
+    const kept = await this.store.setPhone(session.appid, session.openid, phone);
+    if (kept && this.cache) this.cache.set(tokenHash, { ...session, phone: keptE164(phone) });
     return kept;
+  }
+
+  /** Forgets the user's phone number, on every replica. True when there was one. */
+  async clearPhone(who: { appid: string; openid: string }): Promise<boolean> {
+    return this.store.clearPhone(who.appid, who.openid);
   }
 
   /** Kills one session on this replica at once (and, through the store, everywhere). */
