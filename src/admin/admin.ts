@@ -17,6 +17,7 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
  *   GET    /users/:appid/:openid/account    the person this identity belongs to: as GET /accounts/:id
  *   GET    /accounts/:id                    a person (X-User-Id): their identities and every live session of them
  *   DELETE /accounts/:id/sessions           revoke all of those, on every replica
+ *   DELETE /users/:appid/:openid/phone      forget the phone number the user granted (every session, every replica)
  *   GET    /apps/:appid/access_token        the app's WeChat access_token, for upstreams that call WeChat APIs
  * Every call needs `Authorization: Bearer <admin.token>`.
  */
@@ -91,6 +92,12 @@ export function createAdminApp(opts: { token: string; sessions: Sessions; access
     const who = user(ctx);
     const revoked = await sessions.revokeAll(who);
     log.info({ appid: who.appid, revoked }, 'admin: revoked all sessions of a user');
+    ctx.body = { revoked };
+  });
+  router.delete('/users/:appid/:openid/phone', async (ctx) => {
+    const who = user(ctx);
+    const revoked = await sessions.clearPhone(who);
+    log.info({ appid: who.appid, revoked }, "admin: revoked a user's phone number");
     ctx.body = { revoked };
   });
   router.get('/apps/:appid/access_token', async (ctx) => {

@@ -103,11 +103,17 @@ export class Sessions {
       idleExpiresAt: Math.min(now + this.opts.ttl, expiresAt),
     };
     await this.store.create(tokenHash, record, sessionKey, { maxPerUser: this.opts.maxPerUser });
-    const session: ActiveSession = { ...record, tokenHash, accountId: accountId(record) };
+    // the phone number the user granted earlier (another session, another device) is theirs in this one
+    // too; read after the session is written, so a grant meanwhile either is read here or invalidates it
+    const phone = await this.store.getPhone(identity.appid, identity.openid).then(
+      (p) => p,
+      () => null, // not known just now: the session is not cached, the request path reads it from the store
+    );
+    const session: ActiveSession = { ...record, ...(phone ? { phone: keptE164(phone) } : {}), tokenHash, accountId: accountId(record) };
     // (a fresh 256-bit token cannot have been looked up before; kept correct all the same)
     this.negative?.delete(tokenHash);
     this.reads.delete(tokenHash);
-    this.cache?.set(tokenHash, session);
+    if (phone !== null) this.cache?.set(tokenHash, session);
     return { token, session };
   }
 
