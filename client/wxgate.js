@@ -79,6 +79,7 @@ var ERROR_TEXTS = {
   not_ready: '服务正在启动，请稍后再试',
   wechat_timeout: '微信服务响应超时，请稍后再试',
   upstream_timeout: '服务响应超时，请稍后再试',
+  wechat_quota_exceeded: '微信服务繁忙，请稍后再试',
   // the helper's own codes (no answer from the gateway)
   request_failed: '网络不可用，请检查网络后重试',
   wx_login_failed: '微信登录失败，请重试',

@@ -4,6 +4,7 @@ import './v8-flags.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
+import { isWorker, runPrimary, runWorker, workerConfig, workerCount } from './cluster.js';
 import { CHECK_ROUTE_EXIT, effectiveConfigFile, explainRoute } from './config/inspect.js';
 import { ConfigError, loadConfigFile, parseYaml } from './config/load.js';
 import { configSchema } from './config/schema.js';
@@ -83,32 +84,46 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`wxgate: no configuration: pass --config FILE (or set WXGATE_CONFIG)\n${USAGE}\n`);
     return 2;
   }
-  const config = loadConfigFile(file);
+  // a worker runs the configuration its primary checked (src/cluster.ts), not whatever the file says now
+  const config = isWorker() ? await workerConfig(file) : loadConfigFile(file);
   const log = createLogger(config.log.level);
+  const watch = process.env.WXGATE_WATCH !== '0';
+  const keepServing = () => {
+    process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception (the gateway keeps serving)'));
+    process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (the gateway keeps serving)'));
+  };
+  // server.workers > 1: this process forks the workers and watches over them (src/cluster.ts)
+  if (!isWorker() && workerCount(config) > 1) {
+    const primary = await runPrimary(config, file, log, { watch });
+    process.once('SIGTERM', () => primary.stop('SIGTERM'));
+    process.once('SIGINT', () => primary.stop('SIGINT'));
+    keepServing();
+    return -1;
+  }
   // the file is watched and reloaded when it changes (WXGATE_WATCH=0 turns that off); SIGHUP reloads too
-  const gw = await startGateway(config, { log, configFile: file, watch: process.env.WXGATE_WATCH !== '0' });
-  process.on('SIGHUP', () => void gw.reload());
+  // (a worker's primary does both for it)
+  const gw = isWorker() ? await runWorker(config, file, log) : await startGateway(config, { log, configFile: file, watch });
+  if (!isWorker()) process.on('SIGHUP', () => void gw.reload());
 
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal, deadline_ms: gw.config.server.shutdownTimeout }, 'shutting down: draining in-flight requests');
+    gw.log.info({ signal, deadline_ms: gw.config.server.shutdownTimeout }, 'shutting down: draining in-flight requests');
     gw.close().then(
       () => {
-        log.info('stopped');
+        gw.log.info('stopped');
         process.exit(0);
       },
       (err: unknown) => {
-        log.error({ err }, 'shutdown failed');
+        gw.log.error({ err }, 'shutdown failed');
         process.exit(1);
       },
     );
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
-  process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception (the gateway keeps serving)'));
-  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (the gateway keeps serving)'));
+  keepServing();
   return -1;
 }
 
@@ -127,6 +142,8 @@ main(process.argv.slice(2)).then(
       // a listener that cannot open names itself ("cannot listen for metrics on 127.0.0.1:9100: ...")
       process.stderr.write(err instanceof ListenError ? `wxgate: ${err.message}\n` : `wxgate: failed to start: ${(err as Error).message}\n`);
       process.exitCode = 1;
+      // a worker's channel to its primary would keep it alive: it has nothing more to do
+      if (isWorker()) process.exit(1);
       // startGateway closed what it had opened, so the process ends by itself; should anything have been
       // left open, it must not keep running half started
       setTimeout(() => {

@@ -1,9 +1,11 @@
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { ConfigError, loadConfigFile } from './config/load.js';
 import { restartOnlyChanges, watchConfigFile } from './config/reload.js';
 import { mpQrApp, type Config } from './config/schema.js';
 import { createAdminApp } from './admin/admin.js';
+import { AccountControls, MemoryAccountStore, RedisAccountStore } from './session/controls.js';
 import { createExampleUpstream } from './dev/example-upstream.js';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from './login/rate-limit.js';
 import { MemoryReplayStore, RedisReplayStore, type ReplayStore } from './login/replay.js';
@@ -11,8 +13,10 @@ import { createMetrics, type Metrics } from './metrics/metrics.js';
 import { Proxy } from './proxy/proxy.js';
 import { createUpgradeHandler } from './proxy/websocket.js';
 import { createHandler } from './server/app.js';
+import { loadTlsFiles } from './server/tls.js';
 import { createLogger, type Logger } from './server/logger.js';
 import { MemoryStore } from './session/memory-store.js';
+import { Events } from './events/events.js';
 import { RedisStore } from './session/redis-store.js';
 import { Sessions } from './session/sessions.js';
 import type { SessionStore } from './session/types.js';
@@ -38,9 +42,10 @@ export interface Gateway {
   /**
    * Loads opts.configFile again and, when it is valid and changes only what may change live, swaps the
    * request path over to it (in-flight requests finish on the old one). Also on SIGHUP and, with
-   * opts.watch, when the file changes.
+   * opts.watch, when the file changes. `given`: that configuration instead of the file's (a worker gets
+   * the one its primary checked).
    */
-  reload(): Promise<ReloadResult>;
+  reload(given?: Config): Promise<ReloadResult>;
   /** Stops accepting, lets in-flight requests finish (up to server.shutdownTimeout), closes the store. */
   close(): Promise<void>;
 }
@@ -173,10 +178,11 @@ async function waitForStore(store: SessionStore, within: number, log: Logger): P
 
 /** limits.login: counted in Redis with the redis store (replicas share the budget), else in this process. */
 function loginLimiter(config: Config, store: SessionStore): RateLimiter | undefined {
-  const { perIp, window } = config.limits.login;
+  const { perIp, window, burst = perIp } = config.limits.login;
   if (perIp === 0) return undefined;
-  if (store instanceof RedisStore) return new RedisRateLimiter(store.redis, `${config.session.redis.keyPrefix}rl:login:`, perIp, window);
-  return new MemoryRateLimiter(perIp, window);
+  // rlb: token buckets (hashes); the fixed-window counters of earlier versions were strings under rl:
+  if (store instanceof RedisStore) return new RedisRateLimiter(store.redis, `${config.session.redis.keyPrefix}rlb:login:`, perIp, window, burst);
+  return new MemoryRateLimiter(perIp, window, burst);
 }
 
 /**
@@ -189,9 +195,19 @@ function serverOptions(config: Config): http.ServerOptions {
   return { maxHeaderSize, connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(Math.min(headersTimeout, requestTimeout) / 4))) };
 }
 
-function urlOf(host: string, port: number): string {
+function urlOf(host: string, port: number, scheme = 'http'): string {
   const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
-  return `http://${h}:${port}`;
+  return `${scheme}://${h}:${port}`;
+}
+
+export interface StartOptions {
+  log?: Logger;
+  configFile?: string;
+  watch?: boolean;
+  /** server.workers > 1: this process is that worker (1…N) of a primary (src/cluster.ts) */
+  worker?: number;
+  /** false: leave that listener to another process (the primary serves metrics.port, worker 1 the admin API) */
+  listeners?: { metrics?: boolean; admin?: boolean };
 }
 
 /**
@@ -199,7 +215,7 @@ function urlOf(host: string, port: number): string {
  * All or nothing: when any part fails to start (a listener whose port is taken: a ListenError), what was
  * opened already (listeners, Redis connections, timers) is closed again before the error is thrown.
  */
-export async function startGateway(config: Config, opts: { log?: Logger; configFile?: string; watch?: boolean } = {}): Promise<Gateway> {
+export async function startGateway(config: Config, opts: StartOptions = {}): Promise<Gateway> {
   const undo: Array<() => Promise<void> | void> = [];
   try {
     return await openGateway(config, opts, undo);
@@ -216,8 +232,10 @@ export async function startGateway(config: Config, opts: { log?: Logger; configF
 }
 
 /** `undo`: what it opened so far, pushed as it goes, for startGateway to close if a later step fails. */
-async function openGateway(config: Config, opts: { log?: Logger; configFile?: string; watch?: boolean }, undo: Array<() => Promise<void> | void>): Promise<Gateway> {
+async function openGateway(config: Config, opts: StartOptions, undo: Array<() => Promise<void> | void>): Promise<Gateway> {
   const log = opts.log ?? createLogger(config.log.level);
+  // first, so that a missing or bad certificate stops the start before anything is opened
+  const tlsFiles = config.server.tls ? loadTlsFiles(config.server.tls) : undefined;
   const metrics = createMetrics();
   const closers: Array<() => Promise<void> | void> = [];
 
@@ -262,6 +280,23 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
   undo.push(() => store.close());
   await waitForStore(store, config.session.redis.connectTimeout, log);
   const sessions = new Sessions(store, config.session, metrics, log.child({ part: 'sessions' }));
+  // account controls: blocks, the login audit trail (its own log lines, part: audit), the device list
+  sessions.controls = new AccountControls(
+    store instanceof RedisStore ? new RedisAccountStore(store.redis, config.session.redis.keyPrefix) : new MemoryAccountStore(),
+    { history: config.audit.history, historyKeep: config.audit.historyKeep, maxAge: config.session.maxAge, logOpenid: config.log.openid },
+    log.child({ part: 'audit' }),
+  );
+  if (config.events) {
+    const events = new Events({
+      ...config.events,
+      redis: store instanceof RedisStore ? store.redis : undefined,
+      keyPrefix: config.session.redis.keyPrefix,
+      metrics,
+      log: log.child({ part: 'events' }),
+    });
+    sessions.events = events;
+    closers.push(() => events.close());
+  }
   const replay: ReplayStore =
     store instanceof RedisStore ? new RedisReplayStore(store.redis, config.session.redis.keyPrefix) : new MemoryReplayStore();
   if (replay instanceof MemoryReplayStore) closers.push(() => replay.close());
@@ -294,7 +329,10 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
   let live = config;
   let handler = build(config);
 
-  const server = http.createServer(serverOptions(config), (req, res) => handler(req, res));
+  // server.tls: HTTPS on the main listener (the same handler); its files are read again at every reload
+  const server: http.Server = tlsFiles
+    ? (https.createServer({ ...serverOptions(config), ...tlsFiles }, (req, res) => handler(req, res)) as unknown as http.Server)
+    : http.createServer(serverOptions(config), (req, res) => handler(req, res));
   trackConnections(server);
   // WebSockets: authenticated like any proxied request; a reload applies to sockets opened after it
   const upgrades = createUpgradeHandler({ config: () => live, sessions, proxy, metrics, log: log.child({ part: 'websocket' }), web, fallback: (req, res) => handler(req, res) });
@@ -311,12 +349,12 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
   metrics.configReloadTimestamp.set(Date.now() / 1000);
   const port = await listen(server, config.server.port, config.server.host, { listener: 'requests', key: 'server.port' });
   undo.push(() => closeServer(server, 0));
-  const url = urlOf(config.server.host, port);
+  const url = urlOf(config.server.host, port, tlsFiles ? 'https' : 'http');
   if (config.web?.mpQr) mpEventsUrl = `${url}${config.web.mpQr.eventsPath}`;
 
   let metricsUrl: string | undefined;
   let metricsServer: http.Server | undefined;
-  if (config.metrics.enabled && config.metrics.port !== undefined) {
+  if (config.metrics.enabled && config.metrics.port !== undefined && opts.listeners?.metrics !== false) {
     const path = config.metrics.path;
     metricsServer = http.createServer((req, res) => {
       if (req.url?.split('?')[0] !== path || (req.method !== 'GET' && req.method !== 'HEAD')) {
@@ -335,33 +373,62 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
   }
   let adminUrl: string | undefined;
   let adminServer: http.Server | undefined;
-  if (config.admin) {
-    adminServer = http.createServer(createAdminApp({ token: config.admin.token, sessions, accessTokens, log: log.child({ part: 'admin' }) }).callback());
+  if (config.admin && opts.listeners?.admin !== false) {
+    adminServer = http.createServer(
+      createAdminApp({
+        token: config.admin.token,
+        sessions,
+        controls: sessions.controls,
+        ttl: config.session.ttl,
+        bodyLimit: config.server.bodyLimit,
+        accessTokens,
+        wechat,
+        resetSessionKey: config.admin.resetSessionKey,
+        log: log.child({ part: 'admin' }),
+      }).callback(),
+    );
     adminUrl = urlOf(config.admin.host, await listen(adminServer, config.admin.port, config.admin.host, { listener: 'the admin API', key: 'admin.port' }));
     const opened = adminServer;
     undo.push(() => closeServer(opened, 0));
   }
   log.info(
-    { url, admin: adminUrl ?? 'off', metrics: metricsUrl ?? (config.metrics.enabled ? `${url}${config.metrics.path}` : 'off'), store: store.kind, routes: config.routes.length },
-    'wxgate listening',
+    {
+      url,
+      admin: adminUrl ?? 'off',
+      // a worker leaves metrics.port to its primary
+      metrics: metricsUrl ?? (!config.metrics.enabled ? 'off' : config.metrics.port !== undefined ? 'primary' : `${url}${config.metrics.path}`),
+      store: store.kind,
+      routes: config.routes.length,
+    },
+    // a worker's primary says "wxgate listening" once every worker is
+    opts.worker !== undefined ? 'wxgate worker listening' : 'wxgate listening',
   );
 
-  const reload = async (): Promise<ReloadResult> => {
+  const reload = async (given?: Config): Promise<ReloadResult> => {
     const file = opts.configFile;
     const fail = (error: string): ReloadResult => {
       metrics.configReloadSuccess.set(0);
       log.error({ file, problems: error.split('\n') }, 'config reload rejected; the previous configuration keeps serving');
       return { ok: false, error };
     };
-    if (!file) return fail('no configuration file to reload (the gateway was started from an object)');
+    if (!file && !given) return fail('no configuration file to reload (the gateway was started from an object)');
     let next: Config;
     try {
-      next = loadConfigFile(file);
+      next = given ?? loadConfigFile(file!);
     } catch (err) {
       return fail(err instanceof ConfigError ? err.message : (err as Error).message);
     }
     const fixed = restartOnlyChanges(live, next);
     if (fixed.length) return fail(`these settings cannot change while the gateway runs (restart to apply them): ${fixed.join(', ')}`);
+    // a renewed certificate: read again at every reload, refused (the old one kept) when it does not load
+    let renewed: { cert: Buffer; key: Buffer } | undefined;
+    if (next.server.tls) {
+      try {
+        renewed = loadTlsFiles(next.server.tls);
+      } catch (err) {
+        return fail((err as Error).message);
+      }
+    }
     const changed = JSON.stringify(next) !== JSON.stringify(live);
     if (changed) {
       handler = build(next);
@@ -369,9 +436,10 @@ async function openGateway(config: Config, opts: { log?: Logger; configFile?: st
       applyServerLimits(next);
       live = next;
     }
+    if (renewed) (server as unknown as https.Server).setSecureContext(renewed);
     metrics.configReloadSuccess.set(1);
     metrics.configReloadTimestamp.set(Date.now() / 1000);
-    log.info({ file, changed, routes: next.routes.length }, changed ? 'config reloaded' : 'config reloaded (no change)');
+    log.info({ file, changed, routes: next.routes.length, ...(renewed ? { tls: 'certificate read again' } : {}) }, changed ? 'config reloaded' : 'config reloaded (no change)');
     return { ok: true, changed };
   };
   const watcher = opts.watch && opts.configFile ? watchConfigFile(opts.configFile, () => void reload()) : undefined;

@@ -119,6 +119,7 @@ test('check-route answers as the running gateway does, for every own endpoint an
       mp: { appid: 'wx2222222222222222', secret: 'mp-secret' },
       open: { appid: 'wx3333333333333333', secret: 'open-secret' },
       scan: { checkPath: false, demo: true },
+      mpQr: { token: 'mptoken123', demo: true },
     },
   });
   raw.wechat = { apiBase: sim.url, oauthBase: sim.url, timeout: '1s', apps: [{ appid: APPID, secret: SECRET }] };
@@ -128,7 +129,9 @@ test('check-route answers as the running gateway does, for every own endpoint an
   const paths = [
     '/login', '/Login/', '/session', '/logout', '/wx/decrypt', '/wx/phone', '/healthz', '/readyz', '/openapi.json', '/metrics',
     '/oauth/mp/authorize', '/oauth/mp/callback', '/oauth/open/authorize', '/oauth/open/callback', '/oauth/nope',
-    '/scan/tickets', '/scan/tickets/abc', '/scan/tickets/abc/confirm', '/scan/tickets/abc/cancel', '/scan/demo', '/scan/other/x',
+    '/oauth/web/authorize',
+    '/scan/tickets', '/scan/tickets/abc', '/scan/tickets/abc/scanned', '/scan/tickets/abc/confirm', '/scan/tickets/abc/cancel', '/scan/demo', '/scan/other/x',
+    '/qr/tickets', '/qr/tickets/abc', '/qr/demo', '/qr/other', '/wx/mp/events',
     '/api/x', '/nowhere', '/api/%2e%2e/x',
   ];
   for (const path of paths) {

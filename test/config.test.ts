@@ -148,3 +148,19 @@ test('${NAME:-default} takes the default when NAME is unset or empty; a port may
   const missing = t.throws(() => buildConfig({ ...raw, server: { port: '${WXGATE_T_PORT}' } }, 'x', {}), { instanceOf: ConfigError });
   t.regex(missing!.problems.join('\n'), /server\.port: environment variable WXGATE_T_PORT is not set/);
 });
+
+test('web.scan with envVersion trial or develop needs checkPath: false (WeChat answers 41030 to every QR otherwise): an error naming the key', (t) => {
+  const raw = (scan: object) => ({
+    wechat: { apps: [{ appid: 'wx0123456789abcdef', secret: 's' }] },
+    web: { publicUrl: 'https://m.example.com', scan },
+  });
+  for (const envVersion of ['trial', 'develop'] as const) {
+    for (const scan of [{ envVersion }, { envVersion, checkPath: true }]) {
+      const err = t.throws(() => buildConfig(raw(scan), 'x', {}), { instanceOf: ConfigError });
+      t.deepEqual(err!.problems.map((p) => p.split(':')[0]), ['web.scan.checkPath'], JSON.stringify(scan));
+      t.regex(err!.problems[0]!, new RegExp(`envVersion "${envVersion}".*41030`));
+    }
+    t.is(buildConfig(raw({ envVersion, checkPath: false }), 'x', {}).web?.scan?.envVersion, envVersion);
+  }
+  t.true(buildConfig(raw({ envVersion: 'release' }), 'x', {}).web?.scan?.checkPath);
+});

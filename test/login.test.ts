@@ -69,6 +69,7 @@ test('the same user logging in again gets a new token, and both work', async (t)
 const wechatErrors: Array<[string, number, string, number | undefined]> = [
   ['fail-40029', 401, 'code_invalid', 40029],
   ['fail-45011', 429, 'wechat_rate_limited', 45011],
+  ['fail-45009', 503, 'wechat_quota_exceeded', 45009],
   ['fail-40226', 403, 'user_blocked', 40226],
   ['fail--1', 503, 'wechat_unavailable', -1],
   ['fail-61234', 502, 'wechat_error', 61234],
@@ -99,6 +100,34 @@ for (const [code, status, error, errcode] of wechatErrors) {
     }
   });
 }
+
+test("WeChat's per-user minute limit (45011): 429 with Retry-After to the next minute boundary, a message that does not blame the app", async (t) => {
+  const secondsToNextMinute = (ms: number) => Math.ceil((60_000 - (ms % 60_000)) / 1000);
+  const t0 = Date.now();
+  const res = await post('/login', { code: 'fail-45011' });
+  const t1 = Date.now();
+  t.is(res.status, 429);
+  t.is(res.json.error, 'wechat_rate_limited');
+  const after = Number(res.headers['retry-after']);
+  const [a, b] = [secondsToNextMinute(t0), secondsToNextMinute(t1)];
+  // between the two ends (or, if a minute boundary passed during the request, on either side of it)
+  const ok = a >= b ? after <= a && after >= b : after <= a || after >= b;
+  t.true(Number.isInteger(after) && after >= 1 && after <= 60 && ok, `Retry-After ${res.headers['retry-after']} (expected ${a}..${b})`);
+  t.regex(res.json.message, /one user|per user/i);
+  t.notRegex(res.json.message, /this app/i);
+});
+
+test("WeChat's daily quota used up (45009): 503 wechat_quota_exceeded, logged as an error and counted as such", async (t) => {
+  const res = await post('/login', { code: 'fail-45009' });
+  t.is(res.status, 503);
+  t.is(res.json.error, 'wechat_quota_exceeded');
+  t.regex(res.json.message, /daily/);
+  const line = gw.logs.map((l) => JSON.parse(l)).find((l) => l.errcode === 45009);
+  t.is(line?.level, 50, 'at level error, for the operator');
+  t.is(line?.error, 'wechat_quota_exceeded');
+  const counted = (await gw.metrics.logins.get()).values.find((v) => v.labels.result === 'wechat_quota_exceeded');
+  t.true((counted?.value ?? 0) >= 1);
+});
 
 test('a code WeChat says was used (40163) answers 401 code_used', async (t) => {
   const res = await post('/login', { code: 'fail-40163' });

@@ -906,3 +906,10 @@ test('docker-compose.yml: two read-only replicas on one Redis behind nginx, with
   t.is(typeof config.metrics.port, 'number');
   t.not(config.metrics.port, config.server.port);
 });
+
+test("an alert fires when WeChat's daily API quota is used up (45009), as critical", (t) => {
+  const rules = (parseYaml(alertsText()).groups as Array<{ rules: Array<{ alert: string; expr: string; labels: { severity: string } }> }>).flatMap((g) => g.rules);
+  const quota = rules.filter((r) => /errcode_45009|wechat_quota_exceeded/.test(r.expr) && !/\/ sum/.test(r.expr));
+  t.is(quota.length, 1, 'one rule on 45009 alone');
+  t.is(quota[0]?.labels.severity, 'critical');
+});

@@ -703,6 +703,9 @@ test.serial('the one browser entry (/oauth/web/authorize) and the embedded QR: s
   await expect(t, 400, 'redirect_not_allowed', 'GET', `/oauth/web/authorize?redirect=${encodeURIComponent('/.//evil.example')}`);
   await expect(t, 400, 'bad_request', 'GET', '/oauth/web/authorize?redirect=/&style=red');
   await expect(t, 400, 'bad_request', 'GET', '/oauth/open/authorize?redirect=/&self_redirect=maybe');
+  // the callback inside an iframe (self_redirect=true) sends the top window there
+  const framed = await expect(t, 200, undefined, 'GET', '/oauth/open/callback?code=abc&state=x', { headers: { 'sec-fetch-dest': 'iframe', accept: 'text/html' } });
+  t.regex(framed.text, /window\.top\.location\.replace\("\/oauth\/open\/callback\?code=abc&state=x"\)/);
   await expect(t, 400, 'redirect_not_allowed', 'GET', '/oauth/web/authorize?redirect=//evil.example', { headers: { accept: 'text/html' } });
   // nothing fits: a gateway with the Official Account login only, outside WeChat
   const only = webConfig({ web: { publicUrl: PUBLIC, stateSecret: STATE_SECRET, mp: { appid: MP, secret: MP_SECRET } } });

@@ -177,3 +177,19 @@ test('embedded QR: bad parameters are 400 bad_request, and no state is issued', 
     t.is(res.headers['set-cookie'], undefined);
   }
 });
+
+test('the callback inside an iframe spends nothing and sends the top window to the same URL, escaped for script and attribute', async (t) => {
+  const g = await gateway({ ...open });
+  const path = `/oauth/open/callback?code=abc&state=x&q="</script><b>&r='`;
+  const res = await request(g.url, { path, headers: { 'sec-fetch-dest': 'iframe', accept: 'text/html' } });
+  t.is(res.status, 200);
+  t.regex(String(res.headers['content-type']), /^text\/html/);
+  t.is(res.headers['referrer-policy'], 'no-referrer');
+  t.regex(String(res.headers['content-security-policy']), /script-src 'nonce-[A-Za-z0-9+/=]+'/);
+  t.false(/<\/script><b>|"<\/script/.test(res.text.replace(/<\/script>\s*<\/body>/, '')), 'nothing breaks out');
+  const href = /href="([^"]*)"/.exec(res.text)![1]!.replace(/&#(\d+);/g, (_, n) => String.fromCharCode(Number(n)));
+  t.is(href, path);
+  const js = JSON.parse(/replace\(("(?:[^"\\]|\\.)*")\)/.exec(res.text)![1]!);
+  t.is(js, path);
+  t.is(res.headers['set-cookie'], undefined, 'no session, nothing spent');
+});

@@ -359,6 +359,23 @@ test.serial('a Moments snapshot user gets no session', async (t) => {
   t.false([...b.jar.keys()].includes(SESSION));
 });
 
+test.serial('a Moments snapshot page in a browser: an HTML page telling the user to open the full page, with a link that starts the login again', async (t) => {
+  const b = new Browser(gw.url);
+  const { callback } = await toCallback(b, 'mp', '/shop', 'snapshot-amy');
+  const res = await b.go(callback, { headers: { accept: 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8' } });
+  t.is(res.status, 403);
+  t.regex(String(res.headers['content-type']), /^text\/html/);
+  t.regex(res.text, /朋友圈的快照页/);
+  t.regex(res.text, /使用完整服务/);
+  t.regex(res.text, /Open the full page/);
+  t.false([...b.jar.keys()].includes(SESSION));
+  const href = /id="retry" href="([^"]+)"/.exec(res.text)?.[1]?.replace(/&#38;/g, '&');
+  t.truthy(href, 'a link to log in again');
+  const again = await b.go(new URL(href!).pathname + new URL(href!).search);
+  t.is(again.status, 302, 'the link starts a new login (redirect allowed)');
+  t.regex(String(again.headers.location), /connect\/oauth2\/authorize\?.*redirect_uri=/);
+});
+
 test('config: web apps are not mini-programs, paths under /oauth and /scan are taken, scan.app must be a mini-program', (t) => {
   const cfg = (web: object, routes: object[] = []) => () =>
     startTestGateway(testConfig({ apiBase: 'http://127.0.0.1:1', routes, web: { publicUrl: PUBLIC, ...web } }));

@@ -111,12 +111,13 @@ test.serial('POST /qr/tickets: the OA\'s access_token from stable_token, expire_
 test.serial('POST /qr/tickets: WeChat\'s failures are answered like the other web logins\' (502, 503, 504), never a ticket', async (t) => {
   const api = base();
   nock(api).post('/cgi-bin/stable_token').reply(200, { access_token: APP_TOKEN, expires_in: 7200 });
+  nock(api).post('/cgi-bin/qrcode/create').query(true).reply(200, { errcode: 61234, errmsg: 'something unexpected' });
   nock(api).post('/cgi-bin/qrcode/create').query(true).reply(200, { errcode: 45009, errmsg: 'reach max api daily quota limit' });
   nock(api).post('/cgi-bin/qrcode/create').query(true).reply(200, { errcode: -1, errmsg: 'system error' });
   nock(api).post('/cgi-bin/qrcode/create').query(true).delay(1500).reply(200, { ticket: WX_TICKET, expire_seconds: 300 });
   const gw = await gateway(api);
   try {
-    for (const [status, error] of [[502, 'wechat_error'], [503, 'wechat_unavailable'], [504, 'wechat_timeout']] as const) {
+    for (const [status, error] of [[502, 'wechat_error'], [503, 'wechat_quota_exceeded'], [503, 'wechat_unavailable'], [504, 'wechat_timeout']] as const) {
       const res = await request(gw.url, { method: 'POST', path: '/qr/tickets' });
       t.is(res.status, status, res.text);
       t.is(res.json.error, error);

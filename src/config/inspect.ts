@@ -128,6 +128,7 @@ function ownEndpointTable(config: Config): { path: string; name: string; methods
   ];
   if (config.metrics.enabled && config.metrics.port === undefined) table.push({ path: config.metrics.path, name: 'metrics', methods: GET });
   const web = config.web;
+  if (web) table.push({ path: '/oauth/web/authorize', name: 'oauth_web', methods: GET });
   for (const provider of [web?.mp && 'mp', web?.open && 'open'].filter((p): p is string => !!p)) {
     table.push({ path: `/oauth/${provider}/authorize`, name: `oauth_${provider}`, methods: GET });
     table.push({ path: `/oauth/${provider}/callback`, name: `oauth_${provider}`, methods: GET });
@@ -135,9 +136,16 @@ function ownEndpointTable(config: Config): { path: string; name: string; methods
   if (web?.scan) {
     table.push({ path: '/scan/tickets', name: 'scan', methods: POST });
     table.push({ path: '/scan/tickets/:id', name: 'scan', methods: GET });
+    table.push({ path: '/scan/tickets/:id/scanned', name: 'scan', methods: POST });
     table.push({ path: '/scan/tickets/:id/confirm', name: 'scan', methods: POST });
     table.push({ path: '/scan/tickets/:id/cancel', name: 'scan', methods: POST });
     if (web.scan.demo) table.push({ path: '/scan/demo', name: 'scan', methods: GET });
+  }
+  if (web?.mpQr) {
+    table.push({ path: '/qr/tickets', name: 'mpqr', methods: POST });
+    table.push({ path: '/qr/tickets/:id', name: 'mpqr', methods: GET });
+    table.push({ path: web.mpQr.eventsPath, name: 'mp_events', methods: [...GET, 'POST'] });
+    if (web.mpQr.demo) table.push({ path: '/qr/demo', name: 'mpqr', methods: GET });
   }
   return table.map((t) => ({ ...t, path: t.path.toLowerCase() }));
 }

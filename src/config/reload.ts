@@ -10,7 +10,7 @@ import type { Config } from './schema.js';
  * client, web logins, metrics, admin, dev helpers): a reload that changes any of it is refused, naming
  * the keys, and the old config keeps serving.
  */
-const LIVE_SERVER_KEYS = new Set(['trustedProxies', 'bodyLimit', 'shutdownTimeout', 'requestTimeout', 'headersTimeout', 'keepAliveTimeout', 'maxConnections']);
+const LIVE_SERVER_KEYS = new Set(['trustedProxies', 'bodyLimit', 'shutdownTimeout', 'requestTimeout', 'headersTimeout', 'keepAliveTimeout', 'maxConnections', 'tls']);
 const LIVE_LOG_KEYS = new Set(['access', 'openid']);
 const LIVE_TOP_KEYS = new Set(['routes', 'limits', 'endpoints']);
 
@@ -26,6 +26,8 @@ export function restartOnlyChanges(current: Config, next: Config): string[] {
     if (liveKeys) {
       const sa = (a ?? {}) as Record<string, unknown>;
       const sb = (b ?? {}) as Record<string, unknown>;
+      // the certificate files may change (and are read again); HTTPS on or off needs a restart
+      if (key === 'server' && (sa.tls === undefined) !== (sb.tls === undefined)) out.push('server.tls');
       for (const k of new Set([...Object.keys(sa), ...Object.keys(sb)])) {
         if (!liveKeys.has(k) && !same(sa[k], sb[k])) out.push(`${key}.${k}`);
       }

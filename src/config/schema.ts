@@ -173,6 +173,12 @@ export const configSchema = z
         maxHeaderSize: size.refine((n) => n >= 1024, { error: 'must be at least 1kb' }).prefault('16kb'),
         /** Open client connections at most; node closes further ones at once (0 = no limit). */
         maxConnections: z.number().int().min(0).default(10_000),
+        /** HTTPS on the main listener: PEM files of the certificate (chain) and its key, read at start and again at every reload. */
+        tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+        /** Gateway processes (node:cluster workers) sharing the listener: a number, or "auto" = available cores. */
+        workers: z
+          .union([z.number().int().min(1).max(256), z.literal('auto')], { error: 'must be a number of workers (1-256) or "auto" (one per available core)' })
+          .default(1),
       })
       .prefault({}),
     endpoints: z
@@ -310,8 +316,11 @@ export const configSchema = z
         mp: z
           .strictObject({
             ...webApp,
-            /** snsapi_base: openid only, no consent page; snsapi_userinfo: also nickname and avatar. */
-            scope: z.enum(['snsapi_base', 'snsapi_userinfo'], { error: 'must be "snsapi_base" or "snsapi_userinfo"' }).default('snsapi_base'),
+            /** snsapi_base: openid only (no unionid: WeChat gives it only with snsapi_userinfo), no consent page; snsapi_userinfo: also the unionid, nickname and avatar. */
+            scope: z
+              .enum(['snsapi_base', 'snsapi_userinfo'], { error: 'must be "snsapi_base" or "snsapi_userinfo"' })
+              .describe('snsapi_base: the openid only, silently, and no unionid (WeChat returns the unionid only with snsapi_userinfo); snsapi_userinfo: a consent page, then also the unionid')
+              .default('snsapi_base'),
           })
           .optional(),
         /** Open Platform website app: QR login on a PC with the WeChat app (/oauth/open/authorize). */
@@ -324,7 +333,7 @@ export const configSchema = z
             /** The mini-program page the QR code opens, without a leading "/". */
             page: z.string().regex(/^[A-Za-z0-9_\-]+(\/[A-Za-z0-9_\-.]+)*$/, { error: 'must be a page path such as "pages/scan/index" (no leading "/")' }).default('pages/scan/index'),
             envVersion: z.enum(['release', 'trial', 'develop'], { error: 'must be "release", "trial" or "develop"' }).default('release'),
-            /** WeChat checks that the page exists in the published version (false for pages not yet released). */
+            /** WeChat checks that the page exists in the published version (false for pages not yet released; must be false with envVersion trial/develop). */
             checkPath: z.boolean().default(true),
             /** How long a ticket may wait for its scan and confirmation. */
             ticketTtl: duration(1000).prefault('2m'),
@@ -361,12 +370,17 @@ export const configSchema = z
     /** Limits on what one client may ask for. */
     limits: z
       .strictObject({
-        /** POST /login per client IP (IPv6: per /64), counted in the session store so replicas share it. */
+        /**
+         * POST /login per client IP (IPv6: per /64), a token bucket kept in the session store so replicas
+         * and workers share it: `burst` logins at once, refilled at `perIp` per `window`.
+         */
         login: z
           .strictObject({
-            /** Logins per window per client IP (0 turns the limit off). */
-            perIp: z.number().int().min(0).default(20),
+            /** Logins per window per client IP, sustained (0 turns the limit off). README "Limits" has the reasoning. */
+            perIp: z.number().int().min(0).default(600),
             window: duration(1000).prefault('1m'),
+            /** Logins one client IP may make at once after a quiet spell (the bucket's size); absent = perIp. */
+            burst: z.number().int().min(1).optional(),
           })
           .prefault({}),
         /**
@@ -397,8 +411,43 @@ export const configSchema = z
         host: host.default('127.0.0.1'),
         /** Bearer secret for the admin API; read it from the environment: ${WXGATE_ADMIN_TOKEN}. */
         token: z.string({ error: 'is required (use ${WXGATE_ADMIN_TOKEN})' }).min(24, { error: 'must be at least 24 characters' }),
+        /**
+         * Revoking a user (or a person) on the admin API also resets their session_key at WeChat
+         * (wxa/resetusersessionkey), so data made with it no longer opens anywhere.
+         */
+        resetSessionKey: z.boolean({ error: 'must be true or false' }).default(false),
       })
       .optional(),
+    /**
+     * Login events for upstreams (a webhook): user.created, session.created, session.revoked, POSTed as
+     * signed JSON, retried with backoff, never in the way of a login. Off unless configured.
+     */
+    events: z
+      .strictObject({
+        url: httpUrl,
+        /** HMAC-SHA256 key of the X-Wxgate-Signature header; read it from the environment: ${WXGATE_EVENTS_SECRET}. */
+        secret: z.string({ error: 'is required (use ${WXGATE_EVENTS_SECRET})' }).min(16, { error: 'must be at least 16 characters' }),
+        /** Per delivery attempt. */
+        timeout: duration().prefault('5s'),
+        /** Attempts per event before it is given up (counted, logged). */
+        attempts: z.number({ error: 'must be a whole number' }).int().min(1).max(30).default(8),
+        /** Wait before the first retry; doubled each time (±20%), up to 5 minutes. */
+        backoff: duration().prefault('1s'),
+        /** Events waiting (new or to retry) per replica; beyond it new events are dropped (counted). */
+        queue: z.number({ error: 'must be a whole number' }).int().min(1).max(1_000_000).default(10_000),
+        /** How long an openid or unionid counts as seen for user.created (one small Redis key each). */
+        seenTtl: duration(1000).prefault('400d'),
+      })
+      .optional(),
+    /** The login audit trail (admin API: GET /users/…/events): the per-user history in the store. */
+    audit: z
+      .strictObject({
+        /** Entries of each user's audit history kept in the store (GET /users/…/events); 0 = none (the audit log lines stay). */
+        history: z.number().int().min(0).max(1000).default(50),
+        /** How long a user's history lives after its latest entry. */
+        historyKeep: duration(60_000).prefault('30d'),
+      })
+      .prefault({}),
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -486,6 +535,13 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
     if (scan && typeof scan.app === 'string' && !appids.has(scan.app)) {
       out.push({ path: ['web', 'scan', 'app'], message: `"${scan.app}" is not one of wechat.apps` });
     }
+    // WeChat checks the page only against the released version: 41030 for every QR of trial/develop
+    if (scan && (scan.envVersion === 'trial' || scan.envVersion === 'develop') && scan.checkPath !== false) {
+      out.push({
+        path: ['web', 'scan', 'checkPath'],
+        message: `must be false with web.scan.envVersion "${scan.envVersion}" (the default is true): WeChat checks the page against the released version only and answers 41030 (invalid page) to every QR code request`,
+      });
+    }
     // /oauth/web/authorize is there with any web login, scan-to-login alone included
     const mpQr = isObj(web.mpQr) ? web.mpQr : undefined;
     const taken = ['/oauth', ...(scan ? ['/scan'] : []), ...(mpQr ? ['/qr', String(mpQr.eventsPath ?? '/wx/mp/events').toLowerCase()] : [])];
@@ -554,6 +610,18 @@ export function crossCheck(raw: unknown): { path: (string | number)[]; message: 
   }
   if (redis.sentinels !== undefined && redis.name === undefined) {
     out.push({ path: ['session', 'redis', 'name'], message: 'is required with sentinels: the name of the monitored master' });
+  }
+  // server.workers: each worker is a process of its own; what lives in one process cannot be shared
+  if (server.workers === 'auto' || (typeof server.workers === 'number' && server.workers > 1)) {
+    const n = `server.workers: ${String(server.workers)}`;
+    if ((session.store ?? 'memory') === 'memory') {
+      out.push({ path: ['session', 'store'], message: `must be "redis" with ${n}: the memory store keeps sessions inside one process, so a token from one worker would be unknown to the others (use session.store: redis, or server.workers: 1)` });
+    }
+    if (dev.simulator === true) {
+      out.push({ path: ['dev', 'simulator'], message: `cannot run inside ${n} (its single-use codes live in one process): run \`wxgate simulate\` and point wechat.apiBase at it, or use server.workers: 1` });
+    }
+    const adminCfg = isObj(raw.admin) ? raw.admin : undefined;
+    if (adminCfg && adminCfg.port === 0) out.push({ path: ['admin', 'port'], message: `must be a fixed port with ${n} (workers share listeners by address and port)` });
   }
   if (typeof metrics.port === 'number' && metrics.port !== 0 && metrics.port === (server.port ?? 8080)) {
     out.push({ path: ['metrics', 'port'], message: 'must differ from server.port' });

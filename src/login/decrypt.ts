@@ -4,9 +4,10 @@ import { GatewayError } from '../server/errors.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
 import { decryptUserData, parseCiphertext, verifySignature } from '../wechat/userdata.js';
 import { readJsonObject } from './body.js';
+import { keyStaleAtWechat, type SessionKeys } from './session-key.js';
 
 /**
- * WeChat open data (wx.getUserProfile, getPhoneNumber's old form, wx.getWeRunData, ...), decrypted with the
+ * WeChat open data (wx.getWeRunData, getPhoneNumber's old form, share info; wx.getUserProfile's is a placeholder since 2022, ...), decrypted with the
  * session user's current session_key, which never leaves the gateway:
  *   POST /wx/decrypt  { encryptedData, iv, rawData?, signature? }  → { data }
  *   POST /login       the same optional fields next to "code"     → { token, expires_in, data }
@@ -70,13 +71,16 @@ export function requireMiniProgram(config: Config, session: ActiveSession, what:
 
 /**
  * Verifies and decrypts for `session`'s user. With `staleCheck`, a failure (bad signature or undecryptable
- * data) of a session that is not the user's newest is answered 401 session_key_stale: log in again.
+ * data) is answered 401 session_key_stale (log in again) when the session is not the user's newest, or,
+ * with `keys`, when WeChat says the key the gateway holds is no longer the user's (wxa/checksession: the
+ * mini-program logged in again without the gateway, or the key expired); else it is the data's fault
+ * (400). When WeChat cannot say, the data's error stands (logged). Only failures pay for these checks.
  */
 export async function openUserData(
   sessions: Sessions,
   session: ActiveSession,
   fields: UserDataFields,
-  opts: { staleCheck: boolean },
+  opts: { staleCheck: boolean; keys?: SessionKeys; log?: { warn(obj: object, msg: string): void } },
 ): Promise<Record<string, unknown>> {
   const key = await sessions.store.getSessionKey(session.appid, session.openid);
   if (key === undefined) throw stale();
@@ -92,6 +96,15 @@ export async function openUserData(
     failure = new GatewayError('decrypt_failed', { message: result.message });
   }
   if (opts.staleCheck && (await superseded(sessions, session))) throw stale();
+  if (opts.staleCheck && opts.keys) {
+    let valid = true;
+    try {
+      valid = await opts.keys.check(session.appid, session.openid, key);
+    } catch (err) {
+      opts.log?.warn({ appid: session.appid, error: (err as GatewayError).code }, 'could not ask WeChat whether the session_key is valid; answering the decryption error');
+    }
+    if (!valid) throw keyStaleAtWechat();
+  }
   throw failure;
 }
 
@@ -103,7 +116,7 @@ export async function openUserDataAtLogin(sessions: Sessions, session: ActiveSes
   try {
     return await openUserData(sessions, session, fields, { staleCheck: false });
   } catch (err) {
-    await sessions.revoke(token).catch(() => {});
+    await sessions.revoke(token, 'login_failed').catch(() => {});
     throw err;
   }
 }
@@ -113,14 +126,17 @@ export function decryptHandler(deps: {
   config: Config;
   sessions: Sessions;
   current: (ctx: Context) => Promise<{ token: string; session: ActiveSession }>;
+  /** wxa/checksession, to tell a stale key from bad data */
+  keys?: SessionKeys;
+  log?: { warn(obj: object, msg: string): void };
 }) {
-  const { config, sessions, current } = deps;
+  const { config, sessions, current, keys, log } = deps;
   return async function decrypt(ctx: Context): Promise<void> {
     const { session } = await current(ctx);
     requireMiniProgram(config, session, 'This endpoint decrypts open data');
     const body = await readJsonObject(ctx, config.server.bodyLimit);
     const fields = userDataFields(body, true)!;
-    const data = await openUserData(sessions, session, fields, { staleCheck: true });
+    const data = await openUserData(sessions, session, fields, { staleCheck: true, keys, log });
     ctx.set('Cache-Control', 'no-store');
     ctx.body = { data };
   };

@@ -1,6 +1,6 @@
 import type { Context } from 'koa';
 import type { Config } from '../config/schema.js';
-import { GatewayError, wechatErrorFor, type ErrorCode } from '../server/errors.js';
+import { GatewayError, nextMinuteRetryAfter, wechatErrorFor, type ErrorCode } from '../server/errors.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 import type { PhoneNumber, WechatClient } from '../wechat/client.js';
@@ -89,7 +89,7 @@ export function phoneHandler(deps: {
       const error = phoneErrorFor(err);
       log.warn({ appid: session.appid, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg }, 'WeChat refused the phone number');
       if (error === 'wechat_rate_limited') {
-        throw new GatewayError(error, { message: 'WeChat is rate limiting phone number requests; retry later.', headers: { 'Retry-After': '1' } });
+        throw new GatewayError(error, { message: 'WeChat asks to slow down phone number requests (its per-minute limit); retry after the time in Retry-After.', headers: { 'Retry-After': nextMinuteRetryAfter() } });
       }
       throw new GatewayError(error);
     }

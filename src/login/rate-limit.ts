@@ -4,13 +4,16 @@ import type { RedisClient } from '../session/redis-store.js';
 /** What a limiter says about one more request from a client. */
 export interface RateDecision {
   allowed: boolean;
-  /** ms until the client's window ends (when it may try again) */
+  /** ms until the client may try again (its bucket holds a whole token again); 0 when allowed */
   retryAfterMs: number;
 }
 
-/** Fixed-window counting per client: `limit` requests per `windowMs`. */
+/**
+ * A token bucket per client: `burst` tokens at most, refilled at `rate` tokens per `windowMs` (a
+ * client idle long enough may send `burst` at once, then `rate` per window). Each request takes one.
+ */
 export interface RateLimiter {
-  /** Counts one request of `client`; rejects when the counter cannot be reached (the caller fails open). */
+  /** Takes one token of `client`; rejects when the bucket cannot be reached (the caller fails open). */
   hit(client: string): Promise<RateDecision>;
 }
 
@@ -34,57 +37,90 @@ export function clientKey(ip: string): string {
 }
 
 /**
- * One atomic call per request: INCR the client's counter, start its window (PEXPIRE) on the first
- * request, and return the count with the ms left. KEYS: counter. ARGV: window ms.
+ * One atomic call per request, on Redis's clock (replicas' clocks do not matter): refill the client's
+ * bucket for the time since its last request, take a token if there is a whole one, and keep the bucket
+ * until it would be full again (a full bucket is the same as none). KEYS: the bucket (a hash: t =
+ * tokens, at = ms of the last refill). ARGV: burst, refill rate in tokens per ms (as a string).
+ * Returns { allowed (0/1), ms until a whole token }.
  */
-const HIT = String.raw`
-local n = redis.call('INCR', KEYS[1])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
+const TAKE = String.raw`
+local burst = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local b = redis.call('HMGET', KEYS[1], 't', 'at')
+local tokens = tonumber(b[1])
+local at = tonumber(b[2])
+if tokens == nil or at == nil then
+  tokens = burst
+else
+  tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
 end
-return { n, ttl }`;
+local allowed = 0
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  wait = math.ceil((1 - tokens) / rate)
+end
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate) + 1000)
+return { allowed, wait }`;
 
-interface HitScript {
-  wxgateRateHit(key: string, windowMs: string): Promise<[number, number]>;
+interface TakeScript {
+  wxgateRateTake(key: string, burst: string, rate: string): Promise<[number, number]>;
 }
 
-/** Counters in Redis, so every replica draws from the same budget. */
+/** Buckets in Redis, so every replica and worker draws from the same budget. */
 export class RedisRateLimiter implements RateLimiter {
+  private readonly rate: string;
+
   constructor(
     private readonly redis: RedisClient,
     private readonly prefix: string,
-    private readonly limit: number,
-    private readonly windowMs: number,
+    perWindow: number,
+    windowMs: number,
+    private readonly burst: number = perWindow,
   ) {
-    redis.defineCommand('wxgateRateHit', { numberOfKeys: 1, lua: HIT });
+    this.rate = String(perWindow / windowMs);
+    redis.defineCommand('wxgateRateTake', { numberOfKeys: 1, lua: TAKE });
   }
 
   async hit(client: string): Promise<RateDecision> {
-    const [n, ttl] = await (this.redis as unknown as HitScript).wxgateRateHit(`${this.prefix}${client}`, String(this.windowMs));
-    return { allowed: n <= this.limit, retryAfterMs: ttl };
+    const [allowed, wait] = await (this.redis as unknown as TakeScript).wxgateRateTake(`${this.prefix}${client}`, String(this.burst), this.rate);
+    return { allowed: allowed === 1, retryAfterMs: wait };
   }
 }
 
-/** Counters in this process (session.store: memory, one replica); at most `maxClients` are tracked. */
+/** Buckets in this process (session.store: memory, one process); at most `maxClients` are tracked. */
 export class MemoryRateLimiter implements RateLimiter {
-  private readonly windows: LRUCache<string, { count: number; resetAt: number }>;
+  private readonly buckets: LRUCache<string, { tokens: number; at: number }>;
+  private readonly rate: number;
 
   constructor(
-    private readonly limit: number,
-    private readonly windowMs: number,
+    perWindow: number,
+    windowMs: number,
+    private readonly burst: number = perWindow,
     private readonly now: () => number = Date.now,
     maxClients = 100_000,
   ) {
-    this.windows = new LRUCache({ max: maxClients });
+    this.rate = perWindow / windowMs;
+    this.buckets = new LRUCache({ max: maxClients });
   }
 
   async hit(client: string): Promise<RateDecision> {
     const now = this.now();
-    let w = this.windows.get(client);
-    if (!w || now >= w.resetAt) this.windows.set(client, (w = { count: 0, resetAt: now + this.windowMs }));
-    w.count++;
-    return { allowed: w.count <= this.limit, retryAfterMs: w.resetAt - now };
+    let b = this.buckets.get(client);
+    if (!b) this.buckets.set(client, (b = { tokens: this.burst, at: now }));
+    else {
+      b.tokens = Math.min(this.burst, b.tokens + Math.max(0, now - b.at) * this.rate);
+      b.at = now;
+    }
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      return { allowed: true, retryAfterMs: 0 };
+    }
+    return { allowed: false, retryAfterMs: Math.ceil((1 - b.tokens) / this.rate) };
   }
 }

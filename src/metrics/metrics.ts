@@ -65,6 +65,8 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     }),
     sessionStoreUp: new Gauge({
       name: 'wxgate_session_store_up',
+      // server.workers > 1: how the workers' values are combined in /metrics (prom-client's AggregatorRegistry)
+      aggregator: 'min',
       help: '1 while the session store answers, 0 while it does not.',
       registers: [registry],
     }),
@@ -78,6 +80,8 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     wechatTokenFetchedAt: tokenFetchedAt,
     wechatTokenAge: new Gauge({
       name: 'wxgate_wechat_token_age_seconds',
+      // server.workers > 1: how the workers' values are combined in /metrics (prom-client's AggregatorRegistry)
+      aggregator: 'max',
       help: 'Seconds since the access_token this replica uses was fetched from WeChat (by any replica), by appid.',
       labelNames: ['appid'] as const,
       registers: [registry],
@@ -112,11 +116,15 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     }),
     configReloadSuccess: new Gauge({
       name: 'wxgate_config_last_reload_success',
+      // server.workers > 1: how the workers' values are combined in /metrics (prom-client's AggregatorRegistry)
+      aggregator: 'min',
       help: 'Whether the last configuration (re)load succeeded (1) or was rejected (0, the previous configuration keeps serving).',
       registers: [registry],
     }),
     configReloadTimestamp: new Gauge({
       name: 'wxgate_config_last_reload_success_timestamp_seconds',
+      // server.workers > 1: how the workers' values are combined in /metrics (prom-client's AggregatorRegistry)
+      aggregator: 'min',
       help: 'When the configuration in force was loaded (start or the last successful reload), seconds since the epoch.',
       registers: [registry],
     }),
@@ -136,6 +144,8 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     upstreamTargets: upstreamTargets,
     upstreamTargetUp: new Gauge({
       name: 'wxgate_upstream_target_up',
+      // server.workers > 1: how the workers' values are combined in /metrics (prom-client's AggregatorRegistry)
+      aggregator: 'min',
       help: 'Per route and upstream target (host:port): 1 while it takes requests, 0 while it is skipped because its connection failed (for routes[].failTimeout).',
       labelNames: ['route', 'target'] as const,
       registers: [registry],
@@ -151,6 +161,23 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       name: 'wxgate_websockets_open',
       help: 'WebSocket connections open through the gateway, by route name.',
       labelNames: ['route'] as const,
+      registers: [registry],
+    }),
+    events: new Counter({
+      name: 'wxgate_events_total',
+      help: 'Login events (events.url), by type and outcome: delivered, rejected (a 4xx other than 408/429), gave_up (events.attempts failed), dropped_queue_full, dropped_shutdown, or queued.',
+      labelNames: ['type', 'outcome'] as const,
+      registers: [registry],
+    }),
+    eventDeliveries: new Counter({
+      name: 'wxgate_event_deliveries_total',
+      help: 'Login event delivery attempts, by outcome: ok, http_4xx, http_5xx, timeout, network.',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    eventsPending: new Gauge({
+      name: 'wxgate_events_pending',
+      help: 'Login events waiting in this replica (new, in flight or waiting to be retried).',
       registers: [registry],
     }),
     websocketClosures: new Counter({

@@ -37,6 +37,11 @@ export interface AccessEntry {
  * same user gives the same hash, so one user's requests can be followed without their openid in the
  * logs) or left out (omit). Absent when log.access is false.
  */
+/** A user in log lines (log.openid: hash): the same user, the same 16 characters; the openid cannot be read back. */
+export function logUser(appid: string, openid: string): string {
+  return hash('sha256', `wxgate-access-log\n${appid}\n${openid}`, 'base64url').slice(0, 16);
+}
+
 export function accessLogger(config: Config, log: Logger): ((e: AccessEntry) => void) | undefined {
   // off, or below the log level (info): nothing at all on the request path, not even the entry object
   if (!config.log.access || !log.isLevelEnabled('info')) return undefined;
@@ -47,7 +52,7 @@ export function accessLogger(config: Config, log: Logger): ((e: AccessEntry) => 
       ? (who: Identity | undefined) => {
           if (!who) return undefined;
           let h = hashes.get(who);
-          if (h === undefined) hashes.set(who, (h = hash('sha256', `wxgate-access-log\n${who.appid}\n${who.openid}`, 'base64url').slice(0, 16)));
+          if (h === undefined) hashes.set(who, (h = logUser(who.appid, who.openid)));
           return h;
         }
       : () => undefined;

@@ -194,7 +194,7 @@ function ownEndpoints(deps: AppDeps): Router {
   router.get(e.session, label('session'), h.session).all(e.session, label('session'), notAllowed('GET, HEAD'));
   router.post(e.logout, label('logout'), h.logout).all(e.logout, label('logout'), notAllowed('POST'));
   router
-    .post(e.decrypt, label('decrypt'), decryptHandler({ config, sessions, current: h.current }))
+    .post(e.decrypt, label('decrypt'), decryptHandler({ config, sessions, current: h.current, keys: h.keys, log: deps.log }))
     .all(e.decrypt, label('decrypt'), notAllowed('POST'));
   router
     .post(e.phone, label('phone'), phoneHandler({ config, sessions, wechat: deps.wechat, accessTokens: deps.accessTokens, current: h.current, log: deps.log }))
@@ -305,7 +305,7 @@ async function htmlErrors(ctx: Context, next: Next): Promise<void> {
     ctx.set('Content-Security-Policy', "default-src 'none'; style-src 'unsafe-inline'");
     ctx.type = 'text/html; charset=utf-8';
     const text = err.message.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-    ctx.body = `<!doctype html><html><head><meta charset="utf-8"><title>Login</title></head><body style="font:16px system-ui,sans-serif;max-width:32rem;margin:3rem auto"><h1>Login did not work</h1><p>${text}</p><p><code>${err.code}</code></p></body></html>`;
+    ctx.body = err.page ?? `<!doctype html><html><head><meta charset="utf-8"><title>Login</title></head><body style="font:16px system-ui,sans-serif;max-width:32rem;margin:3rem auto"><h1>Login did not work</h1><p>${text}</p><p><code>${err.code}</code></p></body></html>`;
   }
 }
 

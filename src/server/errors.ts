@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context } from 'koa';
+import { UserBlockedError } from '../session/controls.js';
 import { StoreUnavailableError } from '../session/types.js';
 import type { Logger } from './logger.js';
 
@@ -42,12 +43,13 @@ export const ERRORS = {
   ticket_expired: { status: 410, message: 'The QR code has expired; show a new one.' },
   payload_too_large: { status: 413, message: 'The request body is too large.' },
   unsupported_media_type: { status: 415, message: 'The body must be JSON (Content-Type: application/json).' },
-  wechat_rate_limited: { status: 429, message: 'WeChat is rate limiting logins for this app; retry later.' },
+  wechat_rate_limited: { status: 429, message: "WeChat limits how often one user may log in (100 times a minute); retry after the time in Retry-After." },
   rate_limited: { status: 429, message: 'Too many requests from this address; retry after the time in Retry-After.' },
   internal_error: { status: 500, message: 'Internal error.' },
   wechat_error: { status: 502, message: 'WeChat returned an unexpected answer.' },
   upstream_unavailable: { status: 502, message: 'The upstream service could not be reached.' },
   wechat_unavailable: { status: 503, message: 'WeChat is unavailable or busy; retry later.' },
+  wechat_quota_exceeded: { status: 503, message: "WeChat's daily API quota for this app is used up; retry later." },
   session_store_unavailable: { status: 503, message: 'The session store is unavailable; retry later (your session is kept).' },
   not_ready: { status: 503, message: 'Not ready.' },
   wechat_timeout: { status: 504, message: 'WeChat did not answer in time; retry later.' },
@@ -62,10 +64,12 @@ export class GatewayError extends Error {
   readonly headers?: Record<string, string>;
   /** Extra detail for the log line only; never sent to the client. */
   readonly detail?: Record<string, unknown>;
+  /** A whole HTML page for a browser that navigates (Accept: text/html), instead of the generic error page. */
+  readonly page?: string;
 
   constructor(
     code: ErrorCode,
-    opts: { message?: string; headers?: Record<string, string>; detail?: Record<string, unknown>; cause?: unknown } = {},
+    opts: { message?: string; headers?: Record<string, string>; detail?: Record<string, unknown>; page?: string; cause?: unknown } = {},
   ) {
     super(opts.message ?? ERRORS[code].message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'GatewayError';
@@ -73,6 +77,7 @@ export class GatewayError extends Error {
     this.status = ERRORS[code].status;
     this.headers = opts.headers;
     this.detail = opts.detail;
+    this.page = opts.page;
   }
 }
 
@@ -87,6 +92,7 @@ export function toGatewayError(err: unknown, log: Logger, route: string | undefi
     log.warn({ err: err.message, route }, 'session store unavailable');
     return new GatewayError('session_store_unavailable', { headers: { 'Retry-After': '1' } });
   }
+  if (err instanceof UserBlockedError) return new GatewayError('user_blocked', { message: err.message });
   if ((err as { status?: number }).status === 405) return new GatewayError('method_not_allowed');
   log.error({ err, route }, 'request failed');
   return new GatewayError('internal_error');
@@ -132,8 +138,9 @@ export function sendError(req: IncomingMessage, res: ServerResponse, err: unknow
 }
 
 /**
- * How a failed WeChat call is answered: timeouts 504, unreachable or busy (-1) 503, rate limited (45011)
- * 429, an unreadable answer 502; the errcodes `byErrcode` names as those; any other errcode 502.
+ * How a failed WeChat call is answered: timeouts 504, unreachable or busy (-1) 503, rate limited (45011,
+ * WeChat's per-minute limit) 429, the app's daily API quota used up (45009) 503 wechat_quota_exceeded,
+ * an unreadable answer 502; the errcodes `byErrcode` names as those; any other errcode 502.
  */
 export function wechatErrorFor(err: { kind: string; errcode?: number }, byErrcode: Readonly<Record<number, ErrorCode>> = {}): ErrorCode {
   if (err.kind === 'timeout') return 'wechat_timeout';
@@ -141,5 +148,14 @@ export function wechatErrorFor(err: { kind: string; errcode?: number }, byErrcod
   if (err.kind === 'bad_response' || err.errcode === undefined) return 'wechat_error';
   if (err.errcode === -1) return 'wechat_unavailable';
   if (err.errcode === 45011) return 'wechat_rate_limited';
+  if (err.errcode === 45009) return 'wechat_quota_exceeded';
   return byErrcode[err.errcode] ?? 'wechat_error';
+}
+
+/**
+ * Retry-After for WeChat's 45011 ("api minute-quota reach limit, must slower, retry next minute"): the
+ * seconds to the next minute boundary (1-60), when WeChat's per-minute count starts again.
+ */
+export function nextMinuteRetryAfter(now = Date.now()): string {
+  return String(Math.ceil((60_000 - (now % 60_000)) / 1000));
 }

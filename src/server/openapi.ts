@@ -36,7 +36,7 @@ const NO_STORE = { description: 'The answer is never cached.', required: true, s
 /** The request body could not be read as a JSON object of the allowed size. */
 const BODY_ERRORS: ErrorCode[] = ['bad_request', 'invalid_json', 'payload_too_large', 'unsupported_media_type'];
 /** A WeChat call that failed in a passing or unexpected way. */
-const WECHAT_ERRORS: ErrorCode[] = ['wechat_error', 'wechat_unavailable', 'wechat_timeout'];
+const WECHAT_ERRORS: ErrorCode[] = ['wechat_error', 'wechat_unavailable', 'wechat_quota_exceeded', 'wechat_timeout'];
 /** Anything that reads or writes the session (or web) store, and anything at all. */
 const ALWAYS: ErrorCode[] = ['session_store_unavailable', 'internal_error'];
 
@@ -189,9 +189,11 @@ export function openapiDocument(config: Config): object {
     id: 'getSession',
     tag: 'session',
     summary: 'The current session (the server side of wx.checkSession())',
+    description: 'With `verify=wechat` (mini-program sessions), WeChat is asked too whether the session_key the gateway holds is still the user\'s (wxa/checksession, answers kept a minute): `401 session_key_stale` when not.',
     security: sessionAuth,
+    parameters: [{ name: 'verify', in: 'query', required: false, description: 'Also ask WeChat whether the session_key is still valid.', schema: { type: 'string', enum: ['wechat'] } }],
     responses: { '200': ok('Who the session is, and for how long it lasts if unused.', ref('Session')) },
-    errors: ['unauthorized', ...ALWAYS],
+    errors: ['bad_request', 'unauthorized', 'session_key_stale', ...webSessions, 'app_not_allowed', ...WECHAT_ERRORS, 'wechat_rate_limited', ...ALWAYS].filter((c, i, all) => all.indexOf(c) === i) as ErrorCode[],
   }));
 
   add(e.logout, 'post', operation({
@@ -216,12 +218,13 @@ export function openapiDocument(config: Config): object {
     tag: 'mini-program',
     summary: 'Decrypt WeChat open data with the session\'s session_key',
     description:
-      'wx.getUserProfile, wx.getWeRunData and the like: `encryptedData` and `iv` (and optionally `rawData` with its `signature`) opened with the user\'s current session_key, which never leaves the gateway. The watermark is checked (this app, with a timestamp) and left out of `data`.',
+      'wx.getWeRunData, share and group info and the like (not avatar and nickname: wx.getUserProfile has returned no real profile since 2022; use the chooseAvatar / nickname components): `encryptedData` and `iv` (and optionally `rawData` with its `signature`) opened with the user\'s current session_key, which never leaves the gateway. The watermark is checked (this app, with a timestamp) and left out of `data`.',
     security: sessionAuth,
     parameters: csrfHeader,
     requestBody: jsonBody(ref('DecryptRequest')),
     responses: { '200': ok('The decrypted data.', ref('DecryptResponse')) },
     errors: ['unauthorized', 'session_key_stale', ...csrf, ...webSessions, ...BODY_ERRORS, 'invalid_request', 'decrypt_failed', 'watermark_mismatch', 'signature_invalid', ...ALWAYS],
+    // (a failed decryption asks WeChat whether the key is still valid; when WeChat cannot say, the decryption error stands)
   }));
 
   add(e.phone, 'post', operation({
@@ -314,6 +317,11 @@ export function openapiDocument(config: Config): object {
           { name: 'state', in: 'query', required: true, description: 'The state sent to WeChat by authorize.', schema: STRING },
         ],
         responses: {
+          '200': {
+            description: 'Loaded inside an iframe (Sec-Fetch-Dest: iframe; the embedded QR with self_redirect=true): a small page that sends the top window to this same URL, where the login ends; the code is not spent in the frame.',
+            headers: { 'Cache-Control': NO_STORE },
+            content: { 'text/html': { schema: STRING } },
+          },
           '302': {
             description: 'Logged in: to the redirect approved at authorize.',
             headers: {

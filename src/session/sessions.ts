@@ -1,6 +1,8 @@
 import { LRUCache } from 'lru-cache';
 import type { Metrics } from '../metrics/metrics.js';
+import type { RevokedSessions, RevokeReason } from '../events/events.js';
 import { accountId } from './accounts.js';
+import { UserBlockedError, type AccountControls, type Device } from './controls.js';
 import { hashToken, newToken } from './tokens.js';
 import { keptE164, type Flow, type Identity, type KeptPhone, type SessionRecord, type SessionStore } from './types.js';
 
@@ -23,6 +25,12 @@ interface Logger {
   warn(obj: object, msg: string): void;
 }
 
+/** Who hears of sessions made and ended (the login events, events/events.ts); never waits, never throws. */
+export interface SessionEventSink {
+  sessionCreated(session: ActiveSession): void;
+  sessionsRevoked(data: RevokedSessions): void;
+}
+
 /** A session as the request path sees it. */
 export interface ActiveSession extends SessionRecord {
   tokenHash: string;
@@ -41,8 +49,15 @@ export class Sessions {
   private readonly negative?: LRUCache<string, true>;
   /** store reads in flight: concurrent checks of one uncached token share one read */
   private readonly reads = new Map<string, Promise<ActiveSession | undefined>>();
+  /**
+   * Account controls (blocks, audit trail, devices), when the gateway runs them: a blocked user gets no
+   * session, and each new session's device and login are recorded.
+   */
+  controls?: AccountControls;
   /** the lookup counter's series, looked up once instead of per request */
   private readonly lookups: Record<'lru' | 'store' | 'negative' | 'miss' | 'error', { inc(): void }>;
+  /** told of every session made and ended here (config `events`), when set */
+  events?: SessionEventSink;
 
   constructor(
     readonly store: SessionStore,
@@ -84,9 +99,15 @@ export class Sessions {
   /**
    * Creates a session for a user who just logged in; returns the token to hand to the client. Without a
    * sessionKey (web logins: OAuth gives none) the user's current session_key, if any, stays as it is.
-   * `flow` is how the session was made: it decides which endpoints it may use (see Flow).
+   * `flow` is how the session was made: it decides which endpoints it may use (see Flow). `device` is
+   * the request's (user agent, client IP), for the device list and the audit trail.
+   *
+   * With account controls, a blocked user gets no session: UserBlockedError (403 user_blocked). The
+   * block is checked before the session is written and again after (a block set meanwhile ends it).
    */
-  async create(identity: Identity, sessionKey: string | undefined, flow: Flow): Promise<{ token: string; session: ActiveSession }> {
+  async create(identity: Identity, sessionKey: string | undefined, flow: Flow, device: Device = {}): Promise<{ token: string; session: ActiveSession }> {
+    const controls = this.controls;
+    if (controls) await this.refuseBlocked(controls, identity, flow, device);
     // a login WeChat gives no unionid stays with the person an earlier login of the identity linked it to
     const unionid = identity.unionid || (await this.store.linkedUnionid(identity.appid, identity.openid));
     const now = this.now();
@@ -102,7 +123,7 @@ export class Sessions {
       expiresAt,
       idleExpiresAt: Math.min(now + this.opts.ttl, expiresAt),
     };
-    await this.store.create(tokenHash, record, sessionKey, { maxPerUser: this.opts.maxPerUser });
+    const evicted = await this.store.create(tokenHash, record, sessionKey, { maxPerUser: this.opts.maxPerUser });
     // the phone number the user granted earlier (another session, another device) is theirs in this one
     // too; read after the session is written, so a grant meanwhile either is read here or invalidates it
     const phone = await this.store.getPhone(identity.appid, identity.openid).then(
@@ -110,11 +131,31 @@ export class Sessions {
       () => null, // not known just now: the session is not cached, the request path reads it from the store
     );
     const session: ActiveSession = { ...record, ...(phone ? { phone: keptE164(phone) } : {}), tokenHash, accountId: accountId(record) };
+    if (controls) {
+      if (await controls.blocked(identity)) {
+        await this.store.revoke(tokenHash);
+        await this.refuseBlocked(controls, identity, flow, device);
+      }
+      await controls.recordDevice(identity, tokenHash, device, expiresAt);
+      await controls.audit({ event: 'login', appid: identity.appid, openid: identity.openid, flow, session: tokenHash, ...device });
+    }
+    if (this.events) {
+      this.events.sessionCreated(session);
+      const who = { appid: record.appid, openid: record.openid, user_id: session.accountId };
+      if (evicted.length > 0) this.events.sessionsRevoked({ ...who, sessions: evicted, count: evicted.length, reason: 'evicted' });
+    }
     // (a fresh 256-bit token cannot have been looked up before; kept correct all the same)
     this.negative?.delete(tokenHash);
     this.reads.delete(tokenHash);
     if (phone !== null) this.cache?.set(tokenHash, session);
     return { token, session };
+  }
+
+  private async refuseBlocked(controls: AccountControls, identity: Identity, flow: Flow, device: Device): Promise<void> {
+    const block = await controls.blocked(identity);
+    if (!block) return;
+    await controls.audit({ event: 'login_failed', appid: identity.appid, openid: identity.openid, flow, error: 'user_blocked', by: 'gateway', ...device });
+    throw new UserBlockedError(block);
   }
 
   /**
@@ -199,27 +240,29 @@ export class Sessions {
   }
 
   /** Kills one session on this replica at once (and, through the store, everywhere). */
-  async revoke(token: string): Promise<boolean> {
+  async revoke(token: string, reason: RevokeReason = 'logout'): Promise<boolean> {
     const tokenHash = hashToken(token);
+    // with events, whose session it was (a logout reads it once more; nothing else does)
+    const was = this.events ? (this.cache?.get(tokenHash) ?? (await this.store.get(tokenHash).catch(() => undefined))) : undefined;
+    this.cache?.delete(tokenHash);
+    this.reads.delete(tokenHash);
+    const done = await this.store.revoke(tokenHash);
+    if (done && was) this.events?.sessionsRevoked({ appid: was.appid, openid: was.openid, user_id: accountId(was), sessions: [tokenHash], count: 1, reason });
+    return done;
+  }
+
+  /** Kills one session by its id (the token's hash, as the admin API lists it) on this replica at once and everywhere. */
+  async revokeById(tokenHash: string): Promise<boolean> {
     this.cache?.delete(tokenHash);
     this.reads.delete(tokenHash);
     return this.store.revoke(tokenHash);
   }
 
   /** Kills every session of a user, on every replica. */
-  async revokeAll(who: { appid: string; openid: string }): Promise<number> {
-    return this.store.revokeAll(who.appid, who.openid);
-  }
-
-  /**
-   * Kills every session of every identity of an account (accounts.ts), on every replica. Returns the
-   * identities and how many sessions were ended.
-   */
-  async revokeAccount(id: string): Promise<{ identities: Identity[]; revoked: number }> {
-    const identities = await this.store.identities(id);
-    let revoked = 0;
-    for (const who of identities) revoked += await this.store.revokeAll(who.appid, who.openid);
-    return { identities, revoked };
+  async revokeAll(who: { appid: string; openid: string; accountId?: string }, reason: RevokeReason = 'logout_all'): Promise<number> {
+    const n = await this.store.revokeAll(who.appid, who.openid);
+    this.events?.sessionsRevoked({ appid: who.appid, openid: who.openid, ...(who.accountId ? { user_id: who.accountId } : {}), count: n, reason });
+    return n;
   }
 
   /** Seconds until the session ends if the user stays idle from now. */

@@ -73,7 +73,7 @@ export interface SessionStore {
   readonly kind: 'memory' | 'redis';
   /**
    * Saves a new session under `tokenHash`, records it in the user's index, sets the user's current
-   * session_key (WeChat rotates it at every login), and revokes the user's oldest sessions beyond
+   * session_key (the one WeChat gave this login: WeChat may rotate it at a login, not at every one), and revokes the user's oldest sessions beyond
    * `maxPerUser`. Returns the hashes of sessions revoked that way.
    */
   create(tokenHash: string, record: SessionRecord, sessionKey: string | undefined, opts: { maxPerUser: number }): Promise<string[]>;

@@ -5,6 +5,7 @@ import getRawBody from 'raw-body';
 import { mpQrApp, type Config } from '../config/schema.js';
 import { GatewayError, wechatErrorFor } from '../server/errors.js';
 import type { Metrics } from '../metrics/metrics.js';
+import { deviceOf } from '../session/controls.js';
 import type { Sessions } from '../session/sessions.js';
 import type { Identity } from '../session/types.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
@@ -155,7 +156,7 @@ export function mpQrHandlers(deps: {
       const answer = await web.store.claimTicket(id, h, Date.now());
       switch (answer.status) {
         case 'confirmed': {
-          const { token, session } = await sessions.create(await withUnionid(answer.who), undefined, 'mpqr');
+          const { token, session } = await sessions.create(await withUnionid(answer.who), undefined, 'mpqr', deviceOf(ctx.req, trust));
           web.setSession(ctx, token);
           log.info({ appid: answer.who.appid }, 'follow-QR login: browser logged in');
           ctx.body = { status: 'confirmed', expires_in: sessions.expiresIn(session) };

@@ -1,12 +1,15 @@
-import { hash } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import type { Context } from 'koa';
+import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
 import type { CodeOnce, Exchanged } from '../login/code-once.js';
-import { GatewayError, wechatErrorFor, type ErrorCode } from '../server/errors.js';
+import { deviceOf, type Device } from '../session/controls.js';
+import { GatewayError, nextMinuteRetryAfter, wechatErrorFor, type ErrorCode } from '../server/errors.js';
 import type { Sessions } from '../session/sessions.js';
 import type { WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';
 import type { WebContext } from './context.js';
+import { snapshotPage } from './snapshot.js';
 import { allowedRedirect, type Provider } from './state.js';
 
 interface Logger {
@@ -87,6 +90,7 @@ export function oauthFlows(config: Config, oauthBase: string): Flow[] {
 export function oauthHandlers(deps: { config: Config; web: WebContext; sessions: Sessions; wechat: WechatClient; codeOnce: CodeOnce; log: Logger }) {
   const { config, web, sessions, wechat, codeOnce, log } = deps;
   const { publicUrl, redirects } = config.web!;
+  const trust = proxyaddr.compile([...config.server.trustedProxies]);
 
   /**
    * The embedded QR (wxLogin.js style, website login only): the site shows the QR inside its own page
@@ -208,7 +212,7 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
   }
 
   /** Spends the code at WeChat and makes the session (at most once per code, see code-once.ts). */
-  async function exchange(flow: Flow, code: string): Promise<Exchanged> {
+  async function exchange(flow: Flow, code: string, device: Device): Promise<Exchanged> {
     try {
       const granted = await wechat.oauth2AccessToken(flow.appid, code);
       if (granted.isSnapshotuser) {
@@ -223,12 +227,14 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
           log.warn({ appid: flow.appid, err: (err as Error).message }, 'sns/userinfo failed; the session has no unionid');
         }
       }
-      const { token } = await sessions.create({ appid: flow.appid, openid: granted.openid, ...(unionid ? { unionid } : {}) }, undefined, flow.provider);
+      const { token } = await sessions.create({ appid: flow.appid, openid: granted.openid, ...(unionid ? { unionid } : {}) }, undefined, flow.provider, device);
       return { token };
     } catch (err) {
       if (!(err instanceof WechatError)) throw err;
       const error = oauthErrorFor(err);
       log.warn({ appid: flow.appid, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg }, 'WeChat refused the web login');
+      // the openid is not known: the audit line only, no user history
+      await sessions.controls?.audit({ event: 'login_failed', appid: flow.appid, flow: flow.provider, error, ...(err.errcode !== undefined ? { errcode: err.errcode } : {}), ...device });
       return { error, final: FINAL.has(error) };
     }
   }
@@ -236,6 +242,9 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
   function callback(flow: Flow) {
     return async function callback(ctx: Context): Promise<void> {
       ctx.set('Cache-Control', 'no-store');
+      // the URL carries the code: no page this navigation ends on learns it from a Referer
+      ctx.set('Referrer-Policy', 'no-referrer');
+      if (ctx.get('sec-fetch-dest') === 'iframe') return toTopWindow(ctx);
       const stateCookie = web.cookies.read(ctx.get('cookie'), web.cookies.state);
       const verified = await web.states.verify(flow.provider, ctx.query.state, stateCookie);
       if (!verified) {
@@ -257,19 +266,44 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
       if (first !== undefined && first !== codeMark) throw new GatewayError('state_used');
       // The remembered session goes only to this state (so this browser) again: the same code in anyone
       // else's login, even with a fresh state of their own, is refused (no code injection).
-      const outcome = await codeOnce(flow.appid, code, () => exchange(flow, code), { flow: flow.provider, holder: verified.nonce });
+      const outcome = await codeOnce(flow.appid, code, () => exchange(flow, code, deviceOf(ctx.req, trust)), { flow: flow.provider, holder: verified.nonce });
       if ('error' in outcome) {
         const error = outcome.error as ErrorCode;
-        if (error === 'login_denied') throw new GatewayError(error, { message: 'Open this page in WeChat itself (not as a Moments snapshot) to log in.' });
+        if (error === 'login_denied') throw new GatewayError(error, { message: 'Open this page in WeChat itself (not as a Moments snapshot) to log in.', page: snapshotPage(`${publicUrl}/oauth/${flow.provider}/authorize?redirect=${encodeURIComponent(verified.redirect)}`) });
         if (error === 'state_used') throw new GatewayError(error, { message: 'This login code was already used by another login; start the login again.' });
-        throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': '1' } } : {});
+        throw new GatewayError(error, error === 'wechat_rate_limited' ? { headers: { 'Retry-After': nextMinuteRetryAfter() } } : {});
       }
       const session = await sessions.authenticate(outcome.token);
       if (!session) throw new GatewayError('code_used', { message: 'This login has ended since (logged out); start the login again.' });
       web.setSession(ctx, outcome.token);
       log.info({ appid: flow.appid, flow: flow.provider }, 'web login');
-      ctx.redirect(verified.redirect);
+      // approved at authorize (and MAC'd into the state); checked again by the same rule, in case
+      // web.redirects changed since
+      ctx.redirect(allowedRedirect(verified.redirect, redirects, publicUrl) ?? '/');
     };
+  }
+
+  /**
+   * The callback loaded inside an iframe (the embedded QR with self_redirect=true: WeChat's frame goes
+   * to redirect_uri itself). Browsers do not send SameSite=Lax cookies on a navigation another site
+   * (WeChat) started in a frame, nor take the session cookie from its answer, so the login cannot end
+   * there: the frame sends the top window to this same URL (a page of the top's own origin may), where
+   * the state cookie comes along and the login ends as any other. The code is not spent in the frame.
+   * Without script, or when the top window is of another origin (no top navigation without a click),
+   * a link to click.
+   */
+  function toTopWindow(ctx: Context): void {
+    const nonce = randomBytes(16).toString('base64');
+    const target = ctx.originalUrl;
+    const js = JSON.stringify(target).replace(/</g, '\\u003c');
+    const attr = target.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+    ctx.set('Content-Security-Policy', `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'`);
+    ctx.set('X-Content-Type-Options', 'nosniff');
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.body = `<!doctype html><html><head><meta charset="utf-8"><title>Login</title></head><body style="font:16px system-ui,sans-serif;text-align:center">
+<p><a id="continue" href="${attr}" target="_top">Continue / 继续</a></p>
+<script nonce="${nonce}">try { window.top.location.replace(${js}); } catch (e) {}</script>
+</body></html>`;
   }
 
   return { authorize, callback, entry };

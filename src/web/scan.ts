@@ -1,6 +1,8 @@
 import { hash, randomBytes } from 'node:crypto';
 import type { Context } from 'koa';
+import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
+import { deviceOf } from '../session/controls.js';
 import { GatewayError, wechatErrorFor } from '../server/errors.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
@@ -66,6 +68,7 @@ export function scanHandlers(deps: {
   const { config, web, sessions, wechat, accessTokens, current, log, draining } = deps;
   const scan = config.web!.scan!;
   const app = scan.app ?? config.wechat.apps[0]!.appid;
+  const trust = proxyaddr.compile([...config.server.trustedProxies]);
 
   function ticketOf(ctx: Context): string {
     const id = String(ctx.params.id ?? '');
@@ -161,7 +164,7 @@ export function scanHandlers(deps: {
       const answer = await web.store.claimTicket(id, h, Date.now());
       switch (answer.status) {
         case 'confirmed': {
-          const { token, session } = await sessions.create(answer.who, undefined, 'scan');
+          const { token, session } = await sessions.create(answer.who, undefined, 'scan', deviceOf(ctx.req, trust));
           web.setSession(ctx, token);
           log.info({ appid: answer.who.appid }, 'scan-to-login: browser logged in');
           ctx.body = { status: 'confirmed', expires_in: sessions.expiresIn(session) };

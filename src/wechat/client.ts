@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import type { Metrics } from '../metrics/metrics.js';
@@ -88,6 +89,37 @@ export class WechatClient {
       throw new WechatError('bad_response', 'getuserphonenumber', undefined, 'no phone_info in the answer');
     }
     return { phoneNumber, purePhoneNumber, countryCode };
+  }
+
+  /**
+   * `GET wxa/checksession`: whether WeChat still takes `sessionKey` as the user's current session_key
+   * (a later wx.login, or its expiry, replaces it). The key is never sent: only the login state signature,
+   * hmac_sha256(key: session_key, message: ""), in hex. True for errcode 0, false for 87009 (invalid
+   * signature: the key is no longer the user's); anything else throws. Safe to retry (it changes nothing).
+   */
+  async checkSessionKey(accessToken: string, openid: string, sessionKey: string): Promise<boolean> {
+    const signature = loginStateSignature(sessionKey);
+    const query = new URLSearchParams({ access_token: accessToken, openid, signature, sig_method: 'hmac_sha256' });
+    try {
+      await this.call('checksession', `/wxa/checksession?${query}`, [], [accessToken, signature, sessionKey]);
+      return true;
+    } catch (err) {
+      if (err instanceof WechatError && err.errcode === 87009) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * `GET wxa/resetusersessionkey`: WeChat replaces the user's session_key (given as its signature, as for
+   * checksession), so the old one stops working; answers the new one, which keeps the old one's expiry.
+   * 87009 when `sessionKey` is not the user's current one. Never retried (WeChat limits resets per user).
+   */
+  async resetUserSessionKey(accessToken: string, openid: string, sessionKey: string): Promise<{ openid: string; sessionKey: string }> {
+    const signature = loginStateSignature(sessionKey);
+    const query = new URLSearchParams({ access_token: accessToken, openid, signature, sig_method: 'hmac_sha256' });
+    const data = await this.call('resetusersessionkey', `/wxa/resetusersessionkey?${query}`, ['session_key'], [accessToken, signature, sessionKey]);
+    if (data.openid !== undefined && data.openid !== openid) throw new WechatError('bad_response', 'resetusersessionkey', undefined, 'the answer is about another openid');
+    return { openid, sessionKey: data.session_key as string };
   }
 
   /**
@@ -336,6 +368,14 @@ function tokenAnswer(data: Record<string, unknown>, api: string): AccessTokenAns
   const expiresIn = Number(data.expires_in);
   if (!Number.isFinite(expiresIn) || expiresIn <= 0) throw new WechatError('bad_response', api, undefined, 'no expires_in in the answer');
   return { accessToken: data.access_token as string, expiresIn };
+}
+
+/**
+ * WeChat's user login state signature for a GET (an empty body): hmac_sha256 keyed with the session_key
+ * as it is given (the base64 text, not its bytes), hex.
+ */
+export function loginStateSignature(sessionKey: string, body = ''): string {
+  return createHmac('sha256', sessionKey).update(body).digest('hex');
 }
 
 /** WeChat's errmsg without any of the given values (the secret, the code); values under 4 characters are no secret. */

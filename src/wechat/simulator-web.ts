@@ -16,7 +16,8 @@ import { simulatedOpenid, simulatedUnionid } from './simulator.js';
  *        What the page submits, also callable directly by tests (flow defaults to qrconnect for scope
  *        snsapi_login, oauth2 otherwise; the same checks apply): 302 to `redirect_uri?code=CODE&state=STATE`
  *        (denied: `redirect_uri?state=STATE`, as the website flow does). Codes are single use, live
- *        5 minutes and belong to the appid.
+ *        5 minutes (10 for the website login) and belong to the appid. With login_type=jssdk (the
+ *        embedded QR in an iframe) the page sends the top window back, unless self_redirect=true.
  * APIs (api.weixin.qq.com), JSON as WeChat answers it:
  *   GET /sns/oauth2/access_token?appid&secret&code&grant_type=authorization_code
  *        → { access_token, expires_in: 7200, refresh_token, openid, scope, unionid?, is_snapshotuser? }
@@ -71,7 +72,8 @@ const ERRMSG: Record<number, string> = {
   48001: 'api unauthorized',
 };
 
-const CODE_LIFE = 5 * 60 * 1000;
+/** As WeChat: an Official Account OAuth code lives 5 minutes, a website login (qrconnect) code 10. */
+const CODE_LIFE = { oauth2: 5 * 60 * 1000, qrconnect: 10 * 60 * 1000 };
 const TOKEN_LIFE_S = 7200;
 const REFRESH_LIFE = 30 * 24 * 3600 * 1000;
 /** Expired tokens are remembered this long more, to answer 42001 rather than 40001. */
@@ -171,13 +173,15 @@ export function createWebApis(opts: WebApiOptions) {
     const r = authRequest(q, website);
     if (!('redirect' in r)) return errorPage(res, r);
     const user = q.get('user') ?? 'webuser';
+    // the embedded QR (wxLogin.js: login_type=jssdk) in an iframe sends the top window back, unless self_redirect=true
+    const topWindow = website && q.get('login_type') === 'jssdk' && q.get('self_redirect') !== 'true';
     const hidden = (['appid', 'redirect_uri', 'response_type', 'scope', 'state'] as const)
       .map((k) => `<input type="hidden" name="${k}" value="${esc(q.get(k) ?? '')}">`)
       .join('') + `<input type="hidden" name="flow" value="${website ? 'qrconnect' : 'oauth2'}">`;
     html(res, 200, website ? 'WeChat website login (simulator)' : 'WeChat authorization (simulator)', `
 <h1>${website ? 'Log in with WeChat' : 'Authorize'} (WeChat simulator)</h1>
 <p><code id="appid">${esc(r.appid)}</code> asks for <code id="scope">${esc(r.scope)}</code>.</p>
-<form id="approve" method="get" action="/connect/approve">${hidden}
+<form id="approve" method="get" action="/connect/approve"${topWindow ? ' target="_top"' : ''}>${hidden}
 <label>User <input id="user" name="user" value="${esc(USER.test(user) ? user : 'webuser')}" pattern="[A-Za-z0-9_\\-]{1,64}" required
  oninput="document.getElementById('who').textContent=this.value"></label>
 <button id="approve-button" type="submit">Approve as <span id="who">${esc(USER.test(user) ? user : 'webuser')}</span></button>
@@ -196,7 +200,7 @@ export function createWebApis(opts: WebApiOptions) {
       const t = now();
       sweep(codes, t);
       const code = randomBytes(16).toString('base64url');
-      codes.set(code, { appid: r.appid, user, scope: r.scope, expiresAt: t + CODE_LIFE, used: false });
+      codes.set(code, { appid: r.appid, user, scope: r.scope, expiresAt: t + CODE_LIFE[r.scope === 'snsapi_login' ? 'qrconnect' : 'oauth2'], used: false });
       target.searchParams.set('code', code);
     }
     target.searchParams.set('state', r.state);

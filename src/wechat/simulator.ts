@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { devEncrypt } from './simulator-encrypt.js';
@@ -14,7 +14,7 @@ import { createWebApis } from './simulator-web.js';
  * (`alice.1` and `alice.2` are two logins of alice; `alice` alone is alice too). Codes are single-use
  * per appid for 5 minutes (40163 the second time), as at WeChat. Users whose name starts with "union"
  * also get a unionid, the same in every app. Codes that ask for trouble:
- *   fail-<errcode>      that errcode, every time (fail-40029, fail-45011, fail-40226, fail--1, ...)
+ *   fail-<errcode>      that errcode, every time (fail-40029, fail-45011, fail-45009, fail-40226, fail--1, ...)
  *   slow-<ms>[.x]       answers normally after <ms> (at most 60000)
  *   html                a 502 HTML error page
  *   garbage             200 with a body that is not JSON
@@ -22,6 +22,9 @@ import { createWebApis } from './simulator-web.js';
  *
  * `POST /dev/encrypt` (not a WeChat API) makes open data (encryptedData, iv, rawData, signature) with a
  * user's session_key from here: see simulator-encrypt.ts.
+ *
+ * `GET /wxa/checksession` and `GET /wxa/resetusersessionkey` check (and replace) a user's latest
+ * session_key here by its login state signature.
  *
  * `POST /cgi-bin/stable_token`, `GET /cgi-bin/token` and `POST /wxa/business/getuserphonenumber`
  * (codes "phone-<digits>", "fail-<errcode>"): see simulator-token.ts.
@@ -38,7 +41,7 @@ import { createWebApis } from './simulator-web.js';
  * signed (and, per `mp.encrypt`, encrypted) subscribe / SCAN event to the gateway's server URL.
  */
 export const SIMULATOR_CODES = `Codes: any "<user>.<n>" logs <user> in (single use; users "union*" get a unionid);
-  fail-<errcode> (fail-40029, fail-45011, fail-40226, fail--1), slow-<ms>, html, garbage, nojson-openid.
+  fail-<errcode> (fail-40029, fail-45011, fail-45009, fail-40226, fail--1), slow-<ms>, html, garbage, nojson-openid.
   Web logins: /connect/oauth2/authorize and /connect/qrconnect show an "Approve as <user>" page.`;
 
 export interface SimulatorOptions {
@@ -57,12 +60,18 @@ const ERRMSG: Record<number, string> = {
   40029: 'invalid code',
   40163: 'code been used',
   45011: 'api minute-quota reach limit  mustslower  retry next minute',
+  45009: 'reach max api daily quota limit',
   40226: 'invalid user, high-risk user',
   40013: 'invalid appid',
   40125: 'invalid appsecret',
   41002: 'appid missing',
   41004: 'appsecret missing',
   41008: 'missing code',
+  40001: 'invalid credential, access_token is invalid or not latest',
+  41001: 'access_token missing',
+  40003: 'invalid openid',
+  87008: 'invalid sig_method',
+  87009: 'invalid signature',
 };
 
 const USED_CODE_LIFE = 5 * 60 * 1000;
@@ -81,7 +90,7 @@ export function simulatedUnionid(user: string): string {
   return `o${sha256(`unionid:${user}`).toString('base64url').slice(0, 27)}`;
 }
 
-/** The session_key the simulator gives the login with `code` in `appid` (WeChat rotates it at every login). */
+/** The session_key the simulator gives the login with `code` in `appid` (a new one per code: WeChat may rotate it at a login; the simulator always does). */
 export function simulatedSessionKey(appid: string, code: string): string {
   return sha256(`session_key:${appid}:${code}`).subarray(0, 16).toString('base64');
 }
@@ -154,7 +163,7 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
     if (!firstUse(appid, code, Date.now())) return error(res, 40163);
 
     const user = simulatedUser(code);
-    // WeChat rotates session_key on every login: derived from the code, not the user.
+    // WeChat may rotate session_key at a login; the simulator always does (the harder case): derived from the code, not the user.
     const sessionKey = simulatedSessionKey(appid, code);
     const openid = simulatedOpenid(appid, user);
     latestKeys.delete(`${appid}:${openid}`);
@@ -167,10 +176,33 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
     });
   }
 
+  /**
+   * `GET /wxa/checksession` and `GET /wxa/resetusersessionkey` (access_token, openid, signature =
+   * hmac_sha256 keyed with the session_key over "", sig_method=hmac_sha256): 87009 unless the signature is
+   * made with the user's latest session_key here; 87008 for another sig_method. A reset gives the user a
+   * new random key, so the old one stops working, as at WeChat.
+   */
+  function sessionKeyApi(q: URLSearchParams, res: http.ServerResponse, reset: boolean): void {
+    const entry = tokenApis.checkToken(q.get('access_token'));
+    if ('errcode' in entry) return error(res, entry.errcode);
+    const openid = q.get('openid');
+    if (!openid) return error(res, 40003);
+    if (q.get('sig_method') !== 'hmac_sha256') return error(res, 87008);
+    const key = latestKeys.get(`${entry.appid}:${openid}`);
+    const expected = key === undefined ? undefined : createHmac('sha256', key).update('').digest('hex');
+    if (expected === undefined || q.get('signature') !== expected) return error(res, 87009);
+    if (!reset) return json(res, { errcode: 0, errmsg: 'ok' });
+    const fresh = randomBytes(16).toString('base64');
+    latestKeys.set(`${entry.appid}:${openid}`, fresh);
+    json(res, { errcode: 0, errmsg: 'ok', openid, session_key: fresh });
+  }
+
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://simulator');
     const answer = () => {
       if (req.method === 'GET' && url.pathname === '/sns/jscode2session') return jscode2session(url.searchParams, res);
+      if (req.method === 'GET' && url.pathname === '/wxa/checksession') return sessionKeyApi(url.searchParams, res, false);
+      if (req.method === 'GET' && url.pathname === '/wxa/resetusersessionkey') return sessionKeyApi(url.searchParams, res, true);
       if (req.method === 'POST' && url.pathname === '/dev/encrypt') {
         return devEncrypt(req, res, { apps: opts.apps, latestKeys, sessionKeyOf: simulatedSessionKey, openidOf: simulatedOpenid });
       }

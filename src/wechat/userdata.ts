@@ -1,7 +1,7 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /**
- * WeChat's "open data" (encryptedData / iv from wx.getUserInfo, wx.getUserProfile, getPhoneNumber, ...):
+ * WeChat's "open data" (encryptedData / iv from wx.getWeRunData, getPhoneNumber, wx.getUserProfile (a placeholder profile since 2022), ...):
  * AES-128-CBC with the user's session_key as key, PKCS#7 padding, everything base64. The plaintext is a
  * JSON object with `watermark: { appid, timestamp }`. Alongside comes `rawData` (JSON text) and
  * `signature = sha1(rawData + session_key)` in hex.

@@ -114,3 +114,29 @@ test('in the process: a taken admin port with the Redis store rejects the start,
   t.teardown(() => gw.close());
   t.is(gw.adminUrl, `http://127.0.0.1:${ports.admin}`);
 });
+
+test('server.workers: 2 with the main port taken: every worker fails, the primary stops and the process exits 1 naming the listener', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.close());
+  const [main, metrics] = await Promise.all([freePort(), freePort()]);
+  const squatter = await hold(main);
+  t.teardown(() => void squatter.close());
+  const raw = {
+    ...testConfig({ apiBase: 'http://127.0.0.1:1' }),
+    server: { host: '127.0.0.1', port: main, workers: 2 },
+    session: { store: 'redis', redis: { url: redis.url } },
+    metrics: { port: metrics },
+  };
+  const child = runCli(['--config', writeConfig(raw)]);
+  let err = '';
+  child.stderr!.on('data', (d) => (err += d));
+  const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+  t.teardown(() => clearTimeout(killer));
+  const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+  t.is(signal, null, `the process ended by itself: ${err}`);
+  t.is(code, 1, err);
+  t.regex(err, new RegExp(`^wxgate: cannot listen for requests on 127\\.0\\.0\\.1:${main}: address already in use \\(server\\.port\\)$`, 'm'));
+  t.regex(err, /worker \d exited \(code 1\) while starting/);
+  t.notRegex(err, /left open/);
+  t.is(await tryConnect(metrics), 'ECONNREFUSED', "the primary's metrics listener is closed too");
+});

@@ -18,6 +18,8 @@ export interface Upstream {
   seen: Seen[];
   /** Upstream requests whose client side went away before the answer was sent. */
   aborted: number;
+  /** While set, every request is recorded and answered with this status (a receiver that fails, then recovers). */
+  status?: number;
   close(): Promise<void>;
 }
 
@@ -34,6 +36,11 @@ export async function startUpstream(): Promise<Upstream> {
       const seen: Seen = { method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.concat(chunks).toString(), trailers: req.trailers };
       up.seen.push(seen);
       const path = req.url!.split('?')[0]!;
+      if (up.status !== undefined) {
+        res.writeHead(up.status, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ failing: up.status }));
+        return;
+      }
       const send = () => {
         const body = JSON.stringify({ ok: true, url: req.url, openid: req.headers['x-openid'] ?? null });
         res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-upstream': 'yes' });

@@ -95,11 +95,12 @@ test.serial('two replicas on one Redis share one budget per client IP; refused l
     t.true(metricValue(text, 'wxgate_rate_limited_total', { endpoint: 'login' }) >= 1);
     t.true(metricValue(text, 'wxgate_logins_total', { result: 'rate_limited' }) >= 1);
   }
-  // the counter lives in Redis, under the client's address, and expires with its window
-  const key = 'wxgate:rl:login:198.51.100.1';
-  t.is(await admin.get(key), String(PER_IP + 2));
+  // the bucket lives in Redis, under the client's address, empty now, and expires once it would be full again
+  const key = 'wxgate:rlb:login:198.51.100.1';
+  const tokens = Number(await admin.hget(key, 't'));
+  t.true(tokens >= 0 && tokens < 1, `tokens left ${tokens}`);
   const ttl = await admin.pttl(key);
-  t.true(ttl > 0 && ttl <= 60_000, `window left ${ttl} ms`);
+  t.true(ttl > 0 && ttl <= 60_000 + 1000, `kept for ${ttl} ms (a minute refills ${PER_IP})`);
 });
 
 test("a trusted proxy's X-Forwarded-For picks the client: the address the proxy appended, not what the client wrote", async (t) => {
@@ -128,7 +129,7 @@ test("an untrusted client's forged X-Forwarded-For (or X-Real-IP, Forwarded) doe
   ]) {
     assertLimited(t, await postLogin(direct, headers), `with ${JSON.stringify(headers)}`);
   }
-  t.is(await admin.get('direct:rl:login:127.0.0.1'), String(PER_IP + 5), 'every attempt counted against the socket peer');
+  t.deepEqual(await admin.keys('direct:rlb:login:*'), ['direct:rlb:login:127.0.0.1'], 'every attempt counted against the socket peer, none against a forged address');
 });
 
 test('IPv6 clients are counted per /64 (one subscriber holds a whole /64); IPv4-mapped addresses as IPv4', async (t) => {
@@ -147,22 +148,24 @@ test('IPv6 clients are counted per /64 (one subscriber holds a whole /64); IPv4-
   t.is(clientKey('fe80::1%eth0'), 'fe80:0:0:0::/64');
 });
 
-test('the memory store counts in the process; the window ends when Retry-After says', async (t) => {
-  const gw = await startTestGateway(testConfig({ apiBase: sim.url, limits: { login: { perIp: 2, window: '1s' } } }));
+test('the memory store counts in the process; a refused client may log in again when Retry-After says', async (t) => {
+  // 2 at once, then one every 3 s (slow enough that a busy machine does not refill it mid-test)
+  const gw = await startTestGateway(testConfig({ apiBase: sim.url, limits: { login: { perIp: 1, window: '3s', burst: 2 } } }));
   t.teardown(() => gw.close());
   t.is((await postLogin(gw)).status, 200);
   t.is((await postLogin(gw)).status, 200);
   const refused = await postLogin(gw);
-  assertLimited(t, refused, 'third login in the window');
-  t.is(refused.headers['retry-after'], '1');
+  assertLimited(t, refused, 'the third at once');
+  const retryAfter = Number(refused.headers['retry-after']);
+  t.true(retryAfter >= 1 && retryAfter <= 3, `Retry-After ${retryAfter}`);
   const started = Date.now();
   let status = 429;
-  while (status === 429 && Date.now() - started < 3000) {
+  while (status === 429 && Date.now() - started < retryAfter * 1000 + 4000) {
     await sleep(50);
     status = (await postLogin(gw)).status;
   }
-  t.is(status, 200, 'allowed again once the window is over');
-  t.true(Date.now() - started <= 2500, `after ${Date.now() - started} ms`);
+  t.is(status, 200, 'allowed again once a token is back');
+  t.true(Date.now() - started <= retryAfter * 1000 + 2500, `after ${Date.now() - started} ms (Retry-After ${retryAfter} s)`);
   t.true(metricValue(await scrape(gw.url), 'wxgate_rate_limited_total', { endpoint: 'login' }) >= 1);
 });
 
@@ -201,16 +204,55 @@ test.serial('Redis down: logins are not limited (fail open, logged once, counted
   t.true(gw.logs.some((l) => l.includes('login rate limit is counting again')));
 });
 
-test('limits.login is validated: defaults 20 per minute, 0 turns it off, nonsense refused with the key named', (t) => {
+test('limits.login is validated: defaults 600 a minute (burst = perIp), 0 turns it off, nonsense refused with the key named', (t) => {
   const base = { wechat: { apps: [{ appid: APPID, secret: 's' }] } };
   const c = buildConfig(base, 'x', {});
-  t.deepEqual(c.limits.login, { perIp: 20, window: 60_000 });
+  t.deepEqual(c.limits.login, { perIp: 600, window: 60_000 });
   t.is(buildConfig({ ...base, limits: { login: { perIp: 0 } } }, 'x', {}).limits.login.perIp, 0);
-  const err = t.throws(() => buildConfig({ ...base, limits: { login: { perIp: -1, window: '10ms', burst: 3 } } }, 'x', {}), {
+  t.is(buildConfig({ ...base, limits: { login: { perIp: 60, burst: 300 } } }, 'x', {}).limits.login.burst, 300);
+  const err = t.throws(() => buildConfig({ ...base, limits: { login: { perIp: -1, window: '10ms', burst: 0, per: 3 } } }, 'x', {}), {
     instanceOf: ConfigError,
   }) as ConfigError;
   const text = err.problems.join('\n');
   t.regex(text, /limits\.login\.perIp/);
   t.regex(text, /limits\.login\.window: must be at least 1000ms/);
-  t.regex(text, /limits\.login\.burst: unknown key/);
+  t.regex(text, /limits\.login\.burst/);
+  t.regex(text, /limits\.login\.per: unknown key/);
 });
+
+test('the default limit lets a busy address through: 600 phones behind one carrier-grade NAT (or a campus) log in at once; beyond it they are refused', async (t) => {
+  // the default limits.login, on the Redis store (as in production)
+  const gw = await startTestGateway({ ...testConfig({ apiBase: sim.url, session: redisSession(redis.url, 'cgnat:') }), limits: {} }, { logLevel: 'warn' });
+  t.teardown(() => gw.close());
+  const nat = { 'x-forwarded-for': '198.51.100.250' };
+  let ok = 0;
+  for (let batch = 0; batch < 30; batch++) {
+    const answers = await Promise.all(Array.from({ length: 20 }, () => postLogin(gw, nat, 'nat-phone')));
+    ok += answers.filter((r) => r.status === 200).length;
+  }
+  t.is(ok, 600, 'every one of 600 logins from one address in a few seconds');
+  // the bucket is empty now; it refills at 10 a second: of 200 more at once, those beyond the refill are refused
+  const more = await Promise.all(Array.from({ length: 200 }, () => postLogin(gw, nat, 'nat-phone')));
+  const refused = more.filter((r) => r.status === 429);
+  t.log(`${refused.length} of 200 more refused`);
+  t.true(refused.length > 0, 'the limit still holds beyond the burst');
+  assertLimited(t, refused[0]!, 'beyond the burst');
+});
+
+for (const store of ['memory', 'redis'] as const) {
+  test(`${store}: a token bucket: a burst at once, then perIp per window (not a fixed window)`, async (t) => {
+    // 12 a minute: one every 5 s (slow enough that a busy machine does not refill it mid-test); 5 at once
+    const gw = await startTestGateway(
+      testConfig({ apiBase: sim.url, ...(store === 'redis' ? { session: redisSession(redis.url, `bucket${codes}:`) } : {}), limits: { login: { perIp: 12, window: '1m', burst: 5 } } }),
+    );
+    t.teardown(() => gw.close());
+    for (let i = 0; i < 5; i++) t.is((await postLogin(gw)).status, 200, `burst login ${i + 1}`);
+    const refused = await postLogin(gw);
+    assertLimited(t, refused, 'the 6th at once');
+    const retryAfter = Number(refused.headers['retry-after']);
+    t.true(retryAfter >= 1 && retryAfter <= 5, `a token comes back within 5 s: Retry-After ${retryAfter}`);
+    await sleep(retryAfter * 1000 + 200);
+    t.is((await postLogin(gw)).status, 200, 'one token refilled when Retry-After said');
+    assertLimited(t, await postLogin(gw), 'but not two');
+  });
+}

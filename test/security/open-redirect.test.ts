@@ -151,3 +151,31 @@ test.serial('the real endpoint, end to end: the Location after the login is the 
     t.is(new URL(done.headers.location!, PUBLIC).origin, HOME);
   }
 });
+
+test.serial('the callback checks the redirect again by the same rule: one approved before web.redirects changed goes to "/"', async (t) => {
+  const STATE_SECRET = 'state-secret-0123456789-0123456789-abcdef';
+  const make = (redirects: string[]) =>
+    startTestGateway(
+      testConfig({
+        apiBase: sim.url,
+        wechat: { apiBase: sim.url, oauthBase: sim.url, timeout: '1s', apps: [{ appid: APPID, secret: SECRET }] },
+        web: { publicUrl: PUBLIC, stateSecret: STATE_SECRET, redirects, mp: { appid: MP, secret: MP_SECRET } },
+      }),
+    );
+  const before = await make(['/shop', 'https://shop.example.com']);
+  const after = await make(['/shop']);
+  try {
+    const b = new Browser(before.url);
+    const start = await b.go(`/oauth/mp/authorize?redirect=${encodeURIComponent('https://shop.example.com/welcome')}`);
+    t.is(start.status, 302);
+    const q = new URLSearchParams(new URL(start.headers.location!).search);
+    q.set('user', 'rules-changed');
+    const back = new URL((await request(sim.url, { path: `/connect/approve?${q}` })).headers.location!);
+    const done = await b.go(back.pathname + back.search, { base: after.url });
+    t.is(done.status, 302, done.text);
+    t.is(done.headers.location, '/');
+  } finally {
+    await before.close();
+    await after.close();
+  }
+});
