@@ -384,6 +384,44 @@ test("the number is the user's: granted in one session, every session of the use
   }
 });
 
+test('a block drops the kept number: after the unblock the user logs in without it, on every replica, and the next code goes to WeChat', async (t) => {
+  const s = await sim();
+  const up = await startUpstream();
+  const prefix = `p${++prefixes}:`;
+  const config = () =>
+    testConfig({
+      apiBase: s.url,
+      session: { store: 'redis', redis: { url: redis.url, keyPrefix: prefix }, cache: { ttl: '1h' } },
+      routes: [{ path: '/shop', upstream: up.url, forwardPhone: true }],
+      admin: { port: 0, token: ADMIN },
+    });
+  const a = await startTestGateway(config());
+  const b = await startTestGateway(config());
+  const admin = (gw: TestGateway, method: string, path: string) => request(gw.adminUrl!, { method, path, headers: { authorization: `Bearer ${ADMIN}` } });
+  try {
+    const token = await login(a.url, 'kim.1');
+    t.is((await phone(a, token, { code: 'phone-13800138000@kim' })).status, 200);
+    t.is(await upstreamPhone(t, up, a, token), '+8613800138000');
+    const openid = (await request(a.url, { path: '/session', headers: { authorization: `Bearer ${token}` } })).json.openid as string;
+    const blocked = await admin(b, 'POST', `/users/${APPID}/${openid}/block`);
+    t.is(blocked.status, 200, blocked.text);
+    t.is((await request(a.url, { path: '/shop/cart', headers: { authorization: `Bearer ${token}` } })).status === 200, false, 'the session ended');
+    t.is((await admin(a, 'DELETE', `/users/${APPID}/${openid}/block`)).status, 200);
+    const again = await login(b.url, 'kim.2');
+    t.is(await upstreamPhone(t, up, b, again), undefined, 'the number went with the block');
+    t.deepEqual((await admin(a, 'DELETE', `/users/${APPID}/${openid}/phone`)).json, { revoked: false });
+    const asked = await phone(b, again, { code: 'phone-13900139000@kim' });
+    t.is(asked.status, 200, asked.text);
+    t.is(asked.json.source, 'wechat', 'the user is asked again, and WeChat with them');
+    t.deepEqual(await phoneStats(s), { calls: 2, numbers: 2 });
+  } finally {
+    await a.close();
+    await b.close();
+    await up.close();
+    await s.close();
+  }
+});
+
 test('limits.phone.window: past it a new code goes to WeChat again; 0 sends every code to WeChat (memory store alike)', async (t) => {
   for (const window of ['300ms', '0s']) {
     const s = await sim();
