@@ -3,11 +3,13 @@
  *
  * Starts an upstream, the WeChat simulator and a redis-server (core 1, with the load tool), and the
  * processes under test (core 0): the gateway built from this checkout, the same with its LRU off,
- * plain http-proxy, a minimal undici proxy, and nginx proxy_pass / auth_request when nginx is installed.
+ * plain http-proxy, a minimal undici proxy, @fastify/http-proxy, and nginx proxy_pass / auth_request when
+ * nginx is installed (`apt-get install -y nginx-light wrk`: the bench's, not the product's).
  * Targets are measured interleaved, round after round; the median of each is reported.
  *
  *   BENCH_ROUNDS=3 BENCH_SECONDS=5 npm run bench          (defaults)
  *   npm run bench -- --smoke                             (one short round: does it still run?)
+ *   npm run bench -- --workers N                         (server.workers 1..N against nginx with as many worker_processes)
  *   BENCH_ONLY='warm|public' npm run bench               (a subset, with plain http-proxy)
  *   BENCH_LATENCY=0 npm run bench                        (skip the fixed-rate latency runs)
  *   BENCH_BASELINE=/other/checkout/dist/cli.js BENCH_ONLY=warm npm run bench   (BENCH_BASELINE_NO_LIMITS=1 before limits.login;
@@ -30,8 +32,14 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const USERS = SMOKE ? 200 : Number(process.env.BENCH_USERS ?? 10_000);
 
 async function main() {
+  // npm run bench -- --workers N: the scaling table of server.workers against nginx (bench/workers.ts)
+  const w = process.argv.indexOf('--workers');
+  if (w >= 0) {
+    await (await import('./workers.js')).scaling(Number(process.argv[w + 1]));
+    process.exit(0);
+  }
   const ports = Object.fromEntries(
-    await Promise.all(['gw', 'gwNoLru', 'httpProxy', 'undici', 'auth', 'nginx', 'nginxAuth', 'baseline'].map(async (k) => [k, await freePort()])),
+    await Promise.all(['gw', 'gwNoLru', 'httpProxy', 'undici', 'fastify', 'auth', 'nginx', 'nginxAuth', 'baseline'].map(async (k) => [k, await freePort()])),
   ) as Record<string, number>;
 
   log(`machine: ${(await import('node:os')).cpus().length} cores; pinning ${HAS_TASKSET ? 'on' : 'off (needs 2 cores and taskset)'}; load tool: ${HAS_WRK ? 'wrk' : 'autocannon'}`);
@@ -51,6 +59,7 @@ async function main() {
     : undefined;
   const httpProxyPeer = start(process.execPath, tsx('peers/http-proxy.ts', String(ports.httpProxy), upstream), { core: SUT_CORE });
   const undiciPeer = start(process.execPath, tsx('peers/undici-proxy.ts', String(ports.undici), upstream), { core: SUT_CORE });
+  const fastifyPeer = start(process.execPath, tsx('peers/fastify-proxy.ts', String(ports.fastify), upstream), { core: SUT_CORE });
   let authService: ChildProcess | undefined;
   let nginx: ChildProcess | undefined;
   const withNginx = has('nginx');
@@ -95,7 +104,7 @@ http {
     nginx = start('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { core: SUT_CORE });
   } else log('nginx is not installed: its two peers are skipped');
   await Promise.all(
-    [ports.gw, ports.gwNoLru, ports.httpProxy, ports.undici, ...(withNginx ? [ports.auth, ports.nginx, ports.nginxAuth] : []), ...(baseline ? [ports.baseline] : [])].map((p) =>
+    [ports.gw, ports.gwNoLru, ports.httpProxy, ports.undici, ports.fastify, ...(withNginx ? [ports.auth, ports.nginx, ports.nginxAuth] : []), ...(baseline ? [ports.baseline] : [])].map((p) =>
       waitForPort(p!),
     ),
   );
@@ -121,6 +130,7 @@ http {
     { name: 'direct (no proxy)', run: tp(ports.up!, '/api/items') },
     { name: 'plain http-proxy', run: tp(ports.httpProxy!, '/api/items'), cpu: () => [httpProxyPeer.pid!] },
     { name: 'undici proxy', run: tp(ports.undici!, '/api/items'), cpu: () => [undiciPeer.pid!] },
+    { name: '@fastify/http-proxy', run: tp(ports.fastify!, '/api/items'), cpu: () => [fastifyPeer.pid!] },
     ...(withNginx
       ? [
           { name: 'nginx proxy_pass', run: tp(ports.nginx!, '/api/items'), cpu: () => withChildren(nginx?.pid) },
@@ -184,6 +194,29 @@ http {
     }
   }
 
+  // latency at half of nginx proxy_pass's saturation rate: nginx and the warm gateway at the same rate
+  const nginxMax = withNginx ? med('nginx proxy_pass', 'rps') : NaN;
+  const nginxHalf: Record<string, Array<LoadResult & { achieved: number }>> = { 'nginx proxy_pass': [], 'wxgate auth, warm LRU': [] };
+  if (withNginx && process.env.BENCH_LATENCY !== '0' && nginxMax > 0) {
+    const rate = Math.round(nginxMax / 2);
+    for (let r = 1; r <= ROUNDS; r++) {
+      log(`round ${r}/${ROUNDS}: latency at ${rate} req/s (half of nginx proxy_pass's max)`);
+      nginxHalf['nginx proxy_pass']!.push(await atRate({ url: url(ports.nginx!, '/api/items'), rate, seconds: SECONDS }));
+      nginxHalf['wxgate auth, warm LRU']!.push(await atRate({ url: url(ports.gw!, '/api/items'), rate, seconds: SECONDS, headers: auth }));
+    }
+    for (const [target, rs] of Object.entries(nginxHalf)) {
+      latency.push({
+        load: `half of nginx's max (${rate}/s)`,
+        target,
+        p50: median(rs.map((x) => x.p50)),
+        p99: median(rs.map((x) => x.p99)),
+        achieved: median(rs.map((x) => x.achieved)),
+        errors: rs.reduce((a, x) => a + x.errors, 0),
+      });
+    }
+  }
+  const halfP99 = (target: string) => latency.find((l) => l.load.startsWith('half') && l.target === target)?.p99 ?? NaN;
+
   // report
   const f = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-');
   const lines: string[] = [];
@@ -215,9 +248,18 @@ http {
       : []),
     ['added p50 at 50% load ≤ 1 ms', `${f(lat50('wxgate auth, warm LRU').p50 - lat50('plain http-proxy').p50, 3)} ms`, lat50('wxgate auth, warm LRU').p50 - lat50('plain http-proxy').p50 <= 1],
     ['added p99 at 50% load ≤ 3 ms', `${f(lat50('wxgate auth, warm LRU').p99 - lat50('plain http-proxy').p99, 3)} ms`, lat50('wxgate auth, warm LRU').p99 - lat50('plain http-proxy').p99 <= 3],
+    ...(withNginx
+      ? ([
+          ['auth, warm LRU ≥ 0.6 × nginx proxy_pass', f(gwMax / nginxMax, 2), gwMax / nginxMax >= 0.6],
+          ['p99 at half of nginx\'s max ≤ 2 × nginx\'s p99', f(halfP99('wxgate auth, warm LRU') / halfP99('nginx proxy_pass'), 2), halfP99('wxgate auth, warm LRU') <= 2 * halfP99('nginx proxy_pass')],
+        ] as Array<[string, string, boolean]>)
+      : []),
+    ['auth, warm LRU ≥ 1.2 × @fastify/http-proxy', f(gwMax / med('@fastify/http-proxy', 'rps'), 2), gwMax / med('@fastify/http-proxy', 'rps') >= 1.2],
     ['/login ≥ 1,500 logins/s', f(med('wxgate /login (Redis, simulator)', 'rps')), med('wxgate /login (Redis, simulator)', 'rps') >= 1500],
     ['undici proxy ÷ http-proxy (what the stack leaves)', f(med('undici proxy', 'rps') / hp, 2), true],
     ['info: CPU per request, auth warm LRU ÷ http-proxy', f(cpu('wxgate auth, warm LRU') / cpu('plain http-proxy'), 2), true],
+    ['info: CPU per request, auth warm LRU ÷ nginx proxy_pass', f(cpu('wxgate auth, warm LRU') / cpu('nginx proxy_pass'), 2), true],
+    ['info: CPU per request, auth warm LRU ÷ @fastify/http-proxy', f(cpu('wxgate auth, warm LRU') / cpu('@fastify/http-proxy'), 2), true],
     ['info: CPU per request, public route ÷ http-proxy', f(cpu('wxgate public route') / cpu('plain http-proxy'), 2), true],
     ['info: CPU per request, LRU off ÷ nginx auth_request (+ its auth service)', f(cpu('wxgate auth, LRU off (Redis)') / cpu('nginx auth_request+Redis'), 2), true],
   ];

@@ -10,7 +10,6 @@ import { ConfigError, loadConfigFile, parseYaml } from './config/load.js';
 import { configSchema } from './config/schema.js';
 import { ListenError, startGateway } from './main.js';
 import { createLogger } from './server/logger.js';
-import { startSimulator } from './wechat/simulator.js';
 
 const USAGE = `Usage:
   wxgate [--config FILE]           run the gateway (FILE defaults to $WXGATE_CONFIG or ./gateway.yaml)
@@ -43,6 +42,7 @@ async function main(argv: string[]): Promise<number> {
 
   if (command === 'simulate') {
     const port = Number(values.port ?? 9100);
+    const { startSimulator } = await import('./dev/simulator.js');
     const sim = await startSimulator(port, values.host ?? '127.0.0.1');
     process.stderr.write(`WeChat API simulator (development only) listening at ${sim.url}\n`);
     const stop = () => void sim.close().then(() => process.exit(0));

@@ -6,7 +6,6 @@ import { restartOnlyChanges, watchConfigFile } from './config/reload.js';
 import { mpQrApp, type Config } from './config/schema.js';
 import { createAdminApp } from './admin/admin.js';
 import { AccountControls, MemoryAccountStore, RedisAccountStore } from './session/controls.js';
-import { createExampleUpstream } from './dev/example-upstream.js';
 import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from './login/rate-limit.js';
 import { MemoryReplayStore, RedisReplayStore, type ReplayStore } from './login/replay.js';
 import { createMetrics, type Metrics } from './metrics/metrics.js';
@@ -22,7 +21,6 @@ import { Sessions } from './session/sessions.js';
 import type { SessionStore } from './session/types.js';
 import { AccessTokens, MemoryTokenStore, RedisTokenStore } from './wechat/access-token.js';
 import { WechatClient } from './wechat/client.js';
-import { startSimulator } from './wechat/simulator.js';
 import { createWebContext, type WebContext } from './web/context.js';
 import { MemoryWebStore, RedisWebStore } from './web/store.js';
 
@@ -251,6 +249,8 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
   let mpEventsUrl: string | undefined;
   if (config.dev.simulator) {
     const mpQr = config.web?.mpQr;
+    // src/dev/ is loaded only when the config asks for it: a production process never loads it
+    const { startSimulator } = await import('./dev/simulator.js');
     const sim = await startSimulator(config.dev.simulatorPort, '127.0.0.1', {
       apps: Object.fromEntries(secretApps.map((a) => [a.appid, a.secret])),
       ...(mpQr && qrApp
@@ -269,6 +269,7 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
     if (process.stderr.isTTY) process.stderr.write(`\n\x1b[1;33m*** ${banner} ***\x1b[0m\n\n`);
   }
   if (config.dev.exampleUpstream) {
+    const { createExampleUpstream } = await import('./dev/example-upstream.js');
     const upstream = createExampleUpstream();
     const port = await listen(upstream, config.dev.exampleUpstreamPort, '127.0.0.1', { listener: 'the dev example upstream', key: 'dev.exampleUpstreamPort' });
     undo.push(() => closeServer(upstream, 0));
@@ -296,6 +297,7 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
     });
     sessions.events = events;
     closers.push(() => events.close());
+    undo.push(() => events.close(0));
   }
   const replay: ReplayStore =
     store instanceof RedisStore ? new RedisReplayStore(store.redis, config.session.redis.keyPrefix) : new MemoryReplayStore();

@@ -4,7 +4,7 @@ import test from 'ava';
 import { Redis } from 'ioredis';
 import { buildConfig, ConfigError } from '../src/config/load.js';
 import { RedisTokenStore } from '../src/wechat/access-token.js';
-import { startSimulator } from '../src/wechat/simulator.js';
+import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { metricValue, scrape } from './helpers/metrics.js';

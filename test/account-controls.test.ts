@@ -1,6 +1,6 @@
 import test from 'ava';
 import { logUser } from '../src/server/access-log.js';
-import { simulatedOpenid, startSimulator } from '../src/wechat/simulator.js';
+import { simulatedOpenid, startSimulator } from '../src/dev/simulator.js';
 import { Browser } from './helpers/browser.js';
 import { APPID, SECRET, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request, type Reply } from './helpers/http.js';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import { buildConfig, loadConfigFile } from '../src/config/load.js';
 import { CHECK_ROUTE_EXIT, explainRoute } from '../src/config/inspect.js';
-import { startSimulator } from '../src/wechat/simulator.js';
+import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, ROOT, SECRET, runCli, startTestGateway, testConfig, writeConfig } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { startUpstream } from './helpers/upstream.js';

@@ -1,6 +1,6 @@
 import { createCipheriv, createHash } from 'node:crypto';
 import test from 'ava';
-import { simulatedOpenid, simulatedSessionKey, startSimulator } from '../src/wechat/simulator.js';
+import { simulatedOpenid, simulatedSessionKey, startSimulator } from '../src/dev/simulator.js';
 import { decryptUserData, unpad, verifySignature } from '../src/wechat/userdata.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';

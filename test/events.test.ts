@@ -3,7 +3,7 @@ import { buildConfig } from '../src/config/load.js';
 import { accountId } from '../src/session/accounts.js';
 import { hashToken } from '../src/session/tokens.js';
 import { eventSignature } from '../src/events/events.js';
-import { simulatedOpenid, simulatedUnionid, startSimulator } from '../src/wechat/simulator.js';
+import { simulatedOpenid, simulatedUnionid, startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { metricValue, scrape } from './helpers/metrics.js';

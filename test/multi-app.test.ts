@@ -1,6 +1,6 @@
 import test from 'ava';
 import { buildConfig, ConfigError } from '../src/config/load.js';
-import { simulatedOpenid, simulatedSessionKey, startSimulator } from '../src/wechat/simulator.js';
+import { simulatedOpenid, simulatedSessionKey, startSimulator } from '../src/dev/simulator.js';
 import { encryptUserData } from '../src/wechat/userdata.js';
 import { login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';

@@ -13,7 +13,7 @@ import { parse as parseYaml } from 'yaml';
 import { buildConfig } from '../src/config/load.js';
 import { createMetrics } from '../src/metrics/metrics.js';
 import { ERRORS } from '../src/server/errors.js';
-import { startSimulator } from '../src/wechat/simulator.js';
+import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, ROOT, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { scrape } from './helpers/metrics.js';

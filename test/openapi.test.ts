@@ -5,7 +5,7 @@ import { ERRORS } from '../src/server/errors.js';
 import { openapiDocument } from '../src/server/openapi.js';
 import { createCipheriv } from 'node:crypto';
 import { flatXml, mpSignature } from '../src/wechat/mp-crypto.js';
-import { simulatedSessionKey, startSimulator } from '../src/wechat/simulator.js';
+import { simulatedSessionKey, startSimulator } from '../src/dev/simulator.js';
 import { Browser } from './helpers/browser.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request, type Reply } from './helpers/http.js';

@@ -1,7 +1,7 @@
 import { renameSync, writeFileSync } from 'node:fs';
 import test from 'ava';
 import { stringify } from 'yaml';
-import { startSimulator } from '../src/wechat/simulator.js';
+import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, login, runCli, spawnGateway, startTestGateway, testConfig, writeConfig, type GatewayProcess } from './helpers/gateway.js';
 import { rawConnect, request } from './helpers/http.js';
 import { metricValue, scrape } from './helpers/metrics.js';

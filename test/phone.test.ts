@@ -2,7 +2,7 @@ import test from 'ava';
 import { Redis } from 'ioredis';
 import { buildConfig } from '../src/config/load.js';
 import { hashToken, TOKEN_HASH_LENGTH, UID_LENGTH } from '../src/session/tokens.js';
-import { startSimulator } from '../src/wechat/simulator.js';
+import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { metricValue, scrape } from './helpers/metrics.js';

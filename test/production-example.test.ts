@@ -5,7 +5,7 @@ import { ROOT, runCli } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { freePort } from './helpers/ports.js';
 import { startRedis } from './helpers/redis.js';
-import { startSimulator } from '../src/wechat/simulator.js';
+import { startSimulator } from '../src/dev/simulator.js';
 
 const FILE = join(ROOT, 'config/production.example.yaml');
 const TEXT = readFileSync(FILE, 'utf8');

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import test from 'ava';
-import { startSimulator } from '../src/wechat/simulator.js';
+import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';

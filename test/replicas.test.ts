@@ -1,5 +1,5 @@
 import test from 'ava';
-import { startSimulator } from '../src/wechat/simulator.js';
+import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, login, spawnGateway, testConfig, type GatewayProcess } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { loginStateSignature } from '../src/wechat/client.js';
-import { simulatedOpenid, simulatedSessionKey, startSimulator } from '../src/wechat/simulator.js';
+import { simulatedOpenid, simulatedSessionKey, startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { Browser } from './helpers/browser.js';
 import { request } from './helpers/http.js';

@@ -3,8 +3,8 @@ import type { AddressInfo } from 'node:net';
 import zlib from 'node:zlib';
 import test, { type ExecutionContext } from 'ava';
 import { WechatClient } from '../src/wechat/client.js';
-import { simulatedOpenid, simulatedUnionid, startSimulator } from '../src/wechat/simulator.js';
-import { createWebApis } from '../src/wechat/simulator-web.js';
+import { simulatedOpenid, simulatedUnionid, startSimulator } from '../src/dev/simulator.js';
+import { createWebApis } from '../src/dev/simulator-web.js';
 import { WechatError } from '../src/wechat/types.js';
 
 /** The simulator's web-login pages, sns/* APIs and getwxacodeunlimit over real HTTP (no nock). */

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { createMetrics } from '../src/metrics/metrics.js';
 import { WechatClient } from '../src/wechat/client.js';
-import { simulatedOpenid, simulatedUnionid, startSimulator } from '../src/wechat/simulator.js';
+import { simulatedOpenid, simulatedUnionid, startSimulator } from '../src/dev/simulator.js';
 import { WechatError } from '../src/wechat/types.js';
 
 /** The simulator on a free port, exercised through the real client (no nock). */

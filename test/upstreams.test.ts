@@ -2,7 +2,7 @@ import http from 'node:http';
 import test from 'ava';
 import { buildConfig, ConfigError } from '../src/config/load.js';
 import { RouteTargets, stripSegments } from '../src/proxy/upstreams.js';
-import { startSimulator } from '../src/wechat/simulator.js';
+import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { metricValue, scrape } from './helpers/metrics.js';

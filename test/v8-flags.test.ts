@@ -1,5 +1,5 @@
 import test from 'ava';
-import { startSimulator } from '../src/wechat/simulator.js';
+import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, login, spawnGateway, testConfig } from './helpers/gateway.js';
 import { startUpstream, type Upstream } from './helpers/upstream.js';
 

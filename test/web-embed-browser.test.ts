@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import test from 'ava';
 import { chromium, type Browser, type Frame, type Page } from 'playwright-core';
-import { startSimulator } from '../src/wechat/simulator.js';
+import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { freePort } from './helpers/ports.js';

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import test from 'ava';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { simulatedOpenid, startSimulator } from '../src/wechat/simulator.js';
+import { simulatedOpenid, startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { freePort } from './helpers/ports.js';
 

@@ -1,6 +1,6 @@
 import test from 'ava';
 import fc from 'fast-check';
-import { startSimulator } from '../src/wechat/simulator.js';
+import { startSimulator } from '../src/dev/simulator.js';
 import { OAuthStates } from '../src/web/state.js';
 import { APPID, SECRET, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { Browser } from './helpers/browser.js';

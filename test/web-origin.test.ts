@@ -1,5 +1,5 @@
 import test from 'ava';
-import { startSimulator } from '../src/wechat/simulator.js';
+import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { Browser, setCookies } from './helpers/browser.js';
 import { request } from './helpers/http.js';

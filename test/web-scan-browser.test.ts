@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { simulatedOpenid, startSimulator } from '../src/wechat/simulator.js';
+import { simulatedOpenid, startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { freePort } from './helpers/ports.js';

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import test from 'ava';
 import { Redis } from 'ioredis';
-import { simulatedOpenid, startSimulator } from '../src/wechat/simulator.js';
+import { simulatedOpenid, startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { Browser, setCookies, type SetCookie } from './helpers/browser.js';
 import { request, type Reply } from './helpers/http.js';

@@ -9,7 +9,7 @@ import { closeFrame, createUpgradeHandler, FrameCursor } from '../src/proxy/webs
 import { createLogger } from '../src/server/logger.js';
 import { MemoryStore } from '../src/session/memory-store.js';
 import { Sessions } from '../src/session/sessions.js';
-import { startSimulator } from '../src/wechat/simulator.js';
+import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, login, spawnGateway, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { metricValue, scrape } from './helpers/metrics.js';

@@ -3,7 +3,7 @@ import http from 'node:http';
 import { readFileSync, writeFileSync } from 'node:fs';
 import test from 'ava';
 import { stringify } from 'yaml';
-import { startSimulator } from '../src/wechat/simulator.js';
+import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, login, runCli, spawnGateway, testConfig, writeConfig, type GatewayProcess } from './helpers/gateway.js';
 import { request, type Reply } from './helpers/http.js';
 import { metricValue, scrape } from './helpers/metrics.js';

@@ -58,9 +58,11 @@ export async function throughput(o: {
   headers?: Record<string, string>;
   tokensFile?: string;
   login?: boolean;
+  /** wrk threads (default 1) */
+  threads?: number;
 }): Promise<LoadResult> {
   if (HAS_WRK) {
-    const args = ['-t1', `-c${o.connections}`, `-d${o.seconds}s`, '--latency', '--timeout', '5s'];
+    const args = [`-t${o.threads ?? 1}`, `-c${o.connections}`, `-d${o.seconds}s`, '--latency', '--timeout', '5s'];
     for (const [k, v] of Object.entries(o.headers ?? {})) args.push('-H', `${k}: ${v}`);
     if (o.tokensFile) args.push('-s', wrkLua('tokens', o.tokensFile));
     if (o.login) args.push('-s', wrkLua('login'));

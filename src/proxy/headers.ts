@@ -95,6 +95,7 @@ const TARGET_OVERRIDE = new Set(['x-original-url', 'x-rewrite-url']);
  * an identity header.
  */
 export function stripIdentity(headers: IncomingHttpHeaders): void {
+  // the forwarding headers are left to the caller (stripClientHeaders); TARGET_OVERRIDE goes here too
   stripClientHeaders(headers, true);
 }
 

@@ -509,9 +509,11 @@ export function createUpgradeHandler(deps: UpgradeDeps): UpgradeHandler {
       const route = c.routes.match(checked.matchKey);
       if (!route) throw new GatewayError('not_found');
       routeName = route.name;
-      requestId(req.headers);
+      const id = requestId(req.headers);
       const headers = req.headers;
       dropHopByHop(headers);
+      // again after the hop-by-hop step: a Connection header naming it cannot drop it
+      headers['x-request-id'] = id;
       stripClientHeaders(headers, peerTrusted(req, c.trust));
       if (route.auth !== 'required') return open(req, socket, head, route, undefined, start);
 

@@ -4,16 +4,29 @@ import type { Config } from '../config/schema.js';
 import type { Identity } from '../session/types.js';
 import type { Logger } from './logger.js';
 
-/** A request id a client (or a load balancer before us) may pass on: short and plain. */
-const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
+/**
+ * The request ids a client (or a load balancer before us) may pass on: a UUID, 8 to 64 hex digits
+ * (nginx's $request_id, W3C/Zipkin trace ids), a W3C traceparent, or any other plain id of up to 28
+ * characters of `[A-Za-z0-9._:-]` (nanoid, ULID, KSUID, cf-ray). Not a gateway token (59 base64url
+ * characters), nor a WeChat login code (32) or anything else that long: a client that puts its token
+ * in X-Request-Id by mistake gets a new id, and the token is neither logged nor passed on.
+ */
+const REQUEST_ID =
+  /^(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|[0-9A-Fa-f]{8,64}|[0-9A-Fa-f]{2}-[0-9A-Fa-f]{32}-[0-9A-Fa-f]{16}-[0-9A-Fa-f]{2}|[A-Za-z0-9._:-]{1,28})$/;
+
+/** Whether a client's X-Request-Id is one the gateway keeps (REQUEST_ID). */
+export function acceptableRequestId(value: string): boolean {
+  return value.length <= 64 && REQUEST_ID.test(value);
+}
 
 /**
- * The request's id: the X-Request-Id it came with when that is a plain short token, else a new UUID.
- * Either way it is set on the request's headers, so the upstream gets it.
+ * The request's id: the X-Request-Id it came with when that has one of the shapes above, else a new
+ * UUID (the refused value is dropped, never logged). Either way it is set on the request's headers, so
+ * the upstream gets it.
  */
 export function requestId(headers: IncomingHttpHeaders): string {
   const given = headers['x-request-id'];
-  if (typeof given === 'string' && REQUEST_ID.test(given)) return given;
+  if (typeof given === 'string' && acceptableRequestId(given)) return given;
   const id = randomUUID();
   headers['x-request-id'] = id;
   return id;

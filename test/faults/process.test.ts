@@ -3,7 +3,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { Redis } from 'ioredis';
-import { startSimulator } from '../../src/wechat/simulator.js';
+import { startSimulator } from '../../src/dev/simulator.js';
 import { APPID, SECRET, login, spawnGateway, startTestGateway, testConfig, type GatewayProcess } from '../helpers/gateway.js';
 import { rawConnect, request } from '../helpers/http.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';

@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { backoff, RedisStore } from '../../src/session/redis-store.js';
 import { hashToken, newToken } from '../../src/session/tokens.js';
 import { StoreUnavailableError } from '../../src/session/types.js';
-import { startSimulator } from '../../src/wechat/simulator.js';
+import { startSimulator } from '../../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { request, type Reply } from '../helpers/http.js';
 import { metricValue, scrape } from '../helpers/metrics.js';

@@ -8,6 +8,7 @@ import { stringify } from 'yaml';
 import { buildConfig } from '../../src/config/load.js';
 import { startGateway, type Gateway } from '../../src/main.js';
 import { createLogger } from '../../src/server/logger.js';
+import { configSecrets, reportLeaks } from './log-leaks.js';
 
 export const APPID = 'wx0123456789abcdef';
 export const SECRET = 'test-secret-0123456789';
@@ -47,6 +48,14 @@ export async function startTestGateway(raw: Record<string, unknown>, opts: { log
   });
   const log = createLogger(opts.logLevel ?? 'debug', sink);
   const gw = await startGateway(config, { log });
+  // every log a test gateway wrote is checked for credentials and phone numbers when it closes
+  // (test/helpers/log-leaks.ts): a leak anywhere in the suite fails the test file that caused it
+  const close = gw.close.bind(gw);
+  const secrets = [SECRET, ...configSecrets(raw)];
+  gw.close = async (...args: Parameters<typeof close>) => {
+    await close(...args);
+    reportLeaks(logs, secrets, 'a test gateway');
+  };
   return Object.assign(gw, { logs });
 }
 
@@ -116,7 +125,10 @@ export async function spawnGateway(raw: Record<string, unknown> | string, env: N
     stderr,
     async stop(signal = 'SIGTERM') {
       if (child.exitCode === null) child.kill(signal);
-      return exited;
+      const code = await exited;
+      // the process's whole log, checked as startTestGateway's are (test/helpers/log-leaks.ts)
+      reportLeaks([...stdout, ...stderr.join('').split('\n')], [SECRET, ...configSecrets(raw)], 'a gateway process');
+      return code;
     },
   };
 }

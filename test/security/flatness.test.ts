@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import test from 'ava';
-import { startSimulator } from '../../src/wechat/simulator.js';
+import { startSimulator } from '../../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { request, type Reply } from '../helpers/http.js';
 import { metricValue, scrape } from '../helpers/metrics.js';

@@ -1,6 +1,6 @@
 import test from 'ava';
 import fc from 'fast-check';
-import { startSimulator } from '../../src/wechat/simulator.js';
+import { startSimulator } from '../../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { rawRequest, request, type RawResponse } from '../helpers/http.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';

@@ -6,7 +6,7 @@
  * spellings go over raw sockets so that no client library tidies them up.
  */
 import test from 'ava';
-import { startSimulator } from '../../src/wechat/simulator.js';
+import { startSimulator } from '../../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { rawRequest, request } from '../helpers/http.js';
 import { startUpstream, type Seen, type Upstream } from '../helpers/upstream.js';

@@ -6,7 +6,7 @@
  * in password-reset links and cache keys). Raw sockets: no client library would send these.
  */
 import test from 'ava';
-import { startSimulator } from '../../src/wechat/simulator.js';
+import { startSimulator } from '../../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { rawRequest } from '../helpers/http.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';

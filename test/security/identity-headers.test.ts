@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { accountId } from '../../src/session/accounts.js';
-import { simulatedOpenid, startSimulator } from '../../src/wechat/simulator.js';
+import { simulatedOpenid, startSimulator } from '../../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { rawConnect, rawRequest, request } from '../helpers/http.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';

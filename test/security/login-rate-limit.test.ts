@@ -2,7 +2,7 @@ import test from 'ava';
 import { Redis } from 'ioredis';
 import { buildConfig, ConfigError } from '../../src/config/load.js';
 import { clientKey } from '../../src/login/rate-limit.js';
-import { startSimulator } from '../../src/wechat/simulator.js';
+import { startSimulator } from '../../src/dev/simulator.js';
 import { APPID, SECRET, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { request, type Reply } from '../helpers/http.js';
 import { metricValue, scrape } from '../helpers/metrics.js';

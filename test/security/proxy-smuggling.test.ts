@@ -7,7 +7,7 @@
  */
 import test from 'ava';
 import type net from 'node:net';
-import { startSimulator } from '../../src/wechat/simulator.js';
+import { startSimulator } from '../../src/dev/simulator.js';
 import { APPID, SECRET, login, spawnGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { rawConnect, rawHeader, rawRequest, request, type RawReply } from '../helpers/http.js';
 import { startRawUpstream, startUpstream, type RawUpstream, type Seen, type Upstream } from '../helpers/upstream.js';

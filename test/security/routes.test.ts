@@ -6,7 +6,7 @@
  * Serial, so that the last test can look back at everything the upstream saw.
  */
 import test from 'ava';
-import { startSimulator } from '../../src/wechat/simulator.js';
+import { startSimulator } from '../../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { rawRequest, type RawResponse } from '../helpers/http.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { buildConfig, ConfigError } from '../../src/config/load.js';
-import { startSimulator } from '../../src/wechat/simulator.js';
+import { startSimulator } from '../../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { rawConnect, rawRequest, request, type RawReply } from '../helpers/http.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';

@@ -8,7 +8,7 @@
 import test from 'ava';
 import { Redis } from 'ioredis';
 import { userId } from '../../src/session/tokens.js';
-import { startSimulator } from '../../src/wechat/simulator.js';
+import { startSimulator } from '../../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { rawRequest, rawHeader, request, type Reply } from '../helpers/http.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { simulatedOpenid, simulatedSessionKey, startSimulator } from '../../src/wechat/simulator.js';
+import { simulatedOpenid, simulatedSessionKey, startSimulator } from '../../src/dev/simulator.js';
 import { createCipheriv } from 'node:crypto';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { Browser } from '../helpers/browser.js';

@@ -1,5 +1,5 @@
 import type http from 'node:http';
-import { encryptUserData } from './userdata.js';
+import { encryptUserData } from '../wechat/userdata.js';
 
 /**
  * The simulator's `POST /dev/encrypt` (dev only, like the whole simulator): WeChat open data made with a

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
-import { MpCrypto, flatXml, mpSignature, parseFlatXml } from './mp-crypto.js';
-import { simulatedOpenid, simulatedUnionid } from './simulator.js';
+import { MpCrypto, flatXml, mpSignature, parseFlatXml } from '../wechat/mp-crypto.js';
+import { simulatedOpenid, simulatedUnionid } from './simulator-ids.js';
 import { wxacodePng } from './simulator-web.js';
 
 /**

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type http from 'node:http';
-import { simulatedOpenid } from './simulator.js';
+import { simulatedOpenid } from './simulator-ids.js';
 
 /**
  * The simulator's access_token APIs and the one API here that takes a token (dev only, like the whole

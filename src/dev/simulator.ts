@@ -2,6 +2,7 @@ import { createHash, createHmac, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { devEncrypt } from './simulator-encrypt.js';
+import { simulatedOpenid, simulatedUnionid } from './simulator-ids.js';
 import { createTokenApis } from './simulator-token.js';
 import { createMpQrApis, type MpPushOptions } from './simulator-mpqr.js';
 import { createWebApis } from './simulator-web.js';
@@ -80,15 +81,7 @@ const SLOW_MAX = 60_000;
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest();
 
-/** The openid the simulator gives `user` in `appid`: "o" and 27 base64url characters, like WeChat's. */
-export function simulatedOpenid(appid: string, user: string): string {
-  return `o${sha256(`${appid}:${user}`).toString('base64url').slice(0, 27)}`;
-}
-
-/** The unionid of a "union*" user: the same in every app. */
-export function simulatedUnionid(user: string): string {
-  return `o${sha256(`unionid:${user}`).toString('base64url').slice(0, 27)}`;
-}
+export { simulatedOpenid, simulatedUnionid };
 
 /** The session_key the simulator gives the login with `code` in `appid` (a new one per code: WeChat may rotate it at a login; the simulator always does). */
 export function simulatedSessionKey(appid: string, code: string): string {

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type http from 'node:http';
 import { deflateSync } from 'node:zlib';
-import { simulatedOpenid, simulatedUnionid } from './simulator.js';
+import { simulatedOpenid, simulatedUnionid } from './simulator-ids.js';
 
 /**
  * The simulator's web-login APIs (dev only, like the whole simulator):
