@@ -5,7 +5,6 @@ import getRawBody from 'raw-body';
 import { mpQrApp, type Config } from '../config/schema.js';
 import { GatewayError, wechatErrorFor } from '../server/errors.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { deviceOf } from '../session/controls.js';
 import type { Sessions } from '../session/sessions.js';
 import type { Identity } from '../session/types.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
@@ -14,6 +13,7 @@ import { MpCrypto, MpCryptoError, flatXml, mpSignature, parseFlatXml, signatureM
 import { WechatError } from '../wechat/types.js';
 import type { WebContext } from './context.js';
 import type { DemoFlow } from './demo.js';
+import { KEEP_MS, TICKET, ticketSecretHash, ticketWaiter } from './ticket-wait.js';
 
 interface Logger {
   info(obj: object, msg: string): void;
@@ -21,11 +21,6 @@ interface Logger {
   debug(obj: object, msg: string): void;
 }
 
-/** Ticket ids: 22 base64url characters, also the QR code's scene_str. */
-const TICKET = /^[A-Za-z0-9_-]{22}$/;
-const KEEP_MS = 10 * 60_000;
-const POLL_MS = 250;
-const MAX_WAIT_S = 30;
 /** How far a push's timestamp may be from the gateway's clock (either way). */
 export const REPLAY_WINDOW_MS = 5 * 60_000;
 /** How long a push's signature, and an event, are remembered (beyond the window's two sides). */
@@ -34,19 +29,7 @@ const MARK_MS = 2 * REPLAY_WINDOW_MS;
 export const EVENTS_BODY_LIMIT = 64 * 1024;
 const OPENID = /^[A-Za-z0-9_-]{1,64}$/;
 
-/** Waits `ms`, or less when `signal` aborts (the gateway drains). */
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    if (signal?.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
-const secretHash = (secret: string) => hash('sha256', `wxgate-mpqr\n${secret}`, 'base64url');
+const secretHash = (secret: string) => ticketSecretHash('mpqr', secret);
 /** What a follow-QR ticket is bound to in the store: its WeChat ticket, hashed. */
 const bindOf = (wechatTicket: string) => `mpqr:${hash('sha256', wechatTicket, 'base64url')}`;
 const mark = (...parts: string[]) => hash('sha256', parts.join('\n'), 'base64url').slice(0, 32);
@@ -135,57 +118,8 @@ export function mpQrHandlers(deps: {
     }
   }
 
-  async function wait(ctx: Context): Promise<void> {
-    const id = String(ctx.params.id ?? '');
-    if (!TICKET.test(id)) throw new GatewayError('ticket_not_found');
-    const secret = ctx.get('x-scan-secret');
-    if (!/^[A-Za-z0-9_-]{43}$/.test(secret)) throw new GatewayError('ticket_not_found', { message: 'No such ticket for this secret (X-Scan-Secret).' });
-    const waitS = Math.min(MAX_WAIT_S, Math.max(0, Number.parseInt(String(ctx.query.wait ?? '0'), 10) || 0));
-    const deadline = Date.now() + waitS * 1000;
-    const h = secretHash(secret);
-    ctx.set('Cache-Control', 'no-store');
-    // a page that went away while it waited must not claim the ticket (see scan.ts)
-    let closed = false;
-    ctx.res.once('close', () => (closed = true));
-    const gone = () => closed || ctx.req.socket.destroyed;
-    for (;;) {
-      if (gone()) {
-        ctx.body = { status: 'pending' };
-        return;
-      }
-      const answer = await web.store.claimTicket(id, h, Date.now());
-      switch (answer.status) {
-        case 'confirmed': {
-          const { token, session } = await sessions.create(await withUnionid(answer.who), undefined, 'mpqr', deviceOf(ctx.req, trust));
-          web.setSession(ctx, token);
-          log.info({ appid: answer.who.appid }, 'follow-QR login: browser logged in');
-          ctx.body = { status: 'confirmed', expires_in: sessions.expiresIn(session) };
-          return;
-        }
-        case 'pending':
-          if (draining?.aborted) {
-            // shutting down: poll again at once (on another replica)
-            ctx.set('Retry-After', '0');
-            ctx.body = { status: 'pending' };
-            return;
-          }
-          if (Date.now() + POLL_MS > deadline || gone()) {
-            ctx.body = { status: 'pending' };
-            return;
-          }
-          await sleep(POLL_MS, draining);
-          continue;
-        case 'cancelled':
-          throw new GatewayError('ticket_cancelled');
-        case 'used':
-          throw new GatewayError('ticket_used');
-        case 'expired':
-          throw new GatewayError('ticket_expired');
-        default:
-          throw new GatewayError('ticket_not_found', { message: 'No such ticket for this secret (X-Scan-Secret).' });
-      }
-    }
-  }
+  const waitFor = ticketWaiter({ web, sessions, log, trust, draining, flow: 'mpqr', loggedIn: 'follow-QR login: browser logged in', identity: withUnionid });
+  const wait = (ctx: Context) => waitFor(ctx, String(ctx.params.id ?? ''));
 
   /** A refused push: logged (the reason and the peer, nothing secret), answered 403 / 400. */
   function refuse(ctx: Context, code: 'mp_signature_invalid' | 'mp_replayed' | 'mp_message_invalid', reason: string): never {

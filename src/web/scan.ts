@@ -1,40 +1,22 @@
-import { hash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Context } from 'koa';
 import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
-import { deviceOf } from '../session/controls.js';
 import { GatewayError, wechatErrorFor } from '../server/errors.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 import type { WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';
 import type { WebContext } from './context.js';
+import { KEEP_MS, TICKET, ticketSecretHash, ticketWaiter } from './ticket-wait.js';
 
 interface Logger {
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
 }
 
-/** Ticket ids: 22 base64url characters, within WeChat's `scene` (<= 32 characters of its allowed set). */
-const TICKET = /^[A-Za-z0-9_-]{22}$/;
-/** How long a finished or expired ticket is remembered, to tell "expired" or "used" from "unknown". */
-const KEEP_MS = 10 * 60_000;
-const POLL_MS = 250;
-const MAX_WAIT_S = 30;
 
-/** Waits `ms`, or less if `signal` is aborted meanwhile. */
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    if (signal?.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
-const secretHash = (secret: string) => hash('sha256', `wxgate-scan\n${secret}`, 'base64url');
+const secretHash = (secret: string) => ticketSecretHash('scan', secret);
 
 /**
  * Scan to log in on a PC with the mini-program (扫码登录):
@@ -141,63 +123,8 @@ export function scanHandlers(deps: {
     };
   }
 
-  async function wait(ctx: Context): Promise<void> {
-    const id = ticketOf(ctx);
-    const secret = ctx.get('x-scan-secret');
-    if (!/^[A-Za-z0-9_-]{43}$/.test(secret)) throw new GatewayError('ticket_not_found', { message: 'No such ticket for this secret (X-Scan-Secret).' });
-    const waitS = Math.min(MAX_WAIT_S, Math.max(0, Number.parseInt(String(ctx.query.wait ?? '0'), 10) || 0));
-    // the page has shown "scanned" already: wait on for the confirmation
-    const seenScanned = ctx.query.seen === 'scanned';
-    const deadline = Date.now() + waitS * 1000;
-    const h = secretHash(secret);
-    ctx.set('Cache-Control', 'no-store');
-    // A PC page that went away (closed, reloaded) while it waited must not claim the ticket: the session
-    // would go to a closed connection and the page's next poll would find the ticket used.
-    let closed = false;
-    ctx.res.once('close', () => (closed = true));
-    const gone = () => closed || ctx.req.socket.destroyed;
-    for (;;) {
-      if (gone()) {
-        ctx.body = { status: 'pending' };
-        return;
-      }
-      const answer = await web.store.claimTicket(id, h, Date.now());
-      switch (answer.status) {
-        case 'confirmed': {
-          const { token, session } = await sessions.create(answer.who, undefined, 'scan', deviceOf(ctx.req, trust));
-          web.setSession(ctx, token);
-          log.info({ appid: answer.who.appid }, 'scan-to-login: browser logged in');
-          ctx.body = { status: 'confirmed', expires_in: sessions.expiresIn(session) };
-          return;
-        }
-        case 'pending':
-          if (draining?.aborted) {
-            // shutting down: not worth waiting out the deadline; poll again at once (elsewhere)
-            ctx.set('Retry-After', '0');
-            ctx.body = { status: answer.scanned ? 'scanned' : 'pending' };
-            return;
-          }
-          if (answer.scanned && !seenScanned) {
-            ctx.body = { status: 'scanned' };
-            return;
-          }
-          if (Date.now() + POLL_MS > deadline || gone()) {
-            ctx.body = { status: answer.scanned ? 'scanned' : 'pending' };
-            return;
-          }
-          await sleep(POLL_MS, draining);
-          continue;
-        case 'cancelled':
-          throw new GatewayError('ticket_cancelled');
-        case 'used':
-          throw new GatewayError('ticket_used');
-        case 'expired':
-          throw new GatewayError('ticket_expired');
-        default:
-          throw new GatewayError('ticket_not_found', { message: 'No such ticket for this secret (X-Scan-Secret).' });
-      }
-    }
-  }
+  const waitFor = ticketWaiter({ web, sessions, log, trust, draining, flow: 'scan', loggedIn: 'scan-to-login: browser logged in' });
+  const wait = (ctx: Context) => waitFor(ctx, ticketOf(ctx));
 
   return { create, scanned: settle('scanned'), confirm: settle('confirmed'), cancel: settle('cancelled'), wait };
 }
