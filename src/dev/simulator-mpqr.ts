@@ -3,6 +3,7 @@ import http from 'node:http';
 import { MpCrypto, flatXml, mpSignature, parseFlatXml } from '../wechat/mp-crypto.js';
 import { simulatedOpenid, simulatedUnionid } from './simulator-ids.js';
 import { wxacodePng } from './simulator-web.js';
+import { readBody } from './read-body.js';
 
 /**
  * The simulator's Official Account follow-QR APIs (dev only, like the whole simulator):
@@ -100,7 +101,7 @@ export function createMpQrApis(opts: MpQrApiOptions) {
   }
 
   function create(req: http.IncomingMessage, q: URLSearchParams, res: http.ServerResponse): void {
-    readBody(req, (raw, tooLarge) => {
+    readBody(req, BODY_LIMIT, (raw, tooLarge) => {
       const app = opts.checkToken(q.get('access_token'));
       if ('errcode' in app) return error(res, app.errcode);
       if (opts.push && app.appid !== opts.push.appid) return error(res, 48001);
@@ -299,16 +300,6 @@ function post(url: string, body: string): Promise<{ status: number; text: string
     });
     req.end(body);
   });
-}
-
-function readBody(req: http.IncomingMessage, then: (body: Buffer, tooLarge: boolean) => void): void {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  req.on('data', (c: Buffer) => {
-    size += c.length;
-    if (size <= BODY_LIMIT) chunks.push(c);
-  });
-  req.on('end', () => then(Buffer.concat(chunks), size > BODY_LIMIT));
 }
 
 function esc(text: string): string {

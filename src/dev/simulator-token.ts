@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type http from 'node:http';
 import { simulatedOpenid } from './simulator-ids.js';
+import { readBody } from './read-body.js';
 
 /**
  * The simulator's access_token APIs and the one API here that takes a token (dev only, like the whole
@@ -159,20 +160,14 @@ export function createTokenApis(opts: TokenApiOptions) {
   }
 
   function readJson(req: http.IncomingMessage, res: http.ServerResponse, then: (body: Record<string, unknown>) => void): void {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size <= BODY_LIMIT) chunks.push(c);
-    });
-    req.on('end', () => {
+    readBody(req, BODY_LIMIT, (raw, tooLarge) => {
       let body: unknown;
       try {
-        body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+        body = JSON.parse(raw.toString('utf8'));
       } catch {
         return error(res, 47001);
       }
-      if (size > BODY_LIMIT || !body || typeof body !== 'object' || Array.isArray(body)) return error(res, 47001);
+      if (tooLarge || !body || typeof body !== 'object' || Array.isArray(body)) return error(res, 47001);
       then(body as Record<string, unknown>);
     });
   }

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type http from 'node:http';
 import { deflateSync } from 'node:zlib';
 import { simulatedOpenid, simulatedUnionid } from './simulator-ids.js';
+import { readBody } from './read-body.js';
 
 /**
  * The simulator's web-login APIs (dev only, like the whole simulator):
@@ -312,7 +313,7 @@ export function createWebApis(opts: WebApiOptions) {
 
   function wxacode(req: http.IncomingMessage, q: URLSearchParams, res: http.ServerResponse): void {
     const jsonError = (errcode: number) => error(res, errcode, 'application/json; encoding=utf-8');
-    readBody(req, (raw, tooLarge) => {
+    readBody(req, BODY_LIMIT, (raw, tooLarge) => {
       const app = opts.checkToken(q.get('access_token'));
       if ('errcode' in app) return jsonError(app.errcode);
       let body: unknown;
@@ -338,16 +339,6 @@ export function createWebApis(opts: WebApiOptions) {
       res.writeHead(200, { 'content-type': 'image/png', 'content-length': png.length });
       res.end(png);
     });
-  }
-
-  function readBody(req: http.IncomingMessage, then: (body: Buffer, tooLarge: boolean) => void): void {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size <= BODY_LIMIT) chunks.push(c);
-    });
-    req.on('end', () => then(Buffer.concat(chunks), size > BODY_LIMIT));
   }
 
   /** Answers the request when it is one of these APIs or pages; false otherwise. */
