@@ -46,6 +46,8 @@ async function lru(): Promise<{ rss: number; heap: number }> {
     get: async () => undefined,
     touch: async () => true,
     setPhone: async () => true,
+    getPhone: async () => undefined,
+    clearPhone: async () => false,
     revoke: async () => true,
     revokeAll: async () => 0,
     list: async () => [],

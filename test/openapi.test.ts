@@ -525,15 +525,20 @@ test.serial('POST /wx/phone: success and its documented errors', async (t) => {
   const name = user('jo');
   const token = await login(gw.url, `${name}.1`);
   const ok = await expect(t, 200, undefined, 'POST', '/wx/phone', { headers: bearer(token), body: { code: `phone-13800138000@${name}` } });
-  t.deepEqual(ok.json, { phoneNumber: '13800138000', purePhoneNumber: '13800138000', countryCode: '86' });
+  t.deepEqual(ok.json, { phoneNumber: '13800138000', purePhoneNumber: '13800138000', countryCode: '86', source: 'wechat' });
+  // within limits.phone.window: the kept number, WeChat not asked
+  const kept = await expect(t, 200, undefined, 'POST', '/wx/phone', { headers: bearer(token), body: { code: 'fail-40029' } });
+  t.is(kept.json.source, 'kept');
+  // force: WeChat is asked, and its errors are answered
   const cases: Array<[number, string, unknown]> = [
-    [400, 'phone_code_invalid', { code: `phone-13800138000@${name}` }],
-    [400, 'phone_code_invalid', { code: 'fail-40029' }],
+    [400, 'phone_code_invalid', { code: `phone-13800138000@${name}`, force: true }],
+    [400, 'phone_code_invalid', { code: 'fail-40029', force: true }],
     [400, 'invalid_request', { code: '' }],
+    [400, 'invalid_request', { code: 'fail-40029', force: 'yes' }],
     [400, 'invalid_json', '{"code"'],
-    [429, 'wechat_rate_limited', { code: 'fail-45011' }],
-    [502, 'wechat_error', { code: 'fail-61234' }],
-    [503, 'wechat_unavailable', { code: 'fail--1' }],
+    [429, 'wechat_rate_limited', { code: 'fail-45011', force: true }],
+    [502, 'wechat_error', { code: 'fail-61234', force: true }],
+    [503, 'wechat_unavailable', { code: 'fail--1', force: true }],
   ];
   for (const [status, error, body] of cases) {
     await expect(t, status, error, 'POST', '/wx/phone', { headers: { ...bearer(token), 'content-type': 'application/json' }, body });

@@ -9,7 +9,7 @@ import { RedisStore, type RedisStoreOptions } from '../src/session/redis-store.j
 import { hashToken, newToken, userId } from '../src/session/tokens.js';
 import { StoreUnavailableError, type Invalidation, type SessionStore } from '../src/session/types.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
-import { APP, hashFor, ready, record, sleep, storeCases } from './helpers/store-cases.js';
+import { APP, hashFor, PHONE, ready, record, sleep, storeCases } from './helpers/store-cases.js';
 
 /**
  * The same cases run against both stores: they must behave alike. The Redis store gets a redis-server
@@ -256,6 +256,38 @@ test("redis: a session field without a flow (written before flows existed) reads
   t.is(await store.get(future!), undefined);
   t.true(await store.touch(web!, Date.now() + 45_000));
   t.is((await store.get(web!))?.flow, 'scan', 'touch keeps the flow');
+});
+
+test("redis: the phone number is one \"p\" field of the user's hash (no byte per session); a number an earlier version kept in a session's field still reads, the user's wins, and revoking drops both", async (t) => {
+  const { prefix, store, client } = await freshRedisStore(t);
+  const key = `${prefix}u:${userId(APP, 'o-legacy-phone')}`;
+  const [old, plain] = [hashFor('o-legacy-phone'), hashFor('o-legacy-phone')];
+  const r = record('o-legacy-phone', { flow: 'miniprogram' });
+  await store.create(old!, r, 'k', { maxPerUser: 10 });
+  await store.create(plain!, r, 'k', { maxPerUser: 10 });
+  const value = (await client.hget(key, old!.slice(16)))!;
+  // what the earlier version wrote when the number was granted in that session
+  await client.hset(key, old!.slice(16), `+8613900139000\t${value}`);
+  t.is((await store.get(old!))?.phone, '+8613900139000', "an earlier version's per-session number is still honoured");
+  t.is((await store.get(plain!))?.phone, undefined);
+  t.true(await store.touch(old!, Date.now() + 45_000));
+  t.is((await store.get(old!))?.phone, '+8613900139000', 'touch keeps it');
+
+  t.true(await store.setPhone(APP, 'o-legacy-phone', PHONE));
+  t.is(await client.hget(key, 'p'), `13800138000\t13800138000\t86\t${PHONE.grantedAt.toString(36)}`);
+  t.regex((await client.hget(key, plain!.slice(16)))!, /^[0-9a-z]+\t[0-9a-z]+\t[0-9a-z]+$/, "the sessions' own fields stay as they were");
+  t.is((await store.get(old!))?.phone, '+8613800138000', "the user's number wins");
+  t.is((await store.get(plain!))?.phone, '+8613800138000');
+
+  t.true(await store.clearPhone(APP, 'o-legacy-phone'));
+  t.is(await client.hget(key, 'p'), null);
+  t.regex((await client.hget(key, old!.slice(16)))!, /^[0-9a-z]+\t[0-9a-z]+\t[0-9a-z]+$/, "the old field's number is dropped, its times kept");
+  t.deepEqual((await store.list(APP, 'o-legacy-phone')).map((s) => s.record.phone), [undefined, undefined]);
+  t.true((await client.pttl(key)) > 0, 'the key keeps its expiry');
+  // an old record alone, cleared: true (there was one)
+  await client.hset(key, old!.slice(16), `+8613900139000\t${value}`);
+  t.true(await store.clearPhone(APP, 'o-legacy-phone'));
+  t.is((await store.get(old!))?.phone, undefined);
 });
 
 test('redis: one hash per user, a listpack, whose expiry is the latest idle deadline of its sessions; gone with the last one', async (t) => {

@@ -28,6 +28,7 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
  *   GET    /users/:appid/:openid/account         the person this identity belongs to: as GET /accounts/:id
  *   GET    /accounts/:id                         a person (X-User-Id): their identities and every live session of them
  *   DELETE /accounts/:id/sessions                revoke all of those, on every replica
+ *   DELETE /users/:appid/:openid/phone           forget the phone number the user granted (every session, every replica)
  *   GET    /apps/:appid/access_token             the app's WeChat access_token, for upstreams that call WeChat APIs
  * Every call needs `Authorization: Bearer <admin.token>`. Blocks, events and devices are shared by every
  * replica through the session store (Redis).
@@ -239,6 +240,12 @@ export function createAdminApp(opts: {
     log.info({ appid: who.appid }, 'admin: revoked a session');
     await controls?.audit({ event: 'revoke', ...who, by: 'admin', revoked: 1, session: found.tokenHash, flow: found.record.flow });
     ctx.body = { revoked: 1 };
+  });
+  router.delete('/users/:appid/:openid/phone', async (ctx) => {
+    const who = user(ctx);
+    const revoked = await sessions.clearPhone(who);
+    log.info({ appid: who.appid, revoked }, "admin: revoked a user's phone number");
+    ctx.body = { revoked };
   });
   router.get('/apps/:appid/access_token', async (ctx) => {
     const appid = String(ctx.params.appid);

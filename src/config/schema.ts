@@ -383,6 +383,16 @@ export const configSchema = z
             burst: z.number().int().min(1).optional(),
           })
           .prefault({}),
+        /**
+         * POST /wx/phone: WeChat charges for each getuserphonenumber call. Within `window` of the user's
+         * grant, a new code is answered with the number kept for the user, without calling WeChat (unless
+         * the body says "force": true); 0 = every code goes to WeChat.
+         */
+        phone: z
+          .strictObject({
+            window: duration(0).prefault('30d'),
+          })
+          .prefault({}),
       })
       .prefault({}),
     metrics: z

@@ -18,6 +18,8 @@ import { readBody } from './read-body.js';
  *        another user is 40029; "fail-<errcode>" answers that errcode; anything else is 40029. Single-use.
  * Dev-only helpers (not WeChat APIs):
  *   GET  /dev/token-stats                → { stable_token, stable_token_forced, token }: fetches so far
+ *   GET  /dev/phone-stats                → { calls, numbers }: getuserphonenumber calls so far, and how many
+ *                                          of them gave a number (the calls WeChat charges for)
  *   POST /dev/revoke-tokens?appid=…      every token of the app stops working (40001) at once
  */
 export interface TokenApiOptions {
@@ -52,6 +54,7 @@ export function createTokenApis(opts: TokenApiOptions) {
   /** "mode:appid" → the token that mode handed out last */
   const current = new Map<string, string>();
   const stats = { stable_token: 0, stable_token_forced: 0, token: 0 };
+  const phoneStats = { calls: 0, numbers: 0 };
   const usedCodes = new Set<string>();
   let rid = 0;
 
@@ -129,6 +132,7 @@ export function createTokenApis(opts: TokenApiOptions) {
   }
 
   function phoneNumber(q: URLSearchParams, body: Record<string, unknown>, res: http.ServerResponse): void {
+    phoneStats.calls++;
     const entry = checkToken(q.get('access_token'));
     if ('errcode' in entry) return error(res, entry.errcode);
     const code = body.code;
@@ -142,6 +146,7 @@ export function createTokenApis(opts: TokenApiOptions) {
     if (usedCodes.has(key)) return error(res, 40029);
     if (usedCodes.size >= 100_000) usedCodes.clear();
     usedCodes.add(key);
+    phoneStats.numbers++;
     json(res, {
       errcode: 0,
       errmsg: 'ok',
@@ -182,6 +187,9 @@ export function createTokenApis(opts: TokenApiOptions) {
         return true;
       case 'GET /dev/token-stats':
         json(res, stats);
+        return true;
+      case 'GET /dev/phone-stats':
+        json(res, phoneStats);
         return true;
       case 'POST /dev/revoke-tokens': {
         const appid = url.searchParams.get('appid');

@@ -27,12 +27,15 @@ export function phoneErrorFor(err: WechatError): ErrorCode {
 }
 
 /**
- * POST /wx/phone { code } with the session's token: the code from the mini-program's getPhoneNumber
- * button → `wxa/business/getuserphonenumber` with the app's access_token and the session's openid (so
- * WeChat checks the code is this user's) → { phoneNumber, purePhoneNumber, countryCode }.
- * The number is kept with the session (for routes[].forwardPhone); a store that cannot keep it just now
- * does not fail the answer (logged, and the user can be asked again). Nothing of the code, the token or
- * the number is logged.
+ * POST /wx/phone { code, force? } with the session's token: the code from the mini-program's
+ * getPhoneNumber button → `wxa/business/getuserphonenumber` with the app's access_token and the session's
+ * openid (so WeChat checks the code is this user's) → { phoneNumber, purePhoneNumber, countryCode,
+ * source: "wechat" }.
+ * The number is kept with the user (every session of theirs, on every device, for routes[].forwardPhone).
+ * WeChat charges for each call: within limits.phone.window of the user's grant a new code is answered
+ * with the kept number ({ …, source: "kept" }) and WeChat is not called, unless `force: true`. A store
+ * that cannot keep the number just now does not fail the answer (logged, and the user can be asked
+ * again). Nothing of the code, the token or the number is logged.
  */
 export function phoneHandler(deps: {
   config: Config;
@@ -41,8 +44,10 @@ export function phoneHandler(deps: {
   accessTokens: AccessTokens;
   current: (ctx: Context) => Promise<{ token: string; session: ActiveSession }>;
   log: Logger;
+  now?: () => number;
 }) {
   const { config, sessions, wechat, accessTokens, current, log } = deps;
+  const now = deps.now ?? Date.now;
   return async function phone(ctx: Context): Promise<void> {
     const { session } = await current(ctx);
     requireMiniProgram(config, session, 'This endpoint gets phone numbers');
@@ -51,16 +56,27 @@ export function phoneHandler(deps: {
     if (typeof code !== 'string' || code === '' || !CODE.test(code)) {
       throw new GatewayError('invalid_request', { message: 'A "code" string from the getPhoneNumber button (1-128 printable characters) is required.' });
     }
+    if (body.force !== undefined && typeof body.force !== 'boolean') {
+      throw new GatewayError('invalid_request', { message: '"force" must be true or false.' });
+    }
+    const window = config.limits.phone.window;
+    if (body.force !== true && window > 0) {
+      const kept = await sessions.store.getPhone(session.appid, session.openid);
+      if (kept && now() - kept.grantedAt < window) {
+        ctx.set('Cache-Control', 'no-store');
+        ctx.body = { phoneNumber: kept.phoneNumber, purePhoneNumber: kept.purePhoneNumber, countryCode: kept.countryCode, source: 'kept' };
+        return;
+      }
+    }
     try {
       const phone = await accessTokens.withToken(session.appid, (token) => wechat.getPhoneNumber(token, code, session.openid));
-      const number = e164(phone);
-      if (number && number !== session.phone) {
-        await sessions.setPhone(session, number).catch((err: Error) => {
-          log.warn({ appid: session.appid, err: err.message }, 'could not keep the phone number with the session');
+      if (e164(phone)) {
+        await sessions.setPhone(session, { ...phone, grantedAt: now() }).catch((err: Error) => {
+          log.warn({ appid: session.appid, err: err.message }, 'could not keep the phone number with the user');
         });
       }
       ctx.set('Cache-Control', 'no-store');
-      ctx.body = phone;
+      ctx.body = { ...phone, source: 'wechat' };
     } catch (err) {
       if (err instanceof AccessTokenError) {
         throw new GatewayError('wechat_unavailable', {

@@ -231,7 +231,7 @@ export function openapiDocument(config: Config): object {
     id: 'phone',
     tag: 'mini-program',
     summary: 'The user\'s phone number from a getPhoneNumber button code',
-    description: 'Calls wxa/business/getuserphonenumber with the app\'s access_token and the session\'s openid. The number is kept with the session (routes[].forwardPhone sends it upstream as X-Wx-Phone).',
+    description: 'Calls wxa/business/getuserphonenumber with the app\'s access_token and the session\'s openid. The number is kept with the user, for every session of theirs (routes[].forwardPhone sends it upstream as X-Wx-Phone); within limits.phone.window of the grant a new code is answered with it (source: kept) without calling WeChat (each call is paid), unless force is true.',
     security: sessionAuth,
     parameters: csrfHeader,
     requestBody: jsonBody(ref('PhoneRequest')),
@@ -501,15 +501,19 @@ export function openapiDocument(config: Config): object {
     PhoneRequest: {
       type: 'object',
       required: ['code'],
-      properties: { code: { type: 'string', pattern: '^[\\x21-\\x7e]{1,128}$', description: 'From the getPhoneNumber button.' } },
+      properties: {
+        code: { type: 'string', pattern: '^[\\x21-\\x7e]{1,128}$', description: 'From the getPhoneNumber button.' },
+        force: { type: 'boolean', description: 'Ask WeChat even when the gateway keeps a number the user granted within limits.phone.window.' },
+      },
     },
     PhoneNumber: {
       type: 'object',
-      required: ['phoneNumber', 'purePhoneNumber', 'countryCode'],
+      required: ['phoneNumber', 'purePhoneNumber', 'countryCode', 'source'],
       properties: {
         phoneNumber: { type: 'string', description: 'With the country code for numbers outside mainland China.' },
         purePhoneNumber: { type: 'string', description: 'Without the country code.' },
         countryCode: { type: 'string' },
+        source: { enum: ['wechat', 'kept'], description: 'wechat: WeChat was asked just now; kept: the number the user granted before, WeChat not asked.' },
       },
       additionalProperties: false,
     },

@@ -1,6 +1,6 @@
 import { accountId } from './accounts.js';
 import { TOKEN_HASH_LENGTH, userId } from './tokens.js';
-import type { Identity, Invalidation, SessionRecord, SessionStore } from './types.js';
+import { keptE164, type Identity, type Invalidation, type KeptPhone, type SessionRecord, type SessionStore } from './types.js';
 
 /** A unionid's account: who logged in with it, until the latest absolute deadline of their sessions. */
 interface Account {
@@ -17,6 +17,8 @@ interface User {
   sessionKey?: string;
   /** token hashes, oldest first */
   tokens: string[];
+  /** the phone number the user granted (kept with the user, as in Redis) */
+  phone?: KeptPhone;
   /**
    * the latest idle deadline of the user's sessions (never past their absolute deadline): the entry (and
    * its session_key) lives until then, as the user's key in Redis does; it goes with their last session
@@ -141,7 +143,12 @@ export class MemoryStore implements SessionStore {
 
   async get(tokenHash: string): Promise<SessionRecord | undefined> {
     const r = this.live(tokenHash);
-    return r && { ...r };
+    return r && this.withPhone(r);
+  }
+
+  /** A copy of the record, with the user's phone number when they granted one. */
+  private withPhone(r: SessionRecord, user = this.users.get(userKey(r.appid, r.openid))): SessionRecord {
+    return user?.phone ? { ...r, phone: keptE164(user.phone) } : { ...r };
   }
 
   async touch(tokenHash: string, idleExpiresAt: number): Promise<boolean> {
@@ -154,12 +161,40 @@ export class MemoryStore implements SessionStore {
     return true;
   }
 
-  async setPhone(tokenHash: string, phone: string): Promise<boolean> {
-    const r = this.live(tokenHash);
-    if (!r) return false;
-    this.sessions.set(tokenHash, { ...r, phone });
-    this.emit([tokenHash]);
+  /** The user entry while one of their sessions may be alive. */
+  private user(appid: string, openid: string): User | undefined {
+    const user = this.users.get(userKey(appid, openid));
+    return user && this.now() < user.until ? user : undefined;
+  }
+
+  async setPhone(appid: string, openid: string, phone: KeptPhone): Promise<boolean> {
+    const user = this.user(appid, openid);
+    if (!user) return false;
+    user.phone = { ...phone };
+    this.emit([...user.tokens]);
     return true;
+  }
+
+  async getPhone(appid: string, openid: string): Promise<KeptPhone | undefined> {
+    const p = this.user(appid, openid)?.phone;
+    return p && { ...p };
+  }
+
+  async clearPhone(appid: string, openid: string): Promise<boolean> {
+    const user = this.user(appid, openid);
+    if (!user) return false;
+    let had = user.phone !== undefined;
+    delete user.phone;
+    for (const h of user.tokens) {
+      const r = this.sessions.get(h);
+      if (r?.phone !== undefined) {
+        had = true;
+        const { phone: _, ...rest } = r;
+        this.sessions.set(h, rest);
+      }
+    }
+    this.emit([...user.tokens]);
+    return had;
   }
 
   async revoke(tokenHash: string): Promise<boolean> {
@@ -193,7 +228,7 @@ export class MemoryStore implements SessionStore {
     const out = [];
     for (const h of [...user.tokens]) {
       const r = this.live(h, now);
-      if (r) out.push({ tokenHash: h, record: { ...r } });
+      if (r) out.push({ tokenHash: h, record: this.withPhone(r) });
     }
     return out;
   }

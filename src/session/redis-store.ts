@@ -2,7 +2,7 @@ import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Metrics } from '../metrics/metrics.js';
 import { TOKEN_HASH_LENGTH, UID_LENGTH, userId } from './tokens.js';
 import { accountId, isAccountId } from './accounts.js';
-import { StoreUnavailableError, type Flow, type Identity, type Invalidation, type SessionRecord, type SessionStore } from './types.js';
+import { keptE164, StoreUnavailableError, type Flow, type Identity, type Invalidation, type KeptPhone, type SessionRecord, type SessionStore } from './types.js';
 
 export interface RedisStoreOptions {
   url: string;
@@ -34,8 +34,13 @@ export interface RedisStoreOptions {
  *                                    users whose ids collide are never merged: the login fails instead)
  *                          "n"     → the unionid from the user's latest login (absent when WeChat gave none)
  *                          "k"     → the user's current session_key (from their latest login)
+ *                          "p"     → the phone number the user granted (POST /wx/phone), the user's, not a
+ *                                    session's: "phoneNumber\tpurePhoneNumber\tcountryCode\tgrantedAt36";
+ *                                    absent until granted (one field per user who did: no cost per session)
  *                          {field} → one per session: "[phone\t]createdAt\texpiresAt\tidleExpiresAt[\tF]" (times
- *                                    in base 36 ms; the phone number, E.164, only once the user granted it;
+ *                                    in base 36 ms; the phone number, E.164, only in fields an earlier
+ *                                    version wrote when the user granted it in that session: still read,
+ *                                    "p" wins, and dropped when the number is revoked;
  *                                    F: the flow that made the session, one capital letter (FLOW_CODES),
  *                                    absent for the mini-program's own logins and for records from before
  *                                    flows existed, which read as miniprogram)
@@ -120,6 +125,24 @@ function decode(v: string, who: string, unionid: string | null): SessionRecord |
     idleExpiresAt: parseInt(idle, 36),
   };
   return Number.isFinite(r.createdAt) && Number.isFinite(r.expiresAt) && Number.isFinite(r.idleExpiresAt) ? r : undefined;
+}
+
+/** "p": "phoneNumber\tpurePhoneNumber\tcountryCode\tgrantedAt36". */
+function encodePhone(p: KeptPhone): string {
+  const parts = [p.phoneNumber, p.purePhoneNumber, p.countryCode];
+  if (parts.some((x) => x === '' || x.includes(SEP))) throw new TypeError('a phone number must be non-empty and without a tab');
+  return [...parts, Math.floor(p.grantedAt).toString(36)].join(SEP);
+}
+function decodePhone(v: string): KeptPhone | undefined {
+  const f = v.split(SEP);
+  if (f.length !== 4) return undefined;
+  const grantedAt = parseInt(f[3]!, 36);
+  return Number.isFinite(grantedAt) ? { phoneNumber: f[0]!, purePhoneNumber: f[1]!, countryCode: f[2]!, grantedAt } : undefined;
+}
+/** The record with the user's kept number ("p") as its phone, when there is one (it wins over a session's own). */
+function withKeptPhone(r: SessionRecord | undefined, p: string | null | undefined): SessionRecord | undefined {
+  const kept = r && p ? decodePhone(p) : undefined;
+  return kept ? { ...r!, phone: keptE164(kept) } : r;
 }
 
 const alive = (r: SessionRecord, now: number) => now < r.idleExpiresAt && now < r.expiresAt;
@@ -222,18 +245,50 @@ redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', at), 'GT')
 return 1`;
 
 /**
- * Puts the phone number into a live session's field (replacing one there), keeping its deadlines, and
- * publishes the hash so every replica drops its cached copy.
- * KEYS: user. ARGV: field, phone, now (ms), invalidation channel, tokenHash. Returns 1, or 0 when gone.
+ * Keeps the user's phone number ("p") if the key is the user's ("w" matches), and publishes every session's
+ * hash so every replica drops its cached copies. KEYS: user. ARGV: "appid\topenid", "p"'s value, uid,
+ * invalidation channel. Returns { 1 or 0 when the store holds no session of the user, { hashes } }.
  */
 const SET_PHONE = PRELUDE + String.raw`
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v then return 0 end
-local _, c36, e36, i36, fl = times(v)
-if not c36 or tonumber(ARGV[3]) >= deadline(e36, i36) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '\t' .. c36 .. '\t' .. e36 .. '\t' .. i36 .. fl)
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-return 1`;
+local flat = redis.call('HGETALL', KEYS[1])
+local hashes, mine = {}, false
+for i = 1, #flat, 2 do
+  local f = flat[i]
+  if f == 'w' then mine = flat[i + 1] == ARGV[1]
+  elseif isSession(f) then hashes[#hashes + 1] = ARGV[3] .. f end
+end
+if not mine or #hashes == 0 then return { 0, {} } end
+redis.call('HSET', KEYS[1], 'p', ARGV[2])
+redis.call('PUBLISH', ARGV[4], table.concat(hashes, ','))
+return { 1, hashes }`;
+
+/**
+ * Forgets the user's phone number: "p", and the number in any session field an earlier version put it in
+ * (the field keeps its times and flow); publishes every session's hash. KEYS: user. ARGV: "appid\topenid",
+ * uid, invalidation channel. Returns { 1 when there was a number, else 0; { hashes } }.
+ */
+const CLEAR_PHONE = PRELUDE + String.raw`
+local u = KEYS[1]
+local flat = redis.call('HGETALL', u)
+local hashes, mine, had, set = {}, false, 0, {}
+for i = 1, #flat, 2 do
+  local f, v = flat[i], flat[i + 1]
+  if f == 'w' then mine = v == ARGV[1]
+  elseif f == 'p' then had = 1
+  elseif isSession(f) then
+    hashes[#hashes + 1] = ARGV[2] .. f
+    local phone, c, e, d, fl = times(v)
+    if c and phone ~= '' then
+      had = 1
+      set[#set + 1], set[#set + 2] = f, c .. '\t' .. e .. '\t' .. d .. fl
+    end
+  end
+end
+if not mine then return { 0, {} } end
+redis.call('HDEL', u, 'p')
+if #set > 0 then redis.call('HSET', u, unpack(set)) end
+if #hashes > 0 then redis.call('PUBLISH', ARGV[3], table.concat(hashes, ',')) end
+return { had, hashes }`;
 
 /**
  * Deletes one session, and the whole key when no live session is left (else the key's expiry becomes the
@@ -301,7 +356,8 @@ interface Scripts {
   wxgateLink(aKey: string, uid: string, at: string): Promise<number>;
   wxgateCreate(uKey: string, ...argv: string[]): Promise<string[]>;
   wxgateTouch(uKey: string, field: string, at: string, at36: string, now: string): Promise<number>;
-  wxgateSetPhone(uKey: string, field: string, phone: string, now: string, channel: string, tokenHash: string): Promise<number>;
+  wxgateSetPhone(uKey: string, who: string, value: string, uid: string, channel: string): Promise<[number, string[]]>;
+  wxgateClearPhone(uKey: string, who: string, uid: string, channel: string): Promise<[number, string[]]>;
   wxgateRevoke(uKey: string, field: string, now: string, channel: string, tokenHash: string): Promise<number>;
   wxgateRevokeAll(uKey: string, who: string, now: string, uid: string, channel: string): Promise<[number, string[]]>;
 }
@@ -417,6 +473,7 @@ export class RedisStore implements SessionStore {
     this.redis.defineCommand('wxgateCreate', { numberOfKeys: 1, lua: CREATE });
     this.redis.defineCommand('wxgateTouch', { numberOfKeys: 1, lua: TOUCH });
     this.redis.defineCommand('wxgateSetPhone', { numberOfKeys: 1, lua: SET_PHONE });
+    this.redis.defineCommand('wxgateClearPhone', { numberOfKeys: 1, lua: CLEAR_PHONE });
     this.redis.defineCommand('wxgateRevoke', { numberOfKeys: 1, lua: REVOKE });
     this.redis.defineCommand('wxgateRevokeAll', { numberOfKeys: 1, lua: REVOKE_ALL });
     this.redis.defineCommand('wxgateLink', { numberOfKeys: 1, lua: LINK });
@@ -561,9 +618,9 @@ export class RedisStore implements SessionStore {
   async get(tokenHash: string): Promise<SessionRecord | undefined> {
     const at = this.split(tokenHash);
     if (!at) return undefined;
-    const [v, who, unionid] = await this.run('get', () => this.redis.hmget(at.key, at.field, 'w', 'n'));
+    const [v, who, unionid, phone] = await this.run('get', () => this.redis.hmget(at.key, at.field, 'w', 'n', 'p'));
     if (!v || !who) return undefined;
-    const r = decode(v, who, unionid ?? null);
+    const r = withKeptPhone(decode(v, who, unionid ?? null), phone);
     return r && alive(r, Date.now()) ? r : undefined;
   }
 
@@ -575,13 +632,24 @@ export class RedisStore implements SessionStore {
     return done === 1;
   }
 
-  async setPhone(tokenHash: string, phone: string): Promise<boolean> {
-    if (phone.includes(SEP)) throw new TypeError('phone must not contain a tab');
-    const at = this.split(tokenHash);
-    if (!at) return false;
-    const done = await this.run('setPhone', () => this.scripts.wxgateSetPhone(at.key, at.field, phone, String(Date.now()), this.channel, tokenHash));
-    if (done === 1) this.emit([tokenHash]); // the script published it for the other replicas
+  async setPhone(appid: string, openid: string, phone: KeptPhone): Promise<boolean> {
+    const value = encodePhone(phone);
+    const uid = userId(appid, openid);
+    const [done, hashes] = await this.run('setPhone', () => this.scripts.wxgateSetPhone(this.uKey(uid), appid + SEP + openid, value, uid, this.channel));
+    this.emit(hashes); // the script published them for the other replicas
     return done === 1;
+  }
+
+  async getPhone(appid: string, openid: string): Promise<KeptPhone | undefined> {
+    const [p, who] = await this.run('getPhone', () => this.redis.hmget(this.uKey(userId(appid, openid)), 'p', 'w'));
+    return p != null && who === appid + SEP + openid ? decodePhone(p) : undefined;
+  }
+
+  async clearPhone(appid: string, openid: string): Promise<boolean> {
+    const uid = userId(appid, openid);
+    const [had, hashes] = await this.run('clearPhone', () => this.scripts.wxgateClearPhone(this.uKey(uid), appid + SEP + openid, uid, this.channel));
+    this.emit(hashes); // the script published them for the other replicas
+    return had === 1;
   }
 
   async revoke(tokenHash: string): Promise<boolean> {
@@ -608,7 +676,7 @@ export class RedisStore implements SessionStore {
     const out: Array<{ tokenHash: string; record: SessionRecord }> = [];
     for (const [f, v] of Object.entries(fields)) {
       if (f.length !== TOKEN_HASH_LENGTH - UID_LENGTH) continue;
-      const record = decode(v, who, fields.n ?? null);
+      const record = withKeptPhone(decode(v, who, fields.n ?? null), fields.p);
       if (record && alive(record, now)) out.push({ tokenHash: uid + f, record });
     }
     return out.sort((a, b) => a.record.createdAt - b.record.createdAt || (a.tokenHash < b.tokenHash ? -1 : 1));

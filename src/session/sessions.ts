@@ -4,7 +4,7 @@ import type { RevokedSessions, RevokeReason } from '../events/events.js';
 import { accountId } from './accounts.js';
 import { UserBlockedError, type AccountControls, type Device } from './controls.js';
 import { hashToken, newToken } from './tokens.js';
-import type { Flow, Identity, SessionRecord, SessionStore } from './types.js';
+import { keptE164, type Flow, type Identity, type KeptPhone, type SessionRecord, type SessionStore } from './types.js';
 
 export interface SessionOptions {
   /** idle lifetime, ms */
@@ -124,7 +124,13 @@ export class Sessions {
       idleExpiresAt: Math.min(now + this.opts.ttl, expiresAt),
     };
     const evicted = await this.store.create(tokenHash, record, sessionKey, { maxPerUser: this.opts.maxPerUser });
-    const session: ActiveSession = { ...record, tokenHash, accountId: accountId(record) };
+    // the phone number the user granted earlier (another session, another device) is theirs in this one
+    // too; read after the session is written, so a grant meanwhile either is read here or invalidates it
+    const phone = await this.store.getPhone(identity.appid, identity.openid).then(
+      (p) => p,
+      () => null, // not known just now: the session is not cached, the request path reads it from the store
+    );
+    const session: ActiveSession = { ...record, ...(phone ? { phone: keptE164(phone) } : {}), tokenHash, accountId: accountId(record) };
     if (controls) {
       if (await controls.blocked(identity)) {
         await this.store.revoke(tokenHash);
@@ -141,7 +147,7 @@ export class Sessions {
     // (a fresh 256-bit token cannot have been looked up before; kept correct all the same)
     this.negative?.delete(tokenHash);
     this.reads.delete(tokenHash);
-    this.cache?.set(tokenHash, session);
+    if (phone !== null) this.cache?.set(tokenHash, session);
     return { token, session };
   }
 
@@ -216,15 +222,21 @@ export class Sessions {
   }
 
   /**
-   * Keeps the phone number the user granted with their session (for routes[].forwardPhone); every
-   * replica's cached copy is dropped, this one's replaced. False when the session is gone.
+   * Keeps the phone number the user granted with the user (routes[].forwardPhone): every session of
+   * theirs, on every replica, now and later, has it; every replica's cached copies of the user's sessions
+   * are dropped, this one's of `session` replaced. False when the store holds no session of the user.
    */
-  async setPhone(session: ActiveSession, phone: string): Promise<boolean> {
+  async setPhone(session: ActiveSession, phone: KeptPhone): Promise<boolean> {
     const { tokenHash } = session;
     this.reads.delete(tokenHash);
-    const kept = await this.store.setPhone(tokenHash, phone);
-    if (kept && this.cache) this.cache.set(tokenHash, { ...session, phone });
+    const kept = await this.store.setPhone(session.appid, session.openid, phone);
+    if (kept && this.cache) this.cache.set(tokenHash, { ...session, phone: keptE164(phone) });
     return kept;
+  }
+
+  /** Forgets the user's phone number, on every replica. True when there was one. */
+  async clearPhone(who: { appid: string; openid: string }): Promise<boolean> {
+    return this.store.clearPhone(who.appid, who.openid);
   }
 
   /** Kills one session on this replica at once (and, through the store, everywhere). */

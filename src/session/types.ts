@@ -30,9 +30,29 @@ export interface SessionRecord extends Identity {
   idleExpiresAt: number;
   /** How the session was made (see Flow). */
   flow: Flow;
-  /** The user's phone number (E.164, e.g. +8613800138000) once granted in this session (POST /wx/phone). */
+  /**
+   * The user's phone number (E.164, e.g. +8613800138000) once granted (POST /wx/phone): the user's (see
+   * KeptPhone), so every session of theirs has it; a number stored with one session by an earlier version
+   * still reads with that session (the user's own number, once kept, wins).
+   */
   phone?: string;
 }
+
+/**
+ * The phone number a user granted (POST /wx/phone), kept with the user (appid, openid), not the session:
+ * WeChat charges for each getuserphonenumber call. As WeChat gave it; `grantedAt` (ms since epoch) is when.
+ * Kept as long as the store holds the user (their session_key: while one of their sessions lives), until
+ * revoked (clearPhone), or with the user's sessions (revokeAll: an admin revoke, a block).
+ */
+export interface KeptPhone {
+  phoneNumber: string;
+  purePhoneNumber: string;
+  countryCode: string;
+  grantedAt: number;
+}
+
+/** The E.164 form a kept number is forwarded in (X-Wx-Phone). */
+export const keptE164 = (p: Pick<KeptPhone, 'countryCode' | 'purePhoneNumber'>) => `+${p.countryCode}${p.purePhoneNumber}`;
 
 /** Thrown by a store that cannot answer (down, slow, refusing writes). The gateway answers 503, never 401. */
 export class StoreUnavailableError extends Error {
@@ -62,10 +82,18 @@ export interface SessionStore {
   /** Moves the idle deadline (clamped to expiresAt). False when the session is gone. */
   touch(tokenHash: string, idleExpiresAt: number): Promise<boolean>;
   /**
-   * Records the phone number the user granted in this session, keeping its deadlines, and tells every
-   * replica to drop its cached copy. False when the session is gone.
+   * Keeps the phone number the user granted with the user (every session of theirs, now and later, reads
+   * it as `phone`), and tells every replica to drop its cached copies of the user's sessions. False when
+   * the store holds no session of the user.
    */
-  setPhone(tokenHash: string, phone: string): Promise<boolean>;
+  setPhone(appid: string, openid: string, phone: KeptPhone): Promise<boolean>;
+  /** The number the user granted, while kept. */
+  getPhone(appid: string, openid: string): Promise<KeptPhone | undefined>;
+  /**
+   * Forgets the user's number (and any an earlier version stored with one of their sessions), and tells
+   * every replica. True when there was one.
+   */
+  clearPhone(appid: string, openid: string): Promise<boolean>;
   /** Kills one session. False when it did not exist. */
   revoke(tokenHash: string): Promise<boolean>;
   /** Kills every session of the user. Returns how many. */

@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { accountId } from '../../src/session/accounts.js';
 import { hashToken, newToken, userId } from '../../src/session/tokens.js';
-import { FLOWS, type Flow, type Invalidation, type SessionRecord, type SessionStore } from '../../src/session/types.js';
+import { FLOWS, type Flow, type Invalidation, type KeptPhone, type SessionRecord, type SessionStore } from '../../src/session/types.js';
 
 /** What every session store must do alike: registered against each store and each Redis topology. */
 export const APP = 'wx0123456789abcdef';
@@ -36,6 +36,10 @@ export function record(openid: string, opts: { appid?: string; idleMs?: number; 
   };
 }
 
+/** A number as WeChat gives it, kept with the user. */
+export const PHONE: KeptPhone = { phoneNumber: '13800138000', purePhoneNumber: '13800138000', countryCode: '86', grantedAt: 1_700_000_000_000 };
+export const OTHER_PHONE: KeptPhone = { phoneNumber: '+1 2025550123', purePhoneNumber: '2025550123', countryCode: '1', grantedAt: 1_700_000_100_000 };
+
 type Case = (t: ExecutionContext, store: SessionStore) => Promise<void>;
 const cases: Record<string, Case> = {
   'create then get returns the record; an unknown hash is undefined': async (t, store) => {
@@ -60,22 +64,72 @@ const cases: Record<string, Case> = {
     await sleep(450);
     t.is(await store.get(h), undefined);
   },
-  'setPhone keeps the number with the session (with or without unionid), through touch, and tells the caches': async (t, store) => {
+  "setPhone keeps the number with the user: every session of theirs has it, a later one too, through touch and list; the caches are told": async (t, store) => {
     const seen: Invalidation[] = [];
     store.onInvalidate((inv) => seen.push(inv));
+    const told = (h: string) => seen.some((inv) => inv !== 'all' && inv.includes(h));
     for (const r of [{ ...record('o-phone-u'), unionid: 'o-union-phone' }, record('o-phone')]) {
-      const h = hashFor(r.openid);
-      await store.create(h, r, 'k', { maxPerUser: 10 });
-      t.true(await store.setPhone(h, '+8613800138000'));
-      t.deepEqual(await store.get(h), { ...r, phone: '+8613800138000' });
-      t.true(await store.setPhone(h, '+12025550123'), 'a newer number replaces the old one');
+      const first = hashFor(r.openid);
+      await store.create(first, r, 'k', { maxPerUser: 10 });
+      t.is(await store.getPhone(r.appid, r.openid), undefined, 'none before it is granted');
+      t.true(await store.setPhone(r.appid, r.openid, PHONE));
+      t.deepEqual(await store.get(first), { ...r, phone: '+8613800138000' });
+      t.deepEqual(await store.getPhone(r.appid, r.openid), PHONE);
+      t.true(told(first), 'the caches are told');
+      // a later session of the same user (another device) has it without asking
+      const later = hashFor(r.openid);
+      const r2 = { ...r, createdAt: r.createdAt + 1 };
+      await store.create(later, r2, 'k2', { maxPerUser: 10 });
+      t.deepEqual(await store.get(later), { ...r2, phone: '+8613800138000' });
+      seen.length = 0;
+      t.true(await store.setPhone(r.appid, r.openid, OTHER_PHONE), 'a newer number replaces the old one');
+      t.true(told(first) && told(later), "the caches of every session of the user's are told");
       const idle = Date.now() + 45_000; // later than the 30 s it has, before the 60 s deadline
-      t.true(await store.touch(h, idle));
-      t.deepEqual(await store.get(h), { ...r, phone: '+12025550123', idleExpiresAt: idle });
-      t.is((await store.list(r.appid, r.openid))[0]?.record.phone, '+12025550123');
-      t.true(seen.some((inv) => inv !== 'all' && inv.includes(h)), 'the caches are told');
+      t.true(await store.touch(first, idle));
+      t.deepEqual(await store.get(first), { ...r, phone: '+12025550123', idleExpiresAt: idle });
+      t.deepEqual(
+        (await store.list(r.appid, r.openid)).map((s) => s.record.phone),
+        ['+12025550123', '+12025550123'],
+      );
+      t.deepEqual(await store.getPhone(r.appid, r.openid), OTHER_PHONE);
     }
-    t.false(await store.setPhone(hashFor('o-phone'), '+8613800138000'), 'no such session');
+    // the user is (appid, openid): the same openid in another app is someone else
+    const elsewhere = record('o-phone', { appid: OTHER_APP });
+    const h = hashFor('o-phone', OTHER_APP);
+    await store.create(h, elsewhere, 'k', { maxPerUser: 10 });
+    t.deepEqual(await store.get(h), elsewhere);
+    t.is(await store.getPhone(OTHER_APP, 'o-phone'), undefined);
+    t.false(await store.setPhone(APP, 'o-phone-nobody', PHONE), 'no session of the user: nothing kept');
+    t.is(await store.getPhone(APP, 'o-phone-nobody'), undefined);
+  },
+  "clearPhone forgets the user's number in every session; so do revokeAll and the user's last session ending": async (t, store) => {
+    const seen: Invalidation[] = [];
+    store.onInvalidate((inv) => seen.push(inv));
+    const [one, two] = [hashFor('o-unphone'), hashFor('o-unphone')];
+    const r = record('o-unphone');
+    await store.create(one!, r, 'k', { maxPerUser: 10 });
+    await store.create(two!, r, 'k', { maxPerUser: 10 });
+    t.true(await store.setPhone(APP, 'o-unphone', PHONE));
+    seen.length = 0;
+    t.true(await store.clearPhone(APP, 'o-unphone'));
+    t.true(seen.some((inv) => inv !== 'all' && inv.includes(one!) && inv.includes(two!)), 'the caches of every session are told');
+    t.deepEqual(await store.get(one!), r);
+    t.deepEqual(await store.get(two!), r);
+    t.is(await store.getPhone(APP, 'o-unphone'), undefined);
+    t.false(await store.clearPhone(APP, 'o-unphone'), 'nothing left to forget');
+    t.false(await store.clearPhone(APP, 'o-unphone-nobody'));
+
+    t.true(await store.setPhone(APP, 'o-unphone', PHONE));
+    t.is(await store.revokeAll(APP, 'o-unphone'), 2);
+    const next = hashFor('o-unphone');
+    await store.create(next, r, 'k', { maxPerUser: 10 });
+    t.is(await store.getPhone(APP, 'o-unphone'), undefined, 'gone with the revoked sessions');
+    t.deepEqual(await store.get(next), r);
+
+    t.true(await store.setPhone(APP, 'o-unphone', PHONE));
+    t.true(await store.revoke(next));
+    await store.create(hashFor('o-unphone'), r, 'k', { maxPerUser: 10 });
+    t.is(await store.getPhone(APP, 'o-unphone'), undefined, "gone with the user's last session");
   },
   "every flow is kept with its session, through setPhone, touch and list (it decides what the session may do)": async (t, store) => {
     for (const flow of FLOWS) {
@@ -83,7 +137,7 @@ const cases: Record<string, Case> = {
       const h = hashFor(r.openid);
       await store.create(h, r, flow === 'miniprogram' ? 'k' : undefined, { maxPerUser: 10 });
       t.deepEqual(await store.get(h), r, flow);
-      t.true(await store.setPhone(h, '+8613800138000'));
+      t.true(await store.setPhone(r.appid, r.openid, PHONE));
       const idle = Date.now() + 45_000;
       t.true(await store.touch(h, idle));
       t.deepEqual(await store.get(h), { ...r, phone: '+8613800138000', idleExpiresAt: idle }, `${flow}: after setPhone and touch`);
@@ -201,7 +255,6 @@ const cases: Record<string, Case> = {
     for (const h of forgedHashes) {
       t.is(await store.get(h), undefined);
       t.false(await store.touch(h, Date.now() + 45_000));
-      t.false(await store.setPhone(h, '+8613800138000'));
       t.false(await store.revoke(h));
     }
     t.deepEqual(await store.get(hashToken(a)), ra);

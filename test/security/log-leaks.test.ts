@@ -119,9 +119,13 @@ test('every flow at trace level: no token, code, session_key, secret, access_tok
   const fwd = await request(gw.url, { path: '/api/phone/me', headers: bearer(alice) });
   t.is(fwd.status, 200);
   t.regex(String(up.seen.at(-1)?.headers['x-wx-phone']), /13800138000$/, 'the number went upstream (and only there)');
-  const reused = await request(gw.url, { path: '/wx/phone', ...json({ code: 'phone-13800138000' }), headers: { 'content-type': 'application/json', ...bearer(alice) } });
+  // within limits.phone.window: the kept number, WeChat not asked
+  const kept = await request(gw.url, { path: '/wx/phone', ...json({ code: 'phone-13800138000' }), headers: { 'content-type': 'application/json', ...bearer(alice) } });
+  t.is(kept.json.source, 'kept', kept.text);
+  // force: WeChat is asked (and refuses the spent code)
+  const reused = await request(gw.url, { path: '/wx/phone', ...json({ code: 'phone-13800138000', force: true }), headers: { 'content-type': 'application/json', ...bearer(alice) } });
   t.is(reused.status, 400);
-  await request(gw.url, { path: '/wx/phone', ...json({ code: code('phone-13900139000@someone-else') }), headers: { 'content-type': 'application/json', ...bearer(alice) } });
+  await request(gw.url, { path: '/wx/phone', ...json({ code: code('phone-13900139000@someone-else'), force: true }), headers: { 'content-type': 'application/json', ...bearer(alice) } });
 
   // ---- decrypt: good, then data for another login (session_key_stale / decrypt_failed)
   const made = await request(sim.url, { path: '/dev/encrypt', ...json({ appid: APPID, code: 'leaky-alice.1', data: { phoneNumber: '13800138000', secretNote: 'x' } }) });
