@@ -130,7 +130,8 @@ export class Sessions {
       (p) => p,
       () => null, // not known just now: the session is not cached, the request path reads it from the store
     );
-    const session: ActiveSession = { ...record, ...(phone ? { phone: keptE164(phone) } : {}), tokenHash, accountId: accountId(record) };
+    const session = withHash(tokenHash, record)!;
+    if (phone) session.phone = keptE164(phone);
     if (controls) {
       if (await controls.blocked(identity)) {
         await this.store.revoke(tokenHash);
@@ -312,5 +313,19 @@ export class Sessions {
 
 /** A stored record as the request path sees it: with the hash it is keyed by. */
 function withHash(tokenHash: string, record: SessionRecord | undefined): ActiveSession | undefined {
-  return record && { ...record, tokenHash, accountId: accountId(record) };
+  if (!record) return undefined;
+  // every cached session of one shape, its fields written out (a spread of the record made them larger)
+  const s: ActiveSession = {
+    appid: record.appid,
+    openid: record.openid,
+    unionid: record.unionid,
+    flow: record.flow,
+    createdAt: record.createdAt,
+    expiresAt: record.expiresAt,
+    idleExpiresAt: record.idleExpiresAt,
+    phone: record.phone,
+    tokenHash,
+    accountId: accountId(record),
+  };
+  return s;
 }
