@@ -526,17 +526,11 @@ export function openapiDocument(config: Config): object {
     },
   };
   if (web?.mpQr) {
-    schemas.MpQrTicket = {
-      type: 'object',
-      required: ['ticket', 'secret', 'expires_in', 'qr'],
-      properties: {
-        ticket: { type: 'string', pattern: '^[A-Za-z0-9_-]{22}$', description: 'Single use; the QR code\'s scene.' },
-        secret: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$', description: 'For this page only: send it as X-Scan-Secret.' },
-        expires_in: { ...SECONDS, description: 'Seconds the QR code and its ticket wait for the follow or scan (web.mpQr.ticketTtl).' },
-        qr: { type: 'string', pattern: '^https?://[^?]+/cgi-bin/showqrcode\\?ticket=', description: 'The QR code image at WeChat (mp.weixin.qq.com/cgi-bin/showqrcode?ticket=…).' },
-      },
-      additionalProperties: false,
-    };
+    schemas.MpQrTicket = ticketSchema(
+      'Single use; the QR code\'s scene.',
+      'Seconds the QR code and its ticket wait for the follow or scan (web.mpQr.ticketTtl).',
+      { pattern: '^https?://[^?]+/cgi-bin/showqrcode\\?ticket=', description: 'The QR code image at WeChat (mp.weixin.qq.com/cgi-bin/showqrcode?ticket=…).' },
+    );
   }
   if (web?.scan || web?.mpQr) {
     schemas.ScanWait = {
@@ -552,17 +546,11 @@ export function openapiDocument(config: Config): object {
     };
   }
   if (web?.scan) {
-    schemas.ScanTicket = {
-      type: 'object',
-      required: ['ticket', 'secret', 'expires_in', 'qr'],
-      properties: {
-        ticket: { type: 'string', pattern: '^[A-Za-z0-9_-]{22}$', description: 'Single use; in the QR code.' },
-        secret: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$', description: 'For this page only: send it as X-Scan-Secret.' },
-        expires_in: { ...SECONDS, description: 'Seconds the ticket waits for its scan and confirmation (web.scan.ticketTtl).' },
-        qr: { type: 'string', pattern: '^data:image/[a-z]+;base64,[A-Za-z0-9+/]+={0,2}$', description: 'The mini-program code as a data: URL.' },
-      },
-      additionalProperties: false,
-    };
+    schemas.ScanTicket = ticketSchema(
+      'Single use; in the QR code.',
+      'Seconds the ticket waits for its scan and confirmation (web.scan.ticketTtl).',
+      { pattern: '^data:image/[a-z]+;base64,[A-Za-z0-9+/]+={0,2}$', description: 'The mini-program code as a data: URL.' },
+    );
   }
 
   const securitySchemes: Obj = {
@@ -692,4 +680,19 @@ function mpQrPaths(
     },
     errors: ['bad_request', 'mp_message_invalid', 'mp_signature_invalid', 'mp_replayed', 'payload_too_large', ...ALWAYS],
   }));
+}
+
+/** A PC login ticket's answer (scan-to-login, follow-QR): the same fields, its own descriptions and QR form. */
+function ticketSchema(ticket: string, expiresIn: string, qr: { pattern: string; description: string }): Obj {
+  return {
+    type: 'object',
+    required: ['ticket', 'secret', 'expires_in', 'qr'],
+    properties: {
+      ticket: { type: 'string', pattern: '^[A-Za-z0-9_-]{22}$', description: ticket },
+      secret: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$', description: 'For this page only: send it as X-Scan-Secret.' },
+      expires_in: { ...SECONDS, description: expiresIn },
+      qr: { type: 'string', ...qr },
+    },
+    additionalProperties: false,
+  };
 }
