@@ -31,7 +31,7 @@ var RELOGIN_ERRORS = { unauthorized: true, session_key_stale: true };
 var OWN_FIELDS = { url: true, header: true, auth: true, success: true, fail: true, complete: true, onTask: true };
 
 /**
- * Short texts for the user (简体中文), by the gateway's error code (src/server/errors.ts) and the
+ * Short texts for the user (简体中文), by the gateway's error code (src/base/errors.ts) and the
  * helper's own codes. Show these, not err.message (which is English and meant for developers).
  */
 var ERROR_TEXTS = {

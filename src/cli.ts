@@ -9,7 +9,7 @@ import { CHECK_ROUTE_EXIT, effectiveConfigFile, explainRoute } from './config/in
 import { ConfigError, loadConfigFile, parseYaml } from './config/load.js';
 import { configSchema } from './config/schema.js';
 import { ListenError, startGateway } from './main.js';
-import { createLogger } from './server/logger.js';
+import { createLogger } from './base/logger.js';
 
 const USAGE = `Usage:
   wxgate [--config FILE]           run the gateway (FILE defaults to $WXGATE_CONFIG or ./gateway.yaml)

@@ -8,7 +8,7 @@ import { buildConfig, ConfigError, parseYaml } from './config/load.js';
 import { restartOnlyChanges, watchConfigFile } from './config/reload.js';
 import type { Config } from './config/schema.js';
 import { ListenError, startGateway, type Gateway } from './main.js';
-import type { Logger } from './server/logger.js';
+import type { Logger } from './base/logger.js';
 
 /**
  * server.workers > 1: the CLI's process becomes a primary that forks that many workers (node:cluster;

@@ -13,7 +13,7 @@ import { Proxy } from './proxy/proxy.js';
 import { createUpgradeHandler } from './proxy/websocket.js';
 import { createHandler } from './server/app.js';
 import { loadTlsFiles } from './server/tls.js';
-import { createLogger, type Logger } from './server/logger.js';
+import { createLogger, type Logger } from './base/logger.js';
 import { MemoryStore } from './session/memory-store.js';
 import { Events } from './events/events.js';
 import { RedisStore } from './session/redis-store.js';

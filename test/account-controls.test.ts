@@ -1,5 +1,5 @@
 import test from 'ava';
-import { logUser } from '../src/server/access-log.js';
+import { logUser } from '../src/base/access-log.js';
 import { simulatedOpenid, startSimulator } from '../src/dev/simulator.js';
 import { Browser } from './helpers/browser.js';
 import { APPID, SECRET, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { createClient, ERROR_TEXTS, errorText, scanTicket, type ClientError, type WxLike, type WxSocketTask } from '../client/wxgate.js';
-import { ERRORS } from '../src/server/errors.js';
+import { ERRORS } from '../src/base/errors.js';
 import { simulatedOpenid, startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { buildConfig } from '../src/config/load.js';
 import { createMetrics } from '../src/metrics/metrics.js';
-import { ERRORS } from '../src/server/errors.js';
+import { ERRORS } from '../src/base/errors.js';
 import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, ROOT, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';

@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { buildConfig } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
-import { ERRORS } from '../src/server/errors.js';
+import { ERRORS } from '../src/base/errors.js';
 import { openapiDocument } from '../src/server/openapi.js';
 import { createCipheriv } from 'node:crypto';
 import { flatXml, mpSignature } from '../src/wechat/mp-crypto.js';

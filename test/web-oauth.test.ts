@@ -2,7 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import test from 'ava';
 import { startSimulator, simulatedOpenid, simulatedUnionid } from '../src/dev/simulator.js';
-import { WebCookies } from '../src/web/cookies.js';
+import { WebCookies } from '../src/request/cookies.js';
 import { OAuthStates, allowedRedirect } from '../src/web/state.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { Browser, pathOf, setCookies } from './helpers/browser.js';

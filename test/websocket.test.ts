@@ -6,7 +6,7 @@ import { buildConfig } from '../src/config/load.js';
 import { createMetrics } from '../src/metrics/metrics.js';
 import { Proxy } from '../src/proxy/proxy.js';
 import { closeFrame, createUpgradeHandler, FrameCursor } from '../src/proxy/websocket.js';
-import { createLogger } from '../src/server/logger.js';
+import { createLogger } from '../src/base/logger.js';
 import { MemoryStore } from '../src/session/memory-store.js';
 import { Sessions } from '../src/session/sessions.js';
 import { startSimulator } from '../src/dev/simulator.js';

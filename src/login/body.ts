@@ -1,6 +1,6 @@
 import type { Context } from 'koa';
 import getRawBody from 'raw-body';
-import { GatewayError } from '../server/errors.js';
+import { GatewayError } from '../base/errors.js';
 
 /** Reads a small JSON object body, with a byte limit: 413 over it, 415 for other types, 400 for bad JSON. */
 export async function readJsonObject(ctx: Context, limit: number): Promise<Record<string, unknown>> {

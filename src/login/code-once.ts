@@ -1,5 +1,5 @@
 import type { Metrics } from '../metrics/metrics.js';
-import type { ErrorCode } from '../server/errors.js';
+import type { ErrorCode } from '../base/errors.js';
 import { CODE_LIFETIMES_MS, replayKey, type CodeFlow, seal, unseal, type LoginOutcome, type ReplayStore } from './replay.js';
 
 interface Logger {

@@ -1,6 +1,6 @@
 import type { Context } from 'koa';
 import type { Config } from '../config/schema.js';
-import { GatewayError } from '../server/errors.js';
+import { GatewayError } from '../base/errors.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
 import { decryptUserData, parseCiphertext, verifySignature } from '../wechat/userdata.js';
 import { readJsonObject } from './body.js';

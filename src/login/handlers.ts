@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { GatewayError, nextMinuteRetryAfter, wechatErrorFor, type ErrorCode } from '../server/errors.js';
+import { GatewayError, nextMinuteRetryAfter, wechatErrorFor, type ErrorCode } from '../base/errors.js';
 import { deviceOf, UserBlockedError, type Device } from '../session/controls.js';
 import type { Sessions } from '../session/sessions.js';
 import { StoreUnavailableError } from '../session/types.js';

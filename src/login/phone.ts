@@ -1,6 +1,6 @@
 import type { Context } from 'koa';
 import type { Config } from '../config/schema.js';
-import { GatewayError, nextMinuteRetryAfter, wechatErrorFor, type ErrorCode } from '../server/errors.js';
+import { GatewayError, nextMinuteRetryAfter, wechatErrorFor, type ErrorCode } from '../base/errors.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 import type { PhoneNumber, WechatClient } from '../wechat/client.js';

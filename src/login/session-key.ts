@@ -1,6 +1,6 @@
 import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import { GatewayError, wechatErrorFor } from '../server/errors.js';
+import { GatewayError, wechatErrorFor } from '../base/errors.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 import type { WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';

@@ -1,8 +1,8 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { Identity } from '../session/types.js';
-import { GatewayError } from '../server/errors.js';
-import { setCookieName } from '../web/cookies.js';
+import { GatewayError } from '../base/errors.js';
+import { setCookieName } from '../request/cookies.js';
 
 /**
  * The header steps a proxied request goes through, in order, each a small function on the

@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { buildConnector, Pool, type Dispatcher } from 'undici';
 import type { RouteConfig } from '../config/schema.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { errorBody } from '../server/errors.js';
+import { errorBody } from '../base/errors.js';
 import { responseHeaders } from './headers.js';
 import type { Route } from './routes.js';
 import { RouteTargets, type Target } from './upstreams.js';

@@ -19,15 +19,15 @@ import type { ActiveSession, Sessions } from '../session/sessions.js';
 import type { AccessTokens } from '../wechat/access-token.js';
 import type { WechatClient } from '../wechat/client.js';
 import { bearerOnly, type WebContext } from '../web/context.js';
-import { stripOwnCookies } from '../web/cookies.js';
+import { stripOwnCookies } from '../request/cookies.js';
 import { demoPage, demoPageFor } from '../web/demo.js';
 import { oauthFlows, oauthHandlers } from '../web/oauth.js';
 import { scanHandlers } from '../web/scan.js';
 import { mpQrDemoFlow, mpQrHandlers } from '../web/mp-qr.js';
-import { accessLogger, requestId } from './access-log.js';
+import { accessLogger, requestId } from '../base/access-log.js';
 import { openapiDocument } from './openapi.js';
-import { GatewayError, sendError, writeError } from './errors.js';
-import type { Logger } from './logger.js';
+import { GatewayError, sendError, writeError } from '../base/errors.js';
+import type { Logger } from '../base/logger.js';
 
 export interface AppDeps {
   config: Config;

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { mpQrApp, type Config } from '../config/schema.js';
-import { WebCookies } from '../web/cookies.js';
-import { ERRORS, type ErrorCode } from './errors.js';
+import { WebCookies } from '../request/cookies.js';
+import { ERRORS, type ErrorCode } from '../base/errors.js';
 
 /**
  * The OpenAPI 3.1 description of the gateway's own endpoints, as this configuration serves them: the

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import proxyaddr from 'proxy-addr';
 import type { RedisClient } from './redis-store.js';
-import { logUser } from '../server/access-log.js';
+import { logUser } from '../base/access-log.js';
 import { UID_LENGTH, userId } from './tokens.js';
 import { StoreUnavailableError, type Flow, type Identity } from './types.js';
 

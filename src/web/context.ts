@@ -1,7 +1,7 @@
 import type { Context } from 'koa';
 import type { Config } from '../config/schema.js';
-import { WebCookies } from './cookies.js';
-import { Credentials, csrfToken } from './credentials.js';
+import { WebCookies } from '../request/cookies.js';
+import { Credentials, csrfToken } from '../request/credentials.js';
 import { OAuthStates } from './state.js';
 import type { WebStore } from './store.js';
 

@@ -3,7 +3,7 @@ import type { Context } from 'koa';
 import proxyaddr from 'proxy-addr';
 import getRawBody from 'raw-body';
 import { mpQrApp, type Config } from '../config/schema.js';
-import { GatewayError, wechatErrorFor } from '../server/errors.js';
+import { GatewayError, wechatErrorFor } from '../base/errors.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Sessions } from '../session/sessions.js';
 import type { Identity } from '../session/types.js';

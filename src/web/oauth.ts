@@ -4,7 +4,7 @@ import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
 import type { CodeOnce, Exchanged } from '../login/code-once.js';
 import { deviceOf, type Device } from '../session/controls.js';
-import { GatewayError, nextMinuteRetryAfter, wechatErrorFor, type ErrorCode } from '../server/errors.js';
+import { GatewayError, nextMinuteRetryAfter, wechatErrorFor, type ErrorCode } from '../base/errors.js';
 import type { Sessions } from '../session/sessions.js';
 import type { WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Context } from 'koa';
 import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
-import { GatewayError, wechatErrorFor } from '../server/errors.js';
+import { GatewayError, wechatErrorFor } from '../base/errors.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 import type { WechatClient } from '../wechat/client.js';

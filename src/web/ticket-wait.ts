@@ -1,7 +1,7 @@
 import { hash } from 'node:crypto';
 import type { Context } from 'koa';
 import { deviceOf } from '../session/controls.js';
-import { GatewayError } from '../server/errors.js';
+import { GatewayError } from '../base/errors.js';
 import type { Sessions } from '../session/sessions.js';
 import type { Flow, Identity } from '../session/types.js';
 import type { WebContext } from './context.js';

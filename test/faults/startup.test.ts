@@ -4,7 +4,7 @@ import test from 'ava';
 import { Redis } from 'ioredis';
 import { buildConfig } from '../../src/config/load.js';
 import { ListenError, startGateway } from '../../src/main.js';
-import { createLogger } from '../../src/server/logger.js';
+import { createLogger } from '../../src/base/logger.js';
 import { runCli, testConfig, writeConfig } from '../helpers/gateway.js';
 import { freePort } from '../helpers/ports.js';
 import { startRedis } from '../helpers/redis.js';

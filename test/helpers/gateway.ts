@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { buildConfig } from '../../src/config/load.js';
 import { startGateway, type Gateway } from '../../src/main.js';
-import { createLogger } from '../../src/server/logger.js';
+import { createLogger } from '../../src/base/logger.js';
 import { configSecrets, reportLeaks } from './log-leaks.js';
 
 export const APPID = 'wx0123456789abcdef';
