@@ -248,7 +248,6 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
     closers.push(() => events.close());
     undo.push(() => events.close(0));
   }
-  const replay = stores.replay;
   const wechat = new WechatClient({ apiBase, timeout: config.wechat.timeout, apps: secretApps, metrics });
   const accessTokens = new AccessTokens({
     apps: qrApp ? [...config.wechat.apps, qrApp] : config.wechat.apps,
@@ -268,7 +267,7 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
   // aborted when close() begins: long polls (scan tickets) answer at once rather than hold the drain
   const draining = new AbortController();
   const build = (c: Config) =>
-    createHandler({ config: c, sessions, wechat, accessTokens, replay, metrics, proxy, log, loginLimiter: stores.loginLimiter(c.limits.login), web, oauthBase, mpBase, draining: draining.signal });
+    createHandler({ config: c, sessions, wechat, accessTokens, replay: stores.replay, metrics, proxy, log, loginLimiter: stores.loginLimiter(c.limits.login), web, oauthBase, mpBase, draining: draining.signal });
   let live = config;
   let handler = build(config);
 
