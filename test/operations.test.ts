@@ -6,6 +6,7 @@ import { APPID, SECRET, login, runCli, spawnGateway, startTestGateway, testConfi
 import { rawConnect, request } from './helpers/http.js';
 import { metricValue, scrape } from './helpers/metrics.js';
 import { startUpstream, type Upstream } from './helpers/upstream.js';
+import { sleep, waitFor } from './helpers/wait.js';
 
 /**
  * What operators get beyond the request path: hot reload (file watch and SIGHUP) on the real process,
@@ -26,11 +27,6 @@ test.after.always(async () => {
   await sim?.close();
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(fn: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
-  for (const end = Date.now() + ms; Date.now() < end; await sleep(25)) if (await fn()) return true;
-  return fn();
-}
 
 function raw(routes: object[], extra: Record<string, unknown> = {}) {
   return testConfig({ apiBase: sim.url, routes, log: { level: 'info' }, ...extra });
@@ -53,7 +49,7 @@ test.serial('hot reload: a changed file swaps the routes in; an invalid one is r
   t.is(metricValue(await scrape(p.url), 'wxgate_config_last_reload_success'), 1);
 
   replace(p.file, raw([a, { path: '/b', upstream: up2.url, auth: 'none' }]));
-  t.true(await until(async () => (await statusOf(p, '/b/x')) === 200, 3000), 'the new route serves');
+  await waitFor(async () => (await statusOf(p, '/b/x')) === 200, { message: 'the new route serves' });
   t.is(up2.seen.at(-1)!.url, '/b/x');
   const after = await scrape(p.url);
   t.is(metricValue(after, 'wxgate_config_last_reload_success'), 1);
@@ -61,7 +57,7 @@ test.serial('hot reload: a changed file swaps the routes in; an invalid one is r
 
   // invalid: refused, named as at start, old routes keep serving
   replace(p.file, raw([a, { path: '/b', upstream: 'not a url', auth: 'none' }]));
-  t.true(await until(async () => metricValue(await scrape(p.url), 'wxgate_config_last_reload_success') === 0, 3000), 'the metric says so');
+  await waitFor(async () => metricValue(await scrape(p.url), 'wxgate_config_last_reload_success') === 0, { message: 'the metric says so' });
   const rejected = logLines(p).find((l) => l.msg === 'config reload rejected; the previous configuration keeps serving');
   t.truthy(rejected);
   t.regex(JSON.stringify(rejected), /routes\[1\]\.upstream: must be an http\(s\) URL/);
@@ -69,12 +65,12 @@ test.serial('hot reload: a changed file swaps the routes in; an invalid one is r
 
   // a setting that needs a restart: refused, naming it
   replace(p.file, raw([a], { server: { host: '127.0.0.1', port: 1, maxHeaderSize: '32kb' } }));
-  t.true(await until(() => logLines(p).some((l) => /server\.port, server\.maxHeaderSize/.test(JSON.stringify(l))), 3000), 'the keys are named');
+  await waitFor(() => logLines(p).some((l) => /server\.port, server\.maxHeaderSize/.test(JSON.stringify(l))), { message: 'the keys are named' });
   t.is(await statusOf(p, '/b/x'), 200);
 
   // valid again: taken
   replace(p.file, raw([{ ...a, path: '/c' }]));
-  t.true(await until(async () => (await statusOf(p, '/c/x')) === 200, 3000));
+  await waitFor(async () => (await statusOf(p, '/c/x')) === 200, { message: 'the reload took effect' });
   t.is(await statusOf(p, '/b/x'), 404);
   t.is(metricValue(await scrape(p.url), 'wxgate_config_last_reload_success'), 1);
 });
@@ -87,13 +83,13 @@ test.serial('hot reload keeps in-flight requests and open connections; SIGHUP re
   conn.write('GET /a/first HTTP/1.1\r\nHost: x\r\n\r\n');
   await conn.waitFor(/"url":"\/a\/first"/, 3000);
   const slow = request(p.url, { path: '/a/slow?ms=700' });
-  await until(() => up1.seen.some((s) => s.url === '/a/slow?ms=700'), 2000);
+  await waitFor(() => up1.seen.some((s) => s.url === '/a/slow?ms=700'), { message: 'the slow request reached the upstream' });
 
   replace(p.file, raw([a, { path: '/b', upstream: up2.url, auth: 'none' }]));
-  await sleep(800);
+  await sleep(800); // the watcher would have reloaded by now, were it on
   t.is(await statusOf(p, '/b/x'), 404, 'with WXGATE_WATCH=0 a change waits for SIGHUP');
   p.child.kill('SIGHUP');
-  t.true(await until(async () => (await statusOf(p, '/b/x')) === 200, 3000), 'SIGHUP reloaded');
+  await waitFor(async () => (await statusOf(p, '/b/x')) === 200, { message: 'SIGHUP reloaded' });
   t.is((await slow).status, 200, 'the request in flight during the reload was answered');
   conn.write('GET /b/second HTTP/1.1\r\nHost: x\r\n\r\n');
   await conn.waitFor(/"url":"\/b\/second"/, 3000);
@@ -108,12 +104,13 @@ test.serial('a half-written file is never loaded', async (t) => {
   const full = stringify(raw([a, { path: '/b', upstream: up2.url, auth: 'none' }, { path: '/c', upstream: up2.url, auth: 'none' }]));
   // written in place, in three parts; the first part alone is a valid configuration with fewer routes
   const cut = full.indexOf('  - path: /c');
+  // a slow writer: real time passes between the parts
   writeFileSync(p.file, full.slice(0, cut));
   await sleep(60);
   writeFileSync(p.file, full.slice(0, cut + 5));
   await sleep(60);
   writeFileSync(p.file, full);
-  t.true(await until(async () => (await statusOf(p, '/c/x')) === 200, 3000));
+  await waitFor(async () => (await statusOf(p, '/c/x')) === 200, { message: 'the reload took effect' });
   const reloads = logLines(p).filter((l) => l.msg === 'config reloaded' || l.msg === 'config reload rejected; the previous configuration keeps serving');
   t.deepEqual(reloads.map((l) => [l.msg, l.routes]), [['config reloaded', 3]], 'one reload, of the whole file');
 });
