@@ -77,7 +77,7 @@ test.serial('logout with {"all": true} kills every session of that user on every
 });
 
 test.serial('a user keeps at most maxPerUser sessions; the oldest goes', async (t) => {
-  const tokens = [];
+  const tokens: string[] = [];
   for (let i = 1; i <= 4; i++) tokens.push(await login(i % 2 ? a.url : b.url, `busy-user.${i}`));
   await waitFor(async () => (await status(a, tokens[0]!)) === 401, { message: 'the oldest session refused' });
   for (const tok of tokens.slice(1)) t.is(await status(b, tok), 200);
