@@ -1,15 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { inspect } from 'node:util';
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import { Redis } from 'ioredis';
 import { accountId } from '../src/session/accounts.js';
 import { createMetrics, type Metrics } from '../src/metrics/metrics.js';
 import { MemoryStore } from '../src/session/memory-store.js';
 import { RedisStore, type RedisStoreOptions } from '../src/session/redis-store.js';
 import { hashToken, newToken, userId } from '../src/session/tokens.js';
-import { StoreUnavailableError, type Invalidation, type SessionStore } from '../src/session/types.js';
+import { StoreUnavailableError, type Invalidation } from '../src/session/types.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
-import { APP, hashFor, PHONE, ready, record, storeCases } from './helpers/store-cases.js';
+import { APP, fakeClock, hashFor, PHONE, ready, realTime, record, storeCases, type Case, type Clock, type MakeStore } from './helpers/store-cases.js';
 import { sleep, waitFor, within } from './helpers/wait.js';
 
 /**
@@ -53,32 +53,33 @@ async function subscribed(prefix: string, n: number): Promise<void> {
   }
 }
 
-const stores: Record<string, () => Promise<SessionStore>> = {
-  memory: async () => new MemoryStore(),
-  redis: async () => {
-    const s = redisStore();
-    await ready(s);
-    return s;
+const stores: Record<string, { make: MakeStore; clock: () => Clock }> = {
+  memory: { make: async (clock) => new MemoryStore({ now: clock.now }), clock: fakeClock },
+  redis: {
+    make: async () => {
+      const s = redisStore();
+      await ready(s);
+      return s;
+    },
+    clock: realTime,
   },
 };
 
 /** Cases beyond the shared ones (test/helpers/store-cases.ts, also run against Cluster and Sentinel). */
-type Case = (t: ExecutionContext, store: SessionStore) => Promise<void>;
 const moreCases: Record<string, Case> = {
-  'touch is clamped to the absolute deadline and never moves the idle deadline back': async (t, store) => {
+  'touch is clamped to the absolute deadline and never moves the idle deadline back': async (t, store, clock) => {
     const h = hashFor('o-clamp');
-    const r = record('o-clamp', { idleMs: 200, maxMs: 600 });
+    const r = record('o-clamp', { idleMs: 200, maxMs: 600, createdAt: clock.now() });
     await store.create(h, r, 'k', { maxPerUser: 10 });
-    t.true(await store.touch(h, Date.now() + 60_000));
+    t.true(await store.touch(h, clock.now() + 60_000));
     t.is((await store.get(h))?.idleExpiresAt, r.expiresAt, 'clamped to expiresAt');
     t.true(await store.touch(h, r.createdAt + 100));
     t.is((await store.get(h))?.idleExpiresAt, r.expiresAt, 'not moved back');
-    // real time: a Redis store's deadlines are Redis's own TTLs, which no fake clock moves
-    await sleep(r.createdAt + 400 - Date.now());
+    await clock.pass(r.createdAt + 400 - clock.now());
     t.truthy(await store.get(h), 'alive past its first idle deadline');
-    await sleep(r.expiresAt + 100 - Date.now());
+    await clock.pass(r.expiresAt + 100 - clock.now());
     t.is(await store.get(h), undefined, 'gone at the absolute deadline, touched or not');
-    t.false(await store.touch(h, Date.now() + 1000));
+    t.false(await store.touch(h, clock.now() + 1000));
   },
   'evictions and revokeAll tell the listeners which sessions died': async (t, store) => {
     const seen: Invalidation[] = [];
@@ -92,14 +93,14 @@ const moreCases: Record<string, Case> = {
     t.is(await store.revokeAll(APP, 'o-listen'), 2);
     t.true(heard(hs[1]!) && heard(hs[2]!));
   },
-  'expired sessions do not count towards maxPerUser and are not listed': async (t, store) => {
+  'expired sessions do not count towards maxPerUser and are not listed': async (t, store, clock) => {
     const old = [0, 1].map(() => hashFor('o-lazy'));
-    for (const h of old) await store.create(h, record('o-lazy', { idleMs: 200 }), 'k', { maxPerUser: 2 });
-    await sleep(300); // past the idle deadline, in real time (Redis's TTLs)
+    for (const h of old) await store.create(h, record('o-lazy', { idleMs: 200, createdAt: clock.now() }), 'k', { maxPerUser: 2 });
+    await clock.pass(300);
     const fresh = [0, 1].map(() => hashFor('o-lazy'));
     const evicted: string[] = [];
     // distinct creation times: list() is oldest first, and two logins in one millisecond tie
-    const now = Date.now();
+    const now = clock.now();
     for (const [i, h] of fresh.entries()) evicted.push(...(await store.create(h, record('o-lazy', { createdAt: now + i }), 'k', { maxPerUser: 2 })));
     t.deepEqual(evicted, [], 'nothing live was evicted');
     t.deepEqual(
@@ -124,16 +125,7 @@ const moreCases: Record<string, Case> = {
   },
 };
 
-for (const [kind, make] of Object.entries(stores)) {
-  storeCases(kind, make);
-  for (const [name, run] of Object.entries(moreCases)) {
-    test(`${kind}: ${name}`, async (t) => {
-      const store = await make();
-      t.teardown(() => store.close());
-      await run(t, store);
-    });
-  }
-}
+for (const [kind, { make, clock }] of Object.entries(stores)) storeCases(kind, make, clock, moreCases);
 
 test('memory: the sweep drops expired sessions and users, so memory stays bounded', async (t) => {
   let now = 1_000_000;
