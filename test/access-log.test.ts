@@ -10,19 +10,12 @@ let up2: Upstream;
 let sim: Awaited<ReturnType<typeof startSimulator>>;
 
 test.before(async () => {
-  up1 = await startUpstream();
-  up2 = await startUpstream();
-  sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } });
+  [up1, up2, sim] = await Promise.all([startUpstream(), startUpstream(), startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } })]);
 });
-test.after.always(async () => {
-  await up1?.close();
-  await up2?.close();
-  await sim?.close();
-});
+test.after.always(() => Promise.all([up1?.close(), up2?.close(), sim?.close()]));
 
-function raw(routes: object[], extra: Record<string, unknown> = {}) {
-  return testConfig({ apiBase: sim.url, routes, log: { level: 'info' }, ...extra });
-}
+/** A configuration with these routes, logging at info (the access log's level). */
+const raw = (routes: object[], extra: Record<string, unknown> = {}) => testConfig({ apiBase: sim.url, routes, log: { level: 'info' }, ...extra });
 
 test.serial('access log: one JSON line per request with request id, route, status, duration, upstream and a hashed user; X-Request-Id passes on', async (t) => {
   const gw = await startTestGateway(
