@@ -113,7 +113,7 @@ export async function startRedis(extra: (port: number, dir: string) => { conf?: 
         await stopChild(c);
         throw new Error(`redis-server on port ${p} did not answer within 10 s`);
       }
-      await sleep(20);
+      await sleep(20); // the poll interval of the start-up loop above (its errors are its own)
     }
   }
 
