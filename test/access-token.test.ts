@@ -8,6 +8,7 @@ import { RedisTokenStore } from '../src/wechat/token-store.js';
 import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
+import { sleep, waitFor } from './helpers/wait.js';
 import { metricValue, scrape } from './helpers/metrics.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
 
@@ -124,16 +125,15 @@ test('a token near its end is refreshed in the background while readers keep the
   const gw = await gateway(s, { prefix });
   try {
     const first = (await accessToken(gw)).json;
-    await new Promise((r) => setTimeout(r, 2200));
+    await sleep(2200); // real time into the refresh window: the simulator's token and Redis's TTL run on their own clocks
     const started = Date.now();
     const during = (await accessToken(gw)).json;
     t.true(Date.now() - started < 500, 'the reader did not wait for the refresh');
     t.is(during.access_token, first.access_token, 'the still-valid token is answered meanwhile');
-    let next = during;
-    for (let i = 0; i < 40 && next.access_token === first.access_token; i++) {
-      await new Promise((r) => setTimeout(r, 25));
-      next = (await accessToken(gw)).json;
-    }
+    const next = await waitFor(async () => {
+      const now = (await accessToken(gw)).json;
+      return now.access_token !== first.access_token && now;
+    }, { interval: 25, message: 'the refreshed token is answered' });
     t.not(next.access_token, first.access_token);
     t.true(next.expires_in >= 3);
     t.is((await stats(s)).stable_token, 2);
@@ -167,7 +167,7 @@ test('Redis keeps one token per app; a token is deleted only while it is still t
   t.false(await store.lock(APPID, 'b', 5000), 'only the owner releases');
   await store.unlock(APPID, 'a');
   t.true(await store.lock(APPID, 'b', 50));
-  await new Promise((r) => setTimeout(r, 80));
+  await sleep(80); // real time: the lock is a Redis key with a 50 ms TTL
   t.true(await store.lock(APPID, 'c', 50), 'the lock expires by itself');
 
   t.true(await store.forceSlot(APPID, 30_000));

@@ -7,6 +7,7 @@ import { request, type Reply } from './helpers/http.js';
 import { metricValue, scrape } from './helpers/metrics.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
 import { startUpstream, type Upstream } from './helpers/upstream.js';
+import { waitFor, within } from './helpers/wait.js';
 import { startWsUpstream, wsConnect, type WsPeer, type WsUpstream } from './helpers/ws.js';
 
 /**
@@ -31,7 +32,6 @@ let users = 0;
 /** every token and code handed out here, to look for in logs and answers */
 const secrets: string[] = [];
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test.before(async () => {
   redis = await startRedis();
@@ -137,11 +137,11 @@ test.serial('block on A: every session of the user ends on both replicas at once
   t.true(Math.abs(until - (Date.now() + 3600_000)) < 5000, 'until: an hour from now');
 
   // the revocation reaches B's cache through pub/sub: no request of the user passes on either replica
-  for (let i = 0; i < 50 && (await sessionStatus(b, onA)) !== 401; i++) await sleep(20);
+  await waitFor(async () => (await sessionStatus(b, onA)) === 401, { message: "the block reached B's cache" });
   for (const gw of [a, b]) for (const tk of [onA, onB]) t.is(await sessionStatus(gw, tk), 401);
   t.is((await request(b.url, { path: '/api/x', headers: { authorization: `Bearer ${onB}` } })).status, 401);
   t.is(await sessionStatus(b, bystander), 200, 'another user is untouched');
-  await Promise.race([socket.closed, sleep(3000)]);
+  await within(5000, socket.closed, 'the WebSocket on B closed');
   t.deepEqual(socket.closeFrame, { code: 4401, reason: 'session ended' }, 'the open WebSocket on B is closed: session ended');
 
   const shown = await admin(b, 'GET', userPath(u));
@@ -190,8 +190,7 @@ test.serial('a block with an expiry ends by itself; bad block requests are 400 w
   const res = await admin(a, 'POST', `${userPath(u)}/block`, { expiresIn: 1 });
   t.is(res.status, 200, res.text);
   t.is((await loginAs(b, u)).json.error, 'user_blocked');
-  await sleep(1100);
-  t.is((await loginAs(b, u)).status, 200, 'the block has ended');
+  await waitFor(async () => (await loginAs(b, u)).status === 200, { interval: 200, message: 'the block has ended' });
   t.is((await admin(b, 'GET', userPath(u))).json.blocked, null);
 
   const later = new Date(Date.now() + 3600_000).toISOString();
@@ -312,7 +311,7 @@ test.serial('the session list: each session\'s flow, last activity, user agent a
   const gone = await admin(b, 'DELETE', `${userPath(u)}/sessions/${scan.id}`);
   t.is(gone.status, 200, gone.text);
   t.deepEqual(gone.json, { revoked: 1 });
-  for (let i = 0; i < 50 && (await request(a.url, { path: '/session', headers: { cookie: pcCookie } })).status !== 401; i++) await sleep(20);
+  await waitFor(async () => (await request(a.url, { path: '/session', headers: { cookie: pcCookie } })).status === 401, { message: "the revocation reached A's cache" });
   for (const gw of [a, b]) {
     t.is((await request(gw.url, { path: '/session', headers: { cookie: pcCookie } })).status, 401);
     t.is(await sessionStatus(gw, phone), 200);
@@ -387,7 +386,7 @@ test.serial('web flows too: an Official Account OAuth session is listed with its
   t.like(list[0], { flow: 'mp', userAgent: ua['user-agent'], ip: '203.0.113.99' });
 
   t.is((await admin(b, 'POST', `/users/${MP}/${openid}/block`, { reason: 'abuse' })).json.revoked, 1);
-  for (let i = 0; i < 50 && (await request(a.url, { path: '/session', headers: { cookie } })).status !== 401; i++) await sleep(20);
+  await waitFor(async () => (await request(a.url, { path: '/session', headers: { cookie } })).status === 401, { message: "the block reached A's cache" });
   t.is((await request(a.url, { path: '/session', headers: { cookie } })).status, 401);
   const refused = await oauthCallback(new Browser(a.url), name, a, a, ua);
   t.is(refused.status, 403, refused.text);

@@ -6,8 +6,8 @@ import { ROOT } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { freePort } from './helpers/ports.js';
 import { startRedis } from './helpers/redis.js';
+import { sleep, waitFor } from './helpers/wait.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /*
  * npm test ended with "[ioredis] Unhandled error event: ... ECONNREFUSED": the bench smoke round (where
@@ -23,17 +23,14 @@ test("the bench's auth service: Redis going away leaves no '[ioredis] Unhandled 
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const url = `http://127.0.0.1:${port}`;
-  for (const deadline = Date.now() + 15_000; ; ) {
-    const up = await request(url, { path: '/' }).then(() => true, () => false);
-    if (up) break;
-    if (Date.now() > deadline) t.fail(`the auth service did not start: ${stderr}`);
-    await sleep(50);
-  }
+  await waitFor(() => request(url, { path: '/' }).then(() => true), { timeout: 15_000, interval: 50, message: 'the auth service started' }).catch((err: Error) => {
+    throw new Error(`${err.message}: ${stderr}`);
+  });
   const token = 'A'.repeat(59);
   t.is((await request(url, { path: '/', headers: { authorization: `Bearer ${token}` } })).status, 401, 'an unknown token, Redis up');
   await redis.stop();
   // ioredis reconnects after ~50 ms, then waits longer each time: a second is several failed attempts
-  await sleep(1500);
+  await sleep(1500); // real time: let several reconnection attempts fail
   t.is((await request(url, { path: '/', headers: { authorization: `Bearer ${token}` } })).status, 401, 'Redis down: 401, no crash');
   t.is(child.exitCode, null, 'still running');
   t.notRegex(stderr, /Unhandled error event/);

@@ -173,3 +173,35 @@ test('check-route exits with a code per outcome; METHOD PATH, PATH --method METH
   writeFileSync(file, readFileSync(file, 'utf8').replace('routes:', 'routez:'));
   t.is((await cli(['check-route', file, 'GET', '/api'])).code, 1, 'an invalid configuration');
 });
+
+/** A configuration with these routes (WeChat's address is never called by the check commands). */
+const checkedConfig = (routes: object[], extra: Record<string, unknown> = {}) => testConfig({ apiBase: 'http://127.0.0.1:1', routes, ...extra });
+
+test('check-config prints the configuration with defaults, secrets never shown; check-route says what a request would get', async (t) => {
+  const file = writeConfig(
+    checkedConfig([
+      { path: '/api', upstream: 'http://api.internal:9001', apps: [APPID], timeout: '5s' },
+      { path: '/api/public', upstream: 'http://api.internal:9001', auth: 'none' },
+      { path: '/v1/items', upstream: ['http://a.internal:1', 'http://b.internal:2'], stripPrefix: true, auth: 'none' },
+    ], {
+      session: { store: 'redis', redis: { url: 'redis://:hunter2-password@redis.internal:6379' } },
+      admin: { port: 9465, token: 'admin-token-0123456789-abcdef' },
+    }),
+  );
+  const checked = await cli(['check-config', file]);
+  t.is(checked.code, 0, checked.err);
+  t.regex(checked.out, /valid \(3 routes, redis session store\)/);
+  t.regex(checked.out, /secret: \$\{WXGATE_WECHAT_APPS_0_SECRET\}/, 'a secret written into the file is shown as a variable (test/check-commands.test.ts)');
+  t.regex(checked.out, /redis:\/\/:\$\{WXGATE_SESSION_REDIS_URL_PASSWORD\}@redis\.internal:6379/);
+  t.regex(checked.out, /ttl: 2h/, 'defaults filled in, as a file has them');
+  for (const s of [SECRET, 'hunter2-password', 'admin-token-0123456789-abcdef']) t.false(checked.out.includes(s), s);
+
+  const route = async (method: string, path: string) => (await cli(['check-route', file, method, path])).out;
+  t.regex(await route('GET', '/api/orders/1'), /route "api" \(path \/api\)[\s\S]*upstream: http:\/\/api\.internal:9001\/api\/orders\/1[\s\S]*auth: +required[\s\S]*apps: +wx0123456789abcdef[\s\S]*timeout: +5000 ms/);
+  t.regex(await route('GET', '/API/Public/x'), /route "api_public"[\s\S]*auth: +none/, 'case-insensitive, longest prefix');
+  t.regex(await route('GET', '/api/%2e%2e/admin'), /refused, 400 bad_path/);
+  t.regex(await route('GET', '/v1/items/7?q=1'), /upstream: one of http:\/\/a\.internal:1, http:\/\/b\.internal:2 \(in turn; a failing one skipped for 10000 ms\), path \/7\?q=1/);
+  t.regex(await route('POST', '/login'), /answered by the gateway itself/);
+  t.regex(await route('GET', '/other'), /no route, 404/);
+  t.is((await cli(['check-route', file])).code, 2);
+});

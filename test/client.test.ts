@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net, { type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -11,7 +11,9 @@ import { simulatedOpenid, startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { startUpstream, type Upstream } from './helpers/upstream.js';
-import { acceptOf, decodeFrames, encodeFrame, startWsUpstream, type WsUpstream } from './helpers/ws.js';
+import WebSocket from 'ws';
+import { waitFor } from './helpers/wait.js';
+import { startWsUpstream, type WsUpstream } from './helpers/ws.js';
 
 /**
  * The mini-program client helper (client/wxgate.js, issue 8) driven by a fake `wx` whose request()
@@ -171,69 +173,29 @@ function fakeWx(opts: { user?: string; storage?: Map<string, unknown>; sessionVa
   return w;
 }
 
-/** wx's SocketTask over a raw socket (test/helpers/ws.ts frames): text messages, close frames. */
+/** wx's SocketTask on a `ws` client: text messages, close frames; a refused handshake is error + close. */
 function fakeSocket(w: FakeWx, url: string, header: Record<string, string>): WxSocketTask {
   const on = { open: [] as Array<(r?: unknown) => void>, message: [] as Array<(r: { data: string }) => void>, error: [] as Array<(r: { errMsg: string }) => void>, close: [] as Array<(r: { code: number; reason: string }) => void> };
   const u = new URL(url.replace(/^ws/, 'http'));
   w.sent.push({ method: 'GET', url, path: u.pathname, header: { ...header }, data: undefined });
-  const key = randomBytes(16).toString('base64');
-  const socket = net.connect(Number(u.port), u.hostname);
-  let state: 'connecting' | 'open' | 'closed' = 'connecting';
-  let closeSeen: { code: number; reason: string } | undefined;
-  const finish = (res: { code: number; reason: string }) => {
-    if (state === 'closed') return;
-    state = 'closed';
-    setImmediate(() => on.close.forEach((f) => f(res)));
-  };
-  socket.on('error', () => {
-    if (state === 'connecting') on.error.forEach((f) => f({ errMsg: 'connect fail' }));
-    finish({ code: 1006, reason: '' });
+  const ws = new WebSocket(url, { headers: header, perMessageDeflate: false });
+  ws.on('open', () => on.open.forEach((f) => f({})));
+  ws.on('message', (data) => on.message.forEach((fn) => fn({ data: data.toString() })));
+  ws.on('error', (err) => {
+    if (ws.readyState !== WebSocket.OPEN) on.error.forEach((f) => f({ errMsg: /Unexpected server response/.test(err.message) ? 'Invalid HTTP status' : 'connect fail' }));
   });
-  socket.on('close', () => {
-    if (state === 'connecting') on.error.forEach((f) => f({ errMsg: 'Invalid HTTP status' }));
-    finish(closeSeen ?? { code: 1006, reason: '' });
-  });
-  const lines = [`GET ${u.pathname}${u.search} HTTP/1.1`, `Host: ${u.host}`, 'Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', `Sec-WebSocket-Key: ${key}`];
-  for (const [k, v] of Object.entries(header)) lines.push(`${k}: ${v}`);
-  socket.write(`${lines.join('\r\n')}\r\n\r\n`);
-  let buf = Buffer.alloc(0);
-  socket.on('data', (d: Buffer) => {
-    buf = Buffer.concat([buf, d]);
-    if (state === 'connecting') {
-      const end = buf.indexOf('\r\n\r\n');
-      if (end < 0) return;
-      const head = buf.subarray(0, end).toString('latin1');
-      if (!head.startsWith('HTTP/1.1 101') || !head.includes(acceptOf(key))) return; // the close event reports it
-      state = 'open';
-      buf = buf.subarray(end + 4);
-      on.open.forEach((f) => f({}));
-    }
-    const { frames, rest } = decodeFrames(buf);
-    buf = Buffer.from(rest);
-    for (const f of frames) {
-      if (f.opcode === 1) on.message.forEach((fn) => fn({ data: f.payload.toString() }));
-      if (f.opcode === 8) {
-        closeSeen = { code: f.payload.length >= 2 ? f.payload.readUInt16BE(0) : 1005, reason: f.payload.subarray(2).toString() };
-        socket.end(encodeFrame(8, f.payload.subarray(0, 2), true));
-      }
-    }
-  });
+  ws.on('close', (code, reason) => setImmediate(() => on.close.forEach((f) => f({ code, reason: reason.toString() }))));
   return {
     onOpen: (f) => void on.open.push(f),
     onMessage: (f) => void on.message.push(f as (r: { data: string }) => void),
     onError: (f) => void on.error.push(f),
     onClose: (f) => void on.close.push(f),
     send: (o) => {
-      if (state !== 'open') return o.fail?.({ errMsg: 'sendSocketMessage:fail not open' });
-      socket.write(encodeFrame(1, Buffer.from(String(o.data)), true));
+      if (ws.readyState !== WebSocket.OPEN) return o.fail?.({ errMsg: 'sendSocketMessage:fail not open' });
+      ws.send(String(o.data));
       o.success?.({});
     },
-    close: (o = {}) => {
-      const b = Buffer.alloc(2);
-      b.writeUInt16BE(o.code ?? 1000);
-      if (state === 'open') socket.write(encodeFrame(8, b, true));
-      else socket.destroy();
-    },
+    close: (o = {}) => (ws.readyState === WebSocket.OPEN ? ws.close(o.code ?? 1000) : ws.terminate()),
   };
 }
 
@@ -258,10 +220,7 @@ function watch(task: WxSocketTask) {
     events.push(`close:${c.code}`);
     closed(c);
   });
-  const nextMessage = async (n: number) => {
-    for (let i = 0; i < 300 && messages.length <= n; i++) await new Promise((r) => setTimeout(r, 10));
-    return messages[n];
-  };
+  const nextMessage = (n: number) => waitFor(() => messages[n], { message: `message #${n}` });
   // opened: the socket opened, or the test fails at once with what the app saw instead
   const opened2 = Promise.race([open, close.then(() => Promise.reject(new Error(`closed before open: ${events.join(', ')}`)))]);
   opened2.catch(() => {});

@@ -7,6 +7,7 @@ import { simulatedOpenid, simulatedUnionid, startSimulator } from '../src/dev/si
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { metricValue, scrape } from './helpers/metrics.js';
+import { sleep, waitFor } from './helpers/wait.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
 import { startUpstream, type Seen, type Upstream } from './helpers/upstream.js';
 
@@ -16,7 +17,6 @@ import { startUpstream, type Seen, type Upstream } from './helpers/upstream.js';
  * waited for, never timed.
  */
 const EVENT_SECRET = 'events-secret-0123456789abcdef';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let redis: RedisServer;
 let sim: Awaited<ReturnType<typeof startSimulator>>;
@@ -55,14 +55,7 @@ const delivered = (path = '/hooks'): Delivered[] =>
   hooks.seen.filter((s) => s.url === path).map((seen) => ({ seen, event: JSON.parse(seen.body) }));
 
 /** Waits (up to 10 s) until `pick` finds what it looks for among the deliveries. */
-async function waitFor<T>(pick: () => T | undefined, what: string): Promise<T> {
-  for (let i = 0; i < 500; i++) {
-    const found = pick();
-    if (found !== undefined && !(Array.isArray(found) && found.length === 0)) return found;
-    await sleep(20);
-  }
-  throw new Error(`not delivered: ${what}`);
-}
+const delivery = <T>(pick: () => T | undefined, what: string) => waitFor(pick, { timeout: 10_000, message: `not delivered: ${what}` });
 const about = (openid: string, type: string) => () => {
   const found = delivered().filter((d) => d.event.type === type && d.event.data.openid === openid);
   return found.length ? found : undefined;
@@ -72,8 +65,8 @@ test.serial('a first login: user.created then session.created, signed; the next 
   const name = `union-ev${++users}`;
   const openid = simulatedOpenid(APPID, name);
   const token = await login(a.url, `${name}.1`);
-  const [created] = await waitFor(about(openid, 'user.created'), 'user.created');
-  const [session] = await waitFor(about(openid, 'session.created'), 'session.created');
+  const [created] = await delivery(about(openid, 'user.created'), 'user.created');
+  const [session] = await delivery(about(openid, 'session.created'), 'session.created');
   const person = accountId({ appid: APPID, openid, unionid: simulatedUnionid(name) });
   t.deepEqual(created!.event.data, { user_id: person, appid: APPID, openid, unionid: simulatedUnionid(name), new_identity: true, new_person: true });
   t.like(session!.event.data, { user_id: person, appid: APPID, openid, flow: 'miniprogram', session: hashToken(token) });
@@ -94,17 +87,17 @@ test.serial('a first login: user.created then session.created, signed; the next 
 
   // the same person again, on B: not new (the marker is in Redis), one more session
   const second = await login(b.url, `${name}.2`);
-  await waitFor(() => about(openid, 'session.created')()?.find((d) => d.event.data.session === hashToken(second)), 'the second session.created');
-  await sleep(100);
+  await delivery(() => about(openid, 'session.created')()?.find((d) => d.event.data.session === hashToken(second)), 'the second session.created');
+  await sleep(100); // a second user.created, were one made, would be delivered by now
   t.is(about(openid, 'user.created')()!.length, 1, 'user.created once, across replicas');
 
   const out = await request(b.url, { method: 'POST', path: '/logout', headers: { authorization: `Bearer ${token}` } });
   t.is(out.status, 204);
-  const [revoked] = await waitFor(about(openid, 'session.revoked'), 'session.revoked');
+  const [revoked] = await delivery(about(openid, 'session.revoked'), 'session.revoked');
   t.deepEqual(revoked!.event.data, { appid: APPID, openid, user_id: person, sessions: [hashToken(token)], count: 1, reason: 'logout' });
   const all = await request(a.url, { method: 'POST', path: '/logout', headers: { authorization: `Bearer ${second}`, 'content-type': 'application/json' }, body: '{"all":true}' });
   t.is(all.status, 204);
-  const both = await waitFor(() => (about(openid, 'session.revoked')()?.length === 2 ? about(openid, 'session.revoked')() : undefined), 'logout all');
+  const both = await delivery(() => (about(openid, 'session.revoked')()?.length === 2 ? about(openid, 'session.revoked')() : undefined), 'logout all');
   t.like(both[1]!.event.data, { appid: APPID, openid, user_id: person, count: 1, reason: 'logout_all' });
   for (const line of [...a.logs, ...b.logs]) t.false(line.includes(EVENT_SECRET), 'the secret is in no log line');
 });
@@ -117,21 +110,20 @@ test.serial('a receiver that fails: the login is answered all the same; the even
   try {
     const token = await login(a.url, `${name}.1`);
     t.is((await request(a.url, { path: '/session', headers: { authorization: `Bearer ${token}` } })).status, 200, 'logged in while the receiver fails');
-    await waitFor(() => (about(openid, 'session.created')()?.length ?? 0) >= 2 || undefined, 'two failed attempts');
+    await delivery(() => (about(openid, 'session.created')()?.length ?? 0) >= 2 || undefined, 'two failed attempts');
   } finally {
     hooks.status = undefined;
   }
   const m = await scrape(a.url);
   t.true(metricValue(m, 'wxgate_event_deliveries_total', { outcome: 'http_5xx' }) - failedBefore >= 2, 'failures are metrics');
   // recovered: the next attempt gets through, with the same id
-  await waitFor(() => {
+  await delivery(() => {
     const ok = delivered().filter((d) => d.event.data.openid === openid && d.event.type === 'session.created');
     return ok.length >= 3 ? ok : undefined;
   }, 'the retry after recovery');
   const attempts = about(openid, 'session.created')()!;
   t.is(new Set(attempts.map((d) => d.event.id)).size, 1, 'one id through every attempt');
-  for (let i = 0; i < 50 && metricValue(await scrape(a.url), 'wxgate_events_pending', {}) > 0; i++) await sleep(20);
-  t.is(metricValue(await scrape(a.url), 'wxgate_events_pending', {}), 0);
+  await waitFor(async () => metricValue(await scrape(a.url), 'wxgate_events_pending', {}) === 0, { message: 'nothing pending' });
 });
 
 test.serial('a 4xx is not retried (rejected); a receiver down for good is given up after events.attempts; both are metrics and logins go on', async (t) => {
@@ -141,8 +133,8 @@ test.serial('a 4xx is not retried (rejected); a receiver down for good is given 
     hooks.status = 400;
     const name = `ev-4xx${++users}`;
     await login(gw.url, `${name}.1`);
-    await waitFor(() => delivered('/strict').find((d) => d.event.type === 'session.created' && d.event.data.openid === simulatedOpenid(APPID, name)), 'one attempt');
-    await sleep(300);
+    await delivery(() => delivered('/strict').find((d) => d.event.type === 'session.created' && d.event.data.openid === simulatedOpenid(APPID, name)), 'one attempt');
+    await sleep(300); // a retry (backoff 50 ms) would have come by now
     t.is(delivered('/strict').filter((d) => d.event.type === 'session.created').length, 1, 'no retry after a 400');
     t.true(metricValue(await scrape(gw.url), 'wxgate_events_total', { type: 'session.created', outcome: 'rejected' }) >= 1);
 
@@ -150,14 +142,12 @@ test.serial('a 4xx is not retried (rejected); a receiver down for good is given 
     const other = `ev-down${++users}`;
     const token = await login(gw.url, `${other}.1`);
     t.truthy(token);
-    const attempts = await waitFor(() => {
-      const l = delivered('/strict').filter((d) => d.event.type === 'session.created' && d.event.data.openid === simulatedOpenid(APPID, other));
-      return l.length >= 3 ? l : undefined;
-    }, 'three attempts');
-    for (let i = 0; i < 100 && metricValue(await scrape(gw.url), 'wxgate_events_total', { type: 'session.created', outcome: 'gave_up' }) < 1; i++) await sleep(20);
+    const attempts = () => delivered('/strict').filter((d) => d.event.type === 'session.created' && d.event.data.openid === simulatedOpenid(APPID, other));
+    await delivery(() => attempts().length >= 3 || undefined, 'three attempts');
+    await waitFor(async () => metricValue(await scrape(gw.url), 'wxgate_events_total', { type: 'session.created', outcome: 'gave_up' }) >= 1, { message: 'given up' });
     t.is(metricValue(await scrape(gw.url), 'wxgate_events_total', { type: 'session.created', outcome: 'gave_up' }), 1);
-    await sleep(300);
-    t.is(attempts.length, 3, 'events.attempts, then no more');
+    await sleep(300); // a fourth attempt (backoff 50 ms) would have come by now
+    t.is(attempts().length, 3, 'events.attempts, then no more');
     t.true(gw.logs.some((l) => l.includes('a login event was not delivered')), 'a warning');
   } finally {
     hooks.status = undefined;
@@ -171,7 +161,7 @@ test.serial('a full queue drops new events (counted), never a login: events.queu
   const gw = await startTestGateway(config({ url: `${hooks.url}/x/hang`, queue: 2, timeout: '5s', attempts: 1 }, prefix));
   try {
     for (let i = 0; i < 6; i++) t.truthy(await login(gw.url, `ev-full${++users}.1`), `login ${i}`);
-    for (let i = 0; i < 100 && metricValue(await scrape(gw.url), 'wxgate_events_total', { type: 'session.created', outcome: 'dropped_queue_full' }) < 1; i++) await sleep(20);
+    await waitFor(async () => metricValue(await scrape(gw.url), 'wxgate_events_total', { type: 'session.created', outcome: 'dropped_queue_full' }) >= 1, { message: 'an event dropped' });
     const m = await scrape(gw.url);
     t.true(metricValue(m, 'wxgate_events_total', { type: 'session.created', outcome: 'dropped_queue_full' }) >= 1);
     t.true(metricValue(m, 'wxgate_events_pending', {}) <= 2);

@@ -5,6 +5,7 @@ import { hashToken, TOKEN_HASH_LENGTH, UID_LENGTH } from '../src/session/tokens.
 import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
+import { sleep, waitFor } from './helpers/wait.js';
 import { metricValue, scrape } from './helpers/metrics.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
 import { startUpstream } from './helpers/upstream.js';
@@ -226,12 +227,10 @@ test('routes[].forwardPhone: once granted, every replica sends X-Wx-Phone (E.164
     // b caches the session before the number is granted (its LRU ttl is an hour)
     t.deepEqual(await seenFor(b, token, '/shop/cart'), [], 'no number before it is granted, and no spoofed one');
     t.is((await phone(a, token, { code: 'phone-13800138000@carol' })).status, 200);
-    const deadline = Date.now() + 2000;
-    let onB = await seenFor(b, token, '/shop/cart');
-    while (onB.length === 0 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 20));
-      onB = await seenFor(b, token, '/shop/cart');
-    }
+    const onB = await waitFor(async () => {
+      const seen = await seenFor(b, token, '/shop/cart');
+      return seen.length > 0 && seen;
+    }, { message: 'B forwards a number' });
     t.deepEqual(onB, [['x-wx-phone', '+8613800138000']], 'the other replica dropped its cached copy and sends the number');
     t.deepEqual(await seenFor(a, token, '/shop/cart'), [['x-wx-phone', '+8613800138000']]);
     t.deepEqual(await seenFor(a, token, '/api/orders'), [], 'a route without forwardPhone never gets it');
@@ -305,13 +304,9 @@ async function upstreamPhone(t: { is(a: unknown, b: unknown, m?: string): void }
 }
 /** Polls until the replica forwards `want` (another replica hears of a change through Redis pub/sub). */
 async function eventually(read: () => Promise<string | undefined>, want: string | undefined): Promise<string | undefined> {
-  const deadline = Date.now() + 2000;
-  let got = await read();
-  while (got !== want && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 20));
-    got = await read();
-  }
-  return got;
+  let got: string | undefined;
+  await waitFor(async () => (got = await read()) === want, { message: `the replica forwards ${want}` }).catch(() => {});
+  return got; // the caller's assertion names what came instead
 }
 
 test("the number is the user's: granted in one session, every session of the user on every replica (a later login on another replica too) forwards it; within the window a new code is answered without calling WeChat, force calls it; the admin revoke drops it everywhere", async (t) => {
@@ -440,7 +435,7 @@ test('limits.phone.window: past it a new code goes to WeChat again; 0 sends ever
       t.is(soon.json.source, 'kept');
       t.is(soon.json.phoneNumber, '13800138000');
       t.is((await phoneStats(s)).calls, 1);
-      await new Promise((r) => setTimeout(r, 400));
+      await sleep(400); // real time: past the 300 ms window
       const after = await phone(gw, token, { code: 'phone-13800138002@jill' });
       t.is(after.json.source, 'wechat', 'past the window');
       t.is(after.json.phoneNumber, '13800138002');

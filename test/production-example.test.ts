@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import { ROOT, runCli } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
+import { waitFor } from './helpers/wait.js';
 import { freePort } from './helpers/ports.js';
 import { startRedis } from './helpers/redis.js';
 import { startSimulator } from '../src/dev/simulator.js';
@@ -60,13 +61,13 @@ test('config/production.example.yaml runs as it is, with only the documented env
     await exited;
   });
   const base = `http://127.0.0.1:${port}`;
-  let ready = 0;
-  for (const deadline = Date.now() + 15_000; Date.now() < deadline && child.exitCode === null; ) {
-    ready = await request(base, { path: '/readyz' }).then((r) => r.status, () => 0);
-    if (ready === 200) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  t.is(ready, 200, `/readyz (stderr: ${stderr.join('')})`);
+  const ready = async () => {
+    if (child.exitCode !== null) throw new Error(`exited ${child.exitCode}`);
+    return (await request(base, { path: '/readyz' }).then((r) => r.status, () => 0)) === 200;
+  };
+  await waitFor(ready, { timeout: 15_000, interval: 100, message: '/readyz 200' }).catch((err: Error) => {
+    throw new Error(`${err.message}; stderr: ${stderr.join('')}`);
+  });
 
   const login = await request(base, { method: 'POST', path: '/login', headers: { 'content-type': 'application/json' }, body: '{"code":"alice.1"}' });
   t.is(login.status, 200, login.text);

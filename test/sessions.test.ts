@@ -12,7 +12,7 @@ class CountingStore extends MemoryStore {
   reads = 0;
   override async get(tokenHash: string) {
     this.reads++;
-    await new Promise((r) => setTimeout(r, 30));
+    await new Promise((r) => setTimeout(r, 30)); // the slow answer: a remote store's round trip
     return super.get(tokenHash);
   }
 }

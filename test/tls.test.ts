@@ -8,6 +8,7 @@ import type { TLSSocket } from 'node:tls';
 import test from 'ava';
 import { runCli, spawnGateway, testConfig } from './helpers/gateway.js';
 import { startUpstream } from './helpers/upstream.js';
+import { waitFor } from './helpers/wait.js';
 
 /**
  * server.tls: HTTPS on the main listener from PEM files, read again at every reload (SIGHUP), so a
@@ -34,7 +35,6 @@ function get(url: string, path: string, ca: Buffer[]): Promise<{ status: number;
   });
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test('server.tls: HTTPS on the main listener; SIGHUP serves a renewed certificate to new connections, a bad one is refused and the old one kept', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'wxgate-tls-'));
@@ -67,23 +67,13 @@ test('server.tls: HTTPS on the main listener; SIGHUP serves a renewed certificat
   // renewed (certbot and the like write new files, then reload)
   install(second);
   gw.child.kill('SIGHUP');
-  let cn = '';
-  for (let i = 0; i < 100 && cn !== 'second'; i++) {
-    await sleep(50);
-    cn = (await get(gw.url, '/healthz', ca)).cn;
-  }
-  t.is(cn, 'second', 'a new connection gets the renewed certificate');
+  await waitFor(async () => (await get(gw.url, '/healthz', ca)).cn === 'second', { interval: 50, message: 'a new connection gets the renewed certificate' });
 
   // a broken pair: the key of another certificate
   writeFileSync(live.key, readFileSync(first.key));
   const before = gw.stdout.length;
   gw.child.kill('SIGHUP');
-  let rejected = false;
-  for (let i = 0; i < 100 && !rejected; i++) {
-    await sleep(50);
-    rejected = gw.stdout.slice(before).some((l) => l.includes('config reload rejected') && l.includes('server.tls'));
-  }
-  t.true(rejected, 'the reload is refused, naming server.tls');
+  await waitFor(() => gw.stdout.slice(before).some((l) => l.includes('config reload rejected') && l.includes('server.tls')), { message: 'the reload is refused, naming server.tls' });
   t.is((await get(gw.url, '/healthz', ca)).cn, 'second', 'the old certificate keeps serving');
   t.false(gw.stdout.concat(gw.stderr).join('\n').includes('PRIVATE KEY'), 'no key material in the log');
   t.is(await gw.stop(), 0);

@@ -97,7 +97,7 @@ test.serial('a dead target: the refused request goes to the next one, the target
     res.end('revived');
   });
   await new Promise<void>((r) => revived!.listen(deadA, '127.0.0.1', r));
-  await sleep(FAIL_TIMEOUT + 100);
+  await sleep(FAIL_TIMEOUT + 100); // real time: the target is tried again only once failTimeout has passed
   for (let i = 0; i < 3; i++) t.is((await request(gw.url, { path: `/flaky/get?m=fl3-${i}` })).status, 200);
   t.is(revivedSeen.filter((u) => u.includes('m=fl3-')).length, 1, 'the revived target got its turn');
   t.is(metricValue(await scrape(gw.url), 'wxgate_upstream_target_up', { route: 'flaky', target }), 1);

@@ -8,6 +8,7 @@ import { simulatedOriginalId } from '../src/dev/simulator-mpqr.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { Browser, setCookies, type SetCookie } from './helpers/browser.js';
 import { request, type Reply } from './helpers/http.js';
+import { sleep } from './helpers/wait.js';
 import { metricValue, scrape } from './helpers/metrics.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
 import { startUpstream, type Upstream } from './helpers/upstream.js';
@@ -233,7 +234,7 @@ test.serial('a replica that drains (SIGTERM) answers the page\'s long poll at on
   const tk = await newTicket(d);
   const started = Date.now();
   const waiting = poll(new Browser(d.url), tk, 25);
-  await new Promise((r) => setTimeout(r, 400));
+  await sleep(400); // the long poll reaches the gateway and waits: nothing outside the gateway shows when
   const closing = d.close();
   const res = await waiting;
   t.true(Date.now() - started < 10_000, `answered ${Date.now() - started} ms after it began, not at the end of its 25 s`);

@@ -8,6 +8,8 @@ import { request, type Reply } from './helpers/http.js';
 import { metricValue, scrape } from './helpers/metrics.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
 import { startUpstream, type Upstream } from './helpers/upstream.js';
+import { fakeDate } from './helpers/clock.js';
+import { sleep } from './helpers/wait.js';
 
 /**
  * Scan to log in on a PC with the mini-program (issue 7), end to end: two gateway replicas (A, B) on one
@@ -36,8 +38,8 @@ let users = 0;
 let prefixes = 0;
 /** every ticket secret and token handed out here, to look for in the logs */
 const credentials: string[] = [];
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A long poll (?wait=20) woken by what it waits for answers well before its wait runs out, however loaded the machine. */
+const WOKEN = 10_000;
 
 function config(over: { web?: Record<string, unknown>; scan?: Record<string, unknown>; prefix?: string; [k: string]: unknown } = {}) {
   const { web, scan, prefix, ...rest } = over;
@@ -232,13 +234,13 @@ test.serial('the phone confirms on B, the PC polls on A and gets its own web ses
   t.is((await request(a.url, { path: '/session', headers: { authorization: `Bearer ${user.token}` } })).status, 200, 'logging the PC out leaves the phone logged in');
 });
 
-test.serial('long poll: a GET ?wait=5 on A answers within a second of the confirmation on B', async (t) => {
+test.serial('long poll: a GET ?wait=20 on A answers at once when the confirmation comes on B', async (t) => {
   const ticket = await newTicket(a);
   const user = await phone(b);
   const pc = new Browser(a.url);
   const started = Date.now();
-  const waiting = poll(pc, ticket, { wait: 5 });
-  await sleep(1200);
+  const waiting = poll(pc, ticket, { wait: 20 });
+  await sleep(1200); // the poll waits a while first
   const confirmed = await answer(b, ticket.ticket, 'confirm', user.token);
   const confirmedAt = Date.now();
   t.is(confirmed.status, 200, confirmed.text);
@@ -248,7 +250,7 @@ test.serial('long poll: a GET ?wait=5 on A answers within a second of the confir
   t.is(res.json.status, 'confirmed');
   t.truthy(sessionCookie(res));
   t.true(confirmedAt - started >= 1200, 'the poll was waiting when the phone confirmed');
-  t.true(answeredAt - confirmedAt < 1000, `answered ${answeredAt - confirmedAt} ms after the confirmation`);
+  t.true(answeredAt - confirmedAt < WOKEN, `answered ${answeredAt - confirmedAt} ms after the confirmation`);
   t.is((await pc.go('/session')).json.openid, user.openid);
 });
 
@@ -260,13 +262,14 @@ test.serial('long poll: with nothing happening, ?wait=N answers pending after ab
   const took = Date.now() - started;
   t.is(res.status, 200);
   t.deepEqual(res.json, { status: 'pending' });
-  t.true(took >= 700 && took < 2000, `took ${took} ms`);
-  started = Date.now();
+  t.true(took >= 700 && took < 4000, `took ${took} ms`);
   for (const q of ['', '?wait=0', '?wait=-5', '?wait=abc']) {
+    started = Date.now();
     const r = await pc.go(`/scan/tickets/${ticket.ticket}${q}`, { headers: { 'x-scan-secret': ticket.secret } });
     t.deepEqual(r.json, { status: 'pending' }, q);
+    // a wait is whole seconds: under one is none, even on a loaded machine
+    t.true(Date.now() - started < 1000, `no wait without a positive ?wait (${q}: ${Date.now() - started} ms)`);
   }
-  t.true(Date.now() - started < 1000, 'no wait without a positive ?wait');
 });
 
 test.serial('each error its own: used, confirmed twice, cancelled', async (t) => {
@@ -302,12 +305,12 @@ test.serial('each error its own: used, confirmed twice, cancelled', async (t) =>
 
   // a long poll learns of the cancel at once
   const waitCancel = await newTicket(a);
-  const waiting = poll(new Browser(a.url), waitCancel, { wait: 5 });
-  await sleep(300);
+  const waiting = poll(new Browser(a.url), waitCancel, { wait: 20 });
+  await sleep(300); // the long poll reaches the gateway and waits (were it late, it would only prove less)
   const cancelledAt = Date.now();
   await answer(b, waitCancel.ticket, 'cancel', user.token);
   isError(t, await waiting, 409, 'ticket_cancelled', 'long poll, cancelled meanwhile');
-  t.true(Date.now() - cancelledAt < 1000);
+  t.true(Date.now() - cancelledAt < WOKEN, `answered ${Date.now() - cancelledAt} ms after the cancel`);
 });
 
 test.serial('an expired ticket (ticketTtl: 1s): 410 ticket_expired for confirm, cancel and poll, also during a long poll', async (t) => {
@@ -445,7 +448,7 @@ test.serial('race: two PCs polling with the same secret at once, exactly one get
     const user = await phone(b);
     const ticket = await newTicket(b);
     const polls = Promise.all([poll(new Browser(a.url), ticket, { wait: 5 }), poll(new Browser(b.url), ticket, { wait: 5 }), poll(new Browser(a.url), ticket, { wait: 5 })]);
-    await sleep(400);
+    await sleep(400); // the long poll reaches the gateway and waits (were it late, it would only prove less)
     t.is((await answer(a, ticket.ticket, 'confirm', user.token)).status, 200);
     const answers = await polls;
     t.deepEqual(answers.map((r) => r.status).sort(), [200, 409, 409], `long-poll round ${i}`);
@@ -490,10 +493,10 @@ test.serial('a long poll whose client went away does not use up the ticket', asy
     const gone = http.request({ host: u.hostname, port: u.port, path: `/scan/tickets/${ticket.ticket}?wait=5`, headers: { 'x-scan-secret': ticket.secret }, agent: false });
     gone.on('error', () => {});
     gone.end();
-    await sleep(300 + i * 60);
+    await sleep(300 + i * 60); // the poll reaches the gateway and waits; then its client goes, at varying moments
     gone.destroy();
     t.is((await answer(b, ticket.ticket, 'confirm', user.token)).status, 200);
-    await sleep(600);
+    await sleep(600); // the abandoned poll has woken by now: were it to use up the ticket, it would have
     // the page, reloaded with the same ticket (or the next poll of the same page), gets the session
     const res = await poll(new Browser(a.url), ticket);
     t.is(res.status, 200, `round ${i}: ${res.text}`);
@@ -609,12 +612,12 @@ test.serial('memory store (one replica, http publicUrl): the whole flow, bare co
     t.truthy(pngSize(Buffer.from(ticket.qr.split(',')[1]!, 'base64')));
     const user = { token: await login(gw.url, 'memuser.1'), openid: simulatedOpenid(APPID, 'memuser') };
     const pc = new Browser(gw.url);
-    const waiting = poll(pc, ticket, { wait: 5 });
-    await sleep(500);
+    const waiting = poll(pc, ticket, { wait: 20 });
+    await sleep(500); // the long poll reaches the gateway and waits (were it late, it would only prove less)
     const at = Date.now();
     t.is((await answer(gw, ticket.ticket, 'confirm', user.token)).status, 200);
     const res = await waiting;
-    t.true(Date.now() - at < 1000);
+    t.true(Date.now() - at < WOKEN, `answered ${Date.now() - at} ms after the confirmation`);
     t.is(res.status, 200, res.text);
     const cookie = sessionCookie(res, 'wxgate_session')!;
     t.truthy(cookie, 'the bare name on http');
@@ -648,15 +651,19 @@ test.serial('memory store (one replica, http publicUrl): the whole flow, bare co
 });
 
 test.serial('memory store, ticketTtl 1s: expired for confirm and poll', async (t) => {
+  const clock = fakeDate();
   const gw = await startTestGateway(testConfig({ apiBase: sim.url, web: { publicUrl: 'http://127.0.0.1:8080', scan: { ticketTtl: '1s', checkPath: false } } }));
   try {
     const ticket = await newTicket(gw);
     const token = await login(gw.url, 'memexp.1');
-    await sleep(1100);
+    clock.pass(999);
+    t.is((await poll(new Browser(gw.url), ticket)).json.status, 'pending', 'a moment before ticketTtl');
+    clock.pass(1);
     isError(t, await answer(gw, ticket.ticket, 'confirm', token), 410, 'ticket_expired', 'confirm');
     isError(t, await poll(new Browser(gw.url), ticket), 410, 'ticket_expired', 'poll');
   } finally {
     await gw.close();
+    clock.restore();
   }
 });
 
@@ -665,21 +672,21 @@ test.serial('scanned: the phone marks the ticket on B, a long poll on A answers 
   const user = await phone(b);
   const pc = new Browser(a.url);
   t.deepEqual((await poll(pc, ticket)).json, { status: 'pending' });
-  const waiting = poll(pc, ticket, { wait: 5 });
-  await sleep(300);
+  const waiting = poll(pc, ticket, { wait: 20 });
+  await sleep(300); // the long poll reaches the gateway and waits (were it late, it would only prove less)
   const at = Date.now();
   const marked = await answer(b, ticket.ticket, 'scanned', user.token);
   t.is(marked.status, 200, marked.text);
   t.deepEqual(marked.json, { status: 'scanned' });
   const res = await waiting;
-  t.true(Date.now() - at < 1500, 'the long poll answered once the phone scanned');
+  t.true(Date.now() - at < WOKEN, `the long poll answered once the phone scanned (${Date.now() - at} ms)`);
   t.deepEqual(res.json, { status: 'scanned' });
   t.is(sessionCookie(res), undefined);
   t.is((await answer(b, ticket.ticket, 'scanned', user.token)).status, 200, 'marking twice is fine (the page reopened)');
   // the page shows it: seen=scanned waits for what comes next
   t.deepEqual((await poll(pc, ticket, { seen: 'scanned' })).json, { status: 'scanned' }, 'no wait: still scanned');
   const next = poll(pc, ticket, { wait: 5, seen: 'scanned' });
-  await sleep(300);
+  await sleep(300); // the long poll reaches the gateway and waits (were it late, it would only prove less)
   t.is((await answer(b, ticket.ticket, 'confirm', user.token)).status, 200);
   const done = await next;
   t.is(done.json.status, 'confirmed');
@@ -699,17 +706,19 @@ test.serial('scanned: the phone marks the ticket on B, a long poll on A answers 
 });
 
 test.serial('scanned on the memory store, and an expired ticket cannot be marked', async (t) => {
+  const clock = fakeDate();
   const gw = await startTestGateway(testConfig({ apiBase: sim.url, web: { publicUrl: 'http://127.0.0.1:8080', scan: { ticketTtl: '1s', checkPath: false } } }));
   try {
     const ticket = await newTicket(gw);
     const token = await login(gw.url, 'memscan.1');
     t.is((await answer(gw, ticket.ticket, 'scanned', token)).status, 200);
     t.deepEqual((await poll(new Browser(gw.url), ticket)).json, { status: 'scanned' });
-    await sleep(1100);
+    clock.pass(1000);
     isError(t, await answer(gw, ticket.ticket, 'scanned', token), 410, 'ticket_expired');
     isError(t, await poll(new Browser(gw.url), ticket, { seen: 'scanned' }), 410, 'ticket_expired', 'poll');
   } finally {
     await gw.close();
+    clock.restore();
   }
 });
 

@@ -14,16 +14,17 @@ import { APPID, SECRET, login, spawnGateway, startTestGateway, testConfig, type 
 import { request } from './helpers/http.js';
 import { metricValue, scrape } from './helpers/metrics.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
-import { decodeFrames, encodeFrame, startWsUpstream, wsConnect, type WsAnswer, type WsPeer, type WsUpstream } from './helpers/ws.js';
+import { startWsUpstream, wsConnect, type WsAnswer, type WsPeer, type WsUpstream } from './helpers/ws.js';
+import { decodeFrames, encodeFrame, rawWebSocket } from './helpers/ws-raw.js';
+import { sleep, waitFor, within } from './helpers/wait.js';
 
 /**
  * WebSockets through the gateway (wx.connectSocket): a real gateway in this process, a real WebSocket
- * upstream (test/helpers/ws.ts: RFC 6455 handshake and frames over node's http 'upgrade').
+ * upstream and clients (test/helpers/ws.ts, on the ws package).
  */
 const MP = 'wx1111111111111111';
 const PUBLIC = 'https://m.example.com';
 const COOKIE = '__Host-wxgate_session';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let sim: Awaited<ReturnType<typeof startSimulator>>;
 let up: WsUpstream;
@@ -55,18 +56,13 @@ function open(a: WsAnswer): WsPeer {
 
 /** The upstream's side of the socket whose upgrade URL has this marker. */
 async function upstreamPeer(marker: string): Promise<{ peer: WsPeer; headers: Record<string, unknown>; url: string }> {
-  for (let i = 0; i < 100; i++) {
-    const u = up.upgrades.find((x) => x.url.includes(marker));
-    if (u?.peer) return { peer: u.peer, headers: u.headers, url: u.url };
-    await sleep(10);
-  }
-  throw new Error(`no upgrade with ${marker} reached the upstream`);
+  const u = await waitFor(() => up.upgrades.find((x) => x.url.includes(marker) && x.peer), { interval: 5, message: `an upgrade with ${marker} reached the upstream` });
+  return { peer: u.peer!, headers: u.headers, url: u.url };
 }
 
-async function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
-}
+/** Waits until the gateway counts `n` closures of `route` for `reason` (the count follows the close). */
+const closures = (base: string, route: string, reason: string, n = 1) =>
+  waitFor(async () => metricValue(await scrape(base), 'wxgate_websocket_closures_total', { route, reason }) >= n, { message: `${n} ${reason} closures of ${route}` });
 
 test.serial('an authenticated upgrade: the upstream gets the session identity (never a spoofed one), messages go both ways', async (t) => {
   const token = await login(gw.url, 'ws-alice.1');
@@ -100,7 +96,7 @@ test.serial('an authenticated upgrade: the upstream gets the session identity (n
   client.close();
   await within(2000, client.closed, 'the closing handshake');
   t.deepEqual(client.closeFrame, { code: 1000, reason: '' }, "the upstream's close frame came through");
-  await sleep(50);
+  await waitFor(async () => metricValue(await scrape(gw.url), 'wxgate_websockets_open', { route: 'ws' }) === 0, { message: 'no socket open' });
   m = await scrape(gw.url);
   t.is(metricValue(m, 'wxgate_websockets_open', { route: 'ws' }), 0);
   t.true(metricValue(m, 'wxgate_websocket_closures_total', { route: 'ws', reason: 'client' }) + metricValue(m, 'wxgate_websocket_closures_total', { route: 'ws', reason: 'upstream' }) >= 1);
@@ -126,7 +122,7 @@ test('a public route: the upgrade passes without a session and without identity 
   t.is(headers['x-openid'], undefined);
   client.send('ping');
   t.is(await client.message(0), 'echo:ping');
-  client.socket.destroy();
+  client.terminate();
 });
 
 test('stripPrefix and routes[].headers apply to upgrades too', async (t) => {
@@ -135,7 +131,7 @@ test('stripPrefix and routes[].headers apply to upgrades too', async (t) => {
   const { url, headers } = await upstreamPeer('m=strip-1');
   t.is(url, '/room/9?m=strip-1');
   t.is(headers['x-service'], 'chat');
-  client.socket.destroy();
+  client.terminate();
 });
 
 test('cookie sessions: an upgrade from an allowed Origin passes; a foreign Origin or none is refused (cross-site WebSocket hijacking)', async (t) => {
@@ -155,12 +151,12 @@ test('cookie sessions: an upgrade from an allowed Origin passes; a foreign Origi
   t.is(headers.cookie, 'theme=dark', "the gateway's cookie is not passed on");
   client.send('c');
   t.is(await client.message(0), 'echo:c');
-  client.socket.destroy();
+  client.terminate();
   // Bearer needs no Origin check: a browser cannot add an Authorization header
-  open(await wsConnect(gw.url, '/ws/c?m=bearer-foreign', { Authorization: `Bearer ${token}`, Origin: 'https://evil.example' })).socket.destroy();
+  open(await wsConnect(gw.url, '/ws/c?m=bearer-foreign', { Authorization: `Bearer ${token}`, Origin: 'https://evil.example' })).terminate();
 });
 
-test('POST /logout closes the open socket within a second: 4401 to both sides', async (t) => {
+test('POST /logout closes the open socket at once: 4401 to both sides', async (t) => {
   const token = await login(gw.url, 'ws-logout.1');
   const client = open(await wsConnect(gw.url, '/ws/l?m=logout-1', { Authorization: `Bearer ${token}` }));
   const other = open(await wsConnect(gw.url, '/ws/l?m=logout-other', { Authorization: `Bearer ${await login(gw.url, 'ws-logout-other.1')}` }));
@@ -169,17 +165,17 @@ test('POST /logout closes the open socket within a second: 4401 to both sides', 
   t.is(await client.message(0), 'echo:before');
   const start = Date.now();
   t.is((await request(gw.url, { method: 'POST', path: '/logout', headers: { authorization: `Bearer ${token}` } })).status, 204);
-  await within(1000, client.closed, 'the socket closed after logout');
+  await within(5000, client.closed, 'the socket closed after logout');
   t.log(`closed ${Date.now() - start} ms after the logout`);
   t.deepEqual(client.closeFrame, { code: 4401, reason: 'session ended' });
-  await within(1000, peer.closed, 'the upstream side closed');
+  await within(5000, peer.closed, 'the upstream side closed');
   t.deepEqual(peer.closeFrame, { code: 4401, reason: 'session ended' });
   // another user's socket is untouched
   other.send('still here');
   t.is(await other.message(0), 'echo:still here');
-  other.socket.destroy();
-  await sleep(50);
-  t.true(metricValue(await scrape(gw.url), 'wxgate_websocket_closures_total', { route: 'ws', reason: 'session_ended' }) >= 1);
+  other.terminate();
+  await closures(gw.url, 'ws', 'session_ended');
+  t.pass();
 });
 
 test('routes[].websocket.maxLifetime closes the socket (1001)', async (t) => {
@@ -188,11 +184,11 @@ test('routes[].websocket.maxLifetime closes the socket (1001)', async (t) => {
   const client = open(await wsConnect(gw.url, '/short/x?m=short-1', { Authorization: `Bearer ${token}` }));
   client.send('a');
   t.is(await client.message(0), 'echo:a');
-  await within(2500, client.closed, 'closed at maxLifetime');
+  await within(5000, client.closed, 'closed at maxLifetime');
   const lived = Date.now() - start;
-  t.true(lived >= 650 && lived < 2000, `lived ${lived} ms`);
+  t.true(lived >= 650, `lived ${lived} ms: not closed before maxLifetime (700 ms)`);
   t.deepEqual(client.closeFrame, { code: 1001, reason: 'maximum lifetime reached' });
-  await sleep(50);
+  await closures(gw.url, 'short', 'max_lifetime');
   t.is(metricValue(await scrape(gw.url), 'wxgate_websocket_closures_total', { route: 'short', reason: 'max_lifetime' }), 1);
 });
 
@@ -265,7 +261,7 @@ test('a revocation on another replica (Redis) closes the socket', async (t) => {
   client.send('r');
   t.is(await client.message(0), 'echo:r');
   t.is((await request(b.url, { method: 'POST', path: '/logout', headers: { authorization: `Bearer ${token}` } })).status, 204);
-  await within(1000, client.closed, 'closed after the logout on the other replica');
+  await within(5000, client.closed, 'closed after the logout on the other replica');
   t.is(client.closeFrame?.code, 4401);
 });
 
@@ -299,14 +295,15 @@ test('the gateway\'s close frame goes in between two frames, never inside one', 
 
 test('a close in the middle of a frame waits for its end: the upstream gets the whole message, then the close', async (t) => {
   const token = await login(gw.url, 'ws-midframe.1');
-  const client = open(await wsConnect(gw.url, '/ws/x?m=midframe', { Authorization: `Bearer ${token}` }));
+  // a raw client: the ws package never sends half a frame, nor leaves a close frame unanswered
+  const client = await rawWebSocket(gw.url, '/ws/x?m=midframe', { Authorization: `Bearer ${token}` });
   const { peer } = await upstreamPeer('m=midframe');
   const frame = encodeFrame(1, Buffer.from('a message in two halves'), true);
   client.raw(frame.subarray(0, 10));
-  await sleep(50);
+  await sleep(50); // nothing observable marks the half frame's arrival at the gateway: give it real time
   t.is((await request(gw.url, { method: 'POST', path: '/logout', headers: { authorization: `Bearer ${token}` } })).status, 204);
   // the client's direction was between two frames: its close frame came at once
-  for (let i = 0; i < 50 && !client.closeFrame; i++) await sleep(10);
+  await waitFor(() => client.closeFrame, { message: "the gateway's close frame to the client" });
   t.is(client.closeFrame?.code, 4401);
   t.is(peer.closeFrame, undefined, 'half a frame on its way up: no close frame inside it');
   t.deepEqual(peer.messages, []);
@@ -343,11 +340,11 @@ test('an idle-expired session is found by the periodic check and its socket clos
   t.is(handler.open, 1);
   client.send('still talking');
   t.is(await client.message(0), 'echo:still talking');
-  await within(2500, client.closed, 'closed once the session idled out');
+  await within(5000, client.closed, 'closed once the session idled out');
   const lived = Date.now() - start;
   t.true(lived >= 750, `an open socket does not keep the session alive, but it lived its idle time (${lived} ms)`);
   t.deepEqual(client.closeFrame, { code: 4401, reason: 'session ended' });
-  await sleep(20);
+  await waitFor(() => handler.open === 0, { message: 'the handler counts no open socket' });
   t.is(handler.open, 0);
 });
 

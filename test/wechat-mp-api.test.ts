@@ -29,7 +29,8 @@ test.after.always(() => {
   nock.enableNetConnect();
 });
 
-const client = (apiBase: string) => new WechatClient({ apiBase, timeout: 500, apps: [{ appid: MP, secret: MP_SECRET }], metrics: createMetrics({ defaultMetrics: false }) });
+// a generous timeout: nock answers at once, and a loaded machine must not turn that into a timeout
+const client = (apiBase: string) => new WechatClient({ apiBase, timeout: 5000, apps: [{ appid: MP, secret: MP_SECRET }], metrics: createMetrics({ defaultMetrics: false }) });
 
 test('qrcodeCreate: POST with the access_token, QR_STR_SCENE, scene_str and expire_seconds; the answer mapped', async (t) => {
   const api = base();
@@ -78,7 +79,7 @@ async function gateway(api: string) {
   return startTestGateway(
     testConfig({
       apiBase: api,
-      wechat: { apiBase: api, timeout: '500ms', apps: [{ appid: APPID, secret: SECRET }] },
+      wechat: { apiBase: api, timeout: '1500ms', apps: [{ appid: APPID, secret: SECRET }] },
       web: { publicUrl: 'https://pc.example.com', mpQr: { appid: MP, secret: MP_SECRET, token: 'tok123', ticketTtl: '5m' } },
     }),
   );
@@ -114,7 +115,7 @@ test.serial('POST /qr/tickets: WeChat\'s failures are answered like the other we
   nock(api).post('/cgi-bin/qrcode/create').query(true).reply(200, { errcode: 61234, errmsg: 'something unexpected' });
   nock(api).post('/cgi-bin/qrcode/create').query(true).reply(200, { errcode: 45009, errmsg: 'reach max api daily quota limit' });
   nock(api).post('/cgi-bin/qrcode/create').query(true).reply(200, { errcode: -1, errmsg: 'system error' });
-  nock(api).post('/cgi-bin/qrcode/create').query(true).delay(1500).reply(200, { ticket: WX_TICKET, expire_seconds: 300 });
+  nock(api).post('/cgi-bin/qrcode/create').query(true).delay(4000).reply(200, { ticket: WX_TICKET, expire_seconds: 300 });
   const gw = await gateway(api);
   try {
     for (const [status, error] of [[502, 'wechat_error'], [503, 'wechat_quota_exceeded'], [503, 'wechat_unavailable'], [504, 'wechat_timeout']] as const) {

@@ -24,7 +24,9 @@ test.before(() => {
 test.afterEach.always(() => nock.cleanAll());
 test.after.always(() => nock.enableNetConnect());
 
-function client(timeout = 500) {
+// a generous default: nock answers at once, and a loaded machine must not turn that into a timeout;
+// the timeout tests pass their own, well under their delayed answers
+function client(timeout = 5000) {
   const metrics = createMetrics({ defaultMetrics: false });
   return { metrics, wx: new WechatClient({ apiBase: WX, timeout, apps: [{ appid: APPID, secret: 'secret-0123456789' }], metrics }) };
 }

@@ -30,7 +30,9 @@ test.after.always(() => {
   nock.enableNetConnect();
 });
 
-function client(apiBase: string, timeout = 500) {
+// a generous default: nock answers at once, and a loaded machine must not turn that into a timeout; the
+// timeout tests pass their own, well under their delayed answers
+function client(apiBase: string, timeout = 5000) {
   const metrics = createMetrics({ defaultMetrics: false });
   const wx = new WechatClient({
     apiBase,

@@ -8,21 +8,13 @@ import { APPID, SECRET, login, spawnGateway, startTestGateway, testConfig, type 
 import { rawConnect, request } from '../helpers/http.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { startRawUpstream, startUpstream, type RawUpstream } from '../helpers/upstream.js';
+import { sleep, waitFor } from '../helpers/wait.js';
 
 /**
  * The gateway as its own process (the built CLI, `node dist/cli.js`), where signals and crashes are
  * real: SIGTERM while requests are in flight (with the memory store, and with a real redis-server whose
  * CLIENT LIST shows the gateway's connections), and an upstream answer that makes the proxy throw.
  */
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(cond: () => boolean, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) return false;
-    await sleep(10);
-  }
-  return true;
-}
 
 /** Connects to a port: 'connected' or the error code. */
 function tryConnect(port: number): Promise<string> {
@@ -55,10 +47,10 @@ test('SIGTERM with a slow request in flight: new connections are refused, idle o
   await idle.waitFor(/"status":"ok"/);
 
   const inflight = request(gw.url, { path: '/slow/slow?ms=1000' });
-  t.true(await until(() => up.seen.some((s) => s.url === '/slow/slow?ms=1000'), 5000), 'the request reached the upstream');
+  await waitFor(() => up.seen.some((s) => s.url === '/slow/slow?ms=1000'), { interval: 10, message: 'the request reached the upstream' });
   const signalled = Date.now();
   const exit = gw.stop('SIGTERM');
-  t.true(await until(() => gw.stdout.some((l) => l.includes('shutting down')), 2000));
+  await waitFor(() => gw.stdout.some((l) => l.includes('shutting down')), { interval: 10, message: 'shutting down logged' });
 
   t.is(await tryConnect(port), 'ECONNREFUSED', 'a new connection is refused at once');
   const idleReply = await idle.done(SHUTDOWN);
@@ -149,11 +141,11 @@ test('SIGTERM with the Redis store: in-flight requests (a slow proxied one, a sl
   // a login WeChat answers after 1.2 s: the session is written to Redis while the gateway drains
   const slowLogin = fetch(`${proc.url}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: 'slow-1200.drain' }) });
   const proxied = request(proc.url, { path: '/api/slow?ms=1000', headers: { authorization: `Bearer ${token}` } });
-  t.true(await until(() => up.seen.some((s) => s.url === '/api/slow?ms=1000'), 5000), 'the proxied request reached the upstream');
+  await waitFor(() => up.seen.some((s) => s.url === '/api/slow?ms=1000'), { interval: 10, message: 'the proxied request reached the upstream' });
   markShutdown();
   const signalled = Date.now();
   const exit = proc.stop('SIGTERM');
-  t.true(await until(() => proc.stdout.some((l) => l.includes('shutting down')), 2000));
+  await waitFor(() => proc.stdout.some((l) => l.includes('shutting down')), { interval: 10, message: 'shutting down logged' });
   t.is(await tryConnect(port), 'ECONNREFUSED', 'a new connection is refused at once');
   t.true((await redisClients(admin)).length >= addrs.length, 'Redis stays connected while requests are in flight');
 
@@ -171,9 +163,7 @@ test('SIGTERM with the Redis store: in-flight requests (a slow proxied one, a sl
   t.true(proc.stdout.some((l) => l.includes('"msg":"stopped"')));
   t.deepEqual(warningsAfter(proc.stdout, 'shutting down'), [], 'closing Redis is not an outage: no warning');
 
-  let left = await redisClients(admin);
-  for (const deadline = Date.now() + 2000; left.length > 0 && Date.now() < deadline; left = await redisClients(admin)) await sleep(20);
-  t.deepEqual(left, [], 'CLIENT LIST no longer lists the gateway');
+  await waitFor(async () => (await redisClients(admin)).length === 0, { message: 'CLIENT LIST no longer lists the gateway' });
   t.deepEqual(droppedWithoutQuit(), [], 'each connection was closed with QUIT, not dropped when the process died');
 
   // the session the drained login wrote is in Redis: another gateway on the same Redis knows it
@@ -191,7 +181,7 @@ test('SIGTERM with a request that outlives server.shutdownTimeout: it is cut at 
     (r) => `answered ${r.status}`,
     (err: NodeJS.ErrnoException) => `cut (${err.code ?? err.message})`,
   );
-  t.true(await until(() => up.seen.some((s) => s.url === '/api/hang'), 5000), 'the request reached the upstream');
+  await waitFor(() => up.seen.some((s) => s.url === '/api/hang'), { interval: 10, message: 'the request reached the upstream' });
   markShutdown();
   const signalled = Date.now();
   const exit = proc.stop('SIGTERM');
@@ -201,11 +191,10 @@ test('SIGTERM with a request that outlives server.shutdownTimeout: it is cut at 
   t.true(cutAfter >= SHUTDOWN - 50, `cut ${cutAfter} ms after SIGTERM, not before the deadline (${SHUTDOWN} ms)`);
   t.is(await exit, 0);
   const took = Date.now() - signalled;
-  t.true(took < SHUTDOWN + 1000, `exited ${took} ms after SIGTERM (shutdownTimeout ${SHUTDOWN} ms)`);
-  t.true(await until(() => up.aborted >= 1, 1000), 'the upstream request was abandoned with the client');
-  let left = await redisClients(admin);
-  for (const deadline = Date.now() + 2000; left.length > 0 && Date.now() < deadline; left = await redisClients(admin)) await sleep(20);
-  t.deepEqual(left, [], 'CLIENT LIST no longer lists the gateway');
+  // the deadline plus room for a loaded machine, far below the route's own timeout (30 s)
+  t.true(took < SHUTDOWN + 3000, `exited ${took} ms after SIGTERM (shutdownTimeout ${SHUTDOWN} ms)`);
+  await waitFor(() => up.aborted >= 1, { interval: 10, message: 'the upstream request was abandoned with the client' });
+  await waitFor(async () => (await redisClients(admin)).length === 0, { message: 'CLIENT LIST no longer lists the gateway' });
   t.deepEqual(droppedWithoutQuit(), [], 'Redis was closed with QUIT after the cut, not dropped');
 });
 
@@ -230,7 +219,7 @@ test('SIGTERM with a request in flight on a kept-alive connection: its answer sa
   // a load balancer's connection: HTTP/1.1, kept alive, a request in flight when the signal comes
   const conn = await rawConnect(proc.url);
   conn.write('GET /slow/slow?ms=500 HTTP/1.1\r\nHost: x\r\n\r\n');
-  t.true(await until(() => up.seen.some((s) => s.url === '/slow/slow?ms=500'), 5000));
+  await waitFor(() => up.seen.some((s) => s.url === '/slow/slow?ms=500'), { interval: 10, message: 'the request reached the upstream' });
   const signalled = Date.now();
   const exit = proc.stop('SIGTERM');
   await conn.waitFor(/"ok":true/, 3000);
@@ -245,8 +234,9 @@ test('SIGTERM with a request in flight on a kept-alive connection: its answer sa
   t.is(reply.responses[0]?.status, 200, 'the request in flight is answered');
   t.is(code, 0);
   t.is(connection, 'close', 'the answer tells the client not to send another request');
-  t.true(reply.closedByServer && closed - answered < 1000, `the connection is closed once the answer is out (${closed - answered} ms after it), not kept for keepAliveTimeout`);
-  t.true(took < answered + 1500, `exited ${took} ms after SIGTERM, ${took - answered} ms after the last answer (keepAliveTimeout 5 s, shutdownTimeout ${SHUTDOWN / 1000} s)`);
+  // keepAliveTimeout is 5 s: well under it tells "closed after the answer" from "kept alive", whatever the load
+  t.true(reply.closedByServer && closed - answered < 3000, `the connection is closed once the answer is out (${closed - answered} ms after it), not kept for keepAliveTimeout`);
+  t.true(took < answered + 3000, `exited ${took} ms after SIGTERM, ${took - answered} ms after the last answer (keepAliveTimeout 5 s, shutdownTimeout ${SHUTDOWN / 1000} s)`);
 });
 
 /**
@@ -342,7 +332,7 @@ test('SIGTERM with a scan-login long poll waiting: it is answered at once (pendi
   // the PC page's long poll, on A (waits up to 25 s, longer than the test would wait for it)
   const conn = await rawConnect(a.url);
   conn.write(`GET /scan/tickets/${ticket}?wait=25 HTTP/1.1\r\nHost: x\r\nX-Scan-Secret: ${secret}\r\n\r\n`);
-  await sleep(500);
+  await sleep(500); // the long poll reaches the gateway and waits: nothing outside the gateway shows when
   const signalled = Date.now();
   const exit = a.stop('SIGTERM');
   const reply = await conn.done(SHUTDOWN + 2000);

@@ -8,6 +8,7 @@ import { StoreUnavailableError } from '../../src/session/types.js';
 import { startSimulator } from '../../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { request, type Reply } from '../helpers/http.js';
+import { waitFor } from '../helpers/wait.js';
 import { metricValue, scrape } from '../helpers/metrics.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
@@ -35,15 +36,6 @@ test.after.always(async () => {
   await sim?.close();
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(cond: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await cond()) return true;
-    if (Date.now() > deadline) return false;
-    await sleep(25);
-  }
-}
 
 type Teardown = { teardown(fn: () => Promise<void>): void };
 const randomPrefix = () => `f${randomBytes(3).toString('hex')}:`;
@@ -93,7 +85,8 @@ test.serial('Redis killed and restarted: cached sessions keep working, others ge
   t.is((await api(a, cached)).status, 200, 'a session in the LRU keeps working');
   const start = Date.now();
   const burst = await Promise.all(Array.from({ length: 50 }, () => api(a, uncached)));
-  t.true(Date.now() - start < 1000, `50 requests answered in ${Date.now() - start} ms`);
+  // refused connections fail at once; held requests would wait for a reconnect (seconds): a loose bound tells them apart
+  t.true(Date.now() - start < 3000, `50 requests answered in ${Date.now() - start} ms`);
   t.deepEqual([...new Set(burst.map((r) => r.status))], [503], 'not one 401: that would send every client into a login storm');
   storeUnavailable(t, burst[0]!, 'proxied request');
   storeUnavailable(t, await request(a.url, { path: '/session', headers: bearer(uncached) }), '/session');
@@ -103,7 +96,7 @@ test.serial('Redis killed and restarted: cached sessions keep working, others ge
   t.is(metricValue(await scrape(a.url), 'wxgate_session_store_up'), 0);
 
   await redis.start();
-  t.true(await until(async () => (await ready(a)) && (await ready(b)), 10_000), 'both replicas ready again by themselves');
+  await waitFor(async () => (await ready(a)) && (await ready(b)), { timeout: 10_000, message: 'both replicas ready again by themselves' });
   for (const [gw, name] of [[a, 'a'], [b, 'b']] as const) {
     t.is((await api(gw, cached)).status, 200, `the session a had cached works on ${name}`);
     t.is((await api(gw, uncached)).status, 200, `the session a had not cached works on ${name}`);
@@ -121,7 +114,8 @@ test.serial('Redis blackholed (SIGSTOP): uncached requests, logins and /readyz a
 
   redis.pause();
   t.teardown(() => redis.resume());
-  const bound = COMMAND_TIMEOUT + 500;
+  // answered after commandTimeout, not hung: ten times it, for a loaded machine
+  const bound = COMMAND_TIMEOUT * 10;
   const timed = async (p: Promise<Reply>) => {
     const start = Date.now();
     const res = await p;
@@ -143,14 +137,14 @@ test.serial('Redis blackholed (SIGSTOP): uncached requests, logins and /readyz a
   t.true(fromCache.ms < 200, `${fromCache.ms} ms`);
 
   redis.resume();
-  t.true(await until(async () => (await api(a, uncached)).status === 200, 10_000), 'the session Redis kept works again');
+  await waitFor(async () => (await api(a, uncached)).status === 200, { timeout: 10_000, message: 'the session Redis kept works again' });
   t.is((await api(b, cached)).status, 200);
   t.is((await api(a, cached)).status, 200);
 });
 
 /** Waits until `client`'s server is a replica whose link to its master is up. */
 async function replicaInSync(client: Redis): Promise<boolean> {
-  return until(async () => /master_link_status:up/.test(await client.info('replication')), 10_000);
+  return waitFor(async () => /master_link_status:up/.test(await client.info('replication')), { timeout: 10_000, message: 'the replica in sync' });
 }
 
 test.serial('Redis answering READONLY (the gateway still points at a demoted master): logins answer 503, not 500, and sessions keep authenticating', async (t) => {
@@ -174,7 +168,7 @@ test.serial('Redis answering READONLY (the gateway still points at a demoted mas
   await newMaster.replicaof('NO', 'ONE');
   await oldMaster.replicaof('127.0.0.1', String(promoted.port));
   t.true(await replicaInSync(oldMaster));
-  t.true(await until(async () => (await api(gw, token)).status === 200, 5000), 'the session survived the failover');
+  await waitFor(async () => (await api(gw, token)).status === 200, { timeout: 5000, message: 'the session survived the failover' });
 
   for (let i = 1; i <= 5; i++) {
     storeUnavailable(t, await postLogin(gw, `readonly-new.${i}`), `login ${i}`);
@@ -249,7 +243,7 @@ test.serial('Redis refusing our password (WRONGPASS): the gateway runs, /readyz 
   t.false(gw.logs.some((l) => l.includes(WRONG)), 'the password itself is never logged');
 
   await admin.config('SET', 'requirepass', WRONG);
-  t.true(await until(() => ready(gw), 10_000), 'ready by itself once Redis accepts the password');
+  await waitFor(() => ready(gw), { timeout: 10_000, message: 'ready by itself once Redis accepts the password' });
   const token = await login(gw.url, 'wrongpass-after.1');
   t.is((await api(gw, token)).status, 200);
 });
@@ -267,7 +261,7 @@ test.serial('Redis down at start-up: the gateway starts, /healthz 200, /readyz 5
   t.true(gw.logs.some((l) => l.includes('session store not reachable at start')));
 
   await late.start();
-  t.true(await until(() => ready(gw), 10_000), 'ready without a restart');
+  await waitFor(() => ready(gw), { timeout: 10_000, message: 'ready without a restart' });
   const token = await login(gw.url, 'late.2');
   t.is((await api(gw, token)).status, 200);
 });
@@ -280,12 +274,12 @@ test.serial('while Redis is down, a burst of calls fails at once and nothing pil
   const waitMs = 10_000;
   const store = RedisStore.open({ url: gone.url, keyPrefix: 'burst:', connectTimeout: 300, commandTimeout: waitMs });
   t.teardown(() => store.close());
-  t.true(await until(() => store.ping().then(() => true, () => false), 5000));
+  await waitFor(() => store.ping().then(() => true, () => false), { timeout: 5000, message: 'the store answers' });
   await gone.stop();
   const client = store.redis as Redis;
   /** ioredis keeps commands for a connection that is not ready here (private; enableOfflineQueue: false keeps it empty) */
   const offlineQueue = () => (client as unknown as { offlineQueue: { length: number } }).offlineQueue.length;
-  await until(() => client.status !== 'ready', 2000);
+  await waitFor(() => client.status !== 'ready', { message: 'the client noticed' });
 
   const hashes = Array.from({ length: 5000 }, () => hashToken(newToken({ appid: APPID, openid: `o-${randomBytes(6).toString('hex')}` })));
   const start = Date.now();
@@ -302,16 +296,16 @@ test.serial('while Redis is down, a burst of calls fails at once and nothing pil
 test.serial('while Redis is blackholed, calls waiting for it are dropped after socketTimeout: the queue does not grow for as long as the outage lasts', async (t) => {
   const store = RedisStore.open({ url: redis.url, keyPrefix: 'hole:', connectTimeout: 300, commandTimeout: COMMAND_TIMEOUT, socketTimeout: 600 });
   t.teardown(() => store.close());
-  t.true(await until(() => store.ping().then(() => true, () => false), 5000));
+  await waitFor(() => store.ping().then(() => true, () => false), { timeout: 5000, message: 'the store answers' });
   redis.pause();
   t.teardown(() => redis.resume());
   const results = await Promise.allSettled(Array.from({ length: 500 }, () => store.get(hashToken(newToken({ appid: APPID, openid: `o-${randomBytes(6).toString('hex')}` })))));
   t.true(results.every((r) => r.status === 'rejected' && r.reason instanceof StoreUnavailableError));
-  t.true(await until(() => store.redis instanceof Redis && store.redis.commandQueue.length === 0, 2000), 'the dead connection and its queue are dropped');
+  await waitFor(() => store.redis instanceof Redis && store.redis.commandQueue.length === 0, { message: 'the dead connection and its queue are dropped' });
   // still blackholed: new calls fail at once or after commandTimeout, never wait on the old queue
   const start = Date.now();
   await t.throwsAsync(store.get(hashToken(newToken({ appid: APPID, openid: `o-${randomBytes(6).toString('hex')}` }))), { instanceOf: StoreUnavailableError });
-  t.true(Date.now() - start < COMMAND_TIMEOUT + 300);
+  t.true(Date.now() - start < COMMAND_TIMEOUT * 10, `failed after ${Date.now() - start} ms`);
 });
 
 test('reconnection waits grow, are capped at about 2 s, and are jittered so replicas do not reconnect in step', (t) => {

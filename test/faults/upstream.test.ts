@@ -6,6 +6,7 @@ import { rawConnect, request } from '../helpers/http.js';
 import { metricValue, scrape } from '../helpers/metrics.js';
 import { freePort } from '../helpers/ports.js';
 import { startRawUpstream, type RawUpstream } from '../helpers/upstream.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * When the upstream fails: refused, reset before and in the middle of its answer, silent before the
@@ -14,7 +15,6 @@ import { startRawUpstream, type RawUpstream } from '../helpers/upstream.js';
  * and in this order: the last one checks that none of it left a socket behind.
  */
 const TIMEOUT = 400;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 let gw: TestGateway;
 let faulty: RawUpstream;
 let dropping: RawUpstream;
@@ -136,7 +136,7 @@ test.serial('upstream refusing connections → 502 upstream_unavailable JSON at 
   const res = await request(gw.url, { path: '/refused/x' });
   t.is(res.status, 502);
   t.deepEqual(res.json, { error: 'upstream_unavailable', message: 'The upstream service could not be reached.' });
-  t.true(Date.now() - start < 500, `answered after ${Date.now() - start} ms`);
+  t.true(Date.now() - start < 3000, `answered after ${Date.now() - start} ms (refused at once; the route timeout would be a 504)`);
   t.is(await errorsOf('refused', 'refused'), 1);
 });
 
@@ -164,7 +164,8 @@ test.serial('upstream silent before its headers beyond the route timeout → 504
   t.is(res.status, 504);
   t.deepEqual(res.json, { error: 'upstream_timeout', message: 'The upstream service did not answer in time.' });
   t.is(res.headers['content-type'], 'application/json; charset=utf-8');
-  t.true(ms >= TIMEOUT - 20 && ms < TIMEOUT + 600, `answered after ${ms} ms (route timeout ${TIMEOUT} ms)`);
+  // not before the timeout; after it, only a loaded machine's delay (the upstream itself never answers)
+  t.true(ms >= TIMEOUT - 20 && ms < TIMEOUT + 3000, `answered after ${ms} ms (route timeout ${TIMEOUT} ms)`);
   t.is(await errorsOf('faulty', 'timeout'), 1);
 });
 
@@ -226,14 +227,13 @@ test.serial('after all of that: the gateway still serves, leaves no connection b
   // Right after: the requests were one at a time, so each upstream's pool keeps at most one idle
   // connection (closes in flight may take a moment).
   let now = gatewayConnections();
-  for (const deadline = Date.now() + 1000; (now.upstream > 2 || now.client > before.client) && Date.now() < deadline; now = gatewayConnections()) await sleep(20);
+  await waitFor(() => ((now = gatewayConnections()).upstream <= 2 && now.client <= before.client), { timeout: 2000, message: 'the closes in flight done' }).catch(() => {});
   t.log(`established connections: to the upstreams ${before.upstream} before the faults, ${now.upstream} right after; from clients ${before.client} before, ${now.client} after`);
   t.true(now.upstream <= 2, `${now.upstream} connections to the two upstreams right after the faults (one idle per pool at most)`);
   t.true(now.client <= before.client, `${now.client} client connections now, ${before.client} before the faults`);
   // Then every one of them ends with the pools' keepAliveTimeout (4 s after its last use); one that
   // does not is a leak (these upstreams never close a connection themselves).
-  for (const deadline = Date.now() + 4000 + 2500; now.upstream > 0 && Date.now() < deadline; now = gatewayConnections()) await sleep(100);
-  t.is(now.upstream, 0, 'a connection to an upstream outlived the pool\'s keep-alive timeout');
+  await waitFor(() => (now = gatewayConnections()).upstream === 0, { timeout: 4000 + 4000, interval: 100, message: "a connection to an upstream outlived the pool's keep-alive timeout" });
   const text = await scrape(gw.url);
   for (const kind of ['refused', 'reset', 'timeout', 'other']) {
     const n = ['faulty', 'refused', 'dropping'].reduce((sum, route) => sum + metricValue(text, 'wxgate_upstream_errors_total', { route, kind }), 0);

@@ -1,6 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import nock from 'nock';
 import { SECRET, startTestGateway, testConfig, APPID, type TestGateway } from '../helpers/gateway.js';
+import { sleep } from '../helpers/wait.js';
 import { request, type Reply } from '../helpers/http.js';
 import { metricValue, scrape } from '../helpers/metrics.js';
 
@@ -70,8 +71,6 @@ function cleanLogs(t: ExecutionContext, logs = gw.logs): void {
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 test.serial('WeChat answering an HTML error page → 502 wechat_error, one call, nothing secret in the answer or the log', async (t) => {
   const code = 'fault-html-page-0a1b2c';
   // an error page that reflects the request, as some proxies' do
@@ -115,7 +114,8 @@ test.serial('WeChat slower than wechat.timeout → 504 wechat_timeout at the tim
   const wx = wechat((s) => s.reply(200, { openid: 'o-late', session_key: 'c2Vzc2lvbg==' }), 3 * TIMEOUT);
   const res = await postLogin(code);
   answered(t, res, 504, 'wechat_timeout', code);
-  t.true(res.ms >= TIMEOUT - 20 && res.ms < TIMEOUT + 500, `answered after ${res.ms} ms (wechat.timeout ${TIMEOUT} ms)`);
+  // not before the timeout; the upper bound only keeps out a hang (the 504 itself says the deadline ended it)
+  t.true(res.ms >= TIMEOUT - 20 && res.ms < TIMEOUT + 3000, `answered after ${res.ms} ms (wechat.timeout ${TIMEOUT} ms)`);
   await sleep(3 * TIMEOUT); // past the moment WeChat would have answered
   t.is(wx.calls(), 1, 'exactly one call: WeChat may have spent the code anyway');
   cleanLogs(t);
@@ -128,7 +128,7 @@ test.serial("WeChat's host name not resolving (DNS failure) → 503 wechat_unava
   const code = 'fault-dns-5d6e7f';
   const res = await postLogin(code, dns);
   answered(t, res, 503, 'wechat_unavailable', code);
-  t.true(res.ms < 1000, `answered after ${res.ms} ms`);
+  t.true(res.ms < 3000, `answered after ${res.ms} ms, before the 3 s deadline (which would be a 504)`);
   const text = await scrape(dns.url);
   t.is(metricValue(text, 'wxgate_wechat_requests_total', { api: 'jscode2session', outcome: 'network' }), 1, 'one attempt, failed as network');
   t.true(dns.logs.some((l) => l.includes('ENOTFOUND')), 'the log names the failure');

@@ -1,4 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { waitFor } from './wait.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -112,7 +113,7 @@ export async function startRedis(extra: (port: number, dir: string) => { conf?: 
         await stopChild(c);
         throw new Error(`redis-server on port ${p} did not answer within 10 s`);
       }
-      await sleep(20);
+      await sleep(20); // the poll interval of the start-up loop above (its errors are its own)
     }
   }
 
@@ -177,14 +178,9 @@ export async function startRedisCluster(): Promise<{ nodes: RedisServer[]; urls:
     ),
   );
   await run('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes']);
-  const deadline = Date.now() + 15_000;
   for (const n of nodes) {
-    for (;;) {
-      const { stdout } = await run('redis-cli', ['-p', String(n.port), 'cluster', 'info']);
-      if (stdout.includes('cluster_state:ok')) break;
-      if (Date.now() > deadline) throw new Error('the cluster did not come up');
-      await sleep(100);
-    }
+    const ok = async () => (await run('redis-cli', ['-p', String(n.port), 'cluster', 'info'])).stdout.includes('cluster_state:ok');
+    await waitFor(ok, { timeout: 15_000, interval: 100, message: 'the cluster came up' });
   }
   return { nodes, urls: nodes.map((n) => n.url), close: async () => void (await Promise.all(nodes.map((n) => n.close()))) };
 }

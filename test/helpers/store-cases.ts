@@ -1,22 +1,31 @@
 import test, { type ExecutionContext } from 'ava';
 import { accountId } from '../../src/session/accounts.js';
 import { hashToken, newToken, userId } from '../../src/session/tokens.js';
+import { sleep, waitFor } from './wait.js';
 import { FLOWS, type Flow, type Invalidation, type KeptPhone, type SessionRecord, type SessionStore } from '../../src/session/types.js';
 
 /** What every session store must do alike: registered against each store and each Redis topology. */
 export const APP = 'wx0123456789abcdef';
 export const OTHER_APP = 'wxfedcba9876543210';
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * How a case lets time pass: a memory store runs on a fake clock (`new MemoryStore({ now })`), moved at
+ * once; a Redis store's deadlines are Redis's own TTLs, which no fake clock moves: real time, kept short.
+ */
+export interface Clock {
+  now(): number;
+  pass(ms: number): Promise<void>;
+}
+export const realTime = (): Clock => ({ now: () => Date.now(), pass: (ms) => sleep(ms) });
+export function fakeClock(): Clock {
+  let now = Date.now();
+  return { now: () => now, pass: async (ms) => void (now += Math.max(0, ms)) };
+}
+export type MakeStore = (clock: Clock) => Promise<SessionStore>;
 
 /** Waits until a store answers (a Redis store connects in the background). */
 export async function ready(store: SessionStore): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      return await store.ping();
-    } catch {
-      await sleep(25);
-    }
-  }
+  await waitFor(() => store.ping().then(() => true), { interval: 25, message: 'the store answers' });
 }
 
 /** The hash of a new token of the user (appid defaults to APP), as Sessions makes it at login. */
@@ -40,7 +49,7 @@ export function record(openid: string, opts: { appid?: string; idleMs?: number; 
 export const PHONE: KeptPhone = { phoneNumber: '13800138000', purePhoneNumber: '13800138000', countryCode: '86', grantedAt: 1_700_000_000_000 };
 export const OTHER_PHONE: KeptPhone = { phoneNumber: '+1 2025550123', purePhoneNumber: '2025550123', countryCode: '1', grantedAt: 1_700_000_100_000 };
 
-type Case = (t: ExecutionContext, store: SessionStore) => Promise<void>;
+export type Case = (t: ExecutionContext, store: SessionStore, clock: Clock) => Promise<void>;
 const cases: Record<string, Case> = {
   'create then get returns the record; an unknown hash is undefined': async (t, store) => {
     const h = hashFor('o-alice');
@@ -50,18 +59,18 @@ const cases: Record<string, Case> = {
     t.is(await store.get(hashFor('o-alice')), undefined, "another token of the same user's");
     t.is(await store.get(hashFor('o-nobody')), undefined, 'a token of an unknown user');
   },
-  'past the idle deadline a session is gone': async (t, store) => {
+  'past the idle deadline a session is gone': async (t, store, clock) => {
     const h = hashFor('o-idle');
-    await store.create(h, record('o-idle', { idleMs: 300 }), 'k', { maxPerUser: 10 });
+    await store.create(h, record('o-idle', { idleMs: 300, createdAt: clock.now() }), 'k', { maxPerUser: 10 });
     t.truthy(await store.get(h));
-    await sleep(450);
+    await clock.pass(450);
     t.is(await store.get(h), undefined);
   },
-  'past the absolute deadline a session is gone, whatever its idle deadline': async (t, store) => {
+  'past the absolute deadline a session is gone, whatever its idle deadline': async (t, store, clock) => {
     const h = hashFor('o-abs');
-    const r = record('o-abs', { idleMs: 5000, maxMs: 300 });
+    const r = record('o-abs', { idleMs: 5000, maxMs: 300, createdAt: clock.now() });
     await store.create(h, { ...r, idleExpiresAt: r.createdAt + 5000 }, 'k', { maxPerUser: 10 });
-    await sleep(450);
+    await clock.pass(450);
     t.is(await store.get(h), undefined);
   },
   "setPhone keeps the number with the user: every session of theirs has it, a later one too, through touch and list; the caches are told": async (t, store) => {
@@ -170,16 +179,16 @@ const cases: Record<string, Case> = {
     t.is(await store.linkedUnionid(APP, mini.openid), undefined, 'forgotten with its last session');
     t.deepEqual(await store.identities(accountId(mini)), [{ appid: OTHER_APP, openid: web.openid, unionid: union }], 'an identity is listed while it has a session');
   },
-  'touch moves the idle deadline; touching a missing session is false': async (t, store) => {
+  'touch moves the idle deadline; touching a missing session is false': async (t, store, clock) => {
     const h = hashFor('o-touch');
-    const r = record('o-touch', { idleMs: 300 });
+    const r = record('o-touch', { idleMs: 300, createdAt: clock.now() });
     await store.create(h, r, 'k', { maxPerUser: 10 });
-    t.true(await store.touch(h, Date.now() + 1000));
-    await sleep(450);
+    t.true(await store.touch(h, clock.now() + 1000));
+    await clock.pass(450);
     const got = await store.get(h);
     t.truthy(got, 'alive past the old idle deadline');
     t.true(got!.idleExpiresAt > r.idleExpiresAt);
-    t.false(await store.touch(hashFor('o-touch'), Date.now() + 1000));
+    t.false(await store.touch(hashFor('o-touch'), clock.now() + 1000));
   },
   'revoke kills a session and tells the listeners': async (t, store) => {
     const seen: Invalidation[] = [];
@@ -262,7 +271,7 @@ const cases: Record<string, Case> = {
     t.is(await store.getSessionKey(APP, 'o-cross-a'), 'key-a');
     t.is(await store.getSessionKey(APP, 'o-cross-b'), 'key-b');
   },
-  "after the user's last session is revoked or idles out, nothing of the user is left": async (t, store) => {
+  "after the user's last session is revoked or idles out, nothing of the user is left": async (t, store, clock) => {
     const [one, two] = [hashFor('o-last'), hashFor('o-last')];
     await store.create(one!, record('o-last'), 'k-last', { maxPerUser: 10 });
     await store.create(two!, record('o-last'), 'k-last', { maxPerUser: 10 });
@@ -274,21 +283,22 @@ const cases: Record<string, Case> = {
     t.is(await store.revokeAll(APP, 'o-last'), 0);
 
     const idle = hashFor('o-idle-out');
-    await store.create(idle, record('o-idle-out', { idleMs: 300 }), 'k-idle', { maxPerUser: 10 });
+    await store.create(idle, record('o-idle-out', { idleMs: 300, createdAt: clock.now() }), 'k-idle', { maxPerUser: 10 });
     t.is(await store.getSessionKey(APP, 'o-idle-out'), 'k-idle');
-    await sleep(450);
+    await clock.pass(450);
     t.is(await store.getSessionKey(APP, 'o-idle-out'), undefined, 'gone at the idle deadline');
     t.deepEqual(await store.list(APP, 'o-idle-out'), []);
   },
 };
 
-/** Registers every case against stores made by `make`. */
-export function storeCases(kind: string, make: () => Promise<SessionStore>): void {
-  for (const [name, run] of Object.entries(cases)) {
+/** Registers every case (and `more`) against stores made by `make`, on the clock `clock` makes. */
+export function storeCases(kind: string, make: MakeStore, clock: () => Clock = realTime, more: Record<string, Case> = {}): void {
+  for (const [name, run] of Object.entries({ ...cases, ...more })) {
     test(`${kind}: ${name}`, async (t) => {
-      const store = await make();
+      const c = clock();
+      const store = await make(c);
       t.teardown(() => store.close());
-      await run(t, store);
+      await run(t, store, c);
     });
   }
 }

@@ -182,7 +182,7 @@ test('WebSocket: identity spellings with "." "~" "_" and any odd header name nev
     for (const [n, v] of [...SPELLINGS, ...ODD]) headers[n] = v;
     const a = await wsConnect(gw.url, `${path}?m=${marker}`, headers);
     t.is(a.status, 101, marker);
-    if ('ws' in a) a.ws.socket.destroy();
+    if ('ws' in a) a.ws.terminate();
     const u = wsUp.upgrades.find((x) => x.url.includes(`m=${marker}`));
     t.truthy(u, `${marker} reached the upstream`);
     const pairs = Object.entries(u!.headers).map(([n, v]): [string, string] => [n, String(v)]);
@@ -270,7 +270,7 @@ test('WebSocket, untrusted peer: every forwarding header the client sent is remo
   for (const [n, v] of FORWARDING) headers[n] = v;
   const a = await wsConnect(gw.url, '/ws/room?m=ws-fwd-untrusted', headers);
   t.is(a.status, 101);
-  if ('ws' in a) a.ws.socket.destroy();
+  if ('ws' in a) a.ws.terminate();
   const u = wsUp.upgrades.find((x) => x.url.includes('m=ws-fwd-untrusted'))!;
   t.truthy(u);
   const pairs = Object.entries(u.headers).map(([n, v]): [string, string] => [n, String(v)]);
@@ -325,7 +325,7 @@ test('WebSocket, trusted proxy: its X-Forwarded-* and Forwarded pass (X-Forwarde
   for (const [n, v] of FROM_BALANCER) headers[n] = v;
   const a = await wsConnect(trustingGw.url, '/ws/room?m=ws-fwd-trusted', headers);
   t.is(a.status, 101);
-  if ('ws' in a) a.ws.socket.destroy();
+  if ('ws' in a) a.ws.terminate();
   const u = wsUp.upgrades.find((x) => x.url.includes('m=ws-fwd-trusted'))!;
   const pairs = Object.entries(u.headers).map(([n, v]): [string, string] => [n, String(v)]);
   t.deepEqual(pairs.filter(([n]) => isForwardingName(n)).sort(), TRUSTED_EXPECTED);

@@ -178,7 +178,7 @@ test('every flow at trace level: no token, code, session_key, secret, access_tok
   // ---- proxied: a WebSocket, an upstream that is down, logout, then the dead token
   const ws = await wsConnect(gw.url, '/ws/room', bearer(union));
   t.is(ws.status, 101);
-  if ('ws' in ws) ws.ws.socket.destroy();
+  if ('ws' in ws) ws.ws.terminate();
   t.is((await request(gw.url, { path: '/api/down/x', headers: bearer(union) })).status, 502);
   t.is((await request(gw.url, { method: 'POST', path: '/logout', headers: bearer(union) })).status, 204);
   t.is((await request(gw.url, { path: '/api/orders', headers: bearer(union) })).status, 401);

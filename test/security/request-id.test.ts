@@ -74,7 +74,7 @@ test('a token (or any long or odd value) in X-Request-Id is replaced by a new UU
 
     const ws = await wsConnect(gw.url, `/ws/room?m=rid-ws-${i}`, { Authorization: `Bearer ${token}`, 'X-Request-Id': bad });
     t.is(ws.status, 101);
-    if ('ws' in ws) ws.ws.socket.destroy();
+    if ('ws' in ws) ws.ws.terminate();
     const upgrade = wsUp.upgrades.find((u) => u.url.endsWith(`m=rid-ws-${i}`))!;
     t.regex(String(upgrade.headers['x-request-id']), UUID, `${i}: the WebSocket upstream gets a new id`);
   }
@@ -107,7 +107,7 @@ test('request ids in the usual shapes are kept, passed on and logged: UUID, hex 
     const own = await request(gw.url, { path: '/healthz', headers: { 'x-request-id': id } });
     t.is(own.headers['x-request-id'], id, id);
     const ws = await wsConnect(gw.url, `/ws/room?m=keep-ws-${i}`, { Authorization: `Bearer ${token}`, 'X-Request-Id': id });
-    if ('ws' in ws) ws.ws.socket.destroy();
+    if ('ws' in ws) ws.ws.terminate();
     t.is(wsUp.upgrades.find((u) => u.url.endsWith(`m=keep-ws-${i}`))?.headers['x-request-id'], id, `${id} (WebSocket)`);
   }
   const logged = new Set(gw.logs.map((l) => (JSON.parse(l) as { req_id?: string }).req_id));
@@ -118,6 +118,6 @@ test('a WebSocket upgrade keeps its request id even when Connection names X-Requ
   const id = '9c1e5d2a-0b3f-4c6d-8e7f-a1b2c3d4e5f6';
   const ws = await wsConnect(gw.url, '/ws/room?m=ws-conn-rid', { Authorization: `Bearer ${token}`, 'X-Request-Id': id, Connection: 'Upgrade, X-Request-Id' });
   t.is(ws.status, 101);
-  if ('ws' in ws) ws.ws.socket.destroy();
+  if ('ws' in ws) ws.ws.terminate();
   t.is(wsUp.upgrades.find((u) => u.url.endsWith('m=ws-conn-rid'))?.headers['x-request-id'], id);
 });

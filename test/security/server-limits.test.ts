@@ -3,6 +3,7 @@ import { buildConfig, ConfigError } from '../../src/config/load.js';
 import { startSimulator } from '../../src/dev/simulator.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
 import { rawConnect, rawRequest, request, type RawReply } from '../helpers/http.js';
+import { sleep } from '../helpers/wait.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
 
 /**
@@ -16,7 +17,6 @@ let gw: TestGateway;
 let token: string;
 
 const LIMIT = 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test.before(async () => {
   sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } });
@@ -106,7 +106,7 @@ test('routes[].bodyLimit: a chunked body is counted as it streams; past the limi
     conn.write(`POST ${path} HTTP/1.1\r\nHost: x\r\n${headers}Transfer-Encoding: chunked\r\n\r\n`);
     for (let i = 0; i < 4; i++) {
       conn.write(chunk('c'.repeat(400)));
-      await sleep(20);
+      await sleep(20); // a slow sender: the chunks arrive apart
     }
     conn.write('0\r\n\r\n');
     const reply = await conn.done(500);
