@@ -1,13 +1,13 @@
 import cluster, { type Worker } from 'node:cluster';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { readFileSync } from 'node:fs';
 import { buildConfig, ConfigError, parseYaml } from './config/load.js';
 import { restartOnlyChanges, watchConfigFile } from './config/reload.js';
 import type { Config } from './config/schema.js';
-import { ListenError, startGateway, type Gateway } from './main.js';
+import { startGateway, type Gateway } from './main.js';
+import { createMetricsServer, listen, urlOf } from './server/listeners.js';
 import type { Logger } from './base/logger.js';
 
 /**
@@ -138,27 +138,9 @@ export async function runPrimary(config: Config, file: string, log: Logger, opts
   let metricsServer: http.Server | undefined;
   let metricsUrl: string | undefined;
   if (config.metrics.enabled && config.metrics.port !== undefined) {
-    const path = config.metrics.path;
-    metricsServer = http.createServer((req, res) => {
-      if (req.url?.split('?')[0] !== path || (req.method !== 'GET' && req.method !== 'HEAD')) {
-        res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not_found","message":"Only the metrics path is served here."}');
-        return;
-      }
-      aggregated().then(
-        (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
-        () => res.writeHead(500).end(),
-      );
-    });
-    const server = metricsServer;
+    metricsServer = createMetricsServer(config.metrics.path, aggregated, registry.contentType);
     const { host, port } = config.metrics;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(new ListenError('metrics', `${host.includes(':') ? `[${host}]` : host}:${port}`, 'metrics.port', err.code, err.code === 'EADDRINUSE' ? 'address already in use' : err.message)),
-      );
-      server.listen(port, host, () => resolve());
-    });
-    const p = (server.address() as AddressInfo).port;
-    metricsUrl = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${p}`;
+    metricsUrl = urlOf(host, await listen(metricsServer, port, host, { listener: 'metrics', key: 'metrics.port' }));
   }
 
   let startFailed: ((err: Error) => void) | undefined;
