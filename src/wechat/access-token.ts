@@ -3,6 +3,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { RedisClient } from '../session/redis-store.js';
 import { StoreUnavailableError } from '../session/types.js';
 import type { AccessTokenAnswer, WechatClient } from './client.js';
+import { hintFor, isPassing, isTokenError } from './errcodes.js';
 import { WechatError } from './types.js';
 
 /**
@@ -50,11 +51,6 @@ export interface TokenStore {
   /** True at most once per `ms` per app. */
   forceSlot(appid: string, ms: number): Promise<boolean>;
 }
-
-/** WeChat's answers to a call made with a token that is not (or no longer) good. */
-export const TOKEN_ERRCODES: ReadonlySet<number> = new Set([40001, 40014, 42001]);
-export const isTokenError = (err: unknown): boolean =>
-  err instanceof WechatError && err.kind === 'errcode' && err.errcode !== undefined && TOKEN_ERRCODES.has(err.errcode);
 
 /** No usable access_token for the app (WeChat refused to give one, the external source has none, ...). */
 export class AccessTokenError extends Error {
@@ -195,15 +191,6 @@ interface Entry extends StoredToken {
   /** after this the token is not handed out any more (a little before expiresAt) */
   usableUntil: number;
 }
-
-const HINTS: Record<number, string> = {
-  40013: 'the appid is not valid: check wechat.apps',
-  40125: 'the app secret is wrong: check wechat.apps[].secret',
-  40164: "this server's IP is not in the app's IP whitelist",
-  40243: 'the app secret is frozen',
-  45009: "the app's daily quota for this API is spent",
-  45011: 'called too often; retry later',
-};
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const jitter = (ms: number) => ms * (0.5 + Math.random());
@@ -420,8 +407,7 @@ export class AccessTokens {
             answer = await wechat.stableToken(appid, force);
             break;
           } catch (err) {
-            const passing = err instanceof WechatError && (err.kind !== 'errcode' || err.errcode === -1);
-            if (!passing || attempt >= this.retryDelays.length) throw err;
+            if (!isPassing(err) || attempt >= this.retryDelays.length) throw err;
             await sleep(jitter(this.retryDelays[attempt]!));
           }
         }
@@ -430,7 +416,7 @@ export class AccessTokens {
       metrics.wechatTokenRefreshes.inc({ appid, outcome: 'error' });
       const w = err instanceof WechatError ? err : undefined;
       log.warn(
-        { appid, api, kind: w?.kind, errcode: w?.errcode, errmsg: w?.errmsg, hint: w?.errcode === undefined ? undefined : HINTS[w.errcode] },
+        { appid, api, kind: w?.kind, errcode: w?.errcode, errmsg: w?.errmsg, hint: hintFor(w?.errcode) },
         'could not get an access_token from WeChat',
       );
       throw new AccessTokenError(appid, `WeChat ${api} gave no access_token`, { cause: err });
