@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import type { RedisClient } from '../session/redis-store.js';
+import type { RedisConnection } from '../redis/connection.js';
 
 /** What a limiter says about one more request from a client. */
 export interface RateDecision {
@@ -76,19 +76,25 @@ interface TakeScript {
 export class RedisRateLimiter implements RateLimiter {
   private readonly rate: string;
 
+  private readonly script: TakeScript;
+
   constructor(
-    private readonly redis: RedisClient,
+    private readonly conn: RedisConnection,
+    /** after the key prefix: where the buckets are (rlb:login:) */
     private readonly prefix: string,
     perWindow: number,
     windowMs: number,
     private readonly burst: number = perWindow,
   ) {
     this.rate = String(perWindow / windowMs);
-    redis.defineCommand('wxgateRateTake', { numberOfKeys: 1, lua: TAKE });
+    conn.client.defineCommand('wxgateRateTake', { numberOfKeys: 1, lua: TAKE });
+    this.script = conn.client as unknown as TakeScript;
   }
 
+  /** Counted as wxgate_session_store_errors_total{op="rateLimit"} when Redis cannot answer. */
   async hit(client: string): Promise<RateDecision> {
-    const [allowed, wait] = await (this.redis as unknown as TakeScript).wxgateRateTake(`${this.prefix}${client}`, String(this.burst), this.rate);
+    const key = `${this.conn.keyPrefix}${this.prefix}${client}`;
+    const [allowed, wait] = await this.conn.run('rateLimit', () => this.script.wxgateRateTake(key, String(this.burst), this.rate));
     return { allowed: allowed === 1, retryAfterMs: wait };
   }
 }

@@ -14,7 +14,7 @@ import { checkHost, dropHopByHop, peerTrusted, setForwarded, setIdentity, stripC
 import { checkPath } from '../proxy/path.js';
 import type { Proxy } from '../proxy/proxy.js';
 import { RouteTable } from '../proxy/routes.js';
-import { safeMessage } from '../session/redis-store.js';
+import { safeMessage } from '../redis/errors.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
 import type { AccessTokens } from '../wechat/access-token.js';
 import type { WechatClient } from '../wechat/client.js';
@@ -331,7 +331,6 @@ function perIpLimit({ config, metrics, log, loginLimiter }: AppDeps, endpoint: '
         return d;
       },
       (err: unknown) => {
-        metrics.sessionStoreErrors.inc({ op: 'rateLimit' });
         if (!failing) log.warn({ err: safeMessage(err) }, 'the login rate limit cannot count (session store unavailable); logins are not limited meanwhile');
         failing = true;
         return undefined;
