@@ -1,8 +1,8 @@
 import http from 'node:http';
 import https from 'node:https';
-import { applyServerLimits, closeServer, createMainServer, createMetricsServer, listen, listenFailure, urlOf } from './server/listeners.js';
-import { ConfigError, loadConfigFile } from './config/load.js';
-import { restartOnlyChanges, watchConfigFile } from './config/reload.js';
+import { applyServerLimits, closeServer, createMainServer, createMetricsServer, listenFailure, openListener } from './server/listeners.js';
+import { createReloader, markLoaded, type ReloadResult } from './server/reloader.js';
+import { watchConfigFile } from './config/reload.js';
 import { mpQrApp, type Config } from './config/schema.js';
 import { createAdminApp } from './admin/admin.js';
 import { AccountControls } from './session/controls.js';
@@ -43,7 +43,7 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
-export type ReloadResult = { ok: true; changed: boolean } | { ok: false; error: string };
+export type { ReloadResult } from './server/reloader.js';
 
 /** A listener could not be opened (src/server/listeners.ts); the CLI and the tests take it from here. */
 export { ListenError } from './server/listeners.js';
@@ -121,10 +121,9 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
   if (config.dev.exampleUpstream) {
     const { createExampleUpstream } = await import('./dev/example-upstream.js');
     const upstream = createExampleUpstream();
-    const port = await listen(upstream, config.dev.exampleUpstreamPort, '127.0.0.1', { listener: 'the dev example upstream', key: 'dev.exampleUpstreamPort' });
-    undo.push(() => closeServer(upstream, 0));
+    const { url } = await openListener(upstream, '127.0.0.1', config.dev.exampleUpstreamPort, { listener: 'the dev example upstream', key: 'dev.exampleUpstreamPort' }, undo);
     closers.push(() => closeServer(upstream, 1000));
-    log.warn({ url: urlOf('127.0.0.1', port) }, 'DEV MODE: example upstream started');
+    log.warn({ url }, 'DEV MODE: example upstream started');
   }
 
   // session.store: memory, or Redis for every part that keeps state (src/server/stores.ts)
@@ -177,21 +176,15 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
   const upgrades = createUpgradeHandler({ config: () => live, sessions, proxy, metrics, log: log.child({ part: 'websocket' }), web, fallback: (req, res) => handler(req, res) });
   server.on('upgrade', upgrades);
   undo.push(() => upgrades.close());
-  metrics.configReloadSuccess.set(1);
-  metrics.configReloadTimestamp.set(Date.now() / 1000);
-  const port = await listen(server, config.server.port, config.server.host, { listener: 'requests', key: 'server.port' });
-  undo.push(() => closeServer(server, 0));
-  const url = urlOf(config.server.host, port, tlsFiles ? 'https' : 'http');
+  markLoaded(metrics);
+  const { port, url } = await openListener(server, config.server.host, config.server.port, { listener: 'requests', key: 'server.port', scheme: tlsFiles ? 'https' : 'http' }, undo);
   if (config.web?.mpQr) mpEventsUrl = `${url}${config.web.mpQr.eventsPath}`;
 
   let metricsUrl: string | undefined;
   let metricsServer: http.Server | undefined;
   if (config.metrics.enabled && config.metrics.port !== undefined && opts.listeners?.metrics !== false) {
     metricsServer = createMetricsServer(config.metrics.path, () => metrics.registry.metrics(), metrics.registry.contentType);
-    const mport = await listen(metricsServer, config.metrics.port, config.metrics.host, { listener: 'metrics', key: 'metrics.port' });
-    const opened = metricsServer;
-    undo.push(() => closeServer(opened, 0));
-    metricsUrl = urlOf(config.metrics.host, mport);
+    ({ url: metricsUrl } = await openListener(metricsServer, config.metrics.host, config.metrics.port, { listener: 'metrics', key: 'metrics.port' }, undo));
   }
   let adminUrl: string | undefined;
   let adminServer: http.Server | undefined;
@@ -209,9 +202,7 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
         log: log.child({ part: 'admin' }),
       }).callback(),
     );
-    adminUrl = urlOf(config.admin.host, await listen(adminServer, config.admin.port, config.admin.host, { listener: 'the admin API', key: 'admin.port' }));
-    const opened = adminServer;
-    undo.push(() => closeServer(opened, 0));
+    ({ url: adminUrl } = await openListener(adminServer, config.admin.host, config.admin.port, { listener: 'the admin API', key: 'admin.port' }, undo));
   }
   log.info(
     {
@@ -226,44 +217,19 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
     opts.worker !== undefined ? 'wxgate worker listening' : 'wxgate listening',
   );
 
-  const reload = async (given?: Config): Promise<ReloadResult> => {
-    const file = opts.configFile;
-    const fail = (error: string): ReloadResult => {
-      metrics.configReloadSuccess.set(0);
-      log.error({ file, problems: error.split('\n') }, 'config reload rejected; the previous configuration keeps serving');
-      return { ok: false, error };
-    };
-    if (!file && !given) return fail('no configuration file to reload (the gateway was started from an object)');
-    let next: Config;
-    try {
-      next = given ?? loadConfigFile(file!);
-    } catch (err) {
-      return fail(err instanceof ConfigError ? err.message : (err as Error).message);
-    }
-    const fixed = restartOnlyChanges(live, next);
-    if (fixed.length) return fail(`these settings cannot change while the gateway runs (restart to apply them): ${fixed.join(', ')}`);
-    // a renewed certificate: read again at every reload, refused (the old one kept) when it does not load
-    let renewed: { cert: Buffer; key: Buffer } | undefined;
-    if (next.server.tls) {
-      try {
-        renewed = loadTlsFiles(next.server.tls);
-      } catch (err) {
-        return fail((err as Error).message);
-      }
-    }
-    const changed = JSON.stringify(next) !== JSON.stringify(live);
-    if (changed) {
+  const reload = createReloader({
+    file: opts.configFile,
+    metrics,
+    log,
+    live: () => live,
+    apply: (next) => {
       handler = build(next);
       proxy.prepare(next.routes);
       applyServerLimits(server, next);
       live = next;
-    }
-    if (renewed) (server as unknown as https.Server).setSecureContext(renewed);
-    metrics.configReloadSuccess.set(1);
-    metrics.configReloadTimestamp.set(Date.now() / 1000);
-    log.info({ file, changed, routes: next.routes.length, ...(renewed ? { tls: 'certificate read again' } : {}) }, changed ? 'config reloaded' : 'config reloaded (no change)');
-    return { ok: true, changed };
-  };
+    },
+    tlsServer: tlsFiles ? (server as unknown as https.Server) : undefined,
+  });
   const watcher = opts.watch && opts.configFile ? watchConfigFile(opts.configFile, () => void reload()) : undefined;
 
   let closing: Promise<void> | undefined;

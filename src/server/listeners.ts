@@ -141,3 +141,19 @@ export function createMetricsServer(path: string, render: () => Promise<string>,
     );
   });
 }
+
+/**
+ * Opens a listener (ListenError when it cannot) and answers its port and URL; `undo` gets its closing,
+ * for a start that fails later.
+ */
+export async function openListener(
+  server: http.Server,
+  host: string,
+  port: number,
+  what: { listener: string; key: string; scheme?: string },
+  undo: Array<() => Promise<void> | void>,
+): Promise<{ port: number; url: string }> {
+  const actual = await listen(server, port, host, what);
+  undo.push(() => closeServer(server, 0));
+  return { port: actual, url: urlOf(host, actual, what.scheme) };
+}
