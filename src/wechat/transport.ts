@@ -63,8 +63,9 @@ export class WechatTransport {
     }
   }
 
+  /** Closes the kept-alive connections; calls after it fail (network). */
   close(): void {
-    void this.agent.destroy();
+    this.agent.destroy().catch(() => {});
   }
 
   private async fetchAnswer(api: string, pathAndQuery: string, required: string[], hidden: string[], json: object | undefined, acceptImage: boolean): Promise<Answer> {
