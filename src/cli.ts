@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { runPrimary, workerCount } from './cluster.js';
 import { isWorker, runWorker, workerConfig } from './cluster-worker.js';
-import { CHECK_ROUTE_EXIT, effectiveConfigFile, explainRoute } from './config/inspect.js';
+import { CHECK_ROUTE_EXIT, effectiveConfigFile, explainRoute } from './inspect.js';
 import { ConfigError, loadConfigFile, parseYaml } from './config/load.js';
 import { configSchema } from './config/schema.js';
 import { ListenError, startGateway } from './main.js';
