@@ -1,13 +1,13 @@
 import cluster, { type Worker } from 'node:cluster';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { readFileSync } from 'node:fs';
-import { buildConfig, ConfigError, parseYaml } from './config/load.js';
+import { configFromText, isMessage, METRICS_TIMEOUT_MS, type Message, type MetricJSON } from './cluster-messages.js';
+import { ConfigError } from './config/load.js';
 import { restartOnlyChanges, watchConfigFile } from './config/reload.js';
 import type { Config } from './config/schema.js';
-import { ListenError, startGateway, type Gateway } from './main.js';
+import { createMetricsServer, listen, urlOf } from './server/listeners.js';
 import type { Logger } from './base/logger.js';
 
 /**
@@ -32,22 +32,6 @@ import type { Logger } from './base/logger.js';
  * - SIGTERM / SIGINT: every worker drains (server.shutdownTimeout), then the primary exits.
  */
 
-/** One registry's metrics as JSON (what AggregatorRegistry.aggregate takes). */
-type MetricJSON = Awaited<ReturnType<Registry['getMetricsAsJSON']>>[number];
-
-/** Messages between the primary and its workers (process.send / worker.send). */
-type Message =
-  | { type: 'wxgate:ready'; url: string; adminUrl?: string }
-  | { type: 'wxgate:config-req' }
-  | { type: 'wxgate:config'; text: string }
-  | { type: 'wxgate:reload'; text: string }
-  | { type: 'wxgate:metrics-json'; id: number }
-  | { type: 'wxgate:metrics-json-res'; id: number; metrics: MetricJSON[] }
-  | { type: 'wxgate:metrics'; id: number }
-  | { type: 'wxgate:metrics-res'; id: number; text?: string; error?: string };
-
-const isMessage = (m: unknown): m is Message => !!m && typeof m === 'object' && typeof (m as { type?: unknown }).type === 'string' && (m as { type: string }).type.startsWith('wxgate:');
-
 /** Sends to a worker unless its channel is gone (it is exiting: its 'exit' event deals with it). */
 function tell(w: Worker, m: Message): void {
   try {
@@ -63,13 +47,10 @@ export function workerCount(config: Config): number {
   return w === 'auto' ? availableParallelism() : w;
 }
 
-export const isWorker = () => cluster.isWorker;
-
 const RESTART_MIN_MS = 100;
 const RESTART_MAX_MS = 10_000;
 /** A worker that lived this long is not dying young: its replacement starts at once. */
 const HEALTHY_MS = 10_000;
-const METRICS_TIMEOUT_MS = 3000;
 
 /**
  * The primary. Resolves once every worker is listening (the log says "wxgate listening" then); rejects
@@ -85,7 +66,7 @@ export async function runPrimary(config: Config, file: string, log: Logger, opts
     } catch (err) {
       throw new ConfigError(file, [`cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`]);
     }
-    return { text, config: buildConfig(parseYaml(text, file), file) };
+    return { text, config: configFromText(text, file) };
   };
   let { text: liveText, config: live } = read();
   const registry = new Registry();
@@ -138,27 +119,9 @@ export async function runPrimary(config: Config, file: string, log: Logger, opts
   let metricsServer: http.Server | undefined;
   let metricsUrl: string | undefined;
   if (config.metrics.enabled && config.metrics.port !== undefined) {
-    const path = config.metrics.path;
-    metricsServer = http.createServer((req, res) => {
-      if (req.url?.split('?')[0] !== path || (req.method !== 'GET' && req.method !== 'HEAD')) {
-        res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not_found","message":"Only the metrics path is served here."}');
-        return;
-      }
-      aggregated().then(
-        (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
-        () => res.writeHead(500).end(),
-      );
-    });
-    const server = metricsServer;
+    metricsServer = createMetricsServer(config.metrics.path, aggregated, registry.contentType);
     const { host, port } = config.metrics;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(new ListenError('metrics', `${host.includes(':') ? `[${host}]` : host}:${port}`, 'metrics.port', err.code, err.code === 'EADDRINUSE' ? 'address already in use' : err.message)),
-      );
-      server.listen(port, host, () => resolve());
-    });
-    const p = (server.address() as AddressInfo).port;
-    metricsUrl = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${p}`;
+    metricsUrl = urlOf(host, await listen(metricsServer, port, host, { listener: 'metrics', key: 'metrics.port' }));
   }
 
   let startFailed: ((err: Error) => void) | undefined;
@@ -296,86 +259,4 @@ export async function runPrimary(config: Config, file: string, log: Logger, opts
       });
     },
   };
-}
-
-/** A worker's configuration: the file's text its primary accepted last (parsed here, with this environment). */
-export function workerConfig(file: string): Promise<Config> {
-  return new Promise<Config>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      process.off('message', take);
-      reject(new Error('the primary did not send the configuration'));
-    }, 10_000);
-    const take = (m: unknown) => {
-      if (!isMessage(m) || m.type !== 'wxgate:config') return;
-      clearTimeout(timer);
-      process.off('message', take);
-      try {
-        resolve(buildConfig(parseYaml(m.text, file), file));
-      } catch (err) {
-        reject(err as Error);
-      }
-    };
-    process.on('message', take);
-    process.send!({ type: 'wxgate:config-req' } satisfies Message);
-  });
-}
-
-/**
- * A worker: the whole gateway, on the listeners the primary shares; worker 1 also opens the admin API.
- * Reloads when the primary says so, and answers its requests for metrics.
- */
-export async function runWorker(config: Config, file: string, log: Logger): Promise<Gateway> {
-  const slot = Number(process.env.WXGATE_WORKER ?? cluster.worker?.id ?? 0);
-  const wlog = log.child({ worker: slot });
-  const gw = await startGateway(config, { log: wlog, configFile: file, watch: false, worker: slot, listeners: { metrics: false, admin: slot === 1 } });
-  // tests tell the workers apart by these (a header on every answer; never set in production)
-  if (process.env.WXGATE_TEST_WORKER_HEADER === '1') {
-    gw.server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
-      res.setHeader('x-wxgate-worker', String(slot));
-      res.setHeader('x-wxgate-worker-pid', String(process.pid));
-    });
-  }
-  // /metrics on the main listener (no metrics.port): the whole process, from the primary
-  let nextId = 0;
-  const waiting = new Map<number, { resolve: (t: string) => void; reject: (e: Error) => void }>();
-  gw.metrics.registry.metrics = () =>
-    new Promise<string>((resolve, reject) => {
-      const id = ++nextId;
-      const timer = setTimeout(() => {
-        waiting.delete(id);
-        reject(new Error('the primary did not answer for metrics'));
-      }, METRICS_TIMEOUT_MS + 1000);
-      waiting.set(id, {
-        resolve: (t) => (clearTimeout(timer), resolve(t)),
-        reject: (e) => (clearTimeout(timer), reject(e)),
-      });
-      process.send!({ type: 'wxgate:metrics', id } satisfies Message);
-    });
-  process.on('message', (m: unknown) => {
-    if (!isMessage(m)) return;
-    if (m.type === 'wxgate:reload') {
-      let next: Config;
-      try {
-        next = buildConfig(parseYaml(m.text, file), file);
-      } catch (err) {
-        // the primary took this text; only a different environment could make it fail here
-        wlog.error({ problems: (err as Error).message.split('\n') }, 'config reload rejected by this worker; the previous configuration keeps serving');
-        return;
-      }
-      void gw.reload(next);
-    }
-    else if (m.type === 'wxgate:metrics-json') {
-      void gw.metrics.registry.getMetricsAsJSON().then((metrics) => process.send?.({ type: 'wxgate:metrics-json-res', id: m.id, metrics } satisfies Message));
-    } else if (m.type === 'wxgate:metrics-res') {
-      const w = waiting.get(m.id);
-      waiting.delete(m.id);
-      if (m.text !== undefined) w?.resolve(m.text);
-      else w?.reject(new Error(m.error ?? 'no metrics'));
-    }
-  });
-  // a reload comes from the primary, which checked the file first; SIGHUP to the whole process group
-  // (a terminal's hangup) must not end the worker, nor reload it twice
-  process.on('SIGHUP', () => {});
-  process.send!({ type: 'wxgate:ready', url: gw.url, ...(gw.adminUrl ? { adminUrl: gw.adminUrl } : {}) } satisfies Message);
-  return gw;
 }

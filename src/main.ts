@@ -1,8 +1,8 @@
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
-import { ConfigError, loadConfigFile } from './config/load.js';
-import { restartOnlyChanges, watchConfigFile } from './config/reload.js';
+import { applyServerLimits, closeServer, createMainServer, createMetricsServer, listenFailure, openListener } from './server/listeners.js';
+import { createReloader, markLoaded, type ReloadResult } from './server/reloader.js';
+import { watchConfigFile } from './config/reload.js';
 import { mpQrApp, type Config } from './config/schema.js';
 import { createAdminApp } from './admin/admin.js';
 import { AccountControls } from './session/controls.js';
@@ -43,110 +43,10 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
-export type ReloadResult = { ok: true; changed: boolean } | { ok: false; error: string };
+export type { ReloadResult } from './server/reloader.js';
 
-/** Why a listener could not be opened, in words (the errno codes listen() fails with). */
-const LISTEN_FAILURES: Record<string, string> = {
-  EADDRINUSE: 'address already in use',
-  EACCES: 'permission denied (ports below 1024 need privileges)',
-  EADDRNOTAVAIL: 'address not available on this host',
-  ENOTFOUND: 'unknown host',
-  EAI_AGAIN: 'host name lookup failed',
-};
-
-/**
- * A listener the configuration asks for could not be opened. The message names the listener, its
- * address and the configuration key: `cannot listen for metrics on 127.0.0.1:9100: address already in use
- * (metrics.port)`.
- */
-export class ListenError extends Error {
-  constructor(
-    readonly listener: string,
-    readonly address: string,
-    readonly key: string,
-    readonly code: string | undefined,
-    reason: string,
-  ) {
-    super(`cannot listen for ${listener} on ${address}: ${reason} (${key})`);
-    this.name = 'ListenError';
-  }
-}
-
-function hostPort(host: string, port: number): string {
-  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
-}
-
-function listenFailure(err: unknown, listener: string, host: string, port: number, key: string): ListenError {
-  const code = (err as NodeJS.ErrnoException).code;
-  return new ListenError(listener, hostPort(host, port), key, code, (code && LISTEN_FAILURES[code]) ?? (err as Error).message);
-}
-
-/** `what`: the listener and its config key, for the error when it cannot listen. */
-function listen(server: http.Server, port: number, host: string, what: { listener: string; key: string }): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const failed = (err: Error) => reject(listenFailure(err, what.listener, host, port, what.key));
-    server.once('error', failed);
-    server.listen(port, host, () => {
-      server.off('error', failed);
-      resolve((server.address() as AddressInfo).port);
-    });
-  });
-}
-
-/** The server's open client connections (kept per connection, nothing per request), for closeServer. */
-const openSockets = new WeakMap<http.Server, Set<Socket>>();
-function trackConnections(server: http.Server): void {
-  const sockets = new Set<Socket>();
-  openSockets.set(server, sockets);
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-}
-
-/**
- * Drains a server: no new connections; every answer still to come (in flight now, or asked for on a
- * kept-alive connection meanwhile) says Connection: close and its connection is closed after it; idle
- * connections are closed at once and every 100 ms (as http-terminator does); whatever is left at
- * `deadline` is cut.
- */
-function closeServer(server: http.Server, deadline: number): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => server.closeAllConnections(), deadline);
-    timer.unref();
-    server.prependListener('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
-      res.shouldKeepAlive = false;
-    });
-    for (const socket of openSockets.get(server) ?? []) {
-      // node keeps the response being written on a connection as socket._httpMessage
-      const res = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
-      if (res && !res.headersSent) res.shouldKeepAlive = false;
-    }
-    const sweep = setInterval(() => server.closeIdleConnections(), 100);
-    sweep.unref();
-    server.close(() => {
-      clearTimeout(timer);
-      clearInterval(sweep);
-      resolve();
-    });
-    server.closeIdleConnections();
-  });
-}
-
-/**
- * The main listener's parser limits. node checks headersTimeout and requestTimeout only every
- * connectionsCheckingInterval (30 s by default, so a 20 s headersTimeout held a slow client for up to
- * 50 s): check every second, or more often for shorter timeouts.
- */
-function serverOptions(config: Config): http.ServerOptions {
-  const { maxHeaderSize, headersTimeout, requestTimeout } = config.server;
-  return { maxHeaderSize, connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(Math.min(headersTimeout, requestTimeout) / 4))) };
-}
-
-function urlOf(host: string, port: number, scheme = 'http'): string {
-  const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
-  return `${scheme}://${h}:${port}`;
-}
+/** A listener could not be opened (src/server/listeners.ts); the CLI and the tests take it from here. */
+export { ListenError } from './server/listeners.js';
 
 export interface StartOptions {
   log?: Logger;
@@ -221,10 +121,9 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
   if (config.dev.exampleUpstream) {
     const { createExampleUpstream } = await import('./dev/example-upstream.js');
     const upstream = createExampleUpstream();
-    const port = await listen(upstream, config.dev.exampleUpstreamPort, '127.0.0.1', { listener: 'the dev example upstream', key: 'dev.exampleUpstreamPort' });
-    undo.push(() => closeServer(upstream, 0));
+    const { url } = await openListener(upstream, '127.0.0.1', config.dev.exampleUpstreamPort, { listener: 'the dev example upstream', key: 'dev.exampleUpstreamPort' }, undo);
     closers.push(() => closeServer(upstream, 1000));
-    log.warn({ url: urlOf('127.0.0.1', port) }, 'DEV MODE: example upstream started');
+    log.warn({ url }, 'DEV MODE: example upstream started');
   }
 
   // session.store: memory, or Redis for every part that keeps state (src/server/stores.ts)
@@ -272,46 +171,20 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
   let handler = build(config);
 
   // server.tls: HTTPS on the main listener (the same handler); its files are read again at every reload
-  const server: http.Server = tlsFiles
-    ? (https.createServer({ ...serverOptions(config), ...tlsFiles }, (req, res) => handler(req, res)) as unknown as http.Server)
-    : http.createServer(serverOptions(config), (req, res) => handler(req, res));
-  trackConnections(server);
+  const server = createMainServer(config, tlsFiles, (req, res) => handler(req, res));
   // WebSockets: authenticated like any proxied request; a reload applies to sockets opened after it
   const upgrades = createUpgradeHandler({ config: () => live, sessions, proxy, metrics, log: log.child({ part: 'websocket' }), web, fallback: (req, res) => handler(req, res) });
   server.on('upgrade', upgrades);
   undo.push(() => upgrades.close());
-  const applyServerLimits = (c: Config) => {
-    server.maxConnections = c.server.maxConnections > 0 ? c.server.maxConnections : Infinity;
-    server.requestTimeout = c.server.requestTimeout;
-    server.headersTimeout = c.server.headersTimeout;
-    server.keepAliveTimeout = c.server.keepAliveTimeout;
-  };
-  applyServerLimits(config);
-  metrics.configReloadSuccess.set(1);
-  metrics.configReloadTimestamp.set(Date.now() / 1000);
-  const port = await listen(server, config.server.port, config.server.host, { listener: 'requests', key: 'server.port' });
-  undo.push(() => closeServer(server, 0));
-  const url = urlOf(config.server.host, port, tlsFiles ? 'https' : 'http');
+  markLoaded(metrics);
+  const { port, url } = await openListener(server, config.server.host, config.server.port, { listener: 'requests', key: 'server.port', scheme: tlsFiles ? 'https' : 'http' }, undo);
   if (config.web?.mpQr) mpEventsUrl = `${url}${config.web.mpQr.eventsPath}`;
 
   let metricsUrl: string | undefined;
   let metricsServer: http.Server | undefined;
   if (config.metrics.enabled && config.metrics.port !== undefined && opts.listeners?.metrics !== false) {
-    const path = config.metrics.path;
-    metricsServer = http.createServer((req, res) => {
-      if (req.url?.split('?')[0] !== path || (req.method !== 'GET' && req.method !== 'HEAD')) {
-        res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not_found","message":"Only the metrics path is served here."}');
-        return;
-      }
-      metrics.registry.metrics().then(
-        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
-        () => res.writeHead(500).end(),
-      );
-    });
-    const mport = await listen(metricsServer, config.metrics.port, config.metrics.host, { listener: 'metrics', key: 'metrics.port' });
-    const opened = metricsServer;
-    undo.push(() => closeServer(opened, 0));
-    metricsUrl = urlOf(config.metrics.host, mport);
+    metricsServer = createMetricsServer(config.metrics.path, () => metrics.registry.metrics(), metrics.registry.contentType);
+    ({ url: metricsUrl } = await openListener(metricsServer, config.metrics.host, config.metrics.port, { listener: 'metrics', key: 'metrics.port' }, undo));
   }
   let adminUrl: string | undefined;
   let adminServer: http.Server | undefined;
@@ -329,9 +202,7 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
         log: log.child({ part: 'admin' }),
       }).callback(),
     );
-    adminUrl = urlOf(config.admin.host, await listen(adminServer, config.admin.port, config.admin.host, { listener: 'the admin API', key: 'admin.port' }));
-    const opened = adminServer;
-    undo.push(() => closeServer(opened, 0));
+    ({ url: adminUrl } = await openListener(adminServer, config.admin.host, config.admin.port, { listener: 'the admin API', key: 'admin.port' }, undo));
   }
   log.info(
     {
@@ -346,44 +217,19 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
     opts.worker !== undefined ? 'wxgate worker listening' : 'wxgate listening',
   );
 
-  const reload = async (given?: Config): Promise<ReloadResult> => {
-    const file = opts.configFile;
-    const fail = (error: string): ReloadResult => {
-      metrics.configReloadSuccess.set(0);
-      log.error({ file, problems: error.split('\n') }, 'config reload rejected; the previous configuration keeps serving');
-      return { ok: false, error };
-    };
-    if (!file && !given) return fail('no configuration file to reload (the gateway was started from an object)');
-    let next: Config;
-    try {
-      next = given ?? loadConfigFile(file!);
-    } catch (err) {
-      return fail(err instanceof ConfigError ? err.message : (err as Error).message);
-    }
-    const fixed = restartOnlyChanges(live, next);
-    if (fixed.length) return fail(`these settings cannot change while the gateway runs (restart to apply them): ${fixed.join(', ')}`);
-    // a renewed certificate: read again at every reload, refused (the old one kept) when it does not load
-    let renewed: { cert: Buffer; key: Buffer } | undefined;
-    if (next.server.tls) {
-      try {
-        renewed = loadTlsFiles(next.server.tls);
-      } catch (err) {
-        return fail((err as Error).message);
-      }
-    }
-    const changed = JSON.stringify(next) !== JSON.stringify(live);
-    if (changed) {
+  const reload = createReloader({
+    file: opts.configFile,
+    metrics,
+    log,
+    live: () => live,
+    apply: (next) => {
       handler = build(next);
       proxy.prepare(next.routes);
-      applyServerLimits(next);
+      applyServerLimits(server, next);
       live = next;
-    }
-    if (renewed) (server as unknown as https.Server).setSecureContext(renewed);
-    metrics.configReloadSuccess.set(1);
-    metrics.configReloadTimestamp.set(Date.now() / 1000);
-    log.info({ file, changed, routes: next.routes.length, ...(renewed ? { tls: 'certificate read again' } : {}) }, changed ? 'config reloaded' : 'config reloaded (no change)');
-    return { ok: true, changed };
-  };
+    },
+    tlsServer: tlsFiles ? (server as unknown as https.Server) : undefined,
+  });
   const watcher = opts.watch && opts.configFile ? watchConfigFile(opts.configFile, () => void reload()) : undefined;
 
   let closing: Promise<void> | undefined;

@@ -75,7 +75,7 @@ test.before(async () => {
   if (missing.length) throw new Error(`not on /metrics: ${missing.join(', ')}`);
   // values not (all) seen above nor listed in the HELP text: the login results are the error codes, the
   // WeChat apis those the client calls
-  const apis = [...readFileSync(join(ROOT, 'src/wechat/client.ts'), 'utf8').matchAll(/this\.(?:call|exchange)\(\s*'(\w+)'/g)].map((m) => m[1]!);
+  const apis = ['client.ts', 'web-apis.ts'].flatMap((f) => [...readFileSync(join(ROOT, 'src/wechat', f), 'utf8').matchAll(/this\.(?:call|transport\.exchange)\(\s*'(\w+)'/g)].map((m) => m[1]!));
   const exact = (vs: string[]) => vs.map((v) => new RegExp(`^${v}$`));
   exp.knownValues.set('wxgate_logins_total', new Map([['result', exact(['ok', ...Object.keys(ERRORS)])]]));
   exp.knownValues.set('wxgate_wechat_requests_total', new Map([['api', exact(apis)]]));

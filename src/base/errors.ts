@@ -137,25 +137,3 @@ export function sendError(req: IncomingMessage, res: ServerResponse, err: unknow
   logAnswer(gerr, log, route);
 }
 
-/**
- * How a failed WeChat call is answered: timeouts 504, unreachable or busy (-1) 503, rate limited (45011,
- * WeChat's per-minute limit) 429, the app's daily API quota used up (45009) 503 wechat_quota_exceeded,
- * an unreadable answer 502; the errcodes `byErrcode` names as those; any other errcode 502.
- */
-export function wechatErrorFor(err: { kind: string; errcode?: number }, byErrcode: Readonly<Record<number, ErrorCode>> = {}): ErrorCode {
-  if (err.kind === 'timeout') return 'wechat_timeout';
-  if (err.kind === 'network') return 'wechat_unavailable';
-  if (err.kind === 'bad_response' || err.errcode === undefined) return 'wechat_error';
-  if (err.errcode === -1) return 'wechat_unavailable';
-  if (err.errcode === 45011) return 'wechat_rate_limited';
-  if (err.errcode === 45009) return 'wechat_quota_exceeded';
-  return byErrcode[err.errcode] ?? 'wechat_error';
-}
-
-/**
- * Retry-After for WeChat's 45011 ("api minute-quota reach limit, must slower, retry next minute"): the
- * seconds to the next minute boundary (1-60), when WeChat's per-minute count starts again.
- */
-export function nextMinuteRetryAfter(now = Date.now()): string {
-  return String(Math.ceil((60_000 - (now % 60_000)) / 1000));
-}

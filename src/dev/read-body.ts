@@ -10,3 +10,16 @@ export function readBody(req: http.IncomingMessage, limit: number, then: (body: 
   });
   req.on('end', () => then(Buffer.concat(chunks), size > limit));
 }
+
+/** A JSON object body (up to `limit` bytes); undefined when it is too large, not JSON or not an object. */
+export function readJson(req: http.IncomingMessage, limit: number, then: (body: Record<string, unknown> | undefined) => void): void {
+  readBody(req, limit, (raw, tooLarge) => {
+    let body: unknown;
+    try {
+      body = JSON.parse(raw.toString('utf8'));
+    } catch {
+      return then(undefined);
+    }
+    then(tooLarge || !body || typeof body !== 'object' || Array.isArray(body) ? undefined : (body as Record<string, unknown>));
+  });
+}

@@ -1,9 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
-import http from 'node:http';
+import type http from 'node:http';
 import { MpCrypto, flatXml, mpSignature, parseFlatXml } from '../wechat/mp-crypto.js';
+import { readJson } from './read-body.js';
+import { answers, esc, failCode, html, router, send, USER } from './simulator-http.js';
 import { simulatedOpenid, simulatedUnionid } from './simulator-ids.js';
-import { wxacodePng } from './simulator-web.js';
-import { readBody } from './read-body.js';
+import { wxacodePng } from './simulator-png.js';
 
 /**
  * The simulator's Official Account follow-QR APIs (dev only, like the whole simulator):
@@ -44,16 +45,7 @@ export interface MpQrApiOptions {
   push?: MpPushOptions;
 }
 
-const ERRMSG: Record<number, string> = {
-  [-1]: 'system error',
-  40001: 'invalid credential, access_token is invalid or not latest',
-  40003: 'invalid openid',
-  40097: 'invalid args',
-  41001: 'access_token missing',
-  48001: 'api unauthorized',
-};
 const BODY_LIMIT = 16 * 1024;
-const USER = /^[A-Za-z0-9_-]{1,64}$/;
 const MAX_EXPIRE = 2_592_000;
 const STORE_MAX = 100_000;
 
@@ -78,40 +70,24 @@ export function createMpQrApis(opts: MpQrApiOptions) {
   const tickets = new Map<string, { appid: string; scene: string; expiresAt: number }>();
   /** "appid:openid" of users who follow → their user name and when they followed */
   const followers = new Map<string, { user: string; since: number }>();
-  let rid = 0;
-
-  function json(res: http.ServerResponse, body: object): void {
-    const text = JSON.stringify(body);
-    res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
-    res.end(text);
-  }
-  const error = (res: http.ServerResponse, errcode: number) =>
-    json(res, { errcode, errmsg: `${ERRMSG[errcode] ?? 'simulated error'}, rid: simq-${(++rid).toString(16)}` });
-
-  function html(res: http.ServerResponse, status: number, title: string, body: string): void {
-    const page = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>
-<meta name="viewport" content="width=device-width,initial-scale=1"></head><body>${body}</body></html>`;
-    res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(page), 'cache-control': 'no-store' });
-    res.end(page);
-  }
+  const { json, error } = answers('simq', 'application/json; charset=utf-8');
 
   function live(ticket: string | null) {
     const t = ticket ? tickets.get(ticket) : undefined;
     return t && t.expiresAt > Date.now() ? t : undefined;
   }
 
-  function create(req: http.IncomingMessage, q: URLSearchParams, res: http.ServerResponse): void {
-    readBody(req, BODY_LIMIT, (raw, tooLarge) => {
-      const app = opts.checkToken(q.get('access_token'));
+  /** The Official Account a token from here belongs to, or the errcode (48001 another app's, when one is set). */
+  function appOf(q: URLSearchParams): { appid: string } | { errcode: number } {
+    const app = opts.checkToken(q.get('access_token'));
+    return 'errcode' in app || !opts.push || app.appid === opts.push.appid ? app : { errcode: 48001 };
+  }
+
+  function create(req: http.IncomingMessage, res: http.ServerResponse, q: URLSearchParams): void {
+    readJson(req, BODY_LIMIT, (b) => {
+      const app = appOf(q);
       if ('errcode' in app) return error(res, app.errcode);
-      if (opts.push && app.appid !== opts.push.appid) return error(res, 48001);
-      let b: Record<string, unknown>;
-      try {
-        b = JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
-      } catch {
-        return error(res, 40097);
-      }
-      if (tooLarge || !b || typeof b !== 'object') return error(res, 40097);
+      if (!b) return error(res, 40097);
       const action = b.action_name;
       const scene = ((b.action_info as Record<string, unknown> | undefined)?.scene ?? {}) as Record<string, unknown>;
       let sceneText: string;
@@ -122,8 +98,8 @@ export function createMpQrApis(opts: MpQrApiOptions) {
         if (typeof scene.scene_id !== 'number' || !Number.isInteger(scene.scene_id) || scene.scene_id <= 0) return error(res, 40097);
         sceneText = String(scene.scene_id);
       } else return error(res, 40097);
-      const fail = /^fail-(-?\d+)$/.exec(sceneText);
-      if (fail) return error(res, Number(fail[1]));
+      const fail = failCode(sceneText);
+      if (fail !== undefined) return error(res, fail);
       const limited = action.startsWith('QR_LIMIT');
       const expire = b.expire_seconds === undefined ? 60 : Number(b.expire_seconds);
       if (!limited && (!Number.isInteger(expire) || expire < 60 || expire > MAX_EXPIRE)) return error(res, 40097);
@@ -138,19 +114,13 @@ export function createMpQrApis(opts: MpQrApiOptions) {
     });
   }
 
-  function showqrcode(q: URLSearchParams, res: http.ServerResponse): void {
+  function showqrcode(_req: http.IncomingMessage, res: http.ServerResponse, q: URLSearchParams): void {
     const ticket = q.get('ticket');
-    if (!live(ticket)) {
-      res.writeHead(404, { 'content-type': 'text/plain' });
-      res.end('no such QR code');
-      return;
-    }
-    const png = wxacodePng(`showqrcode:${ticket}`, 430);
-    res.writeHead(200, { 'content-type': 'image/png', 'content-length': png.length, 'cache-control': 'no-store' });
-    res.end(png);
+    if (!live(ticket)) return send(res, 404, 'text/plain', 'no such QR code');
+    send(res, 200, 'image/png', wxacodePng(`showqrcode:${ticket}`, 430), { 'cache-control': 'no-store' });
   }
 
-  function scanPage(q: URLSearchParams, res: http.ServerResponse): void {
+  function scanPage(_req: http.IncomingMessage, res: http.ServerResponse, q: URLSearchParams): void {
     const ticket = q.get('ticket') ?? '';
     const t = live(ticket);
     if (!t) return html(res, 400, 'QR code', '<h1>QR code</h1><p id="error">This QR code has expired or is unknown.</p>');
@@ -165,10 +135,10 @@ export function createMpQrApis(opts: MpQrApiOptions) {
 </form>`);
   }
 
-  async function follow(req: http.IncomingMessage, q: URLSearchParams, res: http.ServerResponse): Promise<void> {
+  async function follow(req: http.IncomingMessage, res: http.ServerResponse, q: URLSearchParams): Promise<void> {
     const wantsJson = (req.headers.accept ?? '').includes('application/json');
     const problem = (message: string) =>
-      wantsJson ? (res.writeHead(400, { 'content-type': 'application/json' }), res.end(JSON.stringify({ error: message }))) : html(res, 400, 'Follow', `<h1>Follow</h1><p id="error">${esc(message)}</p>`);
+      wantsJson ? send(res, 400, 'application/json', JSON.stringify({ error: message })) : html(res, 400, 'Follow', `<h1>Follow</h1><p id="error">${esc(message)}</p>`);
     const ticket = q.get('ticket') ?? '';
     const t = live(ticket);
     if (!t) return void problem('This QR code has expired or is unknown.');
@@ -182,7 +152,7 @@ export function createMpQrApis(opts: MpQrApiOptions) {
     try {
       result = await pushEvent(push, target, t, user, ticket, repeat);
     } catch (err) {
-      return void problem(`The push to the gateway failed: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+      return void problem(`The push to the gateway failed: ${errorCode(err)}`);
     }
     if (wantsJson) return json(res, result);
     html(res, 200, 'Follow (simulator)', `<h1>${result.event === 'subscribe' ? 'Followed' : 'Scanned'}</h1>
@@ -243,10 +213,9 @@ ${result.reply !== undefined ? `<p>Official Account: <span id="reply">${esc(resu
     return result;
   }
 
-  function userInfo(q: URLSearchParams, res: http.ServerResponse): void {
-    const app = opts.checkToken(q.get('access_token'));
+  function userInfo(_req: http.IncomingMessage, res: http.ServerResponse, q: URLSearchParams): void {
+    const app = appOf(q);
     if ('errcode' in app) return error(res, app.errcode);
-    if (opts.push && app.appid !== opts.push.appid) return error(res, 48001);
     const openid = q.get('openid') ?? '';
     const f = followers.get(`${app.appid}:${openid}`);
     if (!f) return error(res, 40003);
@@ -261,47 +230,27 @@ ${result.reply !== undefined ? `<p>Official Account: <span id="reply">${esc(resu
     });
   }
 
-  function handle(req: http.IncomingMessage, res: http.ServerResponse, url: URL): boolean {
-    const q = url.searchParams;
-    switch (`${req.method} ${url.pathname}`) {
-      case 'GET /cgi-bin/user/info':
-        userInfo(q, res);
-        return true;
-      case 'POST /cgi-bin/qrcode/create':
-        create(req, q, res);
-        return true;
-      case 'GET /cgi-bin/showqrcode':
-        showqrcode(q, res);
-        return true;
-      case 'GET /dev/mp/scan':
-        scanPage(q, res);
-        return true;
-      case 'GET /dev/mp/follow':
-        void follow(req, q, res);
-        return true;
-      default:
-        return false;
-    }
-  }
-  return { handle };
+  return {
+    handle: router({
+      'GET /cgi-bin/user/info': userInfo,
+      'POST /cgi-bin/qrcode/create': create,
+      'GET /cgi-bin/showqrcode': showqrcode,
+      'GET /dev/mp/scan': scanPage,
+      'GET /dev/mp/follow': (req, res, q) => void follow(req, res, q),
+    }),
+  };
 }
 
 /** POSTs an XML body as WeChat does (text/xml), with a deadline of 5 s, like WeChat's. */
-function post(url: string, body: string): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: 'POST', headers: { 'content-type': 'text/xml', 'content-length': Buffer.byteLength(body), 'user-agent': 'Mozilla/4.0' }, timeout: 5000 });
-    req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
-    req.on('error', reject);
-    req.on('response', (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
-    req.end(body);
-  });
+async function post(url: string, body: string): Promise<{ status: number; text: string }> {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'text/xml', 'user-agent': 'Mozilla/4.0' }, body, signal: AbortSignal.timeout(5000) });
+  return { status: res.status, text: await res.text() };
 }
 
-function esc(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+/** A failed push's error code (ECONNREFUSED, ...; TimeoutError after 5 s), never its message. */
+function errorCode(err: unknown): string {
+  const e = err as { name?: string; code?: unknown; cause?: { code?: unknown } };
+  if (e?.name === 'TimeoutError') return 'ETIMEDOUT';
+  const code = e?.code ?? e?.cause?.code;
+  return typeof code === 'string' ? code : 'error';
 }

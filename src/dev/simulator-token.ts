@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type http from 'node:http';
+import { readJson } from './read-body.js';
+import { answers, appError, failCode, router } from './simulator-http.js';
 import { simulatedOpenid } from './simulator-ids.js';
-import { readBody } from './read-body.js';
 
 /**
  * The simulator's access_token APIs and the one API here that takes a token (dev only, like the whole
@@ -29,21 +30,6 @@ export interface TokenApiOptions {
   tokenExpiresIn?: number;
 }
 
-const ERRMSG: Record<number, string> = {
-  [-1]: 'system error',
-  40001: 'invalid credential, access_token is invalid or not latest',
-  40002: 'invalid grant_type',
-  40013: 'invalid appid',
-  40029: 'invalid code',
-  40125: 'invalid appsecret',
-  41001: 'access_token missing',
-  41002: 'appid missing',
-  41004: 'appsecret missing',
-  41008: 'missing code',
-  45011: 'api minute-quota reach limit  mustslower  retry next minute',
-  47001: 'data format error',
-};
-
 const OLD_TOKEN_GRACE = 5 * 60 * 1000;
 const BODY_LIMIT = 16 * 1024;
 
@@ -56,15 +42,7 @@ export function createTokenApis(opts: TokenApiOptions) {
   const stats = { stable_token: 0, stable_token_forced: 0, token: 0 };
   const phoneStats = { calls: 0, numbers: 0 };
   const usedCodes = new Set<string>();
-  let rid = 0;
-
-  function json(res: http.ServerResponse, body: object): void {
-    const text = JSON.stringify(body);
-    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) });
-    res.end(text);
-  }
-  const error = (res: http.ServerResponse, errcode: number) =>
-    json(res, { errcode, errmsg: `${ERRMSG[errcode] ?? 'simulated error'}, rid: simt-${(++rid).toString(16)}` });
+  const { json, error } = answers('simt');
 
   function sweep(now: number): void {
     for (const [t, v] of tokens) if (v.expiresAt <= now) tokens.delete(t);
@@ -72,13 +50,9 @@ export function createTokenApis(opts: TokenApiOptions) {
 
   /** Checks appid and secret; answers the error and returns false when they are not good. */
   function credentials(res: http.ServerResponse, appid: unknown, secret: unknown): appid is string {
-    if (typeof appid !== 'string' || appid === '') return error(res, 41002), false;
-    if (typeof secret !== 'string' || secret === '') return error(res, 41004), false;
-    if (opts.apps) {
-      if (!Object.hasOwn(opts.apps, appid)) return error(res, 40013), false;
-      if (opts.apps[appid] !== secret) return error(res, 40125), false;
-    }
-    return true;
+    const refused = appError(opts.apps, appid, secret);
+    if (refused !== undefined) error(res, refused);
+    return refused === undefined;
   }
 
   function issue(mode: string, appid: string, now: number): string {
@@ -137,8 +111,8 @@ export function createTokenApis(opts: TokenApiOptions) {
     if ('errcode' in entry) return error(res, entry.errcode);
     const code = body.code;
     if (typeof code !== 'string' || code === '') return error(res, 41008);
-    const fail = /^fail-(-?\d+)$/.exec(code);
-    if (fail) return error(res, Number(fail[1]));
+    const fail = failCode(code);
+    if (fail !== undefined) return error(res, fail);
     const m = /^phone-(\d{5,15})(?:@(.+))?$/.exec(code);
     if (!m) return error(res, 40029);
     if (m[2] !== undefined && body.openid !== undefined && body.openid !== simulatedOpenid(entry.appid, m[2])) return error(res, 40029);
@@ -159,53 +133,30 @@ export function createTokenApis(opts: TokenApiOptions) {
     });
   }
 
-  function readJson(req: http.IncomingMessage, res: http.ServerResponse, then: (body: Record<string, unknown>) => void): void {
-    readBody(req, BODY_LIMIT, (raw, tooLarge) => {
-      let body: unknown;
-      try {
-        body = JSON.parse(raw.toString('utf8'));
-      } catch {
-        return error(res, 47001);
+  /** The JSON body of a POST, or 47001 when it is not a JSON object. */
+  const withJson = (then: (body: Record<string, unknown>, res: http.ServerResponse, q: URLSearchParams) => void) => (req: http.IncomingMessage, res: http.ServerResponse, q: URLSearchParams) =>
+    readJson(req, BODY_LIMIT, (body) => (body ? then(body, res, q) : error(res, 47001)));
+
+  function revoke(q: URLSearchParams, res: http.ServerResponse): void {
+    const appid = q.get('appid');
+    let revoked = 0;
+    for (const [t, v] of tokens) {
+      if (v.appid === appid) {
+        tokens.delete(t);
+        revoked++;
       }
-      if (tooLarge || !body || typeof body !== 'object' || Array.isArray(body)) return error(res, 47001);
-      then(body as Record<string, unknown>);
-    });
+    }
+    json(res, { revoked });
   }
 
   /** Answers the request when it is one of these APIs; false otherwise. */
-  function handle(req: http.IncomingMessage, res: http.ServerResponse, url: URL): boolean {
-    const route = `${req.method} ${url.pathname}`;
-    switch (route) {
-      case 'POST /cgi-bin/stable_token':
-        readJson(req, res, (body) => stableToken(body, res));
-        return true;
-      case 'GET /cgi-bin/token':
-        plainToken(url.searchParams, res);
-        return true;
-      case 'POST /wxa/business/getuserphonenumber':
-        readJson(req, res, (body) => phoneNumber(url.searchParams, body, res));
-        return true;
-      case 'GET /dev/token-stats':
-        json(res, stats);
-        return true;
-      case 'GET /dev/phone-stats':
-        json(res, phoneStats);
-        return true;
-      case 'POST /dev/revoke-tokens': {
-        const appid = url.searchParams.get('appid');
-        let revoked = 0;
-        for (const [t, v] of tokens) {
-          if (v.appid === appid) {
-            tokens.delete(t);
-            revoked++;
-          }
-        }
-        json(res, { revoked });
-        return true;
-      }
-      default:
-        return false;
-    }
-  }
+  const handle = router({
+    'POST /cgi-bin/stable_token': withJson((body, res) => stableToken(body, res)),
+    'GET /cgi-bin/token': (_req, res, q) => plainToken(q, res),
+    'POST /wxa/business/getuserphonenumber': withJson((body, res, q) => phoneNumber(q, body, res)),
+    'GET /dev/token-stats': (_req, res) => json(res, stats),
+    'GET /dev/phone-stats': (_req, res) => json(res, phoneStats),
+    'POST /dev/revoke-tokens': (_req, res, q) => revoke(q, res),
+  });
   return { handle, checkToken };
 }

@@ -1,6 +1,7 @@
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { answers, exchangeError } from './simulator-http.js';
 import { devEncrypt } from './simulator-encrypt.js';
 import { simulatedOpenid, simulatedUnionid } from './simulator-ids.js';
 import { createTokenApis } from './simulator-token.js';
@@ -56,25 +57,6 @@ export interface SimulatorOptions {
   mp?: MpPushOptions;
 }
 
-const ERRMSG: Record<number, string> = {
-  [-1]: 'system error',
-  40029: 'invalid code',
-  40163: 'code been used',
-  45011: 'api minute-quota reach limit  mustslower  retry next minute',
-  45009: 'reach max api daily quota limit',
-  40226: 'invalid user, high-risk user',
-  40013: 'invalid appid',
-  40125: 'invalid appsecret',
-  41002: 'appid missing',
-  41004: 'appsecret missing',
-  41008: 'missing code',
-  40001: 'invalid credential, access_token is invalid or not latest',
-  41001: 'access_token missing',
-  40003: 'invalid openid',
-  87008: 'invalid sig_method',
-  87009: 'invalid signature',
-};
-
 const USED_CODE_LIFE = 5 * 60 * 1000;
 const USED_CODES_MAX = 100_000;
 const SLOW_MAX = 60_000;
@@ -100,7 +82,6 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
   const used = new Map<string, number>();
   /** "appid:openid" → the session_key of the user's latest login here (for POST /dev/encrypt) */
   const latestKeys = new Map<string, string>();
-  let rid = 0;
   /** access_token APIs and getuserphonenumber: see simulator-token.ts */
   const tokenApis = createTokenApis({ apps: opts.apps, tokenExpiresIn: opts.tokenExpiresIn });
   /** OAuth pages, sns/* and getwxacodeunlimit: see simulator-web.ts */
@@ -108,14 +89,7 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
   /** qrcode/create, showqrcode and the follow page: see simulator-mpqr.ts */
   const mpQrApis = createMpQrApis({ checkToken: tokenApis.checkToken, push: opts.mp });
 
-  function json(res: http.ServerResponse, body: object): void {
-    const text = JSON.stringify(body);
-    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text) });
-    res.end(text);
-  }
-  function error(res: http.ServerResponse, errcode: number): void {
-    json(res, { errcode, errmsg: `${ERRMSG[errcode] ?? 'simulated error'}, rid: sim-${(++rid).toString(16)}` });
-  }
+  const { json, error } = answers('sim');
 
   /** True the first time a code is seen (per appid) within USED_CODE_LIFE. */
   function firstUse(appid: string, code: string, now: number): boolean {
@@ -130,18 +104,10 @@ export function createSimulator(opts: SimulatorOptions = {}): http.Server {
   }
 
   function jscode2session(q: URLSearchParams, res: http.ServerResponse): void {
-    const appid = q.get('appid');
-    const secret = q.get('secret');
-    const code = q.get('js_code');
-    if (!appid) return error(res, 41002);
-    if (!secret) return error(res, 41004);
-    if (!code) return error(res, 41008);
-    if (opts.apps) {
-      if (!Object.hasOwn(opts.apps, appid)) return error(res, 40013);
-      if (opts.apps[appid] !== secret) return error(res, 40125);
-    }
-    const fail = /^fail-(-?\d+)/.exec(code);
-    if (fail) return error(res, Number(fail[1]));
+    const refused = exchangeError(opts.apps, q, 'js_code', true);
+    if (refused !== undefined) return error(res, refused);
+    const appid = q.get('appid')!;
+    const code = q.get('js_code')!;
     if (code === 'html') {
       res.writeHead(502, { 'content-type': 'text/html' });
       res.end('<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>');

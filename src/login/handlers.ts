@@ -2,7 +2,8 @@ import type { Context } from 'koa';
 import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { GatewayError, nextMinuteRetryAfter, wechatErrorFor, type ErrorCode } from '../base/errors.js';
+import { GatewayError, type ErrorCode } from '../base/errors.js';
+import { hintFor, nextMinuteRetryAfter, wechatErrorFor } from '../wechat/errcodes.js';
 import { deviceOf, UserBlockedError, type Device } from '../session/controls.js';
 import type { Sessions } from '../session/sessions.js';
 import { StoreUnavailableError } from '../session/types.js';
@@ -40,15 +41,8 @@ const FINAL: ReadonlySet<ErrorCode> = new Set(['code_invalid', 'code_used', 'use
 
 /** How a failed jscode2session call is answered. */
 export function loginErrorFor(err: WechatError): ErrorCode {
-  return wechatErrorFor(err, { 40029: 'code_invalid', 40163: 'code_used', 40226: 'user_blocked' });
+  return wechatErrorFor(err);
 }
-
-const HINTS: Record<number, string> = {
-  40013: 'the appid is not valid: check wechat.apps',
-  40125: 'the app secret is wrong: check wechat.apps[].secret',
-  41002: 'appid missing',
-  41004: 'secret missing',
-};
 
 export function unauthorized(tokenGiven: boolean): GatewayError {
   return new GatewayError('unauthorized', {
@@ -88,7 +82,7 @@ export function loginHandlers({ config, sessions, wechat, accessTokens, codeOnce
     } catch (err) {
       if (!(err instanceof WechatError)) throw err;
       const error = loginErrorFor(err);
-      const detail = { appid, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg, hint: err.errcode === undefined ? undefined : HINTS[err.errcode] };
+      const detail = { appid, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg, hint: hintFor(err.errcode) };
       if (error === 'wechat_quota_exceeded') log.error({ ...detail, error }, 'WeChat refused the login: the daily API quota of this app is used up (45009); logins fail until it is reset');
       else log.warn(detail, 'WeChat refused the login');
       // the openid is not known: the audit line only, no user history

@@ -1,6 +1,7 @@
 import type { Context } from 'koa';
 import type { Config } from '../config/schema.js';
-import { GatewayError, nextMinuteRetryAfter, wechatErrorFor, type ErrorCode } from '../base/errors.js';
+import { GatewayError, type ErrorCode } from '../base/errors.js';
+import { nextMinuteRetryAfter, wechatErrorFor } from '../wechat/errcodes.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 import type { PhoneNumber, WechatClient } from '../wechat/client.js';
@@ -19,7 +20,7 @@ export function e164(p: PhoneNumber): string | undefined {
 
 /** How a failed getuserphonenumber call is answered (token errors are handled by AccessTokens first). */
 export function phoneErrorFor(err: WechatError): ErrorCode {
-  return wechatErrorFor(err, { 40029: 'phone_code_invalid' });
+  return wechatErrorFor(err);
 }
 
 /**

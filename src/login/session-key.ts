@@ -1,6 +1,7 @@
 import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import { GatewayError, wechatErrorFor } from '../base/errors.js';
+import { GatewayError } from '../base/errors.js';
+import { wechatErrorFor } from '../wechat/errcodes.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 import type { WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';

@@ -4,7 +4,8 @@ import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
 import type { CodeOnce, Exchanged } from '../login/code-once.js';
 import { deviceOf, type Device } from '../session/controls.js';
-import { GatewayError, nextMinuteRetryAfter, wechatErrorFor, type ErrorCode } from '../base/errors.js';
+import { GatewayError, type ErrorCode } from '../base/errors.js';
+import { nextMinuteRetryAfter, wechatErrorFor } from '../wechat/errcodes.js';
 import type { Sessions } from '../session/sessions.js';
 import type { WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';
@@ -23,7 +24,7 @@ const CODE = /^[\x21-\x7e]{1,128}$/;
 const FINAL: ReadonlySet<ErrorCode> = new Set(['code_invalid', 'code_used']);
 
 export function oauthErrorFor(err: WechatError): ErrorCode {
-  return wechatErrorFor(err, { 40029: 'code_invalid', 40163: 'code_used' });
+  return wechatErrorFor(err);
 }
 
 interface Flow {

@@ -1,49 +1,21 @@
 import { createHmac } from 'node:crypto';
-import http from 'node:http';
-import https from 'node:https';
-import type { Metrics } from '../metrics/metrics.js';
+import type { WxacodeImage } from './transport.js';
+import { SESSION_KEY_INVALID } from './errcodes.js';
 import { WechatError, type CodeSession } from './types.js';
+import { WechatWebApis } from './web-apis.js';
 
-export interface WechatClientOptions {
-  /** e.g. https://api.weixin.qq.com; a path prefix is kept, a trailing slash ignored. */
-  apiBase: string;
-  /** Whole-call deadline in ms: connect, answer and body. */
-  timeout: number;
-  apps: ReadonlyArray<{ appid: string; secret: string }>;
-  metrics?: Metrics;
-}
-
-/** Largest JSON answer read; WeChat's are a few hundred bytes. */
-const MAX_BODY = 64 * 1024;
-/** Largest image answer read (wxacode images are some 10 to 300 KB). */
-const MAX_IMAGE = 2 * 1024 * 1024;
-const MAX_SOCKETS = 64;
+export type { WxacodeImage } from './transport.js';
+export type { WechatClientOptions } from './web-apis.js';
 
 /**
- * The only code that talks to WeChat. One method per API; each returns data or throws a WechatError
- * (errcode, timeout, network, bad_response). Error messages carry the API name, errcode, errmsg and
- * error codes such as ECONNREFUSED, never the secret, the code, an access_token or a session key.
- * Nothing here retries: a login code may already be spent (access-token.ts retries stable_token).
+ * The only code that talks to WeChat: the mini-program APIs and the access_token APIs here, the web
+ * and Official Account APIs in web-apis.ts, the HTTP exchange in transport.ts. One method per API; each
+ * returns data or throws a WechatError (errcode, timeout, network, bad_response). Error messages carry
+ * the API name, errcode, errmsg and error codes such as ECONNREFUSED, never the secret, the code, an
+ * access_token or a session key. Nothing here retries: a login code may already be spent
+ * (access-token.ts retries stable_token).
  */
-export class WechatClient {
-  private readonly base: URL;
-  private readonly basePath: string;
-  private readonly secrets: Map<string, string>;
-  private readonly agent: http.Agent;
-  private readonly transport: typeof http | typeof https;
-
-  constructor(private readonly opts: WechatClientOptions) {
-    this.base = new URL(opts.apiBase);
-    this.basePath = this.base.pathname.replace(/\/+$/, '');
-    this.secrets = new Map(opts.apps.map((a) => [a.appid, a.secret]));
-    const tls = this.base.protocol === 'https:';
-    this.transport = tls ? https : http;
-    // Keep-alive: /login must not pay a TCP + TLS handshake per call. Idle sockets close after 30s,
-    // before WeChat's (and the simulator's) servers drop them, so a request never meets a closing socket.
-    const agentOpts = { keepAlive: true, maxSockets: MAX_SOCKETS, maxFreeSockets: MAX_SOCKETS, timeout: 30_000 };
-    this.agent = tls ? new https.Agent(agentOpts) : new http.Agent(agentOpts);
-  }
-
+export class WechatClient extends WechatWebApis {
   /** `sns/jscode2session`: a wx.login() code → openid, session_key and maybe unionid. Never retried. */
   async code2Session(appid: string, code: string): Promise<CodeSession> {
     const secret = this.secretOf(appid);
@@ -104,7 +76,7 @@ export class WechatClient {
       await this.call('checksession', `/wxa/checksession?${query}`, [], [accessToken, signature, sessionKey]);
       return true;
     } catch (err) {
-      if (err instanceof WechatError && err.errcode === 87009) return false;
+      if (err instanceof WechatError && err.errcode === SESSION_KEY_INVALID) return false;
       throw err;
     }
   }
@@ -123,51 +95,6 @@ export class WechatClient {
   }
 
   /**
-   * `GET sns/oauth2/access_token`: the code of a web authorization (Official Account `connect/oauth2/authorize`
-   * or website `connect/qrconnect`) → the user's openid and a user access_token. The app's secret comes from
-   * `apps`. Never retried (the code is single-use).
-   */
-  async oauth2AccessToken(appid: string, code: string): Promise<OAuthAccessToken> {
-    const secret = this.secretOf(appid);
-    const query = new URLSearchParams({ appid, secret, code, grant_type: 'authorization_code' });
-    const data = await this.call('oauth2_access_token', `/sns/oauth2/access_token?${query}`, ['openid', 'access_token'], [secret, code]);
-    const expiresIn = Number(data.expires_in);
-    if (!Number.isFinite(expiresIn) || expiresIn <= 0) {
-      throw new WechatError('bad_response', 'oauth2_access_token', undefined, 'no expires_in in the answer');
-    }
-    const refreshToken = nonEmpty(data.refresh_token);
-    const scope = nonEmpty(data.scope);
-    const unionid = nonEmpty(data.unionid);
-    return {
-      openid: data.openid as string,
-      accessToken: data.access_token as string,
-      expiresIn,
-      ...(refreshToken ? { refreshToken } : {}),
-      ...(scope ? { scope } : {}),
-      ...(unionid ? { unionid } : {}),
-      ...(data.is_snapshotuser === 1 || data.is_snapshotuser === '1' ? { isSnapshotuser: true } : {}),
-    };
-  }
-
-  /**
-   * `GET sns/userinfo`: the profile of the user a `snsapi_userinfo` (or `snsapi_login`) access_token was
-   * given for. An answer about another openid than the one asked for is a bad response.
-   */
-  async snsUserinfo(accessToken: string, openid: string, lang: SnsLang = 'zh_CN'): Promise<SnsUserinfo> {
-    const query = new URLSearchParams({ access_token: accessToken, openid, lang });
-    const data = await this.call('sns_userinfo', `/sns/userinfo?${query}`, ['openid'], [accessToken]);
-    if (data.openid !== openid) throw new WechatError('bad_response', 'sns_userinfo', undefined, 'the answer is about another openid');
-    const info: SnsUserinfo = { openid };
-    for (const key of ['nickname', 'headimgurl', 'unionid', 'province', 'city', 'country'] as const) {
-      const v = nonEmpty(data[key]);
-      if (v) info[key] = v;
-    }
-    const sex = Number(data.sex);
-    if (data.sex !== undefined && data.sex !== null && Number.isInteger(sex)) info.sex = sex;
-    return info;
-  }
-
-  /**
    * `POST wxa/getwxacodeunlimit`: a mini-program code image that opens `page` with `scene`. The parameters
    * are checked first (checkWxacodeParams; a bad one throws a plain Error, nothing is sent). WeChat answers
    * the image itself, or JSON with an errcode. Never retried.
@@ -183,173 +110,10 @@ export class WechatClient {
       env_version: params.envVersion,
       width: params.width,
     };
-    const answer = await this.exchange('getwxacodeunlimit', `/wxa/getwxacodeunlimit?${query}`, [], [accessToken], body, true);
+    const answer = await this.transport.exchange('getwxacodeunlimit', `/wxa/getwxacodeunlimit?${query}`, [], [accessToken], body, true);
     if (!answer.image) throw new WechatError('bad_response', 'getwxacodeunlimit', undefined, 'JSON without an image');
     return answer.image;
   }
-
-  /**
-   * `POST cgi-bin/qrcode/create`: a temporary parametric QR code of an Official Account (QR_STR_SCENE,
-   * `sceneStr` 1 to 64 characters, `expireSeconds` at most 30 days). WeChat answers the ticket (shown with
-   * mp.weixin.qq.com/cgi-bin/showqrcode?ticket=…), its life and the URL the code encodes. Never retried.
-   */
-  async qrcodeCreate(accessToken: string, params: { sceneStr: string; expireSeconds: number }): Promise<MpQrcode> {
-    if (params.sceneStr.length < 1 || params.sceneStr.length > 64) throw new Error('invalid qrcode parameters: scene_str must be 1 to 64 characters');
-    const query = new URLSearchParams({ access_token: accessToken });
-    const data = await this.call('qrcode_create', `/cgi-bin/qrcode/create?${query}`, ['ticket'], [accessToken], {
-      expire_seconds: params.expireSeconds,
-      action_name: 'QR_STR_SCENE',
-      action_info: { scene: { scene_str: params.sceneStr } },
-    });
-    const expireSeconds = Number(data.expire_seconds);
-    return {
-      ticket: data.ticket as string,
-      expireSeconds: Number.isFinite(expireSeconds) && expireSeconds > 0 ? expireSeconds : params.expireSeconds,
-      ...(nonEmpty(data.url) ? { url: data.url as string } : {}),
-    };
-  }
-
-  /**
-   * `GET cgi-bin/user/info`: what the Official Account knows of one of its users (by openid): whether
-   * they follow it and, when the account is bound to an Open Platform account, their unionid. Never retried.
-   */
-  async mpUserInfo(accessToken: string, openid: string): Promise<MpUserInfo> {
-    const query = new URLSearchParams({ access_token: accessToken, openid, lang: 'zh_CN' });
-    const data = await this.call('user_info', `/cgi-bin/user/info?${query}`, [], [accessToken]);
-    if (data.openid !== undefined && data.openid !== openid) throw new WechatError('bad_response', 'user_info', undefined, 'the answer is about another openid');
-    const unionid = nonEmpty(data.unionid);
-    return { subscribed: data.subscribe === 1 || data.subscribe === '1', ...(unionid ? { unionid } : {}) };
-  }
-
-  close(): void {
-    this.agent.destroy();
-  }
-
-  private secretOf(appid: string): string {
-    const secret = this.secrets.get(appid);
-    if (secret === undefined) throw new Error('unknown appid');
-    return secret;
-  }
-
-  /**
-   * GET a WeChat API path (or POST `json` to it); resolves with the JSON object when it has no (or a
-   * zero) errcode and every `required` key as a non-empty string. `hidden` values are cut out of
-   * WeChat's errmsg, should it ever echo them.
-   */
-  private async call(api: string, pathAndQuery: string, required: string[], hidden: string[], json?: object): Promise<Record<string, unknown>> {
-    return (await this.exchange(api, pathAndQuery, required, hidden, json, false)).data!;
-  }
-
-  /**
-   * call(), and with `acceptImage` an answer whose content type is image/* is read (up to MAX_IMAGE
-   * bytes, checked to be a PNG, JPEG or GIF) and resolved as `image` instead of JSON.
-   */
-  private exchange(
-    api: string,
-    pathAndQuery: string,
-    required: string[],
-    hidden: string[],
-    json: object | undefined,
-    acceptImage: boolean,
-  ): Promise<{ data?: Record<string, unknown>; image?: WxacodeImage }> {
-    const payload = json === undefined ? undefined : Buffer.from(JSON.stringify(json));
-    const started = process.hrtime.bigint();
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      const fail = (kind: 'timeout' | 'network' | 'bad_response', detail: string) =>
-        finish(kind, new WechatError(kind, api, undefined, detail));
-      const finish = (outcome: string, err?: WechatError, answer?: { data?: Record<string, unknown>; image?: WxacodeImage }) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        this.opts.metrics?.wechatRequests.inc({ api, outcome });
-        this.opts.metrics?.wechatDuration.observe({ api }, Number(process.hrtime.bigint() - started) / 1e9);
-        if (err) reject(err);
-        else resolve(answer!);
-      };
-
-      const accept = acceptImage ? 'image/*, application/json' : 'application/json';
-      const req = this.transport.request({
-        protocol: this.base.protocol,
-        hostname: this.base.hostname,
-        port: this.base.port || undefined,
-        path: this.basePath + pathAndQuery,
-        method: payload ? 'POST' : 'GET',
-        agent: this.agent,
-        headers: payload
-          ? { accept, 'content-type': 'application/json', 'content-length': payload.length }
-          : { accept },
-      });
-      const timer = setTimeout(() => {
-        fail('timeout', `no answer within ${this.opts.timeout}ms`);
-        req.destroy();
-      }, this.opts.timeout);
-      // Only the error code (ECONNREFUSED, ENOTFOUND, ...): Node's messages may name the request.
-      req.on('error', (err: NodeJS.ErrnoException) => fail('network', err.code ?? 'request failed'));
-
-      req.on('response', (res) => {
-        const status = res.statusCode ?? 0;
-        if (status < 200 || status > 299) {
-          res.resume();
-          return fail('bad_response', `HTTP ${status}`);
-        }
-        const contentType = String(res.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-        const isImage = acceptImage && contentType.startsWith('image/');
-        const limit = isImage ? MAX_IMAGE : MAX_BODY;
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (c: Buffer) => {
-          size += c.length;
-          if (size > limit) {
-            fail('bad_response', `answer larger than ${limit} bytes`);
-            req.destroy();
-          } else chunks.push(c);
-        });
-        res.on('error', (err: NodeJS.ErrnoException) => fail('network', err.code ?? 'answer cut off'));
-        res.on('end', () => {
-          const body = Buffer.concat(chunks);
-          if (isImage) {
-            if (!looksLikeImage(body)) return fail('bad_response', `${contentType} answer is not a PNG, JPEG or GIF`);
-            return finish('ok', undefined, { image: { contentType, body } });
-          }
-          let data: unknown;
-          try {
-            data = JSON.parse(body.toString('utf8'));
-          } catch {
-            return fail('bad_response', 'answer is not JSON');
-          }
-          if (!data || typeof data !== 'object' || Array.isArray(data)) return fail('bad_response', 'answer is not a JSON object');
-          const obj = data as Record<string, unknown>;
-          if (obj.errcode !== undefined && obj.errcode !== 0 && obj.errcode !== '0') {
-            const errcode = Number(obj.errcode);
-            if (!Number.isInteger(errcode)) return fail('bad_response', 'errcode is not a number');
-            const errmsg = typeof obj.errmsg === 'string' ? redact(obj.errmsg, hidden).slice(0, 200) : undefined;
-            return finish(`errcode_${errcode}`, new WechatError('errcode', api, errcode, errmsg));
-          }
-          const missing = required.filter((k) => typeof obj[k] !== 'string' || obj[k] === '');
-          if (missing.length) return fail('bad_response', `no ${missing.join(', ')} in the answer`);
-          finish('ok', undefined, { data: obj });
-        });
-      });
-      req.end(payload);
-    });
-  }
-}
-
-/** An Official Account's user (cgi-bin/user/info), as far as the gateway needs it. */
-export interface MpUserInfo {
-  subscribed: boolean;
-  /** when the Official Account is bound to an Open Platform account */
-  unionid?: string;
-}
-
-/** A temporary Official Account QR code (cgi-bin/qrcode/create). */
-export interface MpQrcode {
-  /** what showqrcode takes, and what the subscribe / SCAN event carries as Ticket */
-  ticket: string;
-  expireSeconds: number;
-  /** the text the QR code encodes (http://weixin.qq.com/q/…) */
-  url?: string;
 }
 
 /** An access_token as WeChat gave it: the token and its lifetime in seconds. */
@@ -378,41 +142,6 @@ export function loginStateSignature(sessionKey: string, body = ''): string {
   return createHmac('sha256', sessionKey).update(body).digest('hex');
 }
 
-/** WeChat's errmsg without any of the given values (the secret, the code); values under 4 characters are no secret. */
-function redact(text: string, hidden: string[]): string {
-  for (const h of hidden) if (h.length >= 4) text = text.split(h).join('***');
-  return text;
-}
-
-/** What `sns/oauth2/access_token` gives for a web authorization code. */
-export interface OAuthAccessToken {
-  openid: string;
-  /** A user access_token, only good for sns/userinfo and sns/auth (not the app's access_token). */
-  accessToken: string;
-  expiresIn: number;
-  refreshToken?: string;
-  /** The scope(s) the user granted, e.g. "snsapi_base", "snsapi_userinfo", "snsapi_login". */
-  scope?: string;
-  /** WeChat documents it for snsapi_userinfo (and website apps) when the app is bound to an Open Platform account. */
-  unionid?: string;
-  /** True for the virtual user of WeChat's "snapshot page" mode: not a real person's openid. */
-  isSnapshotuser?: boolean;
-}
-
-export type SnsLang = 'zh_CN' | 'zh_TW' | 'en';
-
-/** What `sns/userinfo` gives; WeChat answers sex 0 and empty places since 2021, left out here when empty. */
-export interface SnsUserinfo {
-  openid: string;
-  nickname?: string;
-  headimgurl?: string;
-  unionid?: string;
-  sex?: number;
-  province?: string;
-  city?: string;
-  country?: string;
-}
-
 export interface WxacodeParams {
   /** 1 to 32 characters: digits, letters and !#$&'()*+,/:;=?@-._~ (no %). */
   scene: string;
@@ -423,13 +152,6 @@ export interface WxacodeParams {
   envVersion?: 'release' | 'trial' | 'develop';
   /** Pixels, 280 to 1280 (WeChat's default 430). */
   width?: number;
-}
-
-/** An image as WeChat answered it. */
-export interface WxacodeImage {
-  /** e.g. "image/jpeg" or "image/png", without parameters */
-  contentType: string;
-  body: Buffer;
 }
 
 const SCENE = /^[0-9A-Za-z!#$&'()*+,/:;=?@\-._~]{1,32}$/;
@@ -453,15 +175,4 @@ export function checkWxacodeParams(p: { scene: unknown; page?: unknown; envVersi
     return 'envVersion must be release, trial or develop';
   }
   return undefined;
-}
-
-function nonEmpty(v: unknown): string | undefined {
-  return typeof v === 'string' && v !== '' ? v : undefined;
-}
-
-/** PNG, JPEG or GIF magic bytes. */
-function looksLikeImage(b: Buffer): boolean {
-  if (b.length >= 8 && b.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return true;
-  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return true;
-  return b.length >= 6 && (b.subarray(0, 6).toString('latin1') === 'GIF87a' || b.subarray(0, 6).toString('latin1') === 'GIF89a');
 }

@@ -1,5 +1,6 @@
 import type { RedisConnection } from '../redis/connection.js';
 import type { AccessTokenAnswer, WechatClient } from './client.js';
+import { hintFor, isPassing } from './errcodes.js';
 import { WechatError } from './types.js';
 
 /**
@@ -16,10 +17,8 @@ export interface TokenApp {
   externalToken?: { redisKey?: string; url?: string };
 }
 
-/** WeChat's answers to a call made with a token that is not (or no longer) good. */
-export const TOKEN_ERRCODES: ReadonlySet<number> = new Set([40001, 40014, 42001]);
-export const isTokenError = (err: unknown): boolean =>
-  err instanceof WechatError && err.kind === 'errcode' && err.errcode !== undefined && TOKEN_ERRCODES.has(err.errcode);
+/** WeChat refused the token a call carried (the errcodes src/wechat/errcodes.ts marks tokenInvalid). */
+export { isTokenError } from './errcodes.js';
 
 /** No usable access_token for the app (WeChat refused to give one, the external source has none, ...). */
 export class AccessTokenError extends Error {
@@ -32,15 +31,6 @@ export class AccessTokenError extends Error {
     this.name = 'AccessTokenError';
   }
 }
-
-const HINTS: Record<number, string> = {
-  40013: 'the appid is not valid: check wechat.apps',
-  40125: 'the app secret is wrong: check wechat.apps[].secret',
-  40164: "this server's IP is not in the app's IP whitelist",
-  40243: 'the app secret is frozen',
-  45009: "the app's daily quota for this API is spent",
-  45011: 'called too often; retry later',
-};
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export const jitter = (ms: number) => ms * (0.5 + Math.random());
@@ -68,15 +58,14 @@ export async function tokenFromWechat(
       try {
         return await wechat.stableToken(appid, force);
       } catch (err) {
-        const passing = err instanceof WechatError && (err.kind !== 'errcode' || err.errcode === -1);
-        if (!passing || attempt >= retryDelays.length) throw err;
+        if (!isPassing(err) || attempt >= retryDelays.length) throw err;
         await sleep(jitter(retryDelays[attempt]!));
       }
     }
   } catch (err) {
     const w = err instanceof WechatError ? err : undefined;
     log.warn(
-      { appid, api: source, kind: w?.kind, errcode: w?.errcode, errmsg: w?.errmsg, hint: w?.errcode === undefined ? undefined : HINTS[w.errcode] },
+      { appid, api: source, kind: w?.kind, errcode: w?.errcode, errmsg: w?.errmsg, hint: hintFor(w?.errcode) },
       'could not get an access_token from WeChat',
     );
     throw new AccessTokenError(appid, `WeChat ${source} gave no access_token`, { cause: err });
