@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { GatewayError, nextMinuteRetryAfter, wechatErrorFor, type ErrorCode } from '../base/errors.js';
+import { GatewayError, nextMinuteRetryAfter, unauthorized, wechatErrorFor, type ErrorCode } from '../base/errors.js';
 import { deviceOf, UserBlockedError, type Device } from '../session/controls.js';
 import type { Sessions } from '../session/sessions.js';
 import { StoreUnavailableError } from '../session/types.js';
@@ -52,12 +52,6 @@ const HINTS: Record<number, string> = {
   41002: 'appid missing',
   41004: 'secret missing',
 };
-
-export function unauthorized(tokenGiven: boolean): GatewayError {
-  return new GatewayError('unauthorized', {
-    headers: { 'WWW-Authenticate': tokenGiven ? 'Bearer realm="wxgate", error="invalid_token"' : 'Bearer realm="wxgate"' },
-  });
-}
 
 /** POST /login, GET /session and POST /logout: the mini-program's side of the session. */
 export function loginHandlers({ config, sessions, wechat, accessTokens, codeOnce: once, web, metrics, log }: LoginDeps) {

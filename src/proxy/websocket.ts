@@ -5,11 +5,11 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
-import { unauthorized } from '../login/handlers.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { requestId } from '../base/access-log.js';
 import { ownEndpointMatcher } from '../server/app.js';
-import { errorBody, GatewayError, toGatewayError } from '../base/errors.js';
+import { GatewayError, unauthorized } from '../base/errors.js';
+import { refuseOnSocket } from '../base/error-answer.js';
 import type { Logger } from '../base/logger.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
 import type { Invalidation } from '../session/types.js';
@@ -281,16 +281,9 @@ export function createUpgradeHandler(deps: UpgradeDeps): UpgradeHandler {
 
   /** A refused upgrade: a plain HTTP/1.1 answer with `{ error, message }`, the connection closed after. */
   const refuse = (socket: Duplex, err: unknown, route: string, start: bigint) => {
-    const g = toGatewayError(err, log, route);
+    const g = refuseOnSocket(socket, err, log, route);
     record(route, g.status, start);
-    if (g.status >= 500 && g.code !== 'session_store_unavailable') log.warn({ error: g.code, route, ...g.detail }, g.message);
-    else log.debug({ error: g.code, route, ...g.detail }, g.message);
-    if (socket.destroyed) return;
-    const body = errorBody(g.code, g.message);
-    let head = `HTTP/1.1 ${g.status} ${STATUS_CODES[g.status] ?? ''}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n`;
-    for (const [k, v] of Object.entries(g.headers ?? {})) if (k.toLowerCase() !== 'connection') head += `${k}: ${v}\r\n`;
-    socket.end(`${head}\r\n${body}`);
-    setTimeout(() => socket.destroy(), closeGrace).unref();
+    if (!socket.destroyed) setTimeout(() => socket.destroy(), closeGrace).unref();
   };
 
   /** An upgrade answered as a plain request by the HTTP handler (no upgrade), its connection closed after. */

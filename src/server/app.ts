@@ -6,7 +6,7 @@ import type { Config } from '../config/schema.js';
 import { createCodeOnce, type CodeOnce } from '../login/code-once.js';
 import { decryptHandler } from '../login/decrypt.js';
 import { phoneHandler } from '../login/phone.js';
-import { loginHandlers, unauthorized } from '../login/handlers.js';
+import { loginHandlers } from '../login/handlers.js';
 import { clientKey, type RateLimiter } from '../login/rate-limit.js';
 import type { ReplayStore } from '../login/replay.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -26,7 +26,8 @@ import { scanHandlers } from '../web/scan.js';
 import { mpQrDemoFlow, mpQrHandlers } from '../web/mp-qr.js';
 import { accessLogger, requestId } from '../base/access-log.js';
 import { openapiDocument } from './openapi.js';
-import { GatewayError, sendError, writeError } from '../base/errors.js';
+import { GatewayError, unauthorized } from '../base/errors.js';
+import { sendError, writeError } from '../base/error-answer.js';
 import type { Logger } from '../base/logger.js';
 
 export interface AppDeps {
