@@ -1,4 +1,4 @@
-import { ownEndpointMatcher } from '../server/app.js';
+import { ownEndpointMatcher } from '../request/own-endpoints.js';
 import { checkPath } from '../proxy/path.js';
 import { RouteTable } from '../proxy/routes.js';
 import type { Config } from './schema.js';
