@@ -10,7 +10,7 @@ import { loginHandlers } from '../login/handlers.js';
 import { clientKey, type RateLimiter } from '../login/rate-limit.js';
 import type { ReplayStore } from '../login/replay.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { checkHost } from '../proxy/headers.js';
+import { checkHost } from '../request/host.js';
 import { httpGateway } from '../proxy/admission/gate.js';
 import { recorder } from '../proxy/admission/record.js';
 import type { Proxy } from '../proxy/proxy.js';

@@ -1,6 +1,7 @@
 import { GatewayError, unauthorized } from '../../base/errors.js';
 import { stripOwnCookies } from '../../request/cookies.js';
-import { checkHost, dropHopByHop, peerTrusted, setForwarded, setIdentity, stripClientHeaders, stripCredentials } from '../headers.js';
+import { checkHost } from '../../request/host.js';
+import { dropHopByHop, peerTrusted, setForwarded, setIdentity, stripClientHeaders, stripCredentials } from '../headers.js';
 import { checkPath } from '../path.js';
 import type { Admission } from './admission.js';
 import { checkBodyLimit } from './body-limit.js';
