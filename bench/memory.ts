@@ -91,7 +91,7 @@ async function redis(n: number, perUser: number): Promise<{ perSession: number; 
     const url = `redis://127.0.0.1:${port}`;
     const admin = new Redis(url);
     admin.on('error', () => {}); // the store's ping below reports a Redis that does not answer
-    const store = new RedisStore({ url, keyPrefix: 'wxgate:', connectTimeout: 5000, commandTimeout: 30_000 });
+    const store = RedisStore.open({ url, keyPrefix: 'wxgate:', connectTimeout: 5000, commandTimeout: 30_000 });
     for (let i = 0; ; i++) {
       try {
         await store.ping();

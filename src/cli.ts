@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { isWorker, runPrimary, runWorker, workerConfig, workerCount } from './cluster.js';
-import { CHECK_ROUTE_EXIT, effectiveConfigFile, explainRoute } from './config/inspect.js';
+import { CHECK_ROUTE_EXIT, effectiveConfigFile, explainRoute } from './inspect.js';
 import { ConfigError, loadConfigFile, parseYaml } from './config/load.js';
 import { configSchema } from './config/schema.js';
 import { ListenError, startGateway } from './main.js';

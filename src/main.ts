@@ -5,24 +5,19 @@ import { ConfigError, loadConfigFile } from './config/load.js';
 import { restartOnlyChanges, watchConfigFile } from './config/reload.js';
 import { mpQrApp, type Config } from './config/schema.js';
 import { createAdminApp } from './admin/admin.js';
-import { AccountControls, MemoryAccountStore, RedisAccountStore } from './session/controls.js';
-import { MemoryRateLimiter, RedisRateLimiter, type RateLimiter } from './login/rate-limit.js';
-import { MemoryReplayStore, RedisReplayStore, type ReplayStore } from './login/replay.js';
+import { AccountControls } from './session/controls.js';
 import { createMetrics, type Metrics } from './metrics/metrics.js';
 import { Proxy } from './proxy/proxy.js';
 import { createUpgradeHandler } from './proxy/websocket.js';
 import { createHandler } from './server/app.js';
+import { createStores } from './server/stores.js';
 import { loadTlsFiles } from './server/tls.js';
 import { createLogger, type Logger } from './base/logger.js';
-import { MemoryStore } from './session/memory-store.js';
 import { Events } from './events/events.js';
-import { RedisStore } from './session/redis-store.js';
 import { Sessions } from './session/sessions.js';
-import type { SessionStore } from './session/types.js';
-import { AccessTokens, MemoryTokenStore, RedisTokenStore } from './wechat/access-token.js';
+import { AccessTokens } from './wechat/access-token.js';
 import { WechatClient } from './wechat/client.js';
 import { createWebContext, type WebContext } from './web/context.js';
-import { MemoryWebStore, RedisWebStore } from './web/store.js';
 
 export interface Gateway {
   /** http://host:port of the main listener */
@@ -138,51 +133,6 @@ function closeServer(server: http.Server, deadline: number): Promise<void> {
   });
 }
 
-function createStore(config: Config, metrics: Metrics, log: Logger): SessionStore {
-  if (config.session.store === 'redis') {
-    const r = config.session.redis;
-    return new RedisStore({
-      url: r.url,
-      sentinels: r.sentinels,
-      name: r.name,
-      cluster: r.cluster,
-      keyPrefix: r.keyPrefix,
-      connectTimeout: r.connectTimeout,
-      commandTimeout: r.commandTimeout,
-      metrics,
-      logger: log.child({ part: 'redis' }),
-    });
-  }
-  // in this process: up for as long as the process is
-  metrics.sessionStoreUp.set(1);
-  return new MemoryStore();
-}
-
-/** Gives the store its connect time before taking traffic; starts anyway (then /readyz says 503). */
-async function waitForStore(store: SessionStore, within: number, log: Logger): Promise<void> {
-  const deadline = Date.now() + within;
-  for (;;) {
-    try {
-      return await store.ping();
-    } catch (err) {
-      if (Date.now() >= deadline) {
-        log.warn({ store: store.kind, err: (err as Error).message }, 'session store not reachable at start; serving 503 until it is');
-        return;
-      }
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  }
-}
-
-/** limits.login: counted in Redis with the redis store (replicas share the budget), else in this process. */
-function loginLimiter(config: Config, store: SessionStore): RateLimiter | undefined {
-  const { perIp, window, burst = perIp } = config.limits.login;
-  if (perIp === 0) return undefined;
-  // rlb: token buckets (hashes); the fixed-window counters of earlier versions were strings under rl:
-  if (store instanceof RedisStore) return new RedisRateLimiter(store.redis, `${config.session.redis.keyPrefix}rlb:login:`, perIp, window, burst);
-  return new MemoryRateLimiter(perIp, window, burst);
-}
-
 /**
  * The main listener's parser limits. node checks headersTimeout and requestTimeout only every
  * connectionsCheckingInterval (30 s by default, so a 20 s headersTimeout held a slow client for up to
@@ -277,21 +227,20 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
     log.warn({ url: urlOf('127.0.0.1', port) }, 'DEV MODE: example upstream started');
   }
 
-  const store = createStore(config, metrics, log);
-  undo.push(() => store.close());
-  await waitForStore(store, config.session.redis.connectTimeout, log);
-  const sessions = new Sessions(store, config.session, metrics, log.child({ part: 'sessions' }));
+  // session.store: memory, or Redis for every part that keeps state (src/server/stores.ts)
+  const stores = await createStores(config, metrics, log);
+  undo.push(() => stores.close());
+  const sessions = new Sessions(stores.sessions, config.session, metrics, log.child({ part: 'sessions' }));
   // account controls: blocks, the login audit trail (its own log lines, part: audit), the device list
   sessions.controls = new AccountControls(
-    store instanceof RedisStore ? new RedisAccountStore(store.redis, config.session.redis.keyPrefix) : new MemoryAccountStore(),
+    stores.accounts,
     { history: config.audit.history, historyKeep: config.audit.historyKeep, maxAge: config.session.maxAge, logOpenid: config.log.openid },
     log.child({ part: 'audit' }),
   );
-  if (config.events) {
+  if (config.events && stores.seen) {
     const events = new Events({
       ...config.events,
-      redis: store instanceof RedisStore ? store.redis : undefined,
-      keyPrefix: config.session.redis.keyPrefix,
+      seen: stores.seen,
       metrics,
       log: log.child({ part: 'events' }),
     });
@@ -299,35 +248,26 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
     closers.push(() => events.close());
     undo.push(() => events.close(0));
   }
-  const replay: ReplayStore =
-    store instanceof RedisStore ? new RedisReplayStore(store.redis, config.session.redis.keyPrefix) : new MemoryReplayStore();
-  if (replay instanceof MemoryReplayStore) closers.push(() => replay.close());
-  if (replay instanceof MemoryReplayStore) undo.push(() => replay.close());
   const wechat = new WechatClient({ apiBase, timeout: config.wechat.timeout, apps: secretApps, metrics });
   const accessTokens = new AccessTokens({
     apps: qrApp ? [...config.wechat.apps, qrApp] : config.wechat.apps,
     wechat,
-    store: store instanceof RedisStore ? new RedisTokenStore(store.redis, config.session.redis.keyPrefix) : new MemoryTokenStore(),
-    redis: store instanceof RedisStore ? store.redis : undefined,
+    store: stores.tokens,
+    redis: stores.redis,
     metrics,
     log: log.child({ part: 'access_token' }),
     timeout: config.wechat.timeout,
   });
   undo.push(() => wechat.close(), () => accessTokens.close());
   let web: WebContext | undefined;
-  if (config.web) {
-    const webStore = store instanceof RedisStore ? new RedisWebStore(store.redis, config.session.redis.keyPrefix) : new MemoryWebStore();
-    if (webStore instanceof MemoryWebStore) closers.push(() => webStore.close());
-    if (webStore instanceof MemoryWebStore) undo.push(() => webStore.close());
-    web = createWebContext(config, webStore);
-  }
+  if (config.web && stores.web) web = createWebContext(config, stores.web);
   const proxy = new Proxy(metrics, log.child({ part: 'proxy' }), web?.cookies.names);
   undo.push(() => proxy.close());
   // The request path is built from the config; a reload builds it anew and swaps it in whole.
   // aborted when close() begins: long polls (scan tickets) answer at once rather than hold the drain
   const draining = new AbortController();
   const build = (c: Config) =>
-    createHandler({ config: c, sessions, wechat, accessTokens, replay, metrics, proxy, log, loginLimiter: loginLimiter(c, store), web, oauthBase, mpBase, draining: draining.signal });
+    createHandler({ config: c, sessions, wechat, accessTokens, replay: stores.replay, metrics, proxy, log, loginLimiter: stores.loginLimiter(c.limits.login), web, oauthBase, mpBase, draining: draining.signal });
   let live = config;
   let handler = build(config);
 
@@ -399,7 +339,7 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
       admin: adminUrl ?? 'off',
       // a worker leaves metrics.port to its primary
       metrics: metricsUrl ?? (!config.metrics.enabled ? 'off' : config.metrics.port !== undefined ? 'primary' : `${url}${config.metrics.path}`),
-      store: store.kind,
+      store: stores.kind,
       routes: config.routes.length,
     },
     // a worker's primary says "wxgate listening" once every worker is
@@ -458,7 +398,7 @@ async function openGateway(config: Config, opts: StartOptions, undo: Array<() =>
       await proxy.close();
       await accessTokens.close();
       wechat.close();
-      await store.close();
+      await stores.close();
       for (const c of closers.reverse()) await c();
     })());
   return {

@@ -3,7 +3,8 @@ import type { AddressInfo } from 'node:net';
 import test from 'ava';
 import { Redis } from 'ioredis';
 import { buildConfig, ConfigError } from '../src/config/load.js';
-import { RedisTokenStore } from '../src/wechat/access-token.js';
+import { RedisConnection } from '../src/redis/connection.js';
+import { RedisTokenStore } from '../src/wechat/token-store.js';
 import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, SECRET, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
@@ -148,7 +149,10 @@ test('a token near its end is refreshed in the background while readers keep the
 });
 
 test('Redis keeps one token per app; a token is deleted only while it is still the one that failed', async (t) => {
-  const store = new RedisTokenStore(client, `t${++prefixes}:`);
+  const conn = new RedisConnection({ url: redis.url, keyPrefix: `t${++prefixes}:`, connectTimeout: 1000, commandTimeout: 1000 });
+  t.teardown(() => conn.close());
+  t.is(await conn.waitReady(2000), undefined);
+  const store = new RedisTokenStore(conn);
   const at = Date.now();
   await store.put(APPID, { token: 'T2', expiresAt: at + 60_000, fetchedAt: at });
   t.false(await store.invalidate(APPID, 'T1'), 'an older token that failed leaves the newer one alone');

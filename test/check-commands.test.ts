@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
 import { buildConfig, loadConfigFile } from '../src/config/load.js';
-import { CHECK_ROUTE_EXIT, explainRoute } from '../src/config/inspect.js';
+import { CHECK_ROUTE_EXIT, explainRoute } from '../src/inspect.js';
 import { startSimulator } from '../src/dev/simulator.js';
 import { APPID, ROOT, SECRET, runCli, startTestGateway, testConfig, writeConfig } from './helpers/gateway.js';
 import { request } from './helpers/http.js';

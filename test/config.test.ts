@@ -1,8 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
+import { z } from 'zod';
 import { buildConfig, ConfigError, loadConfigFile, parseYaml } from '../src/config/load.js';
 import { parseDuration } from '../src/config/duration.js';
+import { liveKeys } from '../src/config/live.js';
+import { restartOnlyChanges } from '../src/config/reload.js';
+import { configSchema } from '../src/config/schema.js';
 import { ROOT } from './helpers/gateway.js';
 
 const ISSUE_EXAMPLE = `
@@ -163,4 +167,84 @@ test('web.scan with envVersion trial or develop needs checkPath: false (WeChat a
     t.is(buildConfig(raw({ envVersion, checkPath: false }), 'x', {}).web?.scan?.envVersion, envVersion);
   }
   t.true(buildConfig(raw({ envVersion: 'release' }), 'x', {}).web?.scan?.checkPath);
+});
+
+const APP = { appid: 'wx0123456789abcdef', secret: 's' };
+
+test('the cross-checks are listed even when a key of another section is invalid', (t) => {
+  const list = problems({
+    server: { port: 9100, maxConnections: 1.5 },
+    wechat: { apps: [APP, APP] },
+    metrics: { port: 9100 },
+    routes: [{ path: '/a', upstream: 'http://u', timeout: 'soon' }, { path: '/A', upstream: 'http://u' }],
+    endpoints: { session: '/login' },
+  });
+  for (const e of [
+    'server.maxConnections: must be a whole number',
+    'routes[0].timeout: must be a duration with a unit, e.g. "500ms", "2s", "2h", "30d"',
+    'routes[1].path: duplicates routes[0].path "/A"',
+    'wechat.apps[1].appid: "wx0123456789abcdef" is already listed at wechat.apps[0]',
+    'endpoints.session: "/login" is already used by endpoints.login',
+    'metrics.port: must differ from server.port',
+  ]) t.true(list.includes(e), `${e}\n  in: ${list.join('\n  ')}`);
+});
+
+test('the cross-checks read the defaults from the schema: a default path taken twice, the default port', (t) => {
+  t.deepEqual(problems({ wechat: { apps: [APP] }, metrics: { path: '/healthz' } }), ['metrics.path: "/healthz" is already used by endpoints.healthz']);
+  t.deepEqual(problems({ wechat: { apps: [APP] }, metrics: { port: 8080 } }), ['metrics.port: must differ from server.port']);
+  t.deepEqual(problems({ wechat: { apps: [APP] }, metrics: { port: '${P:-8080}' }, server: { port: '8080' } }), ['metrics.port: must differ from server.port'], 'ports from the environment compare as numbers');
+  t.deepEqual(problems({ wechat: { apps: [APP] }, server: { workers: 2 } }).map((p) => p.split(':')[0]), ['session.store'], 'the memory store is the default');
+});
+
+test('server.trustedProxies: IP addresses and CIDR ranges, IPv4 and IPv6; anything else names the key and what is wrong', (t) => {
+  const raw = (trustedProxies: unknown[]) => ({ wechat: { apps: [APP] }, server: { trustedProxies } });
+  const ok = ['10.0.0.0/8', '192.168.1.7', '0.0.0.0/0', 'fd00::/8', '::1', '2001:db8::/32', '::ffff:10.0.0.0/104'];
+  t.deepEqual(buildConfig(raw(ok), 'x', {}).server.trustedProxies, ok);
+  t.deepEqual(problems(raw(['10.0.0.0/33', 'fd00::/129', 'loopback', '10.1/8', '10.0.0.0/255.0.0.0', '1.2.3.4/8/9', '010.0.0.1', 7])), [
+    'server.trustedProxies[0]: must be an IP address or CIDR range, e.g. "10.0.0.0/8" or "fd00::/8" (the prefix length after "/" is 0-32 for an IPv4 address)',
+    'server.trustedProxies[1]: must be an IP address or CIDR range, e.g. "10.0.0.0/8" or "fd00::/8" (the prefix length after "/" is 0-128 for an IPv6 address)',
+    'server.trustedProxies[2]: must be an IP address or CIDR range, e.g. "10.0.0.0/8" or "fd00::/8" ("loopback" is not an IP address)',
+    'server.trustedProxies[3]: must be an IP address or CIDR range, e.g. "10.0.0.0/8" or "fd00::/8" ("10.1" is not an IP address)',
+    'server.trustedProxies[4]: must be an IP address or CIDR range, e.g. "10.0.0.0/8" or "fd00::/8" (the prefix length after "/" is 0-32 for an IPv4 address)',
+    'server.trustedProxies[5]: must be an IP address or CIDR range, e.g. "10.0.0.0/8" or "fd00::/8" (the prefix length after "/" is 0-32 for an IPv4 address)',
+    'server.trustedProxies[6]: must be an IP address or CIDR range, e.g. "10.0.0.0/8" or "fd00::/8" ("010.0.0.1" is not an IP address)',
+    'server.trustedProxies[7]: must be an IP address or CIDR range, e.g. "10.0.0.0/8" or "fd00::/8"',
+  ]);
+});
+
+test('a reload may change the keys the schema marks live; the others are named as needing a restart', (t) => {
+  const base = { wechat: { apps: [APP] }, routes: [{ path: '/a', upstream: 'http://u' }] };
+  const load = (extra: Record<string, unknown> = {}) => buildConfig({ ...base, ...extra }, 'x', {});
+  const cur = load({ server: { tls: { cert: 'a.pem', key: 'a.key' } } });
+  t.deepEqual(
+    restartOnlyChanges(
+      cur,
+      load({
+        routes: [{ path: '/b', upstream: 'http://v' }],
+        limits: { login: { perIp: 5 } },
+        endpoints: { login: '/signin' },
+        server: { tls: { cert: 'b.pem', key: 'b.key' }, trustedProxies: ['10.0.0.0/8'], bodyLimit: '8kb', requestTimeout: '5s', maxConnections: 5 },
+        log: { access: false, openid: 'omit' },
+      }),
+    ),
+    [],
+  );
+  t.deepEqual(
+    restartOnlyChanges(cur, load({ server: { port: 1, maxHeaderSize: '32kb' }, session: { ttl: '1h', redis: { keyPrefix: 'x:' } }, log: { level: 'debug' }, dev: { simulator: true } })),
+    ['server.port', 'server.maxHeaderSize', 'server.tls', 'session.redis', 'session.ttl', 'log.level', 'dev.simulator'],
+  );
+  t.deepEqual(restartOnlyChanges(load(), load({ web: { publicUrl: 'https://m.example.com', scan: {} } })), ['web'], 'a section set or removed is named whole');
+});
+
+test('the reload marks are in the schema, and in its JSON Schema as "x-reload"', (t) => {
+  const marked = [
+    'server.trustedProxies', 'server.bodyLimit', 'server.shutdownTimeout', 'server.requestTimeout', 'server.headersTimeout', 'server.keepAliveTimeout', 'server.maxConnections', 'server.tls',
+    'endpoints', 'routes', 'limits', 'log.access', 'log.openid',
+  ];
+  t.deepEqual(liveKeys(configSchema), marked);
+  const json = z.toJSONSchema(configSchema, { io: 'input' }) as { properties: Record<string, { properties?: Record<string, Record<string, unknown>> } & Record<string, unknown>> };
+  const at = (path: string) => path.split('.').reduce<Record<string, unknown>>((s, k) => (s.properties as Record<string, Record<string, unknown>>)[k]!, json as unknown as Record<string, unknown>);
+  for (const k of marked) t.truthy(at(k)['x-reload'], k);
+  t.is(at('server.tls')['x-reload'], 'while-set');
+  for (const k of ['server.port', 'session', 'log.level', 'wechat']) t.is(at(k)['x-reload'], undefined, k);
 });

@@ -20,12 +20,12 @@ const prefix = () => `t${randomBytes(4).toString('hex')}:`;
 const common = { url: 'redis://127.0.0.1:6379', connectTimeout: 2000, commandTimeout: 1000 };
 
 async function clusterStore(keyPrefix = prefix()) {
-  const s = new RedisStore({ ...common, cluster: cluster.urls, keyPrefix });
+  const s = RedisStore.open({ ...common, cluster: cluster.urls, keyPrefix });
   await ready(s);
   return s;
 }
 async function sentinelStore(keyPrefix = prefix()) {
-  const s = new RedisStore({ ...common, sentinels: [sentinel.address], name: 'wxgate-master', keyPrefix });
+  const s = RedisStore.open({ ...common, sentinels: [sentinel.address], name: 'wxgate-master', keyPrefix });
   await ready(s);
   return s;
 }

@@ -27,7 +27,7 @@ test.after.always(async () => {
 const randomPrefix = () => `t${randomBytes(4).toString('hex')}:`;
 
 function redisStore(prefix = randomPrefix(), more: Partial<RedisStoreOptions> = {}): RedisStore {
-  return new RedisStore({ url: redis.url, keyPrefix: prefix, connectTimeout: 1000, commandTimeout: 300, ...more });
+  return RedisStore.open({ url: redis.url, keyPrefix: prefix, connectTimeout: 1000, commandTimeout: 300, ...more });
 }
 
 /** A Redis store on a fresh key prefix, connected, closed with the test; and a raw client to look inside. */

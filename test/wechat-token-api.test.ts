@@ -1,7 +1,8 @@
 import test, { type ExecutionContext } from 'ava';
 import nock from 'nock';
 import { createMetrics } from '../src/metrics/metrics.js';
-import { AccessTokenError, AccessTokens, MemoryTokenStore } from '../src/wechat/access-token.js';
+import { AccessTokenError, AccessTokens } from '../src/wechat/access-token.js';
+import { MemoryTokenStore } from '../src/wechat/token-store.js';
 import { WechatClient } from '../src/wechat/client.js';
 import { WechatError } from '../src/wechat/types.js';
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
-import { configSchema, crossCheck, routeNameFromPath, DEFAULT_API_BASE, DEFAULT_OAUTH_BASE, DEFAULT_MP_BASE, type Config } from './schema.js';
+import { configSchema, routeNameFromPath, DEFAULT_API_BASE, DEFAULT_OAUTH_BASE, DEFAULT_MP_BASE, type Config } from './schema.js';
 
 /** Every problem found in a configuration, each naming the key and why; thrown once. */
 export class ConfigError extends Error {
@@ -89,7 +89,6 @@ export function buildConfig(raw: unknown, source = 'configuration', env: NodeJS.
   const substituted = substituteEnv(raw ?? {}, env, problems);
   const result = configSchema.safeParse(substituted);
   if (!result.success) problems.push(...result.error.issues.flatMap((i) => formatIssue(i, substituted)));
-  problems.push(...crossCheck(substituted).map((p) => `${formatPath(p.path)}: ${p.message}`));
   if (problems.length || !result.success) throw new ConfigError(source, problems);
   const parsed = result.data;
   const config: Config = {

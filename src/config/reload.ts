@@ -1,48 +1,41 @@
 import { watch, readFileSync, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import type { Config } from './schema.js';
+import type { z } from 'zod';
+import { isObj } from './checks.js';
+import { liveKeys, objectShape, reloadMark } from './live.js';
+import { configSchema, type Config } from './schema.js';
 
 /**
- * What a reload may change while the gateway runs (the request path is rebuilt from the new config and
- * swapped in at once; requests in flight finish on the old one, connections stay open): routes, limits,
- * the own endpoints' paths, the client-side server timeouts and limits, trusted proxies, the access log.
- * Everything else is built once at start (listeners, the session store and its caches, the WeChat
- * client, web logins, metrics, admin, dev helpers): a reload that changes any of it is refused, naming
- * the keys, and the old config keeps serving.
+ * A reload rebuilds the request path from the new config and swaps it in at once (requests in flight
+ * finish on the old one, connections stay open), so it may change what the schema marks live (live.ts:
+ * routes, limits, the own endpoints' paths, the client-side server timeouts and limits, trusted proxies,
+ * the access log). Everything else is built once at start (listeners, the session store and its caches,
+ * the WeChat client, web logins, metrics, admin, dev helpers): a reload that changes any of it is
+ * refused, naming the keys, and the old config keeps serving.
  */
-const LIVE_SERVER_KEYS = new Set(['trustedProxies', 'bodyLimit', 'shutdownTimeout', 'requestTimeout', 'headersTimeout', 'keepAliveTimeout', 'maxConnections', 'tls']);
-const LIVE_LOG_KEYS = new Set(['access', 'openid']);
-const LIVE_TOP_KEYS = new Set(['routes', 'limits', 'endpoints']);
-
-/** The keys whose change needs a restart, as dotted paths ("server.port", "session.store"). */
 export function restartOnlyChanges(current: Config, next: Config): string[] {
-  const out: string[] = [];
-  const keys = new Set([...Object.keys(current), ...Object.keys(next)]);
-  for (const key of keys) {
-    if (LIVE_TOP_KEYS.has(key)) continue;
-    const a = (current as unknown as Record<string, unknown>)[key];
-    const b = (next as unknown as Record<string, unknown>)[key];
-    const liveKeys = key === 'server' ? LIVE_SERVER_KEYS : key === 'log' ? LIVE_LOG_KEYS : undefined;
-    if (liveKeys) {
-      const sa = (a ?? {}) as Record<string, unknown>;
-      const sb = (b ?? {}) as Record<string, unknown>;
-      // the certificate files may change (and are read again); HTTPS on or off needs a restart
-      if (key === 'server' && (sa.tls === undefined) !== (sb.tls === undefined)) out.push('server.tls');
-      for (const k of new Set([...Object.keys(sa), ...Object.keys(sb)])) {
-        if (!liveKeys.has(k) && !same(sa[k], sb[k])) out.push(`${key}.${k}`);
-      }
-      continue;
-    }
-    if (same(a, b)) continue;
-    // name the changed keys one level down, where there are such
-    if (isObj(a) && isObj(b)) {
-      for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) if (!same(a[k], b[k])) out.push(`${key}.${k}`);
-    } else out.push(key);
-  }
-  return out;
+  return changes(configSchema, current, next, []);
 }
 
-const isObj = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
+/** The restart-only keys that differ between `a` and `b` (the values of `schema` at `path`), as dotted paths. */
+function changes(schema: z.ZodType | undefined, a: unknown, b: unknown, path: string[]): string[] {
+  const mark = reloadMark(schema);
+  if (mark === true) return [];
+  if (mark === 'while-set') return (a === undefined) !== (b === undefined) ? [path.join('.')] : [];
+  const shape = objectShape(schema);
+  if (shape && liveKeys(schema!).length) {
+    // some keys below are live: walk down to them
+    const oa = isObj(a) ? a : {};
+    const ob = isObj(b) ? b : {};
+    return keysOf(oa, ob).flatMap((k) => changes(shape[k], oa[k], ob[k], [...path, k]));
+  }
+  if (same(a, b)) return [];
+  // name the changed keys one level down, where there are such
+  if (path.length === 1 && isObj(a) && isObj(b)) return keysOf(a, b).filter((k) => !same(a[k], b[k])).map((k) => `${path[0]}.${k}`);
+  return [path.join('.')];
+}
+
+const keysOf = (a: object, b: object) => [...new Set([...Object.keys(a), ...Object.keys(b)])];
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
 /**

@@ -1,9 +1,9 @@
 import { createHmac, hash, randomUUID } from 'node:crypto';
-import type { Redis, Cluster } from 'ioredis';
 import { request } from 'undici';
 import type { Metrics } from '../metrics/metrics.js';
 import type { ActiveSession } from '../session/sessions.js';
 import { userId } from '../session/tokens.js';
+import type { SeenMarks } from './seen.js';
 
 /**
  * Login events for upstreams (issue 16 item 4), config `events`: each a JSON POST to events.url
@@ -52,9 +52,8 @@ export interface EventsOptions {
   backoff: number;
   queue: number;
   seenTtl: number;
-  /** with the Redis store: where "seen" markers live (shared by replicas) */
-  redis?: Redis | Cluster;
-  keyPrefix?: string;
+  /** where "seen" markers live (seen.ts: Redis with the redis store, shared by replicas) */
+  seen: SeenMarks;
   metrics: Metrics;
   log: { warn(obj: object, msg: string): void; info(obj: object, msg: string): void };
 }
@@ -83,16 +82,8 @@ export class Events {
   private inFlight = 0;
   private closed = false;
   private readonly lastWarn = new Map<string, number>();
-  /** memory store: seen markers in this process, with their deadlines */
-  private readonly seen = new Map<string, number>();
-  private readonly sweeper: NodeJS.Timeout;
-
   constructor(private readonly opts: EventsOptions) {
     opts.metrics.eventsPending.set(0);
-    this.sweeper = setInterval(() => {
-      const now = Date.now();
-      for (const [k, until] of this.seen) if (until <= now) this.seen.delete(k);
-    }, 60_000).unref();
   }
 
   /** Queues an event (never throws, never waits). False when it was dropped (the queue is full or closed). */
@@ -144,25 +135,12 @@ export class Events {
     const keys = [`i:${userId(session.appid, session.openid)}`];
     if (session.unionid) keys.push(`u:${hash('sha256', `union\n${session.unionid}`, 'base64url').slice(0, 16)}`);
     try {
-      const fresh = await Promise.all(keys.map((k) => this.mark(k)));
+      const fresh = await Promise.all(keys.map((k) => this.opts.seen.mark(k, this.opts.seenTtl)));
       return { identity: fresh[0]!, person: session.unionid ? fresh[1]! : fresh[0]! };
     } catch (err) {
       this.warn('seen', { err: (err as Error).message }, 'could not tell whether a user is new: no user.created for this login');
       return undefined;
     }
-  }
-
-  /** Sets a "seen" marker; true when it was not there. */
-  private async mark(key: string): Promise<boolean> {
-    if (this.opts.redis) {
-      const set = await this.opts.redis.set(`${this.opts.keyPrefix ?? ''}ev:seen:${key}`, '1', 'PX', this.opts.seenTtl, 'NX');
-      return set === 'OK';
-    }
-    const now = Date.now();
-    const until = this.seen.get(key);
-    if (until !== undefined && until > now) return false;
-    this.seen.set(key, now + this.opts.seenTtl);
-    return true;
   }
 
   private count(type: EventType, outcome: string): void {
@@ -243,7 +221,6 @@ export class Events {
   /** Stops taking events; delivers what it can within `graceMs`; what is left is dropped (counted). */
   async close(graceMs = 1000): Promise<void> {
     this.closed = true;
-    clearInterval(this.sweeper);
     // waiting for a retry: not worth holding the shutdown for
     for (const [timer, p] of this.waiting) {
       clearTimeout(timer);

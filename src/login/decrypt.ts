@@ -1,9 +1,9 @@
-import type { Context } from 'koa';
+import type { Context, Next } from 'koa';
 import type { Config } from '../config/schema.js';
 import { GatewayError } from '../base/errors.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
-import { decryptUserData, parseCiphertext, verifySignature } from '../wechat/userdata.js';
-import { readJsonObject } from './body.js';
+import type { DecryptBody, UserDataFields } from '../endpoints/bodies.js';
+import { decryptUserData, verifySignature } from '../wechat/userdata.js';
 import { keyStaleAtWechat, type SessionKeys } from './session-key.js';
 
 /**
@@ -15,34 +15,7 @@ import { keyStaleAtWechat, type SessionKeys } from './session-key.js';
  * app, and it must carry a timestamp). Nothing of the data, the key or the token is logged.
  */
 
-export interface UserDataFields {
-  encryptedData: string;
-  iv: string;
-  rawData?: string;
-  signature?: string;
-}
-
 const invalid = (message: string) => new GatewayError('invalid_request', { message });
-
-/**
- * The open-data fields of a request body, checked for shape (before any code is spent or key read):
- * undefined when none is present and `required` is false; 400 invalid_request when anything is off.
- */
-export function userDataFields(body: Record<string, unknown>, required: boolean): UserDataFields | undefined {
-  const { encryptedData, iv, rawData, signature } = body;
-  if (!required && encryptedData === undefined && iv === undefined && rawData === undefined && signature === undefined) return undefined;
-  if (typeof encryptedData !== 'string' || encryptedData === '' || typeof iv !== 'string' || iv === '') {
-    throw invalid('"encryptedData" and "iv" (base64 strings from WeChat) are required.');
-  }
-  const parsed = parseCiphertext(encryptedData, iv);
-  if (!parsed.ok) throw invalid(parsed.message);
-  if ((rawData === undefined) !== (signature === undefined)) throw invalid('"rawData" and "signature" go together: give both or neither.');
-  if (rawData !== undefined && typeof rawData !== 'string') throw invalid('"rawData" must be a string.');
-  if (signature !== undefined && (typeof signature !== 'string' || !/^[0-9a-fA-F]{40}$/.test(signature))) {
-    throw invalid('"signature" must be a SHA-1 in hex (40 characters).');
-  }
-  return { encryptedData, iv, ...(rawData !== undefined ? { rawData: rawData as string, signature: signature as string } : {}) };
-}
 
 /**
  * True when the user has logged in again since this session was made: then the stored session_key is
@@ -121,21 +94,29 @@ export async function openUserDataAtLogin(sessions: Sessions, session: ActiveSes
   }
 }
 
-/** POST /wx/decrypt for a logged-in session (`current` is the login handlers' token check). */
+/**
+ * Needs a session of a mini-program's own login before anything else (the endpoint table's
+ * `session.miniProgram`): `current` is the login handlers' token check; `what` ends the 403 message.
+ */
+export function miniProgramSession(config: Config, current: (ctx: Context) => Promise<{ session: ActiveSession }>, what: string) {
+  return async function miniProgramSession(ctx: Context, next: Next): Promise<void> {
+    const { session } = await current(ctx);
+    requireMiniProgram(config, session, what);
+    await next();
+  };
+}
+
+/** POST /wx/decrypt for a mini-program session (miniProgramSession), the body validated (endpoints/bodies.ts). */
 export function decryptHandler(deps: {
-  config: Config;
   sessions: Sessions;
-  current: (ctx: Context) => Promise<{ token: string; session: ActiveSession }>;
   /** wxa/checksession, to tell a stale key from bad data */
   keys?: SessionKeys;
   log?: { warn(obj: object, msg: string): void };
 }) {
-  const { config, sessions, current, keys, log } = deps;
+  const { sessions, keys, log } = deps;
   return async function decrypt(ctx: Context): Promise<void> {
-    const { session } = await current(ctx);
-    requireMiniProgram(config, session, 'This endpoint decrypts open data');
-    const body = await readJsonObject(ctx, config.server.bodyLimit);
-    const fields = userDataFields(body, true)!;
+    const session = ctx.state.session as ActiveSession;
+    const fields = ctx.state.body as DecryptBody;
     const data = await openUserData(sessions, session, fields, { staleCheck: true, keys, log });
     ctx.set('Cache-Control', 'no-store');
     ctx.body = { data };

@@ -8,8 +8,8 @@ import type { Sessions } from '../session/sessions.js';
 import { StoreUnavailableError } from '../session/types.js';
 import type { WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';
-import { readJsonObject } from './body.js';
-import { openUserDataAtLogin, requireMiniProgram, userDataFields } from './decrypt.js';
+import { userDataOf, type LoginBody, type LogoutBody } from '../endpoints/bodies.js';
+import { openUserDataAtLogin, requireMiniProgram } from './decrypt.js';
 import { keyStaleAtWechat, sessionKeys } from './session-key.js';
 import type { AccessTokens } from '../wechat/access-token.js';
 import { bearerOnly, type WebContext } from '../web/context.js';
@@ -38,9 +38,6 @@ export interface LoginDeps {
 /** WeChat's answers that stay true for the code's whole life, so a replay gets them too. */
 const FINAL: ReadonlySet<ErrorCode> = new Set(['code_invalid', 'code_used', 'user_blocked']);
 
-/** A wx.login() code is a short printable token; anything else never goes to WeChat. */
-const CODE = /^[\x21-\x7e]{1,128}$/;
-
 /** How a failed jscode2session call is answered. */
 export function loginErrorFor(err: WechatError): ErrorCode {
   return wechatErrorFor(err, { 40029: 'code_invalid', 40163: 'code_used', 40226: 'user_blocked' });
@@ -53,7 +50,7 @@ const HINTS: Record<number, string> = {
   41004: 'secret missing',
 };
 
-/** POST /login, GET /session and POST /logout: the mini-program's side of the session. */
+/** POST /login, GET /session and POST /logout: the mini-program's side of the session (bodies validated before: endpoints/bodies.ts). */
 export function loginHandlers({ config, sessions, wechat, accessTokens, codeOnce: once, web, metrics, log }: LoginDeps) {
   const keys = accessTokens ? sessionKeys(wechat, accessTokens) : undefined;
   const credentials = web?.credentials ?? bearerOnly;
@@ -106,16 +103,10 @@ export function loginHandlers({ config, sessions, wechat, accessTokens, codeOnce
   async function login(ctx: Context): Promise<void> {
     let result: string = 'ok';
     try {
-      const body = await readJsonObject(ctx, config.server.bodyLimit);
+      const body = ctx.state.body as LoginBody; // validated (endpoints/bodies.ts)
       const code = body.code;
-      if (typeof code !== 'string' || code === '') {
-        throw new GatewayError('invalid_request', { message: 'A "code" string from wx.login() is required.' });
-      }
-      if (!CODE.test(code)) {
-        throw new GatewayError('invalid_request', { message: 'The "code" is not a wx.login() code (1-128 printable characters).' });
-      }
       const appid = pickApp(body, ctx);
-      const userData = userDataFields(body, false);
+      const userData = userDataOf(body);
       const from = device(ctx);
       const outcome = await once(appid, code, () => exchange(appid, code, from), { flow: 'jscode2session' });
       if ('error' in outcome) {
@@ -174,11 +165,7 @@ export function loginHandlers({ config, sessions, wechat, accessTokens, codeOnce
 
   /** Kills the current token, or with `{"all": true}` every session of the user (all devices). */
   async function logout(ctx: Context): Promise<void> {
-    const hasBody = ctx.request.length > 0 || ctx.get('transfer-encoding') !== '';
-    const body = hasBody ? await readJsonObject(ctx, config.server.bodyLimit) : {};
-    if (body.all !== undefined && typeof body.all !== 'boolean') {
-      throw new GatewayError('invalid_request', { message: '"all" must be true or false.' });
-    }
+    const body = ctx.state.body as LogoutBody; // validated (endpoints/bodies.ts)
     if (body.all === true) {
       const { session, via } = await current(ctx);
       const revoked = await sessions.revokeAll(session);

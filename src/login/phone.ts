@@ -5,8 +5,7 @@ import type { ActiveSession, Sessions } from '../session/sessions.js';
 import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
 import type { PhoneNumber, WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';
-import { readJsonObject } from './body.js';
-import { requireMiniProgram } from './decrypt.js';
+import type { PhoneBody } from '../endpoints/bodies.js';
 
 interface Logger {
   warn(obj: object, msg: string): void;
@@ -18,16 +17,14 @@ export function e164(p: PhoneNumber): string | undefined {
   return /^\+[1-9]\d{5,17}$/.test(n) ? n : undefined;
 }
 
-/** A getPhoneNumber code is a short printable token (WeChat's are 64 hex characters); anything else never goes to WeChat. */
-const CODE = /^[\x21-\x7e]{1,128}$/;
-
 /** How a failed getuserphonenumber call is answered (token errors are handled by AccessTokens first). */
 export function phoneErrorFor(err: WechatError): ErrorCode {
   return wechatErrorFor(err, { 40029: 'phone_code_invalid' });
 }
 
 /**
- * POST /wx/phone { code, force? } with the session's token: the code from the mini-program's
+ * POST /wx/phone { code, force? } with the session's token (a mini-program's session, and the body,
+ * checked before: endpoints/table.ts): the code from the mini-program's
  * getPhoneNumber button → `wxa/business/getuserphonenumber` with the app's access_token and the session's
  * openid (so WeChat checks the code is this user's) → { phoneNumber, purePhoneNumber, countryCode,
  * source: "wechat" }.
@@ -42,23 +39,15 @@ export function phoneHandler(deps: {
   sessions: Sessions;
   wechat: WechatClient;
   accessTokens: AccessTokens;
-  current: (ctx: Context) => Promise<{ token: string; session: ActiveSession }>;
   log: Logger;
   now?: () => number;
 }) {
-  const { config, sessions, wechat, accessTokens, current, log } = deps;
+  const { config, sessions, wechat, accessTokens, log } = deps;
   const now = deps.now ?? Date.now;
   return async function phone(ctx: Context): Promise<void> {
-    const { session } = await current(ctx);
-    requireMiniProgram(config, session, 'This endpoint gets phone numbers');
-    const body = await readJsonObject(ctx, config.server.bodyLimit);
+    const session = ctx.state.session as ActiveSession;
+    const body = ctx.state.body as PhoneBody;
     const code = body.code;
-    if (typeof code !== 'string' || code === '' || !CODE.test(code)) {
-      throw new GatewayError('invalid_request', { message: 'A "code" string from the getPhoneNumber button (1-128 printable characters) is required.' });
-    }
-    if (body.force !== undefined && typeof body.force !== 'boolean') {
-      throw new GatewayError('invalid_request', { message: '"force" must be true or false.' });
-    }
     const window = config.limits.phone.window;
     if (body.force !== true && window > 0) {
       const kept = await sessions.store.getPhone(session.appid, session.openid);

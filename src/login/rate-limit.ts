@@ -1,5 +1,6 @@
+import ipaddr from 'ipaddr.js';
 import { LRUCache } from 'lru-cache';
-import type { RedisClient } from '../session/redis-store.js';
+import type { RedisConnection } from '../redis/connection.js';
 
 /** What a limiter says about one more request from a client. */
 export interface RateDecision {
@@ -22,18 +23,10 @@ export interface RateLimiter {
  * network hands out a whole /64, so counting single IPv6 addresses would not limit anyone).
  */
 export function clientKey(ip: string): string {
-  if (!ip.includes(':')) return ip;
-  const v4 = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(ip);
-  if (v4) return v4[1]!;
-  const addr = ip.split('%')[0]!.toLowerCase();
-  if (addr.includes('.')) return addr; // other embedded IPv4 forms: rare, counted as given
-  const halves = addr.split('::');
-  if (halves.length > 2) return addr;
-  const left = halves[0] ? halves[0].split(':') : [];
-  const right = halves.length === 2 && halves[1] ? halves[1].split(':') : [];
-  const groups = halves.length === 2 ? [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right] : left;
-  const head = groups.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16));
-  return `${head.join(':')}::/64`;
+  if (!ipaddr.IPv6.isValid(ip)) return ip;
+  const addr = ipaddr.IPv6.parse(ip);
+  if (addr.isIPv4MappedAddress()) return addr.toIPv4Address().toString();
+  return `${addr.parts.slice(0, 4).map((p) => p.toString(16)).join(':')}::/64`;
 }
 
 /**
@@ -76,19 +69,25 @@ interface TakeScript {
 export class RedisRateLimiter implements RateLimiter {
   private readonly rate: string;
 
+  private readonly script: TakeScript;
+
   constructor(
-    private readonly redis: RedisClient,
+    private readonly conn: RedisConnection,
+    /** after the key prefix: where the buckets are (rlb:login:) */
     private readonly prefix: string,
     perWindow: number,
     windowMs: number,
     private readonly burst: number = perWindow,
   ) {
     this.rate = String(perWindow / windowMs);
-    redis.defineCommand('wxgateRateTake', { numberOfKeys: 1, lua: TAKE });
+    conn.client.defineCommand('wxgateRateTake', { numberOfKeys: 1, lua: TAKE });
+    this.script = conn.client as unknown as TakeScript;
   }
 
+  /** Counted as wxgate_session_store_errors_total{op="rateLimit"} when Redis cannot answer. */
   async hit(client: string): Promise<RateDecision> {
-    const [allowed, wait] = await (this.redis as unknown as TakeScript).wxgateRateTake(`${this.prefix}${client}`, String(this.burst), this.rate);
+    const key = `${this.conn.keyPrefix}${this.prefix}${client}`;
+    const [allowed, wait] = await this.conn.run('rateLimit', () => this.script.wxgateRateTake(key, String(this.burst), this.rate));
     return { allowed: allowed === 1, retryAfterMs: wait };
   }
 }

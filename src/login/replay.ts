@@ -1,6 +1,6 @@
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
-import type { RedisClient } from '../session/redis-store.js';
-import { StoreUnavailableError } from '../session/types.js';
+import type { RedisClient } from '../redis/client.js';
+import type { RedisConnection } from '../redis/connection.js';
 
 /**
  * The answer to a login code, remembered for the code's life (CODE_LIFETIMES_MS) so that the same code presented
@@ -109,25 +109,22 @@ export class MemoryReplayStore implements ReplayStore {
 }
 
 export class RedisReplayStore implements ReplayStore {
-  constructor(
-    private readonly redis: RedisClient,
-    private readonly prefix: string,
-  ) {}
+  private readonly prefix: string;
 
-  private async run<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      throw new StoreUnavailableError(`redis: login replay ${what} failed: ${(err as Error).message}`, { cause: err });
-    }
+  constructor(private readonly conn: RedisConnection) {
+    this.prefix = conn.keyPrefix;
+  }
+
+  private run<T>(what: string, fn: (redis: RedisClient) => Promise<T>): Promise<T> {
+    return this.conn.run(`login replay ${what}`, fn);
   }
 
   async claim(key: string, lockMs: number) {
     const k = `${this.prefix}c:${key}`;
-    return this.run('claim', async () => {
+    return this.run('claim', async (redis) => {
       for (let i = 0; i < 3; i++) {
-        if ((await this.redis.set(k, PENDING, 'PX', lockMs, 'NX')) === 'OK') return 'won' as const;
-        const v = await this.redis.get(k);
+        if ((await redis.set(k, PENDING, 'PX', lockMs, 'NX')) === 'OK') return 'won' as const;
+        const v = await redis.get(k);
         if (v !== null) return v === PENDING ? ('pending' as const) : v;
       }
       return 'pending' as const;
@@ -135,15 +132,15 @@ export class RedisReplayStore implements ReplayStore {
   }
 
   async fulfil(key: string, sealed: string, ttlMs: number) {
-    await this.run('write', () => this.redis.set(`${this.prefix}c:${key}`, sealed, 'PX', ttlMs));
+    await this.run('write', (r) => r.set(`${this.prefix}c:${key}`, sealed, 'PX', ttlMs));
   }
 
   async release(key: string) {
-    await this.run('release', () => this.redis.del(`${this.prefix}c:${key}`));
+    await this.run('release', (r) => r.del(`${this.prefix}c:${key}`));
   }
 
   async peek(key: string) {
-    const v = await this.run('read', () => this.redis.get(`${this.prefix}c:${key}`));
+    const v = await this.run('read', (r) => r.get(`${this.prefix}c:${key}`));
     return v === null ? undefined : v === PENDING ? ('pending' as const) : v;
   }
 }

@@ -6,7 +6,7 @@ import { GatewayError } from '../base/errors.js';
 import { refuseOnSocket } from '../base/error-answer.js';
 import type { Logger } from '../base/logger.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { ownEndpointMatcher } from '../request/own-endpoints.js';
+import { ownEndpointMatcher } from '../endpoints/match.js';
 import type { Sessions } from '../session/sessions.js';
 import { bearerOnly, type WebContext } from '../web/context.js';
 import { Admission, admit, type Gate } from './admission/admission.js';

@@ -1,24 +1,16 @@
 import type { IncomingMessage } from 'node:http';
 import proxyaddr from 'proxy-addr';
-import type { RedisClient } from './redis-store.js';
 import { logUser } from '../base/access-log.js';
 import { UID_LENGTH, userId } from './tokens.js';
-import { StoreUnavailableError, type Flow, type Identity } from './types.js';
+import type { AccountStore } from './account-store.js';
+import type { Flow, Identity } from './types.js';
 
 /**
  * Account controls per user, shared by every replica through Redis (or in this process with the memory
  * store): blocks, the login audit trail (a bounded history per user) and the device each session was
  * made from. The admin API reads and changes them; Sessions.create checks the block and records the
  * device and the login.
- *
- * Redis keys (one key per operation, so each is one command or one MULTI on one key, on Cluster too);
- * uid = userId(appid, openid) as for sessions:
- *   {prefix}ua:b:{uid}  string, JSON Block; PEXPIREAT its `until` when it has one
- *   {prefix}ua:e:{uid}  list of JSON audit entries, newest first, LTRIM to `history`, PEXPIRE historyKeep
- *   {prefix}ua:d:{uid}  hash: session id → JSON Device; expires with the user's last session (maxAge);
- *                       fields of ended sessions are dropped when the list is read
- * Never stored or logged: a token, a login code, a session_key. A session is named by its id (the token's
- * hash, as the admin API lists it), which opens nothing.
+ * (The stores: account-store.ts.)
  */
 
 /** The device a session was made from: what the request said, as far as the gateway can tell. */
@@ -71,143 +63,6 @@ export class UserBlockedError extends Error {
   constructor(readonly block: Block) {
     super('This user is blocked by the operator of this service; logging in is refused.');
     this.name = 'UserBlockedError';
-  }
-}
-
-export interface AccountStore {
-  getBlock(uid: string): Promise<string | undefined>;
-  setBlock(uid: string, json: string, until: number | undefined): Promise<void>;
-  clearBlock(uid: string): Promise<boolean>;
-  pushEvent(uid: string, json: string, max: number, keepMs: number): Promise<void>;
-  events(uid: string, n: number): Promise<string[]>;
-  setDevice(uid: string, id: string, json: string, until: number): Promise<void>;
-  devices(uid: string): Promise<Record<string, string>>;
-  dropDevices(uid: string, ids: string[]): Promise<void>;
-}
-
-export class RedisAccountStore implements AccountStore {
-  constructor(
-    private readonly redis: RedisClient,
-    private readonly prefix: string,
-  ) {}
-
-  private async run<T>(op: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      // only the error's name: a Redis error may echo the command's arguments
-      throw new StoreUnavailableError(`redis accounts ${op} failed (${(err as Error)?.name ?? 'error'})`);
-    }
-  }
-
-  private key(kind: 'b' | 'e' | 'd', uid: string): string {
-    return `${this.prefix}ua:${kind}:${uid}`;
-  }
-
-  async getBlock(uid: string): Promise<string | undefined> {
-    return (await this.run('block read', () => this.redis.get(this.key('b', uid)))) ?? undefined;
-  }
-
-  async setBlock(uid: string, json: string, until: number | undefined): Promise<void> {
-    const key = this.key('b', uid);
-    await this.run('block', () => (until === undefined ? this.redis.set(key, json) : this.redis.set(key, json, 'PXAT', Math.ceil(until))));
-  }
-
-  async clearBlock(uid: string): Promise<boolean> {
-    return (await this.run('unblock', () => this.redis.del(this.key('b', uid)))) > 0;
-  }
-
-  async pushEvent(uid: string, json: string, max: number, keepMs: number): Promise<void> {
-    const key = this.key('e', uid);
-    await this.run('event', async () => {
-      const tx = this.redis.multi();
-      tx.lpush(key, json);
-      tx.ltrim(key, 0, max - 1);
-      tx.pexpire(key, Math.max(1, Math.ceil(keepMs)));
-      const out = await tx.exec();
-      const failed = out?.find(([e]) => e);
-      if (failed) throw failed[0];
-    });
-  }
-
-  async events(uid: string, n: number): Promise<string[]> {
-    return this.run('events', () => this.redis.lrange(this.key('e', uid), 0, n - 1));
-  }
-
-  async setDevice(uid: string, id: string, json: string, until: number): Promise<void> {
-    const key = this.key('d', uid);
-    await this.run('device', async () => {
-      const tx = this.redis.multi();
-      tx.hset(key, id, json);
-      // NX: a new key gets the deadline; GT: a later session moves it forward (never back)
-      tx.pexpireat(key, Math.ceil(until), 'NX');
-      tx.pexpireat(key, Math.ceil(until), 'GT');
-      await tx.exec();
-    });
-  }
-
-  async devices(uid: string): Promise<Record<string, string>> {
-    return this.run('devices', () => this.redis.hgetall(this.key('d', uid)));
-  }
-
-  async dropDevices(uid: string, ids: string[]): Promise<void> {
-    if (ids.length) await this.run('devices drop', () => this.redis.hdel(this.key('d', uid), ...ids));
-  }
-}
-
-/** The same in this process (memory session store: one replica). */
-export class MemoryAccountStore implements AccountStore {
-  private readonly blocks = new Map<string, { json: string; until?: number }>();
-  private readonly lists = new Map<string, { items: string[]; until: number }>();
-  private readonly devs = new Map<string, { fields: Map<string, string>; until: number }>();
-
-  async getBlock(uid: string): Promise<string | undefined> {
-    const b = this.blocks.get(uid);
-    if (b && b.until !== undefined && b.until <= Date.now()) {
-      this.blocks.delete(uid);
-      return undefined;
-    }
-    return b?.json;
-  }
-
-  async setBlock(uid: string, json: string, until: number | undefined): Promise<void> {
-    this.blocks.set(uid, { json, until });
-  }
-
-  async clearBlock(uid: string): Promise<boolean> {
-    const had = (await this.getBlock(uid)) !== undefined;
-    this.blocks.delete(uid);
-    return had;
-  }
-
-  async pushEvent(uid: string, json: string, max: number, keepMs: number): Promise<void> {
-    const l = this.lists.get(uid);
-    const items = l && l.until > Date.now() ? l.items : [];
-    items.unshift(json);
-    items.length = Math.min(items.length, max);
-    this.lists.set(uid, { items, until: Date.now() + keepMs });
-  }
-
-  async events(uid: string, n: number): Promise<string[]> {
-    const l = this.lists.get(uid);
-    return l && l.until > Date.now() ? l.items.slice(0, n) : [];
-  }
-
-  async setDevice(uid: string, id: string, json: string, until: number): Promise<void> {
-    let d = this.devs.get(uid);
-    if (!d || d.until <= Date.now()) this.devs.set(uid, (d = { fields: new Map(), until }));
-    d.fields.set(id, json);
-    d.until = Math.max(d.until, until);
-  }
-
-  async devices(uid: string): Promise<Record<string, string>> {
-    const d = this.devs.get(uid);
-    return d && d.until > Date.now() ? Object.fromEntries(d.fields) : {};
-  }
-
-  async dropDevices(uid: string, ids: string[]): Promise<void> {
-    const d = this.devs.get(uid);
-    for (const id of ids) d?.fields.delete(id);
   }
 }
 

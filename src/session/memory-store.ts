@@ -1,3 +1,4 @@
+// Just over 300 lines: one class, the in-process twin of the Redis store (redis-store.ts and its parts), passing the same cases.
 import { accountId } from './accounts.js';
 import { TOKEN_HASH_LENGTH, userId } from './tokens.js';
 import { keptE164, type Identity, type Invalidation, type KeptPhone, type SessionRecord, type SessionStore } from './types.js';
@@ -12,8 +13,7 @@ interface Account {
 interface User {
   /** the unionid of their latest login (see SessionStore.linkedUnionid) */
   unionid?: string;
-  /** the session_key of the user's latest login */
-  /** absent for users who have only web sessions (no wx.login) */
+  /** the session_key of the user's latest login; absent for users who have only web sessions (no wx.login) */
   sessionKey?: string;
   /** token hashes, oldest first */
   tokens: string[];

@@ -1,3 +1,4 @@
+// Over 300 lines on purpose: one class, whose LRU, negative cache, reads in flight and sliding expiry share its state.
 import { LRUCache } from 'lru-cache';
 import type { Metrics } from '../metrics/metrics.js';
 import type { RevokedSessions, RevokeReason } from '../events/events.js';

@@ -54,13 +54,8 @@ export interface KeptPhone {
 /** The E.164 form a kept number is forwarded in (X-Wx-Phone). */
 export const keptE164 = (p: Pick<KeptPhone, 'countryCode' | 'purePhoneNumber'>) => `+${p.countryCode}${p.purePhoneNumber}`;
 
-/** Thrown by a store that cannot answer (down, slow, refusing writes). The gateway answers 503, never 401. */
-export class StoreUnavailableError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'StoreUnavailableError';
-  }
-}
+/** Thrown by a store that cannot answer (a Redis-backed one: src/redis/errors.ts). */
+export { StoreUnavailableError } from '../redis/errors.js';
 
 /** Token hashes whose cached copies must be dropped, or 'all' when invalidations may have been missed. */
 export type Invalidation = string[] | 'all';

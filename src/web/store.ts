@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Identity } from '../session/types.js';
-import type { RedisClient } from '../session/redis-store.js';
-import { StoreUnavailableError } from '../session/types.js';
+import type { RedisClient } from '../redis/client.js';
+import type { RedisConnection } from '../redis/connection.js';
 
 /**
  * What browser logins keep between requests, shared by replicas through Redis (or in this process with
@@ -88,23 +88,19 @@ function whoOf(json: string | undefined): Identity | undefined {
 export class RedisWebStore implements WebStore {
   private readonly scripts: Scripts;
 
-  constructor(
-    private readonly redis: RedisClient,
-    private readonly prefix: string,
-  ) {
+  private readonly prefix: string;
+
+  constructor(private readonly conn: RedisConnection) {
+    this.prefix = conn.keyPrefix;
+    const redis = conn.client;
     redis.defineCommand('wxgateSettleTicket', { numberOfKeys: 1, lua: SETTLE });
     redis.defineCommand('wxgateClaimTicket', { numberOfKeys: 1, lua: CLAIM });
     redis.defineCommand('wxgateScannedTicket', { numberOfKeys: 1, lua: SCANNED });
     this.scripts = redis as unknown as Scripts;
   }
 
-  private async run<T>(op: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      // only the error's name: a Redis error may echo the command's arguments
-      throw new StoreUnavailableError(`redis web ${op} failed (${(err as Error)?.name ?? 'error'})`);
-    }
+  private run<T>(op: string, fn: (redis: RedisClient) => Promise<T>): Promise<T> {
+    return this.conn.run(`web ${op}`, fn);
   }
 
   private ticketKey(id: string): string {
@@ -112,14 +108,14 @@ export class RedisWebStore implements WebStore {
   }
 
   async once(key: string, value: string, ttlMs: number): Promise<string | undefined> {
-    const old = await this.run('once', () => this.redis.set(`${this.prefix}once:${key}`, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX', 'GET'));
+    const old = await this.run('once', (r) => r.set(`${this.prefix}once:${key}`, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX', 'GET'));
     return old ?? undefined;
   }
 
   async createTicket(id: string, secretHash: string, expiresAt: number, keepMs: number, bind?: string): Promise<void> {
     const key = this.ticketKey(id);
-    await this.run('ticket create', async () => {
-      const tx = this.redis.multi();
+    await this.run('ticket create', async (r) => {
+      const tx = r.multi();
       tx.hset(key, 's', 'pending', 'e', String(expiresAt), 'h', secretHash, ...(bind ? ['b', bind] : []));
       tx.pexpireat(key, Math.ceil(expiresAt + keepMs));
       await tx.exec();
@@ -151,7 +147,7 @@ export class RedisWebStore implements WebStore {
   async sharedKey(name: string): Promise<Buffer> {
     const key = `${this.prefix}key:${name}`;
     const made = randomBytes(32).toString('base64url');
-    const old = await this.run('key', () => this.redis.set(key, made, 'NX', 'GET'));
+    const old = await this.run('key', (r) => r.set(key, made, 'NX', 'GET'));
     return Buffer.from(old ?? made, 'base64url');
   }
 }

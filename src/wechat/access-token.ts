@@ -1,9 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import type { Metrics } from '../metrics/metrics.js';
-import type { RedisClient } from '../session/redis-store.js';
-import { StoreUnavailableError } from '../session/types.js';
-import type { AccessTokenAnswer, WechatClient } from './client.js';
-import { WechatError } from './types.js';
+import type { RedisConnection } from '../redis/connection.js';
+import type { WechatClient } from './client.js';
+import { AccessTokenError, externalToken, isTokenError, jitter, sleep, tokenFromWechat, type TokenApp, type TokenSource } from './token-sources.js';
+import { underLock, type StoredToken, type TokenStore } from './token-store.js';
+import type { WechatError } from './types.js';
+
+export { AccessTokenError } from './token-sources.js';
 
 /**
  * The apps' access_tokens (WeChat's credential for its server APIs), one per appid, shared by every
@@ -21,148 +23,6 @@ import { WechatError } from './types.js';
  * Tokens and secrets are never logged.
  */
 
-export type TokenSource = 'stable_token' | 'token' | 'external';
-
-export interface TokenApp {
-  appid: string;
-  tokenSource?: TokenSource;
-  externalToken?: { redisKey?: string; url?: string };
-}
-
-/** A token as kept in the store: times in ms since epoch. */
-export interface StoredToken {
-  token: string;
-  expiresAt: number;
-  /** when it was fetched from WeChat (by whichever replica) */
-  fetchedAt: number;
-}
-
-/** The shared part: where the token, the refresh lock and the force_refresh rate limit live. */
-export interface TokenStore {
-  get(appid: string): Promise<StoredToken | undefined>;
-  put(appid: string, t: StoredToken): Promise<void>;
-  /** Deletes the stored token only if it is still `token`. True when it was deleted. */
-  invalidate(appid: string, token: string): Promise<boolean>;
-  /** Takes the app's refresh lock for `ms` (SET NX PX). */
-  lock(appid: string, owner: string, ms: number): Promise<boolean>;
-  /** Releases the lock if `owner` still holds it. */
-  unlock(appid: string, owner: string): Promise<void>;
-  /** True at most once per `ms` per app. */
-  forceSlot(appid: string, ms: number): Promise<boolean>;
-}
-
-/** WeChat's answers to a call made with a token that is not (or no longer) good. */
-export const TOKEN_ERRCODES: ReadonlySet<number> = new Set([40001, 40014, 42001]);
-export const isTokenError = (err: unknown): boolean =>
-  err instanceof WechatError && err.kind === 'errcode' && err.errcode !== undefined && TOKEN_ERRCODES.has(err.errcode);
-
-/** No usable access_token for the app (WeChat refused to give one, the external source has none, ...). */
-export class AccessTokenError extends Error {
-  constructor(
-    readonly appid: string,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = 'AccessTokenError';
-  }
-}
-
-const CAD_TOKEN = `local v = redis.call('GET', KEYS[1])
-if v and cjson.decode(v).t == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0`;
-const CAD_LOCK = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0`;
-
-/** Tokens in Redis: `{prefix}wxtoken:{appid}` (JSON, expiring with the token), `…-lock:`, `…-force:`. */
-export class RedisTokenStore implements TokenStore {
-  constructor(
-    private readonly redis: RedisClient,
-    private readonly prefix: string,
-  ) {}
-
-  private key(kind: string, appid: string) {
-    return `${this.prefix}wxtoken${kind}:${appid}`;
-  }
-
-  private async run<T>(op: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      // never the error itself: ioredis attaches the command's arguments (the token) to it
-      throw new StoreUnavailableError(`redis ${op} failed${(err as Error)?.name ? ` (${(err as Error).name})` : ''}`);
-    }
-  }
-
-  async get(appid: string): Promise<StoredToken | undefined> {
-    const v = await this.run('token get', () => this.redis.get(this.key('', appid)));
-    if (!v) return undefined;
-    try {
-      const o = JSON.parse(v) as { t?: unknown; e?: unknown; f?: unknown };
-      if (typeof o.t !== 'string' || typeof o.e !== 'number' || typeof o.f !== 'number') return undefined;
-      return { token: o.t, expiresAt: o.e, fetchedAt: o.f };
-    } catch {
-      return undefined;
-    }
-  }
-
-  async put(appid: string, t: StoredToken): Promise<void> {
-    const value = JSON.stringify({ t: t.token, e: t.expiresAt, f: t.fetchedAt });
-    await this.run('token put', () => this.redis.set(this.key('', appid), value, 'PXAT', Math.floor(t.expiresAt)));
-  }
-
-  async invalidate(appid: string, token: string): Promise<boolean> {
-    return (await this.run('token invalidate', () => this.redis.eval(CAD_TOKEN, 1, this.key('', appid), token))) === 1;
-  }
-
-  async lock(appid: string, owner: string, ms: number): Promise<boolean> {
-    return (await this.run('token lock', () => this.redis.set(this.key('-lock', appid), owner, 'PX', ms, 'NX'))) === 'OK';
-  }
-
-  async unlock(appid: string, owner: string): Promise<void> {
-    await this.run('token unlock', () => this.redis.eval(CAD_LOCK, 1, this.key('-lock', appid), owner));
-  }
-
-  async forceSlot(appid: string, ms: number): Promise<boolean> {
-    return (await this.run('token force', () => this.redis.set(this.key('-force', appid), '1', 'PX', ms, 'NX'))) === 'OK';
-  }
-}
-
-/** The same in this process (memory session store: one replica). */
-export class MemoryTokenStore implements TokenStore {
-  private readonly tokens = new Map<string, StoredToken>();
-  private readonly marks = new Map<string, { owner: string; until: number }>();
-
-  private take(key: string, owner: string, ms: number): boolean {
-    const m = this.marks.get(key);
-    if (m && m.until > Date.now()) return false;
-    this.marks.set(key, { owner, until: Date.now() + ms });
-    return true;
-  }
-
-  async get(appid: string) {
-    const t = this.tokens.get(appid);
-    if (t && t.expiresAt <= Date.now()) this.tokens.delete(appid);
-    return this.tokens.get(appid);
-  }
-  async put(appid: string, t: StoredToken) {
-    this.tokens.set(appid, t);
-  }
-  async invalidate(appid: string, token: string) {
-    if (this.tokens.get(appid)?.token !== token) return false;
-    return this.tokens.delete(appid);
-  }
-  async lock(appid: string, owner: string, ms: number) {
-    return this.take(`lock:${appid}`, owner, ms);
-  }
-  async unlock(appid: string, owner: string) {
-    if (this.marks.get(`lock:${appid}`)?.owner === owner) this.marks.delete(`lock:${appid}`);
-  }
-  async forceSlot(appid: string, ms: number) {
-    return this.take(`force:${appid}`, '', ms);
-  }
-}
-
 interface Logger {
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
@@ -176,8 +36,8 @@ export interface AccessTokenOptions {
   log: Logger;
   /** wechat.timeout, ms: bounds the lock's life and the external URL's answer */
   timeout: number;
-  /** the session store's Redis, for externalToken.redisKey */
-  redis?: RedisClient;
+  /** the Redis connection, for externalToken.redisKey */
+  redis?: RedisConnection;
   /** refresh when less than min(this, half the token's life) is left; default 5 min (as WeChat's stable_token renews) */
   refreshBefore?: number;
   /** force_refresh at most this often per app; default 30 s (WeChat allows 20 a day) */
@@ -195,18 +55,6 @@ interface Entry extends StoredToken {
   /** after this the token is not handed out any more (a little before expiresAt) */
   usableUntil: number;
 }
-
-const HINTS: Record<number, string> = {
-  40013: 'the appid is not valid: check wechat.apps',
-  40125: 'the app secret is wrong: check wechat.apps[].secret',
-  40164: "this server's IP is not in the app's IP whitelist",
-  40243: 'the app secret is frozen',
-  45009: "the app's daily quota for this API is spent",
-  45011: 'called too often; retry later',
-};
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const jitter = (ms: number) => ms * (0.5 + Math.random());
 
 export class AccessTokens {
   private readonly apps: Map<string, TokenApp>;
@@ -308,25 +156,31 @@ export class AccessTokens {
     return this.apps.get(appid)?.tokenSource ?? 'stable_token';
   }
 
+  /**
+   * A token's schedule: refreshed from min(refreshBefore, half its life) before it expires, not handed
+   * out from min(30 s, a tenth of its life) before.
+   */
+  private schedule(t: StoredToken, now = Date.now()): { refreshAt: number; usableUntil: number } {
+    const life = Math.max(0, t.expiresAt - Math.min(t.fetchedAt, now));
+    return { refreshAt: t.expiresAt - Math.min(this.refreshBefore, life / 2), usableUntil: t.expiresAt - Math.min(30_000, life / 10) };
+  }
+
   private adopt(appid: string, t: StoredToken): Entry {
     const now = Date.now();
-    const life = Math.max(0, t.expiresAt - Math.min(t.fetchedAt, now));
-    let refreshAt = t.expiresAt - Math.min(this.refreshBefore, life / 2);
+    let { refreshAt, usableUntil } = this.schedule(t, now);
     if (this.source(appid) === 'external') refreshAt = Math.min(refreshAt, now + (this.opts.externalRecheck ?? 60_000));
-    const entry: Entry = { ...t, refreshAt, usableUntil: t.expiresAt - Math.min(30_000, life / 10) };
+    const entry: Entry = { ...t, refreshAt, usableUntil };
     this.local.set(appid, entry);
     this.opts.metrics.wechatTokenFetchedAt.set(appid, t.fetchedAt);
     return entry;
   }
 
   private usable(t: StoredToken, now = Date.now()): boolean {
-    const life = Math.max(0, t.expiresAt - Math.min(t.fetchedAt, now));
-    return now < t.expiresAt - Math.min(30_000, life / 10);
+    return now < this.schedule(t, now).usableUntil;
   }
 
   private dueForRefresh(t: StoredToken, now = Date.now()): boolean {
-    const life = Math.max(0, t.expiresAt - Math.min(t.fetchedAt, now));
-    return now >= t.expiresAt - Math.min(this.refreshBefore, life / 2);
+    return now >= this.schedule(t, now).refreshAt;
   }
 
   /** No usable token here: the store's, or one fetched under the lock (others wait for it). */
@@ -341,16 +195,11 @@ export class AccessTokens {
         if (this.dueForRefresh(stored)) this.refreshInBackground(appid, entry);
         return entry;
       }
-      const owner = randomBytes(12).toString('base64url');
-      if (await store.lock(appid, owner, this.lockMs)) {
-        try {
-          const again = await store.get(appid);
-          if (again && this.usable(again)) return this.adopt(appid, again);
-          return await this.fetch(appid, false);
-        } finally {
-          await store.unlock(appid, owner).catch(() => {});
-        }
-      }
+      const locked = await underLock(store, appid, this.lockMs, async () => {
+        const again = await store.get(appid);
+        return again && this.usable(again) ? this.adopt(appid, again) : this.fetch(appid, false);
+      });
+      if (locked) return locked.value;
       if (Date.now() > deadline) throw new AccessTokenError(appid, 'no access_token appeared while another replica held the refresh lock');
       await sleep(jitter(60));
     }
@@ -376,21 +225,15 @@ export class AccessTokens {
     const newer = (t: StoredToken | undefined): t is StoredToken => !!t && t.token !== current.token && this.usable(t) && !this.dueForRefresh(t);
     const stored = await store.get(appid);
     if (newer(stored)) return void this.adopt(appid, stored);
-    const owner = randomBytes(12).toString('base64url');
-    if (!(await store.lock(appid, owner, this.lockMs))) {
-      // another replica is refreshing: look again in a moment
-      this.nextTry.set(appid, Date.now() + 1000);
-      return;
-    }
-    try {
+    const locked = await underLock(store, appid, this.lockMs, async () => {
       const again = await store.get(appid);
       if (newer(again)) return void this.adopt(appid, again);
       const fetched = await this.fetch(appid, false);
       // WeChat may answer the same token while it thinks it is good for longer: do not ask again at once
       if (this.dueForRefresh(fetched)) this.nextTry.set(appid, Date.now() + 30_000);
-    } finally {
-      await store.unlock(appid, owner).catch(() => {});
-    }
+    });
+    // another replica is refreshing: look again in a moment
+    if (!locked) this.nextTry.set(appid, Date.now() + 1000);
   }
 
   /** After a normal refresh did not help: force_refresh, at most once per forceInterval per app (stable_token only). */
@@ -406,38 +249,17 @@ export class AccessTokens {
     return this.fetch(appid, true);
   }
 
-  /** Asks WeChat (stable_token: up to 3 tries with jittered waits on passing failures), stores and adopts the token. */
+  /** Asks WeChat (token-sources.ts), stores and adopts the token. */
   private async fetch(appid: string, force: boolean): Promise<Entry> {
     const { wechat, metrics, log } = this.opts;
-    const source = this.source(appid);
-    const api = source === 'token' ? 'token' : 'stable_token';
-    let answer: AccessTokenAnswer;
-    try {
-      if (source === 'token') answer = await wechat.token(appid);
-      else {
-        for (let attempt = 0; ; attempt++) {
-          try {
-            answer = await wechat.stableToken(appid, force);
-            break;
-          } catch (err) {
-            const passing = err instanceof WechatError && (err.kind !== 'errcode' || err.errcode === -1);
-            if (!passing || attempt >= this.retryDelays.length) throw err;
-            await sleep(jitter(this.retryDelays[attempt]!));
-          }
-        }
-      }
-    } catch (err) {
+    const api = this.source(appid) === 'token' ? 'token' : 'stable_token';
+    const answer = await tokenFromWechat(wechat, appid, api, force, this.retryDelays, log).catch((err: unknown) => {
       metrics.wechatTokenRefreshes.inc({ appid, outcome: 'error' });
-      const w = err instanceof WechatError ? err : undefined;
-      log.warn(
-        { appid, api, kind: w?.kind, errcode: w?.errcode, errmsg: w?.errmsg, hint: w?.errcode === undefined ? undefined : HINTS[w.errcode] },
-        'could not get an access_token from WeChat',
-      );
-      throw new AccessTokenError(appid, `WeChat ${api} gave no access_token`, { cause: err });
-    }
+      throw err;
+    });
     metrics.wechatTokenRefreshes.inc({ appid, outcome: force ? 'forced' : 'ok' });
     const now = Date.now();
-    const t: StoredToken = { token: answer!.accessToken, expiresAt: now + answer!.expiresIn * 1000, fetchedAt: now };
+    const t: StoredToken = { token: answer.accessToken, expiresAt: now + answer.expiresIn * 1000, fetchedAt: now };
     // Keep the token we already had when WeChat answers the same one (stable_token does while it is good).
     const known = this.local.get(appid);
     if (known?.token === t.token) t.fetchedAt = known.fetchedAt;
@@ -446,47 +268,21 @@ export class AccessTokens {
     } catch (err) {
       log.warn({ appid, err: (err as Error).message }, 'could not store the access_token; other replicas may fetch their own');
     }
-    log.info({ appid, api, force, expires_in: answer!.expiresIn }, 'fetched an access_token');
+    log.info({ appid, api, force, expires_in: answer.expiresIn }, 'fetched an access_token');
     return this.adopt(appid, t);
   }
 
-  /** The token another system keeps: a Redis key (a plain token or JSON {access_token, expires_in}) or a URL answering that JSON. */
+  /** The token another system keeps (token-sources.ts). */
   private async readExternal(appid: string): Promise<StoredToken> {
-    const ext = this.apps.get(appid)?.externalToken ?? {};
     const now = Date.now();
-    let token: unknown;
-    let expiresAt: number | undefined;
-    try {
-      if (ext.redisKey !== undefined) {
-        const redis = this.opts.redis;
-        if (!redis) throw new Error('externalToken.redisKey needs session.store: redis');
-        const [value, pttl] = await Promise.all([redis.get(ext.redisKey), redis.pttl(ext.redisKey)]);
-        if (value?.startsWith('{')) ({ token, expiresAt } = parseExternal(JSON.parse(value), now));
-        else token = value;
-        if (pttl > 0) expiresAt = Math.min(expiresAt ?? Infinity, now + pttl);
-      } else if (ext.url !== undefined) {
-        const res = await fetch(ext.url, { signal: AbortSignal.timeout(this.opts.timeout), headers: { accept: 'application/json' } });
-        if (!res.ok) throw new Error(`HTTP ${res.status}`);
-        ({ token, expiresAt } = parseExternal(await res.json(), now));
-      }
-    } catch (err) {
-      this.opts.metrics.wechatTokenRefreshes.inc({ appid, outcome: 'error' });
-      // only the error's name: messages of Redis or fetch errors may carry the key's value or the URL's query
-      throw new AccessTokenError(appid, `the external access_token source failed (${(err as Error)?.name ?? 'error'})`);
-    }
-    if (typeof token !== 'string' || token === '') {
-      this.opts.metrics.wechatTokenRefreshes.inc({ appid, outcome: 'error' });
-      throw new AccessTokenError(appid, 'the external access_token source has no token');
-    }
-    this.opts.metrics.wechatTokenRefreshes.inc({ appid, outcome: 'external' });
+    const { metrics, redis, timeout } = this.opts;
+    const { token, expiresAt } = await externalToken(appid, this.apps.get(appid)?.externalToken ?? {}, redis, timeout, now).catch((err: unknown) => {
+      metrics.wechatTokenRefreshes.inc({ appid, outcome: 'error' });
+      throw err;
+    });
+    metrics.wechatTokenRefreshes.inc({ appid, outcome: 'external' });
     const known = this.local.get(appid);
     // without a deadline from the source, the token is trusted for 5 minutes at a time (read again every minute)
     return { token, expiresAt: expiresAt ?? now + 5 * 60_000, fetchedAt: known?.token === token ? known.fetchedAt : now };
   }
-}
-
-function parseExternal(body: unknown, now: number): { token: unknown; expiresAt?: number } {
-  const o = (body ?? {}) as { access_token?: unknown; expires_in?: unknown };
-  const e = Number(o.expires_in);
-  return { token: o.access_token, ...(Number.isFinite(e) && e > 0 ? { expiresAt: now + e * 1000 } : {}) };
 }

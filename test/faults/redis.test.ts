@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import test from 'ava';
 import { Redis } from 'ioredis';
-import { backoff, RedisStore } from '../../src/session/redis-store.js';
+import { backoff } from '../../src/redis/client.js';
+import { RedisStore } from '../../src/session/redis-store.js';
 import { hashToken, newToken } from '../../src/session/tokens.js';
 import { StoreUnavailableError } from '../../src/session/types.js';
 import { startSimulator } from '../../src/dev/simulator.js';
@@ -277,7 +278,7 @@ test.serial('while Redis is down, a burst of calls fails at once and nothing pil
   // a long command timeout: a call that waited for Redis (queued, retried) would take all of it, one that
   // fails at once takes a fraction, however busy the machine is
   const waitMs = 10_000;
-  const store = new RedisStore({ url: gone.url, keyPrefix: 'burst:', connectTimeout: 300, commandTimeout: waitMs });
+  const store = RedisStore.open({ url: gone.url, keyPrefix: 'burst:', connectTimeout: 300, commandTimeout: waitMs });
   t.teardown(() => store.close());
   t.true(await until(() => store.ping().then(() => true, () => false), 5000));
   await gone.stop();
@@ -299,7 +300,7 @@ test.serial('while Redis is down, a burst of calls fails at once and nothing pil
 });
 
 test.serial('while Redis is blackholed, calls waiting for it are dropped after socketTimeout: the queue does not grow for as long as the outage lasts', async (t) => {
-  const store = new RedisStore({ url: redis.url, keyPrefix: 'hole:', connectTimeout: 300, commandTimeout: COMMAND_TIMEOUT, socketTimeout: 600 });
+  const store = RedisStore.open({ url: redis.url, keyPrefix: 'hole:', connectTimeout: 300, commandTimeout: COMMAND_TIMEOUT, socketTimeout: 600 });
   t.teardown(() => store.close());
   t.true(await until(() => store.ping().then(() => true, () => false), 5000));
   redis.pause();
@@ -324,7 +325,7 @@ test('reconnection waits grow, are capped at about 2 s, and are jittered so repl
   }
   for (let n = 1; n < 5; n++) t.true(medians[n]! > medians[n - 1]!, `attempt ${n + 1} waits longer than attempt ${n}: ${medians.join(', ')}`);
   t.true(backoff(1000) <= 2400);
-  const store = new RedisStore({ url: 'redis://127.0.0.1:1', keyPrefix: 'x:', connectTimeout: 100, commandTimeout: 100, logger: { warn() {}, info() {} } });
+  const store = RedisStore.open({ url: 'redis://127.0.0.1:1', keyPrefix: 'x:', connectTimeout: 100, commandTimeout: 100, logger: { warn() {}, info() {} } });
   t.is((store.redis as Redis).options.retryStrategy, backoff, 'the store reconnects with it');
   void store.close();
 });

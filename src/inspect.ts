@@ -1,7 +1,9 @@
-import { ownEndpointMatcher } from '../request/own-endpoints.js';
-import { checkPath } from '../proxy/path.js';
-import { RouteTable } from '../proxy/routes.js';
-import type { Config } from './schema.js';
+import type { Config } from './config/schema.js';
+import { ownEndpointFor, ownEndpointMatcher } from './endpoints/match.js';
+import { checkPath } from './proxy/path.js';
+import { RouteTable } from './proxy/routes.js';
+
+/** check-config's and check-route's answers (the CLI's commands that look at a configuration). */
 
 /** Keys whose values are secrets wherever they stand. */
 const SECRET_KEYS = /^(secret|token|password|stateSecret|encodingAESKey)$/i;
@@ -107,60 +109,6 @@ export const CHECK_ROUTE_EXIT: Readonly<Record<RouteOutcome, number>> = {
   bad_path: 6, // 400: the path is refused before any routing
 };
 
-const GET = ['GET', 'HEAD'];
-const POST = ['POST'];
-
-/**
- * The gateway's own endpoints with the methods each takes (as src/server/app.ts registers them; a test
- * holds this table to the running gateway's answers). Paths are lower case; ":id" is one segment.
- */
-function ownEndpointTable(config: Config): { path: string; name: string; methods: string[] }[] {
-  const e = config.endpoints;
-  const table = [
-    { path: e.login, name: 'login', methods: POST },
-    { path: e.session, name: 'session', methods: GET },
-    { path: e.logout, name: 'logout', methods: POST },
-    { path: e.decrypt, name: 'decrypt', methods: POST },
-    { path: e.phone, name: 'phone', methods: POST },
-    { path: e.healthz, name: 'healthz', methods: GET },
-    { path: e.readyz, name: 'readyz', methods: GET },
-    { path: e.openapi, name: 'openapi', methods: GET },
-  ];
-  if (config.metrics.enabled && config.metrics.port === undefined) table.push({ path: config.metrics.path, name: 'metrics', methods: GET });
-  const web = config.web;
-  if (web) table.push({ path: '/oauth/web/authorize', name: 'oauth_web', methods: GET });
-  for (const provider of [web?.mp && 'mp', web?.open && 'open'].filter((p): p is string => !!p)) {
-    table.push({ path: `/oauth/${provider}/authorize`, name: `oauth_${provider}`, methods: GET });
-    table.push({ path: `/oauth/${provider}/callback`, name: `oauth_${provider}`, methods: GET });
-  }
-  if (web?.scan) {
-    table.push({ path: '/scan/tickets', name: 'scan', methods: POST });
-    table.push({ path: '/scan/tickets/:id', name: 'scan', methods: GET });
-    table.push({ path: '/scan/tickets/:id/scanned', name: 'scan', methods: POST });
-    table.push({ path: '/scan/tickets/:id/confirm', name: 'scan', methods: POST });
-    table.push({ path: '/scan/tickets/:id/cancel', name: 'scan', methods: POST });
-    if (web.scan.demo) table.push({ path: '/scan/demo', name: 'scan', methods: GET });
-  }
-  if (web?.mpQr) {
-    table.push({ path: '/qr/tickets', name: 'mpqr', methods: POST });
-    table.push({ path: '/qr/tickets/:id', name: 'mpqr', methods: GET });
-    table.push({ path: web.mpQr.eventsPath, name: 'mp_events', methods: [...GET, 'POST'] });
-    if (web.mpQr.demo) table.push({ path: '/qr/demo', name: 'mpqr', methods: GET });
-  }
-  return table.map((t) => ({ ...t, path: t.path.toLowerCase() }));
-}
-
-function ownEndpointFor(config: Config, target: string) {
-  const q = target.indexOf('?');
-  let path = (q < 0 ? target : target.slice(0, q)).toLowerCase();
-  if (path.length > 1 && path.endsWith('/')) path = path.slice(0, -1);
-  const segs = path.split('/');
-  return ownEndpointTable(config).find((t) => {
-    const want = t.path.split('/');
-    return want.length === segs.length && want.every((w, i) => (w === ':id' ? segs[i] !== '' : w === segs[i]));
-  });
-}
-
 /** What the gateway would do with METHOD PATH: refuse it, answer it itself, or which route, upstream and auth rule. */
 export function explainRoute(config: Config, method: string, target: string): { outcome: RouteOutcome; text: string } {
   const m = method.toUpperCase();
@@ -172,9 +120,9 @@ export function explainRoute(config: Config, method: string, target: string): { 
     const own = ownEndpointFor(config, target);
     if (!own) return answer('not_found', 'no such endpoint of the gateway, 404 not_found (its own path prefix, never proxied)');
     if (!own.methods.includes(m)) {
-      return answer('method_not_allowed', `the gateway's own endpoint "${own.name}" does not take ${m}: 405 method_not_allowed (Allow: ${own.methods.join(', ')})`);
+      return answer('method_not_allowed', `the gateway's own endpoint "${own.route}" does not take ${m}: 405 method_not_allowed (Allow: ${own.methods.join(', ')})`);
     }
-    return answer('own', `answered by the gateway itself (its own endpoint "${own.name}", not proxied)`);
+    return answer('own', `answered by the gateway itself (its own endpoint "${own.route}", not proxied)`);
   }
   const route = new RouteTable(config.routes).match(checked.matchKey);
   if (!route) return answer('not_found', 'no route, 404 not_found');
