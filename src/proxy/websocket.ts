@@ -11,7 +11,7 @@ import type { Sessions } from '../session/sessions.js';
 import { bearerOnly, type WebContext } from '../web/context.js';
 import { Admission, admit, type Gate } from './admission/admission.js';
 import { gateOf } from './admission/gate.js';
-import { finisher } from './admission/record.js';
+import { finisher, type Finish } from './admission/record.js';
 import { responseHeaders } from './headers.js';
 import type { Proxy } from './proxy.js';
 import { sendUpgrade } from './ws-upstream.js';
@@ -124,7 +124,8 @@ export function createUpgradeHandler(deps: UpgradeDeps): UpgradeHandler {
     });
   };
 
-  let finish = finisher(deps.config(), metrics, log);
+  /** made with the gate, per config (log.access may change) */
+  let finish: Finish;
   let gate: Gate | undefined;
   let isOwn: (url: string) => boolean = () => false;
   let compiledFor: Config | undefined;

@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import proxyaddr from 'proxy-addr';
 import type { Config } from '../../config/schema.js';
 import { sendError } from '../../base/error-answer.js';
@@ -45,7 +45,7 @@ function statusOf(res: ServerResponse): number {
  * The proxied HTTP path (no koa): admission, then the proxy; refusals answered as `{ error, message }`;
  * every request recorded (metrics, access log) once its response is over.
  */
-export function httpGateway(deps: GateDeps & { proxy: Proxy; metrics: Metrics }): (req: import('node:http').IncomingMessage, res: ServerResponse) => void {
+export function httpGateway(deps: GateDeps & { proxy: Proxy; metrics: Metrics }): (req: IncomingMessage, res: ServerResponse) => void {
   const { proxy, log } = deps;
   const finish = finisher(deps.config, deps.metrics, log);
   const gate: Gate = {
