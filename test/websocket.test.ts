@@ -362,3 +362,54 @@ test.serial('SIGTERM: the gateway process closes its open WebSockets (1001) and 
   t.is(await within(5000, exited, 'exit'), 0);
   t.true(Date.now() - start < 5000, `exited ${Date.now() - start} ms after SIGTERM, not at the 10 s drain deadline`);
 });
+
+/** The access log lines (msg "request") with this marker in their path or id. */
+function accessLines(logs: string[], marker: string): Array<Record<string, unknown>> {
+  return logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'request' && (String(l.req_id).includes(marker) || String(l.path).includes(marker)));
+}
+
+test('an upgrade writes an access log line with the fields of a proxied request: opened (101), refused (401), and the id it was sent on with', async (t) => {
+  const token = await login(gw.url, 'ws-access.1');
+  const client = open(await wsConnect(gw.url, '/ws/access-open', { Authorization: `Bearer ${token}`, 'X-Request-Id': 'ws-access-101' }));
+  client.terminate();
+  t.is((await wsConnect(gw.url, '/ws/access-refused', { 'X-Request-Id': 'ws-access-401' })).status, 401);
+  t.is((await request(gw.url, { path: '/pub/access-http', headers: { authorization: `Bearer ${token}`, 'x-request-id': 'ws-access-http' } })).status, 200);
+  await waitFor(() => ['ws-access-101', 'ws-access-401', 'ws-access-http'].every((m) => accessLines(gw.logs, m).length > 0), { message: 'the three access log lines' });
+  const [opened] = accessLines(gw.logs, 'ws-access-101');
+  const [refused] = accessLines(gw.logs, 'ws-access-401');
+  const [http] = accessLines(gw.logs, 'ws-access-http');
+  t.like(opened, { route: 'ws', method: 'GET', path: '/ws/access-open', status: 101, upstream: up.url, appid: APPID });
+  t.like(refused, { route: 'ws', method: 'GET', path: '/ws/access-refused', status: 401 });
+  t.truthy(http, 'the proxied request, for comparison');
+  t.deepEqual(Object.keys(opened!).filter((k) => k !== 'user' && k !== 'appid').sort(), Object.keys(http!).sort(), 'the same fields as a proxied request');
+  t.is(typeof opened!.ms, 'number');
+  t.is(typeof opened!.user, 'string', 'the user, hashed');
+});
+
+test('an upgrade with a body is refused (400): the parser stops at the head, so the body would reach no one', async (t) => {
+  const before = up.upgrades.length;
+  const a = await wsConnect(gw.url, '/pub/body?m=with-body', { 'Content-Length': '5' });
+  t.is(a.status, 400);
+  t.like((a as { json: unknown }).json, { error: 'bad_request' });
+  t.false(up.upgrades.slice(before).some((u) => u.url.includes('m=with-body')));
+});
+
+test('an upstream that does not answer the upgrade in routes[].timeout: 504 JSON; one refused target: the next one gets it', async (t) => {
+  const silent = http.createServer();
+  silent.on('upgrade', () => {}); // holds the upgrade, answers nothing
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  t.teardown(() => silent.closeAllConnections() ?? silent.close());
+  const slow = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+  const g = await startTestGateway(
+    testConfig({ apiBase: sim.url, routes: [{ path: '/slow', upstream: slow, auth: 'none', timeout: '300ms' }, { path: '/two', upstream: ['http://127.0.0.1:1', up.url], auth: 'none' }] }),
+  );
+  t.teardown(() => g.close());
+  const a = await wsConnect(g.url, '/slow/x');
+  t.is(a.status, 504);
+  t.like((a as { json: unknown }).json, { error: 'upstream_timeout' });
+  open(await wsConnect(g.url, '/two/x?m=failover-1')).terminate();
+  t.truthy(up.upgrades.find((u) => u.url.includes('m=failover-1')), 'the second target got it');
+  const m = await scrape(g.url);
+  t.is(metricValue(m, 'wxgate_upstream_errors_total', { route: 'slow', kind: 'timeout' }), 1);
+  t.true(metricValue(m, 'wxgate_upstream_retries_total', { route: 'two' }) >= 1);
+});

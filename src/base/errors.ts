@@ -1,12 +1,10 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Context } from 'koa';
 import { UserBlockedError } from '../session/controls.js';
 import { StoreUnavailableError } from '../session/types.js';
 import type { Logger } from './logger.js';
 
 /**
  * The one catalogue of errors the gateway answers with. Handlers throw a GatewayError by code;
- * the error middleware writes `{ error, message }` with the catalogue's status.
+ * base/error-answer.ts writes `{ error, message }` with the catalogue's status.
  */
 export const ERRORS = {
   bad_request: { status: 400, message: 'The request is malformed.' },
@@ -81,8 +79,11 @@ export class GatewayError extends Error {
   }
 }
 
-export function errorBody(code: ErrorCode, message?: string): string {
-  return JSON.stringify({ error: code, message: message ?? ERRORS[code].message });
+/** 401 unauthorized with its WWW-Authenticate challenge; `error="invalid_token"` when a token was given. */
+export function unauthorized(tokenGiven: boolean): GatewayError {
+  return new GatewayError('unauthorized', {
+    headers: { 'WWW-Authenticate': tokenGiven ? 'Bearer realm="wxgate", error="invalid_token"' : 'Bearer realm="wxgate"' },
+  });
 }
 
 /** Anything a handler threw, as the catalogue's error; unexpected ones are logged here. */
@@ -96,44 +97,5 @@ export function toGatewayError(err: unknown, log: Logger, route: string | undefi
   if ((err as { status?: number }).status === 405) return new GatewayError('method_not_allowed');
   log.error({ err, route }, 'request failed');
   return new GatewayError('internal_error');
-}
-
-function logAnswer(gerr: GatewayError, log: Logger, route: string | undefined): void {
-  if (gerr.status >= 500 && gerr.code !== 'session_store_unavailable') log.warn({ error: gerr.code, route, ...gerr.detail }, gerr.message);
-  else log.debug({ error: gerr.code, route, ...gerr.detail }, gerr.message);
-}
-
-/** Turns anything a koa handler threw into the catalogue's status and `{ error, message }` body. */
-export function writeError(ctx: Context, err: unknown, log: Logger): void {
-  const route: string | undefined = ctx.state.route;
-  const gerr = toGatewayError(err, log, route);
-  if (ctx.respond === false && ctx.res.headersSent) {
-    ctx.res.destroy();
-    return;
-  }
-  ctx.respond = true;
-  ctx.status = gerr.status;
-  if (gerr.headers) ctx.set(gerr.headers);
-  ctx.set('Cache-Control', 'no-store');
-  ctx.body = { error: gerr.code, message: gerr.message };
-  logAnswer(gerr, log, route);
-}
-
-/** The same for the proxied path, which answers on the bare response (no koa context there). */
-export function sendError(req: IncomingMessage, res: ServerResponse, err: unknown, log: Logger, route: string | undefined): void {
-  const gerr = toGatewayError(err, log, route);
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const body = errorBody(gerr.code, gerr.message);
-  res.writeHead(gerr.status, {
-    ...gerr.headers,
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-    'cache-control': 'no-store',
-  });
-  res.end(req.method === 'HEAD' ? undefined : body);
-  logAnswer(gerr, log, route);
 }
 

@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { GatewayError, type ErrorCode } from '../base/errors.js';
+import { GatewayError, unauthorized, type ErrorCode } from '../base/errors.js';
 import { hintFor, nextMinuteRetryAfter, wechatErrorFor } from '../wechat/errcodes.js';
 import { deviceOf, UserBlockedError, type Device } from '../session/controls.js';
 import type { Sessions } from '../session/sessions.js';
@@ -44,11 +44,6 @@ export function loginErrorFor(err: WechatError): ErrorCode {
   return wechatErrorFor(err);
 }
 
-export function unauthorized(tokenGiven: boolean): GatewayError {
-  return new GatewayError('unauthorized', {
-    headers: { 'WWW-Authenticate': tokenGiven ? 'Bearer realm="wxgate", error="invalid_token"' : 'Bearer realm="wxgate"' },
-  });
-}
 
 /** POST /login, GET /session and POST /logout: the mini-program's side of the session (bodies validated before: endpoints/bodies.ts). */
 export function loginHandlers({ config, sessions, wechat, accessTokens, codeOnce: once, web, metrics, log }: LoginDeps) {

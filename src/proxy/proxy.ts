@@ -3,16 +3,16 @@ import type { Socket } from 'node:net';
 import { buildConnector, Pool, type Dispatcher } from 'undici';
 import type { RouteConfig } from '../config/schema.js';
 import type { Metrics } from '../metrics/metrics.js';
-import { errorBody } from '../base/errors.js';
+import { GatewayError } from '../base/errors.js';
+import { writeErrorAnswer } from '../base/error-answer.js';
 import { responseHeaders } from './headers.js';
 import type { Route } from './routes.js';
+import { classify, failureAnswer, type UpstreamFailure } from './upstream-failure.js';
 import { RouteTargets, type Target } from './upstreams.js';
 
 interface Logger {
   warn(obj: object, msg: string): void;
 }
-
-export type UpstreamFailure = 'refused' | 'reset' | 'timeout' | 'other';
 
 /** A reason phrase node can write back (RFC 9112: HTAB, SP, VCHAR, obs-text); others are dropped. */
 const REASON = /^[\t\x20-\x7e\x80-\xff]*$/;
@@ -23,27 +23,6 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'DELETE']);
 function hasBody(req: IncomingMessage): boolean {
   const len = req.headers['content-length'];
   return req.headers['transfer-encoding'] !== undefined || (len !== undefined && len !== '0');
-}
-
-function classify(err: Error & { code?: string }): UpstreamFailure {
-  switch (err.code) {
-    case 'ECONNREFUSED':
-    case 'EHOSTUNREACH':
-    case 'ENETUNREACH':
-    case 'ENOTFOUND':
-    case 'EAI_AGAIN':
-      return 'refused';
-    case 'UND_ERR_HEADERS_TIMEOUT':
-    case 'UND_ERR_BODY_TIMEOUT':
-    case 'UND_ERR_CONNECT_TIMEOUT':
-      return 'timeout';
-    case 'UND_ERR_SOCKET':
-    case 'ECONNRESET':
-    case 'EPIPE':
-      return 'reset';
-    default:
-      return 'other';
-  }
 }
 
 /**
@@ -155,17 +134,7 @@ export class Proxy {
     this.metrics.upstreamErrors.inc({ route, kind });
     // "errno", not "code": the logger redacts any field named code (login codes)
     this.log.warn({ route, target: exchange.target.label, kind, errno, err: reason }, 'upstream request failed');
-    if (res.headersSent) {
-      res.destroy();
-      return;
-    }
-    const body = errorBody(kind === 'timeout' ? 'upstream_timeout' : 'upstream_unavailable');
-    res.writeHead(kind === 'timeout' ? 504 : 502, {
-      'content-type': 'application/json; charset=utf-8',
-      'content-length': Buffer.byteLength(body),
-      'cache-control': 'no-store',
-    });
-    res.end(body);
+    writeErrorAnswer(res, new GatewayError(failureAnswer(kind)), exchange.method === 'HEAD');
   }
 
   /** A request sent once more (on a new connection, or to the next target) is counted. */
