@@ -12,6 +12,7 @@
  *   npm run bench -- --workers N                         (server.workers 1..N against nginx with as many worker_processes)
  *   BENCH_ONLY='warm|public' npm run bench               (a subset, with plain http-proxy)
  *   BENCH_LATENCY=0 npm run bench                        (skip the fixed-rate latency runs)
+ *   BENCH_UPSTREAM=nginx npm run bench                   (the upstream is nginx `return 200`, cheaper than node's: every target alike)
  *   BENCH_BASELINE=/other/checkout/dist/cli.js BENCH_ONLY=warm npm run bench   (BENCH_BASELINE_NO_LIMITS=1 before limits.login;
  *                                                          BENCH_BASELINE_NODE_FLAGS='--no-allocation-site-pretenuring'
  *                                                          for a build older than src/v8-flags.ts)
@@ -44,7 +45,9 @@ async function main() {
 
   log(`machine: ${(await import('node:os')).cpus().length} cores; pinning ${HAS_TASKSET ? 'on' : 'off (needs 2 cores and taskset)'}; load tool: ${HAS_WRK ? 'wrk' : 'autocannon'}`);
   // helpers on core 1, processes under test on core 0
-  const aux = await startAux();
+  const upstreamKind = process.env.BENCH_UPSTREAM === 'nginx' && has('nginx') ? 'nginx' : 'node';
+  log(`upstream: ${upstreamKind === 'nginx' ? 'nginx return 200' : 'node http (bench/peers/upstream.ts)'}`);
+  const aux = await startAux({ upstream: upstreamKind });
   ports.up = aux.up;
   ports.redis = aux.redis;
   const upstream = aux.upstream;

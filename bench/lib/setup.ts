@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,9 @@ export const tsx = (file: string, ...args: string[]) => ['--import', 'tsx', join
 export const log = (...a: unknown[]) => console.error('[bench]', ...a);
 export const url = (port: number, path = '/api/items') => `http://127.0.0.1:${port}${path}`;
 
+/** The upstream's answer (bench/peers/upstream.ts sends the same). */
+export const UPSTREAM_BODY = JSON.stringify({ ok: true, items: [1, 2, 3], note: 'a small JSON answer from the upstream' });
+
 export interface Aux {
   up: number;
   redis: number;
@@ -21,9 +24,31 @@ export interface Aux {
   upstream: string;
 }
 
-export async function startAux(): Promise<Aux> {
+/**
+ * The upstream every target proxies to: the node server of bench/peers/upstream.ts, or with
+ * `upstream: 'nginx'` (BENCH_UPSTREAM=nginx for npm run bench) nginx answering the same body with
+ * `return 200`: it costs the aux core less per request, so the load tool's core caps the fastest
+ * targets later. No /slow there (the soak's aborts need the node one).
+ */
+export async function startAux(opts: { upstream?: 'node' | 'nginx' } = {}): Promise<Aux> {
   const [up, redis, sim] = await Promise.all([freePort(), freePort(), freePort()]);
-  start(process.execPath, tsx('peers/upstream.ts', String(up)), { core: AUX_CORE });
+  if (opts.upstream === 'nginx') {
+    const dir = join(work, 'nginx-upstream');
+    mkdirSync(dir, { recursive: true });
+    const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((k) => `${k}_temp_path ${dir};`).join(' ');
+    writeFileSync(
+      join(dir, 'nginx.conf'),
+      `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log stderr error;
+events { worker_connections 4096; }
+http {
+  access_log off; ${temp}
+  keepalive_requests 1000000; keepalive_timeout 60s;
+  server { listen 127.0.0.1:${up}; location / { default_type application/json; return 200 '${UPSTREAM_BODY}'; } }
+}
+`,
+    );
+    start('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { core: AUX_CORE });
+  } else start(process.execPath, tsx('peers/upstream.ts', String(up)), { core: AUX_CORE });
   start('redis-server', ['--port', String(redis), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { core: AUX_CORE });
   start(process.execPath, [CLI, 'simulate', '--port', String(sim)], { core: AUX_CORE });
   await Promise.all([up, redis, sim].map((p) => waitForPort(p)));
@@ -54,6 +79,8 @@ export function gatewayConfig(aux: Aux, port: number, cacheMax: number, extra: R
 
 /** Logs `n` simulated users in through a gateway; returns their tokens. */
 export async function loginUsers(port: number, n: number, prefix = 'user'): Promise<string[]> {
+  // the gateway listens before its Redis connection is up: /readyz says when logins can be stored
+  for (let i = 0; i < 100 && (await fetch(url(port, '/readyz')).then((r) => r.status, () => 0)) !== 200; i++) await new Promise((r) => setTimeout(r, 100));
   const tokens: string[] = [];
   for (let i = 0; i < n; i += 100) {
     const batch = await Promise.all(

@@ -2,6 +2,7 @@ import http from 'node:http';
 
 /** The business service every target proxies to: a small JSON answer; /slow waits (for the soak). */
 const port = Number(process.argv[2]);
+// the same as bench/lib/setup.ts's UPSTREAM_BODY, which nginx answers with BENCH_UPSTREAM=nginx
 const body = JSON.stringify({ ok: true, items: [1, 2, 3], note: 'a small JSON answer from the upstream' });
 http
   .createServer((req, res) => {

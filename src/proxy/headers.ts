@@ -11,6 +11,9 @@ import { setCookieName } from '../request/cookies.js';
 /** Hop-by-hop headers (RFC 9110 7.6.1) plus ones the gateway answers itself (Expect). */
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-authenticate', 'expect'];
 const RESPONSE_HOP_BY_HOP = new Set(HOP_BY_HOP);
+/** DROPPED_LENGTHS[n] is 1 when a response header name of n characters may be dropped (responseHeaders). */
+const DROPPED_LENGTHS = new Uint8Array(32);
+for (const h of [...HOP_BY_HOP, 'transfer-encoding', 'set-cookie']) DROPPED_LENGTHS[h.length] = 1;
 /** Never dropped because a Connection header named them: they frame the body. */
 const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
 
@@ -192,19 +195,24 @@ export function responseHeaders(raw: Buffer[], close: boolean, ownCookies?: Read
   let named: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!.toString('latin1');
-    const lower = name.toLowerCase();
-    if (lower === 'connection') {
-      for (const n of raw[i + 1]!.toString('latin1').split(',')) {
-        const t = n.trim().toLowerCase();
-        if (t && !FRAMING.has(t)) (named ??= new Set()).add(t);
+    // only a name as long as one that is dropped is lower-cased and compared (Content-Type, Date … are not)
+    if (name.length < DROPPED_LENGTHS.length && DROPPED_LENGTHS[name.length] === 1) {
+      const lower = name.toLowerCase();
+      if (lower === 'connection') {
+        for (const n of raw[i + 1]!.toString('latin1').split(',')) {
+          const t = n.trim().toLowerCase();
+          if (t && !FRAMING.has(t)) (named ??= new Set()).add(t);
+        }
+        continue;
       }
+      if (lower === 'transfer-encoding' || RESPONSE_HOP_BY_HOP.has(lower)) continue;
+      const value = raw[i + 1]!.toString('latin1');
+      // an upstream cannot set (or delete) the gateway's own cookies
+      if (ownCookies && lower === 'set-cookie' && ownCookies.has(setCookieName(value))) continue;
+      out.push(name, value);
       continue;
     }
-    if (lower === 'transfer-encoding' || RESPONSE_HOP_BY_HOP.has(lower)) continue;
-    const value = raw[i + 1]!.toString('latin1');
-    // an upstream cannot set (or delete) the gateway's own cookies
-    if (ownCookies && lower === 'set-cookie' && ownCookies.has(setCookieName(value))) continue;
-    out.push(name, value);
+    out.push(name, raw[i + 1]!.toString('latin1'));
   }
   if (named) {
     for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);

@@ -109,7 +109,8 @@ export class Proxy {
   forward(req: IncomingMessage, res: ServerResponse, route: Route, clientWantsClose: boolean, done: (target: string) => void): void {
     const targets = this.targets(route);
     const exchange = new Exchange(this, route, targets, req, res, clientWantsClose);
-    res.once('close', () => {
+    // `on`, not `once`: a response closes once, and once() costs a wrapper and a bound function per request
+    res.on('close', () => {
       if (!res.writableFinished) {
         exchange.clientGone = true;
         exchange.abort?.();
