@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
-import { APPID, ROOT, runCli, spawnGateway, testConfig, writeConfig } from './helpers/gateway.js';
+import { APPID, ROOT, runCli, spawnGateway, writeConfig } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { freePort } from './helpers/ports.js';
 

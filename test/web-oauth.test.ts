@@ -5,7 +5,7 @@ import { startSimulator, simulatedOpenid, simulatedUnionid } from '../src/dev/si
 import { WebCookies } from '../src/request/cookies.js';
 import { OAuthStates, allowedRedirect } from '../src/web/state.js';
 import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from './helpers/gateway.js';
-import { Browser, pathOf, setCookies } from './helpers/browser.js';
+import { Browser, setCookies } from './helpers/browser.js';
 import { request } from './helpers/http.js';
 import { metricValue, scrape } from './helpers/metrics.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';

@@ -1,11 +1,9 @@
 import type { Context } from 'koa';
 import type { Config } from '../config/schema.js';
-import { GatewayError, type ErrorCode } from '../base/errors.js';
-import { nextMinuteRetryAfter, wechatErrorFor } from '../wechat/errcodes.js';
+import { wechatCallFailure } from '../wechat/call-failure.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
-import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
+import type { AccessTokens } from '../wechat/access-token.js';
 import type { PhoneNumber, WechatClient } from '../wechat/client.js';
-import { WechatError } from '../wechat/types.js';
 import type { PhoneBody } from '../endpoints/bodies.js';
 
 interface Logger {
@@ -16,11 +14,6 @@ interface Logger {
 export function e164(p: PhoneNumber): string | undefined {
   const n = `+${p.countryCode}${p.purePhoneNumber}`;
   return /^\+[1-9]\d{5,17}$/.test(n) ? n : undefined;
-}
-
-/** How a failed getuserphonenumber call is answered (token errors are handled by AccessTokens first). */
-export function phoneErrorFor(err: WechatError): ErrorCode {
-  return wechatErrorFor(err);
 }
 
 /**
@@ -68,20 +61,7 @@ export function phoneHandler(deps: {
       ctx.set('Cache-Control', 'no-store');
       ctx.body = { ...phone, source: 'wechat' };
     } catch (err) {
-      if (err instanceof AccessTokenError) {
-        throw new GatewayError('wechat_unavailable', {
-          message: 'No valid WeChat access_token for this app right now; retry later.',
-          headers: { 'Retry-After': '5' },
-          detail: { appid: session.appid, reason: err.message },
-        });
-      }
-      if (!(err instanceof WechatError)) throw err;
-      const error = phoneErrorFor(err);
-      log.warn({ appid: session.appid, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg }, 'WeChat refused the phone number');
-      if (error === 'wechat_rate_limited') {
-        throw new GatewayError(error, { message: 'WeChat asks to slow down phone number requests (its per-minute limit); retry after the time in Retry-After.', headers: { 'Retry-After': nextMinuteRetryAfter() } });
-      }
-      throw new GatewayError(error);
+      throw wechatCallFailure(err, session.appid, 'WeChat refused the phone number', log);
     }
   };
 }

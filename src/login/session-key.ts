@@ -1,10 +1,9 @@
 import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { GatewayError } from '../base/errors.js';
-import { wechatErrorFor } from '../wechat/errcodes.js';
-import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
+import { wechatCallFailure } from '../wechat/call-failure.js';
+import type { AccessTokens } from '../wechat/access-token.js';
 import type { WechatClient } from '../wechat/client.js';
-import { WechatError } from '../wechat/types.js';
 
 /**
  * session_key health at WeChat (issue 16 item 3), through the WeChat client and the app's shared
@@ -22,14 +21,6 @@ export interface SessionKeys {
   reset(appid: string, openid: string, sessionKey: string): Promise<void>;
 }
 
-/** A failed call as the gateway answers it: 503 without a token, else WeChat's error mapped as usual. */
-function failure(err: unknown, appid: string): GatewayError {
-  if (err instanceof AccessTokenError) {
-    return new GatewayError('wechat_unavailable', { message: 'No valid WeChat access_token for this app right now; retry later.', headers: { 'Retry-After': '5' }, detail: { appid } });
-  }
-  if (err instanceof WechatError) return new GatewayError(wechatErrorFor(err), { detail: { appid, kind: err.kind, errcode: err.errcode } });
-  throw err;
-}
 
 /**
  * `check` answers are kept for a minute per (user, key) in this process, so a client polling
@@ -52,7 +43,7 @@ export function sessionKeys(wechat: WechatClient, accessTokens: AccessTokens): S
         checked.set(k, valid);
         return valid;
       } catch (err) {
-        throw failure(err, appid);
+        throw wechatCallFailure(err, appid, 'a session_key call to WeChat failed');
       }
     },
     async reset(appid, openid, sessionKey) {
@@ -60,7 +51,7 @@ export function sessionKeys(wechat: WechatClient, accessTokens: AccessTokens): S
         await accessTokens.withToken(appid, (token) => wechat.resetUserSessionKey(token, openid, sessionKey));
         checked.set(id(appid, openid, sessionKey), false);
       } catch (err) {
-        throw failure(err, appid);
+        throw wechatCallFailure(err, appid, 'a session_key call to WeChat failed');
       }
     },
   };

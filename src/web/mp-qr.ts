@@ -4,7 +4,7 @@ import proxyaddr from 'proxy-addr';
 import getRawBody from 'raw-body';
 import { mpQrApp, type Config } from '../config/schema.js';
 import { GatewayError } from '../base/errors.js';
-import { wechatErrorFor } from '../wechat/errcodes.js';
+import { wechatCallFailure } from '../wechat/call-failure.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Sessions } from '../session/sessions.js';
 import type { Identity } from '../session/types.js';
@@ -82,12 +82,7 @@ export function mpQrHandlers(deps: {
     try {
       qr = await accessTokens.withToken(app, (token) => wechat.qrcodeCreate(token, { sceneStr: id, expireSeconds }));
     } catch (err) {
-      if (err instanceof AccessTokenError) {
-        throw new GatewayError('wechat_unavailable', { message: 'No valid WeChat access_token for the Official Account right now; retry later.', headers: { 'Retry-After': '5' } });
-      }
-      if (!(err instanceof WechatError)) throw err;
-      log.warn({ appid: app, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg }, 'WeChat did not make the Official Account QR code');
-      throw new GatewayError(wechatErrorFor(err));
+      throw wechatCallFailure(err, app, 'WeChat did not make the Official Account QR code', log);
     }
     // the ticket ends with the shorter of our life and WeChat's
     const ttl = Math.min(q.ticketTtl, qr.expireSeconds * 1000);

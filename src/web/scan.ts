@@ -3,11 +3,10 @@ import type { Context } from 'koa';
 import proxyaddr from 'proxy-addr';
 import type { Config } from '../config/schema.js';
 import { GatewayError } from '../base/errors.js';
-import { wechatErrorFor } from '../wechat/errcodes.js';
+import { wechatCallFailure } from '../wechat/call-failure.js';
 import type { ActiveSession, Sessions } from '../session/sessions.js';
-import { AccessTokenError, type AccessTokens } from '../wechat/access-token.js';
+import type { AccessTokens } from '../wechat/access-token.js';
 import type { WechatClient } from '../wechat/client.js';
-import { WechatError } from '../wechat/types.js';
 import type { WebContext } from './context.js';
 import { KEEP_MS, TICKET, ticketSecretHash, ticketWaiter } from './ticket-wait.js';
 
@@ -68,12 +67,7 @@ export function scanHandlers(deps: {
         wechat.getwxacodeUnlimit(token, { scene: id, page: scan.page, checkPath: scan.checkPath, envVersion: scan.envVersion }),
       );
     } catch (err) {
-      if (err instanceof AccessTokenError) {
-        throw new GatewayError('wechat_unavailable', { message: 'No valid WeChat access_token for the mini-program right now; retry later.', headers: { 'Retry-After': '5' } });
-      }
-      if (!(err instanceof WechatError)) throw err;
-      log.warn({ appid: app, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg }, 'WeChat did not make the QR code');
-      throw new GatewayError(wechatErrorFor(err));
+      throw wechatCallFailure(err, app, 'WeChat did not make the QR code', log);
     }
     const now = Date.now();
     await web.store.createTicket(id, secretHash(secret), now + scan.ticketTtl, KEEP_MS);
