@@ -71,3 +71,32 @@ test('nothing outside src/dev/ imports src/dev/ statically: the dev tools are lo
   const offenders = [...edges].flatMap(([f, e]) => (f.startsWith(dev) ? [] : e.static.filter((to) => to.startsWith(dev)).map((to) => `${f} → ${to}`)));
   t.deepEqual(offenders, []);
 });
+
+/**
+ * The layers, bottom first (README, Architecture): a file may import its own layer and those below,
+ * never one above. A new folder or top-level file must be given its place here.
+ */
+const LAYERS: string[][] = [
+  ['base', 'v8-flags.ts'],
+  ['config', 'metrics', 'cluster-messages.ts'],
+  ['redis', 'request'],
+  ['wechat', 'session'],
+  ['events', 'endpoints'],
+  ['login', 'web', 'proxy', 'admin'],
+  ['server', 'dev'],
+  ['inspect.ts', 'main.ts'],
+  ['cluster.ts', 'cluster-worker.ts'],
+  ['cli.ts'],
+];
+const layerOf = (f: string): number => LAYERS.findIndex((names) => names.includes(f.split('/')[0]!));
+
+test('every file of src/ has its layer', (t) => {
+  t.deepEqual([...edges.keys()].filter((f) => layerOf(f) < 0), []);
+});
+
+test('imports point downward: no file imports a layer above its own', (t) => {
+  const upward = [...edges].flatMap(([f, e]) => e.static.filter((to) => layerOf(to) > layerOf(f)).map((to) => `${f} → ${to}`));
+  t.deepEqual(upward, []);
+  // the check sees real edges: the assembly imports the layers below it
+  t.true(edges.get('server/app.ts')!.static.some((to) => layerOf(to) < layerOf('server/app.ts')));
+});

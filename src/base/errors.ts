@@ -1,5 +1,3 @@
-import { UserBlockedError } from '../session/controls.js';
-import { StoreUnavailableError } from '../session/types.js';
 import type { Logger } from './logger.js';
 
 /**
@@ -86,14 +84,26 @@ export function unauthorized(tokenGiven: boolean): GatewayError {
   });
 }
 
+/**
+ * An error of a lower part that knows how the gateway answers it (a store down: 503, a blocked user:
+ * 403), so this file needs to know none of them; `warn`: the log line such an answer deserves.
+ */
+export interface Answerable {
+  gatewayError(): GatewayError;
+  readonly warn?: string;
+}
+
+function answerable(err: unknown): err is Error & Answerable {
+  return err instanceof Error && typeof (err as Partial<Answerable>).gatewayError === 'function';
+}
+
 /** Anything a handler threw, as the catalogue's error; unexpected ones are logged here. */
 export function toGatewayError(err: unknown, log: Logger, route: string | undefined): GatewayError {
   if (err instanceof GatewayError) return err;
-  if (err instanceof StoreUnavailableError) {
-    log.warn({ err: err.message, route }, 'session store unavailable');
-    return new GatewayError('session_store_unavailable', { headers: { 'Retry-After': '1' } });
+  if (answerable(err)) {
+    if (err.warn) log.warn({ err: err.message, route }, err.warn);
+    return err.gatewayError();
   }
-  if (err instanceof UserBlockedError) return new GatewayError('user_blocked', { message: err.message });
   if ((err as { status?: number }).status === 405) return new GatewayError('method_not_allowed');
   log.error({ err, route }, 'request failed');
   return new GatewayError('internal_error');

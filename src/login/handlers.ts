@@ -90,7 +90,7 @@ export function loginHandlers({ config, sessions, wechat, accessTokens, codeOnce
       const { token } = await sessions.create({ appid, openid: answer.openid, unionid: answer.unionid }, answer.sessionKey, 'miniprogram', from);
       return { token };
     } catch (err) {
-      if (err instanceof UserBlockedError) throw new GatewayError('user_blocked', { message: err.message });
+      if (err instanceof UserBlockedError) throw err.gatewayError();
       throw err;
     }
   }

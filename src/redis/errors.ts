@@ -1,13 +1,18 @@
+import { GatewayError, type Answerable } from '../base/errors.js';
 /**
  * What a Redis failure becomes: StoreUnavailableError (answered 503, never taken for "not found"), with a
  * message fit for logs: no command arguments, no token-like strings.
  */
 
 /** Thrown by a store that cannot answer (down, slow, refusing writes). The gateway answers 503, never 401. */
-export class StoreUnavailableError extends Error {
+export class StoreUnavailableError extends Error implements Answerable {
+  readonly warn = 'session store unavailable';
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'StoreUnavailableError';
+  }
+  gatewayError(): GatewayError {
+    return new GatewayError('session_store_unavailable', { headers: { 'Retry-After': '1' } });
   }
 }
 

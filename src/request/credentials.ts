@@ -1,6 +1,6 @@
 import { hash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import { authorizationOf, bearerToken, isToken } from '../session/tokens.js';
+import { authorizationOf, bearerToken, isToken } from './bearer.js';
 import type { WebCookies } from './cookies.js';
 
 /** Where a request's session token came from. `given` is true when it carried any credential at all. */

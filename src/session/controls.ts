@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import proxyaddr from 'proxy-addr';
 import { logUser } from '../base/access-log.js';
+import { GatewayError, type Answerable } from '../base/errors.js';
 import { UID_LENGTH, userId } from './tokens.js';
 import type { AccountStore } from './account-store.js';
 import type { Flow, Identity } from './types.js';
@@ -59,10 +60,13 @@ export interface AuditEntry {
 }
 
 /** Thrown by Sessions.create for a blocked user: answered 403 user_blocked, no session made. */
-export class UserBlockedError extends Error {
+export class UserBlockedError extends Error implements Answerable {
   constructor(readonly block: Block) {
     super('This user is blocked by the operator of this service; logging in is refused.');
     this.name = 'UserBlockedError';
+  }
+  gatewayError(): GatewayError {
+    return new GatewayError('user_blocked', { message: this.message });
   }
 }
 
