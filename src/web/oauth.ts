@@ -10,6 +10,7 @@ import type { Sessions } from '../session/sessions.js';
 import type { WechatClient } from '../wechat/client.js';
 import { WechatError } from '../wechat/types.js';
 import type { WebContext } from './context.js';
+import { hostMismatch } from './public-host.js';
 import { snapshotPage } from './snapshot.js';
 import { allowedRedirect, type Provider } from './state.js';
 
@@ -23,16 +24,21 @@ const CODE = /^[\x21-\x7e]{1,128}$/;
 /** WeChat's answers that stay true for the code's whole life, so a repeated callback gets them too. */
 const FINAL: ReadonlySet<ErrorCode> = new Set(['code_invalid', 'code_used']);
 
-export function oauthErrorFor(err: WechatError): ErrorCode {
-  return wechatErrorFor(err);
-}
-
 interface Flow {
   provider: Provider;
   appid: string;
   scope: 'snsapi_base' | 'snsapi_userinfo' | 'snsapi_login';
   /** WeChat's page the browser is sent to */
   page: string;
+}
+
+export function oauthFlows(config: Config, oauthBase: string): Flow[] {
+  const web = config.web!;
+  const base = oauthBase.replace(/\/+$/, '');
+  const flows: Flow[] = [];
+  if (web.mp) flows.push({ provider: 'mp', appid: web.mp.appid, scope: web.mp.scope, page: `${base}/connect/oauth2/authorize` });
+  if (web.open) flows.push({ provider: 'open', appid: web.open.appid, scope: 'snsapi_login', page: `${base}/connect/qrconnect` });
+  return flows;
 }
 
 /**
@@ -46,48 +52,6 @@ interface Flow {
  *   openid, unionid), set as the session cookie, and the browser is sent to the approved redirect.
  * The redirect_uri is built from web.publicUrl, never from the request's Host.
  */
-/** The host (and port) the browser used: a proxy's X-Forwarded-Host, else Host; lower-cased. Never trusted for anything but hints. */
-function requestHost(ctx: Context): string {
-  const forwarded = ctx.get('x-forwarded-host').split(',')[0]!.trim();
-  return (forwarded || ctx.get('host')).toLowerCase();
-}
-
-const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
-
-/** "host" and "port" of a Host header value, the port made explicit from the scheme's default. */
-function splitHost(value: string, protocol: string): { name: string; port: string } | undefined {
-  const m = /^(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::(\d{1,5}))?$/.exec(value);
-  if (!m) return undefined;
-  return { name: m[1]!, port: m[2] ?? (protocol === 'https:' ? '443' : '80') };
-}
-
-/**
- * When the browser reached the gateway by another name than web.publicUrl's, the state cookie set at
- * authorize lives on that name and never comes back to the callback (which WeChat sends to publicUrl):
- * the login would end in state_invalid. `sameListener` is true when both names are loopback names of
- * the same port (localhost vs 127.0.0.1 in development): the same gateway, so sending the browser to
- * publicUrl first is safe and cannot loop; behind a proxy (another port, a real name) it is never done.
- */
-export function hostMismatch(ctx: Context, publicUrl: string): { host: string; sameListener: boolean } | undefined {
-  const pub = new URL(publicUrl);
-  const host = requestHost(ctx);
-  if (host === '' || host === pub.host) return undefined;
-  const got = splitHost(host, pub.protocol);
-  const want = splitHost(pub.host, pub.protocol);
-  if (got && want && got.name === want.name && got.port === want.port) return undefined;
-  const sameListener = !!got && !!want && got.port === want.port && LOOPBACK.test(got.name) && LOOPBACK.test(want.name) && ctx.get('x-forwarded-host') === '';
-  return { host: got ? host : '(not a host name)', sameListener };
-}
-
-export function oauthFlows(config: Config, oauthBase: string): Flow[] {
-  const web = config.web!;
-  const base = oauthBase.replace(/\/+$/, '');
-  const flows: Flow[] = [];
-  if (web.mp) flows.push({ provider: 'mp', appid: web.mp.appid, scope: web.mp.scope, page: `${base}/connect/oauth2/authorize` });
-  if (web.open) flows.push({ provider: 'open', appid: web.open.appid, scope: 'snsapi_login', page: `${base}/connect/qrconnect` });
-  return flows;
-}
-
 export function oauthHandlers(deps: { config: Config; web: WebContext; sessions: Sessions; wechat: WechatClient; codeOnce: CodeOnce; log: Logger }) {
   const { config, web, sessions, wechat, codeOnce, log } = deps;
   const { publicUrl, redirects } = config.web!;
@@ -232,7 +196,7 @@ export function oauthHandlers(deps: { config: Config; web: WebContext; sessions:
       return { token };
     } catch (err) {
       if (!(err instanceof WechatError)) throw err;
-      const error = oauthErrorFor(err);
+      const error = wechatErrorFor(err);
       log.warn({ appid: flow.appid, kind: err.kind, errcode: err.errcode, errmsg: err.errmsg }, 'WeChat refused the web login');
       // the openid is not known: the audit line only, no user history
       await sessions.controls?.audit({ event: 'login_failed', appid: flow.appid, flow: flow.provider, error, ...(err.errcode !== undefined ? { errcode: err.errcode } : {}), ...device });
