@@ -235,7 +235,8 @@ const FORWARDING: Array<[string, string]> = [
   ['X_Original_URL', '/evil-underscore-original'],
   ['X-Forwarded_Host', 'evil-mixed.example'],
 ];
-const FWD_SPOOF = /evil|203\.0\.113\.6|443[12]/;
+// the spoofed ports match whole values only: a random X-Request-Id may hold "4431"
+const FWD_SPOOF = /evil|203\.0\.113\.6|^443[12]$/;
 /** Names (lower case, folded) of the forwarding class; the gateway's own X-Forwarded-For/-Proto/-Host are compared apart. */
 const isForwardingName = (n: string) =>
   /^(x-?forwarded|forwarded$|x-?real-?ip$|x-?client-?ip$|true-?client-?ip$|cf-?connecting-?ip$|x-?cluster-?client-?ip$|x-?original|x-?rewrite|x-?host$|front-?end-?https$)/.test(n.toLowerCase().replace(/[_.~]/g, '-'));
