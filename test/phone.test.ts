@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { Redis } from 'ioredis';
 import { buildConfig } from '../src/config/load.js';
 import { hashToken, TOKEN_HASH_LENGTH, UID_LENGTH } from '../src/session/tokens.js';
@@ -8,7 +8,7 @@ import { request } from './helpers/http.js';
 import { sleep, waitFor } from './helpers/wait.js';
 import { metricValue, scrape } from './helpers/metrics.js';
 import { startRedis, type RedisServer } from './helpers/redis.js';
-import { startUpstream } from './helpers/upstream.js';
+import { startUpstream, type Upstream } from './helpers/upstream.js';
 
 /** POST /wx/phone end to end: real sessions, the simulator as WeChat, a real redis-server for the replica cases. */
 type Sim = Awaited<ReturnType<typeof startSimulator>>;
@@ -199,7 +199,11 @@ test('a token WeChat keeps rejecting: one force_refresh per 30 s, then 503', asy
   }
 });
 
-test('routes[].forwardPhone: once granted, every replica sends X-Wx-Phone (E.164) on that route only; a client never can', async (t) => {
+/**
+ * Two replicas on one Redis prefix (an hour of LRU: what each forwards after a change is the
+ * invalidation's doing, not expiry), with their simulator and upstream; closed when the test ends.
+ */
+async function replicas(t: ExecutionContext, routes: (up: Upstream) => object[], opts: { admin?: boolean } = {}) {
   const s = await sim();
   const up = await startUpstream();
   const prefix = `p${++prefixes}:`;
@@ -207,13 +211,25 @@ test('routes[].forwardPhone: once granted, every replica sends X-Wx-Phone (E.164
     testConfig({
       apiBase: s.url,
       session: { store: 'redis', redis: { url: redis.url, keyPrefix: prefix }, cache: { ttl: '1h' } },
-      routes: [
-        { path: '/shop', upstream: up.url, forwardPhone: true },
-        { path: '/api', upstream: up.url },
-      ],
+      routes: routes(up),
+      ...(opts.admin ? { admin: { port: 0, token: ADMIN } } : {}),
     });
   const a = await startTestGateway(config());
   const b = await startTestGateway(config());
+  t.teardown(async () => {
+    await a.close();
+    await b.close();
+    await up.close();
+    await s.close();
+  });
+  return { s, up, a, b };
+}
+
+test('routes[].forwardPhone: once granted, every replica sends X-Wx-Phone (E.164) on that route only; a client never can', async (t) => {
+  const { up, a, b } = await replicas(t, (up) => [
+    { path: '/shop', upstream: up.url, forwardPhone: true },
+    { path: '/api', upstream: up.url },
+  ]);
   const spoof = { 'x-wx-phone': '+10000000000', X_Wx_Phone: '+10000000001' };
   const seenFor = async (gw: TestGateway, token: string, path: string) => {
     const res = await request(gw.url, { path, headers: { authorization: `Bearer ${token}`, ...spoof } });
@@ -222,32 +238,25 @@ test('routes[].forwardPhone: once granted, every replica sends X-Wx-Phone (E.164
     t.is(seen.url, path);
     return Object.entries(seen.headers).filter(([k]) => k.replace(/_/g, '-').toLowerCase() === 'x-wx-phone');
   };
-  try {
-    const token = await login(a.url, 'carol.1');
-    // b caches the session before the number is granted (its LRU ttl is an hour)
-    t.deepEqual(await seenFor(b, token, '/shop/cart'), [], 'no number before it is granted, and no spoofed one');
-    t.is((await phone(a, token, { code: 'phone-13800138000@carol' })).status, 200);
-    const onB = await waitFor(async () => {
-      const seen = await seenFor(b, token, '/shop/cart');
-      return seen.length > 0 && seen;
-    }, { message: 'B forwards a number' });
-    t.deepEqual(onB, [['x-wx-phone', '+8613800138000']], 'the other replica dropped its cached copy and sends the number');
-    t.deepEqual(await seenFor(a, token, '/shop/cart'), [['x-wx-phone', '+8613800138000']]);
-    t.deepEqual(await seenFor(a, token, '/api/orders'), [], 'a route without forwardPhone never gets it');
-    t.is(up.seen.at(-1)!.headers['x-openid'], (await (await fetch(`${a.url}/session`, { headers: { authorization: `Bearer ${token}` } })).json() as { openid: string }).openid);
-    // another session of the same user has it too: the number is the user's
-    const other = await login(a.url, 'carol.2');
-    t.deepEqual(await seenFor(a, other, '/shop/cart'), [['x-wx-phone', '+8613800138000']]);
-    const stranger = await login(a.url, 'zed.1');
-    t.deepEqual(await seenFor(a, stranger, '/shop/cart'), [], 'another user never');
-    nothingSecretLogged(t, a, '13800138000', token);
-    nothingSecretLogged(t, b, '13800138000', token);
-  } finally {
-    await a.close();
-    await b.close();
-    await up.close();
-    await s.close();
-  }
+  const token = await login(a.url, 'carol.1');
+  // b caches the session before the number is granted (its LRU ttl is an hour)
+  t.deepEqual(await seenFor(b, token, '/shop/cart'), [], 'no number before it is granted, and no spoofed one');
+  t.is((await phone(a, token, { code: 'phone-13800138000@carol' })).status, 200);
+  const onB = await waitFor(async () => {
+    const seen = await seenFor(b, token, '/shop/cart');
+    return seen.length > 0 && seen;
+  }, { message: 'B forwards a number' });
+  t.deepEqual(onB, [['x-wx-phone', '+8613800138000']], 'the other replica dropped its cached copy and sends the number');
+  t.deepEqual(await seenFor(a, token, '/shop/cart'), [['x-wx-phone', '+8613800138000']]);
+  t.deepEqual(await seenFor(a, token, '/api/orders'), [], 'a route without forwardPhone never gets it');
+  t.is(up.seen.at(-1)!.headers['x-openid'], (await (await fetch(`${a.url}/session`, { headers: { authorization: `Bearer ${token}` } })).json() as { openid: string }).openid);
+  // another session of the same user has it too: the number is the user's
+  const other = await login(a.url, 'carol.2');
+  t.deepEqual(await seenFor(a, other, '/shop/cart'), [['x-wx-phone', '+8613800138000']]);
+  const stranger = await login(a.url, 'zed.1');
+  t.deepEqual(await seenFor(a, stranger, '/shop/cart'), [], 'another user never');
+  nothingSecretLogged(t, a, '13800138000', token);
+  nothingSecretLogged(t, b, '13800138000', token);
 });
 
 test('the phone number is kept with the user in both stores, and the session keeps its deadlines', async (t) => {
@@ -310,111 +319,74 @@ async function eventually(read: () => Promise<string | undefined>, want: string 
 }
 
 test("the number is the user's: granted in one session, every session of the user on every replica (a later login on another replica too) forwards it; within the window a new code is answered without calling WeChat, force calls it; the admin revoke drops it everywhere", async (t) => {
-  const s = await sim();
-  const up = await startUpstream();
-  const prefix = `p${++prefixes}:`;
-  const config = () =>
-    testConfig({
-      apiBase: s.url,
-      // an hour of LRU: what each replica forwards after a change is the invalidation's doing, not expiry
-      session: { store: 'redis', redis: { url: redis.url, keyPrefix: prefix }, cache: { ttl: '1h' } },
-      routes: [{ path: '/shop', upstream: up.url, forwardPhone: true }],
-      admin: { port: 0, token: ADMIN },
-    });
-  const a = await startTestGateway(config());
-  const b = await startTestGateway(config());
-  try {
-    const first = await login(a.url, 'ivy.1');
-    const onB = await login(b.url, 'ivy.2'); // another device, cached on B before the grant
-    t.is(await upstreamPhone(t, up, a, first), undefined);
-    t.is(await upstreamPhone(t, up, b, onB), undefined);
-    const granted = await phone(a, first, { code: 'phone-13800138000@ivy' });
-    t.is(granted.status, 200, granted.text);
-    t.is(granted.json.source, 'wechat');
-    t.deepEqual(await phoneStats(s), { calls: 1, numbers: 1 });
+  const { s, up, a, b } = await replicas(t, (up) => [{ path: '/shop', upstream: up.url, forwardPhone: true }], { admin: true });
+  const first = await login(a.url, 'ivy.1');
+  const onB = await login(b.url, 'ivy.2'); // another device, cached on B before the grant
+  t.is(await upstreamPhone(t, up, a, first), undefined);
+  t.is(await upstreamPhone(t, up, b, onB), undefined);
+  const granted = await phone(a, first, { code: 'phone-13800138000@ivy' });
+  t.is(granted.status, 200, granted.text);
+  t.is(granted.json.source, 'wechat');
+  t.deepEqual(await phoneStats(s), { calls: 1, numbers: 1 });
 
-    t.is(await upstreamPhone(t, up, a, first), '+8613800138000');
-    t.is(await eventually(() => upstreamPhone(t, up, b, onB), '+8613800138000'), '+8613800138000', "B dropped its cached copy of the user's other session");
-    const later = await login(b.url, 'ivy.3'); // a later login, on the other replica
-    t.is(await upstreamPhone(t, up, b, later), '+8613800138000', 'a new session of the same user has it at once');
+  t.is(await upstreamPhone(t, up, a, first), '+8613800138000');
+  t.is(await eventually(() => upstreamPhone(t, up, b, onB), '+8613800138000'), '+8613800138000', "B dropped its cached copy of the user's other session");
+  const later = await login(b.url, 'ivy.3'); // a later login, on the other replica
+  t.is(await upstreamPhone(t, up, b, later), '+8613800138000', 'a new session of the same user has it at once');
 
-    // a second getPhoneNumber within the window: the kept number, no paid call
-    const kept = await phone(b, later, { code: 'phone-13800138000@ivy' });
-    t.is(kept.status, 200, kept.text);
-    t.deepEqual(kept.json, { phoneNumber: '13800138000', purePhoneNumber: '13800138000', countryCode: '86', source: 'kept' });
-    t.is(kept.headers['cache-control'], 'no-store');
-    t.deepEqual(await phoneStats(s), { calls: 1, numbers: 1 }, 'WeChat was not called');
-    // force: WeChat is asked again, and its newer number is the user's everywhere
-    const forced = await phone(b, onB, { code: 'phone-13900139000@ivy', force: true });
-    t.is(forced.status, 200, forced.text);
-    t.deepEqual(forced.json, { phoneNumber: '13900139000', purePhoneNumber: '13900139000', countryCode: '86', source: 'wechat' });
-    t.deepEqual(await phoneStats(s), { calls: 2, numbers: 2 });
-    t.is(await eventually(() => upstreamPhone(t, up, a, first), '+8613900139000'), '+8613900139000');
-    t.is(await upstreamPhone(t, up, b, later), '+8613900139000');
+  // a second getPhoneNumber within the window: the kept number, no paid call
+  const kept = await phone(b, later, { code: 'phone-13800138000@ivy' });
+  t.is(kept.status, 200, kept.text);
+  t.deepEqual(kept.json, { phoneNumber: '13800138000', purePhoneNumber: '13800138000', countryCode: '86', source: 'kept' });
+  t.is(kept.headers['cache-control'], 'no-store');
+  t.deepEqual(await phoneStats(s), { calls: 1, numbers: 1 }, 'WeChat was not called');
+  // force: WeChat is asked again, and its newer number is the user's everywhere
+  const forced = await phone(b, onB, { code: 'phone-13900139000@ivy', force: true });
+  t.is(forced.status, 200, forced.text);
+  t.deepEqual(forced.json, { phoneNumber: '13900139000', purePhoneNumber: '13900139000', countryCode: '86', source: 'wechat' });
+  t.deepEqual(await phoneStats(s), { calls: 2, numbers: 2 });
+  t.is(await eventually(() => upstreamPhone(t, up, a, first), '+8613900139000'), '+8613900139000');
+  t.is(await upstreamPhone(t, up, b, later), '+8613900139000');
 
-    // the admin revoke (on either replica) drops it for every session, everywhere
-    const openid = (await request(a.url, { path: '/session', headers: { authorization: `Bearer ${first}` } })).json.openid as string;
-    const revoke = (gw: TestGateway) => request(gw.adminUrl!, { method: 'DELETE', path: `/users/${APPID}/${openid}/phone`, headers: { authorization: `Bearer ${ADMIN}` } });
-    const unauthorized = await request(b.adminUrl!, { method: 'DELETE', path: `/users/${APPID}/${openid}/phone` });
-    t.is(unauthorized.status, 401);
-    const revoked = await revoke(b);
-    t.is(revoked.status, 200, revoked.text);
-    t.deepEqual(revoked.json, { revoked: true });
-    t.is(await eventually(() => upstreamPhone(t, up, a, first), undefined), undefined, 'A no longer forwards it');
-    t.is(await upstreamPhone(t, up, b, onB), undefined);
-    t.is(await upstreamPhone(t, up, b, later), undefined);
-    t.deepEqual((await revoke(a)).json, { revoked: false }, 'nothing left to revoke');
-    // the next getPhoneNumber goes to WeChat again
-    const asked = await phone(a, first, { code: 'phone-13700137000@ivy' });
-    t.is(asked.status, 200, asked.text);
-    t.is(asked.json.source, 'wechat');
-    t.deepEqual(await phoneStats(s), { calls: 3, numbers: 3 });
-    t.is(await eventually(() => upstreamPhone(t, up, b, later), '+8613700137000'), '+8613700137000');
-    for (const gw of [a, b]) nothingSecretLogged(t, gw, '13800138000', '13900139000', first, later);
-  } finally {
-    await a.close();
-    await b.close();
-    await up.close();
-    await s.close();
-  }
+  // the admin revoke (on either replica) drops it for every session, everywhere
+  const openid = (await request(a.url, { path: '/session', headers: { authorization: `Bearer ${first}` } })).json.openid as string;
+  const revoke = (gw: TestGateway) => request(gw.adminUrl!, { method: 'DELETE', path: `/users/${APPID}/${openid}/phone`, headers: { authorization: `Bearer ${ADMIN}` } });
+  const unauthorized = await request(b.adminUrl!, { method: 'DELETE', path: `/users/${APPID}/${openid}/phone` });
+  t.is(unauthorized.status, 401);
+  const revoked = await revoke(b);
+  t.is(revoked.status, 200, revoked.text);
+  t.deepEqual(revoked.json, { revoked: true });
+  t.is(await eventually(() => upstreamPhone(t, up, a, first), undefined), undefined, 'A no longer forwards it');
+  t.is(await upstreamPhone(t, up, b, onB), undefined);
+  t.is(await upstreamPhone(t, up, b, later), undefined);
+  t.deepEqual((await revoke(a)).json, { revoked: false }, 'nothing left to revoke');
+  // the next getPhoneNumber goes to WeChat again
+  const asked = await phone(a, first, { code: 'phone-13700137000@ivy' });
+  t.is(asked.status, 200, asked.text);
+  t.is(asked.json.source, 'wechat');
+  t.deepEqual(await phoneStats(s), { calls: 3, numbers: 3 });
+  t.is(await eventually(() => upstreamPhone(t, up, b, later), '+8613700137000'), '+8613700137000');
+  for (const gw of [a, b]) nothingSecretLogged(t, gw, '13800138000', '13900139000', first, later);
 });
 
 test('a block drops the kept number: after the unblock the user logs in without it, on every replica, and the next code goes to WeChat', async (t) => {
-  const s = await sim();
-  const up = await startUpstream();
-  const prefix = `p${++prefixes}:`;
-  const config = () =>
-    testConfig({
-      apiBase: s.url,
-      session: { store: 'redis', redis: { url: redis.url, keyPrefix: prefix }, cache: { ttl: '1h' } },
-      routes: [{ path: '/shop', upstream: up.url, forwardPhone: true }],
-      admin: { port: 0, token: ADMIN },
-    });
-  const a = await startTestGateway(config());
-  const b = await startTestGateway(config());
+  const { s, up, a, b } = await replicas(t, (up) => [{ path: '/shop', upstream: up.url, forwardPhone: true }], { admin: true });
   const admin = (gw: TestGateway, method: string, path: string) => request(gw.adminUrl!, { method, path, headers: { authorization: `Bearer ${ADMIN}` } });
-  try {
-    const token = await login(a.url, 'kim.1');
-    t.is((await phone(a, token, { code: 'phone-13800138000@kim' })).status, 200);
-    t.is(await upstreamPhone(t, up, a, token), '+8613800138000');
-    const openid = (await request(a.url, { path: '/session', headers: { authorization: `Bearer ${token}` } })).json.openid as string;
-    const blocked = await admin(b, 'POST', `/users/${APPID}/${openid}/block`);
-    t.is(blocked.status, 200, blocked.text);
-    t.is((await request(a.url, { path: '/shop/cart', headers: { authorization: `Bearer ${token}` } })).status === 200, false, 'the session ended');
-    t.is((await admin(a, 'DELETE', `/users/${APPID}/${openid}/block`)).status, 200);
-    const again = await login(b.url, 'kim.2');
-    t.is(await upstreamPhone(t, up, b, again), undefined, 'the number went with the block');
-    t.deepEqual((await admin(a, 'DELETE', `/users/${APPID}/${openid}/phone`)).json, { revoked: false });
-    const asked = await phone(b, again, { code: 'phone-13900139000@kim' });
-    t.is(asked.status, 200, asked.text);
-    t.is(asked.json.source, 'wechat', 'the user is asked again, and WeChat with them');
-    t.deepEqual(await phoneStats(s), { calls: 2, numbers: 2 });
-  } finally {
-    await a.close();
-    await b.close();
-    await up.close();
-    await s.close();
-  }
+  const token = await login(a.url, 'kim.1');
+  t.is((await phone(a, token, { code: 'phone-13800138000@kim' })).status, 200);
+  t.is(await upstreamPhone(t, up, a, token), '+8613800138000');
+  const openid = (await request(a.url, { path: '/session', headers: { authorization: `Bearer ${token}` } })).json.openid as string;
+  const blocked = await admin(b, 'POST', `/users/${APPID}/${openid}/block`);
+  t.is(blocked.status, 200, blocked.text);
+  t.is((await request(a.url, { path: '/shop/cart', headers: { authorization: `Bearer ${token}` } })).status === 200, false, 'the session ended');
+  t.is((await admin(a, 'DELETE', `/users/${APPID}/${openid}/block`)).status, 200);
+  const again = await login(b.url, 'kim.2');
+  t.is(await upstreamPhone(t, up, b, again), undefined, 'the number went with the block');
+  t.deepEqual((await admin(a, 'DELETE', `/users/${APPID}/${openid}/phone`)).json, { revoked: false });
+  const asked = await phone(b, again, { code: 'phone-13900139000@kim' });
+  t.is(asked.status, 200, asked.text);
+  t.is(asked.json.source, 'wechat', 'the user is asked again, and WeChat with them');
+  t.deepEqual(await phoneStats(s), { calls: 2, numbers: 2 });
 });
 
 test('limits.phone.window: past it a new code goes to WeChat again; 0 sends every code to WeChat (memory store alike)', async (t) => {

@@ -6,15 +6,13 @@
  * spellings go over raw sockets so that no client library tidies them up.
  */
 import test from 'ava';
-import { startSimulator } from '../../src/dev/simulator.js';
-import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
+import { login, type TestGateway } from '../helpers/gateway.js';
 import { rawRequest, request } from '../helpers/http.js';
-import { startUpstream, type Seen, type Upstream } from '../helpers/upstream.js';
-import { startWsUpstream, wsConnect, type WsUpstream } from '../helpers/ws.js';
+import { type Seen } from '../helpers/upstream.js';
+import { wsConnect } from '../helpers/ws.js';
+import { useStack } from '../helpers/stack.js';
 
-let sim: Awaited<ReturnType<typeof startSimulator>>;
-let up: Upstream;
-let wsUp: WsUpstream;
+const stack = useStack(test, { ws: true });
 let gw: TestGateway;
 /** the same routes behind a gateway that trusts the test client (127.0.0.1) as its load balancer */
 let trustingGw: TestGateway;
@@ -22,41 +20,26 @@ let token: string;
 let me: { openid: string; appid: string; unionid: string };
 
 test.before(async () => {
-  sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } });
-  up = await startUpstream();
-  wsUp = await startWsUpstream();
-  gw = await startTestGateway(
-    testConfig({
-      apiBase: sim.url,
-      routes: [
-        { path: '/api/public', upstream: up.url, auth: 'none' },
-        { path: '/api', upstream: up.url, forwardPhone: true },
-        { path: '/ws/public', upstream: wsUp.url, auth: 'none' },
-        { path: '/ws', upstream: wsUp.url },
-      ],
-    }),
-  );
-  trustingGw = await startTestGateway(
-    testConfig({
-      apiBase: sim.url,
-      server: { host: '127.0.0.1', port: 0, trustedProxies: ['127.0.0.1'] },
-      routes: [
-        { path: '/api', upstream: up.url, auth: 'none' },
-        { path: '/ws', upstream: wsUp.url, auth: 'none' },
-      ],
-    }),
-  );
+  await stack.start();
+  gw = await stack.gateway({
+    routes: [
+      { path: '/api/public', upstream: stack.up.url, auth: 'none' },
+      { path: '/api', upstream: stack.up.url, forwardPhone: true },
+      { path: '/ws/public', upstream: stack.wsUp.url, auth: 'none' },
+      { path: '/ws', upstream: stack.wsUp.url },
+    ],
+  });
+  trustingGw = await stack.gateway({
+    server: { host: '127.0.0.1', port: 0, trustedProxies: ['127.0.0.1'] },
+    routes: [
+      { path: '/api', upstream: stack.up.url, auth: 'none' },
+      { path: '/ws', upstream: stack.wsUp.url, auth: 'none' },
+    ],
+  });
   token = await login(gw.url, 'union-names.1');
   const s = await request(gw.url, { path: '/session', headers: { authorization: `Bearer ${token}` } });
   if (s.status !== 200 || !s.json.unionid) throw new Error(`no session: ${s.text}`);
   me = { openid: s.json.openid, appid: s.json.appid, unionid: s.json.unionid };
-});
-test.after.always(async () => {
-  await gw?.close();
-  await trustingGw?.close();
-  await up?.close();
-  await wsUp?.close();
-  await sim?.close();
 });
 
 /** An identity header's name with every one of `-_.~` taken as the same, and case ignored. */
@@ -107,7 +90,7 @@ function head(path: string, extra: string, lines: Array<[string, string]>): stri
 }
 
 function seenOnce(marker: string): Seen {
-  const all = up.seen.filter((s) => s.url.includes(`m=${marker}`));
+  const all = stack.up.seen.filter((s) => s.url.includes(`m=${marker}`));
   if (all.length !== 1) throw new Error(`the upstream saw ${all.length} requests for ${marker}`);
   return all[0]!;
 }
@@ -183,7 +166,7 @@ test('WebSocket: identity spellings with "." "~" "_" and any odd header name nev
     const a = await wsConnect(gw.url, `${path}?m=${marker}`, headers);
     t.is(a.status, 101, marker);
     if ('ws' in a) a.ws.terminate();
-    const u = wsUp.upgrades.find((x) => x.url.includes(`m=${marker}`));
+    const u = stack.wsUp.upgrades.find((x) => x.url.includes(`m=${marker}`));
     t.truthy(u, `${marker} reached the upstream`);
     const pairs = Object.entries(u!.headers).map(([n, v]): [string, string] => [n, String(v)]);
     t.deepEqual(oddNames(pairs.map(([n]) => n)), [], `${marker}: no header name outside [A-Za-z0-9-]`);
@@ -272,7 +255,7 @@ test('WebSocket, untrusted peer: every forwarding header the client sent is remo
   const a = await wsConnect(gw.url, '/ws/room?m=ws-fwd-untrusted', headers);
   t.is(a.status, 101);
   if ('ws' in a) a.ws.terminate();
-  const u = wsUp.upgrades.find((x) => x.url.includes('m=ws-fwd-untrusted'))!;
+  const u = stack.wsUp.upgrades.find((x) => x.url.includes('m=ws-fwd-untrusted'))!;
   t.truthy(u);
   const pairs = Object.entries(u.headers).map(([n, v]): [string, string] => [n, String(v)]);
   t.deepEqual(
@@ -327,7 +310,7 @@ test('WebSocket, trusted proxy: its X-Forwarded-* and Forwarded pass (X-Forwarde
   const a = await wsConnect(trustingGw.url, '/ws/room?m=ws-fwd-trusted', headers);
   t.is(a.status, 101);
   if ('ws' in a) a.ws.terminate();
-  const u = wsUp.upgrades.find((x) => x.url.includes('m=ws-fwd-trusted'))!;
+  const u = stack.wsUp.upgrades.find((x) => x.url.includes('m=ws-fwd-trusted'))!;
   const pairs = Object.entries(u.headers).map(([n, v]): [string, string] => [n, String(v)]);
   t.deepEqual(pairs.filter(([n]) => isForwardingName(n)).sort(), TRUSTED_EXPECTED);
   t.false(pairs.some(([, v]) => /evil/.test(v)));

@@ -6,39 +6,24 @@
  * in password-reset links and cache keys). Raw sockets: no client library would send these.
  */
 import test from 'ava';
-import { startSimulator } from '../../src/dev/simulator.js';
-import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
+import { login, type TestGateway } from '../helpers/gateway.js';
 import { rawRequest } from '../helpers/http.js';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
-import { startWsUpstream, type WsUpstream } from '../helpers/ws.js';
+import { useStack } from '../helpers/stack.js';
 
-let sim: Awaited<ReturnType<typeof startSimulator>>;
-let up: Upstream;
-let wsUp: WsUpstream;
+const stack = useStack(test, { ws: true });
 let gw: TestGateway;
 let token: string;
 
 test.before(async () => {
-  sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } });
-  up = await startUpstream();
-  wsUp = await startWsUpstream();
-  gw = await startTestGateway(
-    testConfig({
-      apiBase: sim.url,
-      routes: [
-        { path: '/api/public', upstream: up.url, auth: 'none' },
-        { path: '/api', upstream: up.url },
-        { path: '/ws', upstream: wsUp.url, auth: 'none' },
-      ],
-    }),
-  );
+  await stack.start();
+  gw = await stack.gateway({
+    routes: [
+      { path: '/api/public', upstream: stack.up.url, auth: 'none' },
+      { path: '/api', upstream: stack.up.url },
+      { path: '/ws', upstream: stack.wsUp.url, auth: 'none' },
+    ],
+  });
   token = await login(gw.url, 'host-user.1');
-});
-test.after.always(async () => {
-  await gw?.close();
-  await up?.close();
-  await wsUp?.close();
-  await sim?.close();
 });
 
 const WS = 'Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
@@ -48,12 +33,12 @@ const TARGETS: Array<{ name: string; request: (marker: string, hostLines: string
   {
     name: 'proxied public',
     request: (m, h) => `GET /api/public/reset?m=${m} HTTP/1.1\r\n${h}Connection: close\r\n\r\n`,
-    reached: (m) => up.seen.some((s) => s.url.includes(`m=${m}`)),
+    reached: (m) => stack.up.seen.some((s) => s.url.includes(`m=${m}`)),
   },
   {
     name: 'proxied required',
     request: (m, h) => `GET /api/me?m=${m} HTTP/1.1\r\n${h}Authorization: Bearer ${token}\r\nConnection: close\r\n\r\n`,
-    reached: (m) => up.seen.some((s) => s.url.includes(`m=${m}`)),
+    reached: (m) => stack.up.seen.some((s) => s.url.includes(`m=${m}`)),
   },
   { name: 'own GET /healthz', request: (m, h) => `GET /healthz?m=${m} HTTP/1.1\r\n${h}Connection: close\r\n\r\n`, reached: () => false },
   {
@@ -65,7 +50,7 @@ const TARGETS: Array<{ name: string; request: (marker: string, hostLines: string
   {
     name: 'WebSocket upgrade',
     request: (m, h) => `GET /ws/room?m=${m} HTTP/1.1\r\n${h}${WS}\r\n`,
-    reached: (m) => wsUp.upgrades.some((u) => u.url.includes(`m=${m}`)),
+    reached: (m) => stack.wsUp.upgrades.some((u) => u.url.includes(`m=${m}`)),
   },
 ];
 
@@ -136,7 +121,7 @@ test('ordinary Host values pass and arrive as X-Forwarded-Host, exactly', async 
     const marker = `good-${i}`;
     const reply = await rawRequest(gw.url, `GET /api/public/x?m=${marker} HTTP/1.1\r\nHost:  ${host} \r\nConnection: close\r\n\r\n`);
     t.is(reply.responses[0]?.status, 200, host);
-    const seen = up.seen.find((s) => s.url.endsWith(`m=${marker}`));
+    const seen = stack.up.seen.find((s) => s.url.endsWith(`m=${marker}`));
     t.is(seen?.headers['x-forwarded-host'], host, host);
   }
   // and the gateway's own endpoints answer
@@ -145,5 +130,5 @@ test('ordinary Host values pass and arrive as X-Forwarded-Host, exactly', async 
   // HTTP/1.0 without Host stays allowed (the Host header is HTTP/1.1's); the upstream gets no X-Forwarded-Host
   const old = await rawRequest(gw.url, 'GET /api/public/x?m=http10 HTTP/1.0\r\n\r\n');
   t.is(old.responses[0]?.status, 200);
-  t.is(up.seen.find((s) => s.url.endsWith('m=http10'))?.headers['x-forwarded-host'], undefined);
+  t.is(stack.up.seen.find((s) => s.url.endsWith('m=http10'))?.headers['x-forwarded-host'], undefined);
 });

@@ -5,15 +5,13 @@
  */
 import test from 'ava';
 import { accountId } from '../../src/session/accounts.js';
-import { simulatedOpenid, startSimulator } from '../../src/dev/simulator.js';
-import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
+import { simulatedOpenid } from '../../src/dev/simulator.js';
+import { APPID, login, type TestGateway } from '../helpers/gateway.js';
 import { rawConnect, rawRequest, request } from '../helpers/http.js';
-import { startRedis, type RedisServer } from '../helpers/redis.js';
-import { startUpstream, type Seen, type Upstream } from '../helpers/upstream.js';
+import { type Seen } from '../helpers/upstream.js';
+import { useStack } from '../helpers/stack.js';
 
-let sim: Awaited<ReturnType<typeof startSimulator>>;
-let redis: RedisServer;
-let up: Upstream;
+const stack = useStack(test, { redis: true });
 let gw: TestGateway;
 /** a real user, whose session the requests carry */
 let token: string;
@@ -22,34 +20,23 @@ let me: { openid: string; unionid: string; appid: string };
 const VICTIM = simulatedOpenid(APPID, 'victim');
 
 test.before(async () => {
-  sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } });
-  redis = await startRedis();
-  up = await startUpstream();
-  gw = await startTestGateway(
-    testConfig({
-      apiBase: sim.url,
-      routes: [
-        { path: '/api/public', upstream: up.url, auth: 'none' },
-        { path: '/api', upstream: up.url },
-      ],
-      session: { store: 'redis', redis: { url: redis.url, keyPrefix: 'identity:' } },
-    }),
-  );
+  await stack.start();
+  gw = await stack.gateway({
+    routes: [
+      { path: '/api/public', upstream: stack.up.url, auth: 'none' },
+      { path: '/api', upstream: stack.up.url },
+    ],
+    session: { store: 'redis', redis: { url: stack.redis.url, keyPrefix: 'identity:' } },
+  });
   token = await login(gw.url, 'union-mallory.1');
   const s = await request(gw.url, { path: '/session', headers: { authorization: `Bearer ${token}` } });
   if (s.status !== 200 || !s.json.unionid) throw new Error(`no session: ${s.text}`);
   me = { openid: s.json.openid, unionid: s.json.unionid, appid: s.json.appid };
 });
-test.after.always(async () => {
-  await gw?.close();
-  await up?.close();
-  await redis?.close();
-  await sim?.close();
-});
 
 /** The one request the upstream saw with this marker in its URL (fails the test when there are more). */
 function seenOnce(marker: string): Seen | undefined {
-  const all = up.seen.filter((s) => s.url.includes(`m=${marker}`));
+  const all = stack.up.seen.filter((s) => s.url.includes(`m=${marker}`));
   if (all.length > 1) throw new Error(`the upstream saw ${all.length} requests for ${marker}`);
   return all[0];
 }

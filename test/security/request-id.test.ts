@@ -5,42 +5,30 @@
  * the gateway's own endpoints and WebSocket upgrades.
  */
 import test from 'ava';
-import { startSimulator } from '../../src/dev/simulator.js';
-import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
+import { login, type TestGateway } from '../helpers/gateway.js';
 import { request } from '../helpers/http.js';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
-import { startWsUpstream, wsConnect, type WsUpstream } from '../helpers/ws.js';
+import { wsConnect } from '../helpers/ws.js';
+import { useStack } from '../helpers/stack.js';
 
-let sim: Awaited<ReturnType<typeof startSimulator>>;
-let up: Upstream;
-let wsUp: WsUpstream;
+const stack = useStack(test, { ws: true });
 let gw: TestGateway;
 let token: string;
 let other: string;
 
 test.before(async () => {
-  sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } });
-  up = await startUpstream();
-  wsUp = await startWsUpstream();
-  gw = await startTestGateway(
-    testConfig({
-      apiBase: sim.url,
+  await stack.start();
+  gw = await stack.gateway(
+    {
       routes: [
-        { path: '/api/public', upstream: up.url, auth: 'none' },
-        { path: '/api', upstream: up.url },
-        { path: '/ws', upstream: wsUp.url },
+        { path: '/api/public', upstream: stack.up.url, auth: 'none' },
+        { path: '/api', upstream: stack.up.url },
+        { path: '/ws', upstream: stack.wsUp.url },
       ],
-    }),
+    },
     { logLevel: 'trace' },
   );
   token = await login(gw.url, 'reqid-user.1');
   other = await login(gw.url, 'reqid-other.1');
-});
-test.after.always(async () => {
-  await gw?.close();
-  await up?.close();
-  await wsUp?.close();
-  await sim?.close();
 });
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -63,7 +51,7 @@ test('a token (or any long or odd value) in X-Request-Id is replaced by a new UU
   for (const [i, bad] of refusedIds().entries()) {
     const proxied = await request(gw.url, { path: `/api/orders?m=rid-${i}`, headers: { authorization: `Bearer ${token}`, 'x-request-id': bad } });
     t.is(proxied.status, 200, bad);
-    const seen = up.seen.find((s) => s.url.endsWith(`m=rid-${i}`))!;
+    const seen = stack.up.seen.find((s) => s.url.endsWith(`m=rid-${i}`))!;
     t.regex(String(seen.headers['x-request-id']), UUID, `${i}: the upstream gets a new id`);
     t.false(seen.rawHeaders.some((v) => v.includes(bad)), `${i}: the refused value is not passed on`);
 
@@ -75,7 +63,7 @@ test('a token (or any long or odd value) in X-Request-Id is replaced by a new UU
     const ws = await wsConnect(gw.url, `/ws/room?m=rid-ws-${i}`, { Authorization: `Bearer ${token}`, 'X-Request-Id': bad });
     t.is(ws.status, 101);
     if ('ws' in ws) ws.ws.terminate();
-    const upgrade = wsUp.upgrades.find((u) => u.url.endsWith(`m=rid-ws-${i}`))!;
+    const upgrade = stack.wsUp.upgrades.find((u) => u.url.endsWith(`m=rid-ws-${i}`))!;
     t.regex(String(upgrade.headers['x-request-id']), UUID, `${i}: the WebSocket upstream gets a new id`);
   }
   const logs = gw.logs.join('\n');
@@ -103,12 +91,12 @@ test('request ids in the usual shapes are kept, passed on and logged: UUID, hex 
   for (const [i, id] of kept.entries()) {
     const res = await request(gw.url, { path: `/api/public/x?m=keep-${i}`, headers: { 'x-request-id': id } });
     t.is(res.status, 200, id);
-    t.is(up.seen.find((s) => s.url.endsWith(`m=keep-${i}`))?.headers['x-request-id'], id, id);
+    t.is(stack.up.seen.find((s) => s.url.endsWith(`m=keep-${i}`))?.headers['x-request-id'], id, id);
     const own = await request(gw.url, { path: '/healthz', headers: { 'x-request-id': id } });
     t.is(own.headers['x-request-id'], id, id);
     const ws = await wsConnect(gw.url, `/ws/room?m=keep-ws-${i}`, { Authorization: `Bearer ${token}`, 'X-Request-Id': id });
     if ('ws' in ws) ws.ws.terminate();
-    t.is(wsUp.upgrades.find((u) => u.url.endsWith(`m=keep-ws-${i}`))?.headers['x-request-id'], id, `${id} (WebSocket)`);
+    t.is(stack.wsUp.upgrades.find((u) => u.url.endsWith(`m=keep-ws-${i}`))?.headers['x-request-id'], id, `${id} (WebSocket)`);
   }
   const logged = new Set(gw.logs.map((l) => (JSON.parse(l) as { req_id?: string }).req_id));
   for (const id of kept) t.true(logged.has(id), id);
@@ -119,5 +107,5 @@ test('a WebSocket upgrade keeps its request id even when Connection names X-Requ
   const ws = await wsConnect(gw.url, '/ws/room?m=ws-conn-rid', { Authorization: `Bearer ${token}`, 'X-Request-Id': id, Connection: 'Upgrade, X-Request-Id' });
   t.is(ws.status, 101);
   if ('ws' in ws) ws.ws.terminate();
-  t.is(wsUp.upgrades.find((u) => u.url.endsWith('m=ws-conn-rid'))?.headers['x-request-id'], id);
+  t.is(stack.wsUp.upgrades.find((u) => u.url.endsWith('m=ws-conn-rid'))?.headers['x-request-id'], id);
 });

@@ -6,36 +6,25 @@
  * Serial, so that the last test can look back at everything the upstream saw.
  */
 import test from 'ava';
-import { startSimulator } from '../../src/dev/simulator.js';
-import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
+import { login, type TestGateway } from '../helpers/gateway.js';
 import { rawRequest, type RawResponse } from '../helpers/http.js';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
+import { useStack } from '../helpers/stack.js';
 
-let sim: Awaited<ReturnType<typeof startSimulator>>;
-let up: Upstream;
+const stack = useStack(test);
 let gw: TestGateway;
 let token: string;
 
 test.before(async () => {
-  sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET } });
-  up = await startUpstream();
-  gw = await startTestGateway(
-    testConfig({
-      apiBase: sim.url,
-      routes: [
-        { path: '/api/public', upstream: up.url, auth: 'none' },
-        { path: '/api', upstream: up.url },
-        { path: '/public', upstream: up.url, auth: 'none' },
-        { path: '/secret', upstream: up.url },
-      ],
-    }),
-  );
+  await stack.start();
+  gw = await stack.gateway({
+    routes: [
+      { path: '/api/public', upstream: stack.up.url, auth: 'none' },
+      { path: '/api', upstream: stack.up.url },
+      { path: '/public', upstream: stack.up.url, auth: 'none' },
+      { path: '/secret', upstream: stack.up.url },
+    ],
+  });
   token = await login(gw.url, 'routes-user.1');
-});
-test.after.always(async () => {
-  await gw?.close();
-  await up?.close();
-  await sim?.close();
 });
 
 /** One request over a raw socket: `target` is the request target exactly as written on the wire. */
@@ -53,7 +42,7 @@ async function send(target: string, opts: { method?: string; host?: string; auth
 const json = (res: RawResponse) => JSON.parse(res.body) as { error: string; message: string };
 
 /** Upstream requests whose URL holds this marker. */
-const reached = (marker: string) => up.seen.filter((s) => s.url.includes(marker)).map((s) => s.url);
+const reached = (marker: string) => stack.up.seen.filter((s) => s.url.includes(marker)).map((s) => s.url);
 
 /** Paths not in plain form: refused with 400 bad_path, with or without a session. */
 const refused: Array<[string, string]> = [
@@ -171,17 +160,17 @@ test.serial('OPTIONS * is refused with 400 JSON, and targets without a leading s
   }
   // node's parser refuses these itself (400 without a body)
   for (const target of ['?m=np1', 'secret?m=np2', 'public/x?m=np3']) t.is((await send(target, { auth: true })).status, 400, target);
-  t.is(up.seen.filter((s) => s.method === 'OPTIONS' || s.url.includes('m=np')).length, 0);
+  t.is(stack.up.seen.filter((s) => s.method === 'OPTIONS' || s.url.includes('m=np')).length, 0);
 });
 
 test.serial('CONNECT is never tunnelled: the connection is closed and nothing reaches an upstream', async (t) => {
-  const before = up.seen.length;
-  for (const target of ['evil.example:443', `127.0.0.1:${new URL(up.url).port}`]) {
+  const before = stack.up.seen.length;
+  for (const target of ['evil.example:443', `127.0.0.1:${new URL(stack.up.url).port}`]) {
     const reply = await rawRequest(gw.url, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nAuthorization: Bearer ${token}\r\n\r\nGET /secret?m=tunnelled HTTP/1.1\r\nHost: x\r\n\r\n`);
     t.true(reply.closedByServer, target);
     t.false(/^HTTP\/1\.1 2/.test(reply.text), `${target}: no 2xx, so no tunnel`);
   }
-  t.is(up.seen.length, before);
+  t.is(stack.up.seen.length, before);
   t.deepEqual(reached('m=tunnelled'), []);
 });
 
@@ -193,7 +182,7 @@ test.serial('a # fragment never takes part in routing', async (t) => {
       t.is(json(res).error, 'bad_path', target);
     }
   }
-  t.false(up.seen.some((s) => s.url.includes('#')));
+  t.false(stack.up.seen.some((s) => s.url.includes('#')));
   t.deepEqual(reached('m=f'), []);
 });
 
@@ -238,8 +227,8 @@ test.serial('a request that passes reaches the upstream with exactly the path an
 });
 
 test.serial('without a session nothing but the public prefixes reached the upstream in this whole file', async (t) => {
-  t.true(up.seen.length > 0);
-  for (const s of up.seen) {
+  t.true(stack.up.seen.length > 0);
+  for (const s of stack.up.seen) {
     const authed = s.headers['x-openid'] !== undefined;
     if (!authed) t.regex(safeDecode(s.url.split('?')[0]!), /^\/(api\/)?public(\/|$)/i, `${s.url} reached the upstream without a session`);
   }

@@ -8,11 +8,9 @@
 import test from 'ava';
 import { Redis } from 'ioredis';
 import { userId } from '../../src/session/tokens.js';
-import { startSimulator } from '../../src/dev/simulator.js';
-import { APPID, SECRET, login, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
+import { APPID, SECRET, login, type TestGateway } from '../helpers/gateway.js';
 import { rawRequest, rawHeader, request, type Reply } from '../helpers/http.js';
-import { startRedis, type RedisServer } from '../helpers/redis.js';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
+import { useStack } from '../helpers/stack.js';
 
 const PREFIX = 'tokentest:';
 const CODE = 'token-owner.1';
@@ -20,9 +18,7 @@ const CODE = 'token-owner.1';
 const OTHER_APPID = 'wxfedcba9876543210';
 const OTHER_SECRET = 'other-secret-9876543210';
 
-let sim: Awaited<ReturnType<typeof startSimulator>>;
-let redis: RedisServer;
-let up: Upstream;
+const stack = useStack(test, { redis: true, apps: { [APPID]: SECRET, [OTHER_APPID]: OTHER_SECRET } });
 let gw: TestGateway;
 /** the gateway serving two apps (started by the app-restricted route's test) */
 let gw2: TestGateway | undefined;
@@ -34,31 +30,21 @@ const sentSecrets = new Set<string>();
 const realTokens = new Set<string>();
 
 test.before(async () => {
-  sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET, [OTHER_APPID]: OTHER_SECRET } });
-  redis = await startRedis();
-  up = await startUpstream();
-  gw = await startTestGateway(
-    testConfig({
-      apiBase: sim.url,
+  await stack.start();
+  gw = await stack.gateway(
+    {
       routes: [
-        { path: '/api/public', upstream: up.url, auth: 'none' },
-        { path: '/api', upstream: up.url },
+        { path: '/api/public', upstream: stack.up.url, auth: 'none' },
+        { path: '/api', upstream: stack.up.url },
       ],
-      session: { store: 'redis', redis: { url: redis.url, keyPrefix: PREFIX } },
-    }),
+      session: { store: 'redis', redis: { url: stack.redis.url, keyPrefix: PREFIX } },
+    },
     { logLevel: 'trace' },
   );
   token = await login(gw.url, CODE);
   realTokens.add(token);
   const s = await request(gw.url, { path: '/session', headers: { authorization: `Bearer ${token}` } });
   openid = s.json.openid;
-});
-test.after.always(async () => {
-  await gw2?.close();
-  await gw?.close();
-  await up?.close();
-  await redis?.close();
-  await sim?.close();
 });
 
 /** The token with the character at `i` replaced by another base64url character. */
@@ -122,7 +108,7 @@ for (const [name, build] of badCredentials) {
     assertUnauthorized(t, proxied, 'proxied route');
     assertUnauthorized(t, own, '/session');
     t.false(
-      up.seen.some((s) => s.url.includes(`m=${marker}`)),
+      stack.up.seen.some((s) => s.url.includes(`m=${marker}`)),
       'nothing reached the upstream',
     );
   });
@@ -135,7 +121,7 @@ test.serial('a token in the query string is ignored: 401', async (t) => {
     const session = await request(gw.url, { path: `/session?${query}` });
     assertUnauthorized(t, session, `/session?${query}`);
   }
-  t.false(up.seen.some((s) => s.url.includes('m=query')));
+  t.false(stack.up.seen.some((s) => s.url.includes('m=query')));
 });
 
 test.serial('non-ASCII bytes in the token (raw UTF-8) are 401 JSON', async (t) => {
@@ -157,7 +143,7 @@ test.serial('non-ASCII bytes in the token (raw UTF-8) are 401 JSON', async (t) =
       t.regex(rawHeader(res, 'www-authenticate') ?? '', /^Bearer /);
     }
   }
-  t.false(up.seen.some((s) => s.url.includes('m=utf8')));
+  t.false(stack.up.seen.some((s) => s.url.includes('m=utf8')));
 });
 
 test.serial('a 16 KiB Authorization header: 401 JSON while it fits the header limit, refused (431) beyond it, never proxied', async (t) => {
@@ -172,7 +158,7 @@ test.serial('a 16 KiB Authorization header: 401 JSON while it fits the header li
   const beyond = `Bearer ${'x'.repeat(16 * 1024)}${token}`;
   const reply = await rawRequest(gw.url, `GET /api/orders?m=long-beyond HTTP/1.1\r\nHost: x\r\nAuthorization: ${beyond}\r\nConnection: close\r\n\r\n`);
   t.is(reply.responses[0]?.status, 431, 'node refuses a head over its limit');
-  t.false(up.seen.some((s) => /m=long-/.test(s.url)));
+  t.false(stack.up.seen.some((s) => /m=long-/.test(s.url)));
   // the gateway still answers afterwards
   t.is((await request(gw.url, { path: '/healthz' })).status, 200);
 });
@@ -182,7 +168,7 @@ test.serial('the Bearer scheme is case-insensitive (RFC 7235): "bearer" and "BEA
     const marker = `scheme-${scheme}`;
     const res = await request(gw.url, { path: `/api/orders?m=${marker}`, headers: { authorization: `${scheme} ${token}` } });
     t.is(res.status, 200, scheme);
-    const seen = up.seen.find((s) => s.url.includes(`m=${marker}`));
+    const seen = stack.up.seen.find((s) => s.url.includes(`m=${marker}`));
     t.is(seen?.headers['x-openid'], openid, scheme);
     t.is(seen?.headers.authorization, undefined);
     const s = await request(gw.url, { path: '/session', headers: { authorization: `${scheme} ${token}` } });
@@ -212,7 +198,7 @@ test.serial('tokens are 256-bit and fresh per login; Redis holds neither the tok
   const xor = Buffer.from(r1.map((x, i) => x ^ r2[i]!));
   for (const n of [ones(r1), ones(r2), ones(xor)]) t.true(n > 80 && n < 176, `${n} of 256 bits`);
   // everything Redis holds, as text
-  const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  const client = new Redis(stack.redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   await client.connect();
   t.teardown(() => client.disconnect());
   const dump: string[] = [];
@@ -240,16 +226,15 @@ test.serial('tokens are 256-bit and fresh per login; Redis holds neither the tok
 });
 
 test.serial('a valid token of another app on an app-restricted route: 403 app_not_allowed JSON, not 401 (a new login would not help), and nothing reaches the upstream', async (t) => {
-  gw2 = await startTestGateway(
-    testConfig({
-      apiBase: sim.url,
-      wechat: { apiBase: sim.url, timeout: '1s', apps: [{ appid: APPID, secret: SECRET }, { appid: OTHER_APPID, secret: OTHER_SECRET }] },
+  gw2 = await stack.gateway(
+    {
+      wechat: { apiBase: stack.sim.url, timeout: '1s', apps: [{ appid: APPID, secret: SECRET }, { appid: OTHER_APPID, secret: OTHER_SECRET }] },
       routes: [
-        { path: '/shop', upstream: up.url, apps: [APPID] },
-        { path: '/any', upstream: up.url },
+        { path: '/shop', upstream: stack.up.url, apps: [APPID] },
+        { path: '/any', upstream: stack.up.url },
       ],
-      session: { store: 'redis', redis: { url: redis.url, keyPrefix: 'tokentest2:' } },
-    }),
+      session: { store: 'redis', redis: { url: stack.redis.url, keyPrefix: 'tokentest2:' } },
+    },
     { logLevel: 'trace' },
   );
   const mine = await login(gw2.url, 'two-apps.1', { appid: APPID });
@@ -260,12 +245,12 @@ test.serial('a valid token of another app on an app-restricted route: 403 app_no
   // the controls: the route serves its own app, and the other app's token is a valid session
   const own = await request(gw2.url, { path: '/shop/cart?m=own-app', headers: { authorization: `Bearer ${mine}` } });
   t.is(own.status, 200, own.text);
-  t.is(up.seen.find((s) => s.url === '/shop/cart?m=own-app')?.headers['x-appid'], APPID);
+  t.is(stack.up.seen.find((s) => s.url === '/shop/cart?m=own-app')?.headers['x-appid'], APPID);
   const valid = await request(gw2.url, { path: '/any/x?m=foreign-valid', headers: { authorization: `Bearer ${foreign}` } });
   t.is(valid.status, 200, 'the foreign token is a live session of its own app');
-  t.is(up.seen.find((s) => s.url === '/any/x?m=foreign-valid')?.headers['x-appid'], OTHER_APPID);
+  t.is(stack.up.seen.find((s) => s.url === '/any/x?m=foreign-valid')?.headers['x-appid'], OTHER_APPID);
 
-  const before = up.seen.length;
+  const before = stack.up.seen.length;
   const attempts: Array<[string, Array<[string, string]>]> = [
     ['/shop/cart?m=foreign', []],
     ['/shop?m=foreign-root', []],
@@ -282,15 +267,15 @@ test.serial('a valid token of another app on an app-restricted route: 403 app_no
       t.is(res.headers['www-authenticate'], undefined, 'not a challenge: the client must not log in again and loop');
     }
   }
-  t.is(up.seen.length, before, 'nothing reached the upstream');
-  t.false(up.seen.some((s) => s.url.includes('m=foreign&') || /m=foreign(-root|-case|-spoof)?$/.test(s.url)));
+  t.is(stack.up.seen.length, before, 'nothing reached the upstream');
+  t.false(stack.up.seen.some((s) => s.url.includes('m=foreign&') || /m=foreign(-root|-case|-spoof)?$/.test(s.url)));
   // the refusal did not end the session: it still works where its app is served
   t.is((await request(gw2.url, { path: '/any/y?m=foreign-after', headers: { authorization: `Bearer ${foreign}` } })).status, 200);
 });
 
 test.serial('no log line holds a token (good or bad), the session_key, the app secret or the login code', async (t) => {
   // one more login whose session_key we read back from Redis, where the gateway keeps it
-  const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  const client = new Redis(stack.redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   await client.connect();
   t.teardown(() => client.disconnect());
   const sessionKey = await client.hget(`${PREFIX}u:${userId(APPID, openid)}`, 'k');
