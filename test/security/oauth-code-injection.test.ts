@@ -1,10 +1,8 @@
 import test from 'ava';
-import { startSimulator } from '../../src/dev/simulator.js';
-import { APPID, SECRET, startTestGateway, testConfig, type TestGateway } from '../helpers/gateway.js';
+import { APPID, SECRET, type TestGateway } from '../helpers/gateway.js';
 import { Browser, setCookies } from '../helpers/browser.js';
 import { request } from '../helpers/http.js';
-import { startRedis, type RedisServer } from '../helpers/redis.js';
-import { startUpstream, type Upstream } from '../helpers/upstream.js';
+import { useStack } from '../helpers/stack.js';
 
 /**
  * OAuth code injection (issue 19, item 1): a victim's authorization code, leaked after the victim's own
@@ -21,38 +19,26 @@ const PUBLIC = 'https://m.example.com';
 const SESSION = '__Host-wxgate_session';
 const STATE = '__Host-wxgate_session_state';
 
-let redis: RedisServer;
-let sim: Awaited<ReturnType<typeof startSimulator>>;
-let up: Upstream;
+const stack = useStack(test, { redis: true, apps: { [APPID]: SECRET, [MP]: MP_SECRET, [OPEN]: OPEN_SECRET } });
 let a: TestGateway;
 let b: TestGateway;
 
 test.before(async () => {
-  redis = await startRedis();
-  sim = await startSimulator(0, '127.0.0.1', { apps: { [APPID]: SECRET, [MP]: MP_SECRET, [OPEN]: OPEN_SECRET } });
-  up = await startUpstream();
-  const config = testConfig({
-    apiBase: sim.url,
-    wechat: { apiBase: sim.url, oauthBase: sim.url, timeout: '1s', apps: [{ appid: APPID, secret: SECRET }] },
-    session: { store: 'redis', redis: { url: redis.url, keyPrefix: 'inj:' } },
-    routes: [{ path: '/shop', upstream: up.url }],
+  await stack.start();
+  const config = {
+    wechat: { apiBase: stack.sim.url, oauthBase: stack.sim.url, timeout: '1s', apps: [{ appid: APPID, secret: SECRET }] },
+    session: { store: 'redis', redis: { url: stack.redis.url, keyPrefix: 'inj:' } },
+    routes: [{ path: '/shop', upstream: stack.up.url }],
     web: {
       publicUrl: PUBLIC,
       redirects: ['/shop'],
       mp: { appid: MP, secret: MP_SECRET, scope: 'snsapi_base' },
       open: { appid: OPEN, secret: OPEN_SECRET },
     },
-  });
+  };
   // two replicas sharing the store (and the state key kept in it)
-  a = await startTestGateway(config);
-  b = await startTestGateway(config);
-});
-test.after.always(async () => {
-  await a?.close();
-  await b?.close();
-  await up?.close();
-  await sim?.close();
-  await redis?.close();
+  a = await stack.gateway(config);
+  b = await stack.gateway(config);
 });
 
 type Flow = 'mp' | 'open';
@@ -63,7 +49,7 @@ async function toCallback(browser: Browser, flow: Flow, user: string) {
   if (start.status !== 302) throw new Error(`authorize: ${start.status} ${start.text}`);
   const q = new URLSearchParams(new URL(start.headers.location!).search);
   q.set('user', user);
-  const approved = await request(sim.url, { path: `/connect/approve?${q}` });
+  const approved = await request(stack.sim.url, { path: `/connect/approve?${q}` });
   if (approved.status !== 302) throw new Error(`approve: ${approved.status} ${approved.text}`);
   const back = new URL(approved.headers.location!);
   return { callback: back.pathname + back.search, code: back.searchParams.get('code')!, state: back.searchParams.get('state')! };
