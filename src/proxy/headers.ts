@@ -184,35 +184,40 @@ export function setIdentity(headers: IncomingHttpHeaders, who: Identity & { phon
   if (phone && who.phone) headers['x-wx-phone'] = who.phone;
 }
 
+/** A header as the proxy's client gives it (a string) or undici does (a Buffer, WebSocket upgrades). */
+function latin1(h: string | Buffer): string {
+  return typeof h === 'string' ? h : h.toString('latin1');
+}
+
 /**
  * An upstream's raw response headers as the client gets them: a flat [name, value, ...] list for
  * res.writeHead (duplicates such as Set-Cookie kept as sent), without hop-by-hop headers, those the
  * upstream's Connection header names, its Transfer-Encoding (node frames the body for the client), or
  * Set-Cookie lines for the gateway's own cookies (`ownCookies`, with web logins).
  */
-export function responseHeaders(raw: Buffer[], close: boolean, ownCookies?: ReadonlySet<string>): string[] {
+export function responseHeaders(raw: ReadonlyArray<string | Buffer>, close: boolean, ownCookies?: ReadonlySet<string>): string[] {
   const out: string[] = [];
   let named: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toString('latin1');
+    const name = latin1(raw[i]!);
     // only a name as long as one that is dropped is lower-cased and compared (Content-Type, Date … are not)
     if (name.length < DROPPED_LENGTHS.length && DROPPED_LENGTHS[name.length] === 1) {
       const lower = name.toLowerCase();
       if (lower === 'connection') {
-        for (const n of raw[i + 1]!.toString('latin1').split(',')) {
+        for (const n of latin1(raw[i + 1]!).split(',')) {
           const t = n.trim().toLowerCase();
           if (t && !FRAMING.has(t)) (named ??= new Set()).add(t);
         }
         continue;
       }
       if (lower === 'transfer-encoding' || RESPONSE_HOP_BY_HOP.has(lower)) continue;
-      const value = raw[i + 1]!.toString('latin1');
+      const value = latin1(raw[i + 1]!);
       // an upstream cannot set (or delete) the gateway's own cookies
       if (ownCookies && lower === 'set-cookie' && ownCookies.has(setCookieName(value))) continue;
       out.push(name, value);
       continue;
     }
-    out.push(name, raw[i + 1]!.toString('latin1'));
+    out.push(name, latin1(raw[i + 1]!));
   }
   if (named) {
     for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);

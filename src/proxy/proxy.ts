@@ -1,6 +1,4 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
-import { buildConnector, Pool, type Dispatcher } from 'undici';
 import type { RouteConfig } from '../config/schema.js';
 import type { Metrics } from '../metrics/metrics.js';
 import { GatewayError } from '../base/errors.js';
@@ -9,6 +7,7 @@ import { responseHeaders } from './headers.js';
 import type { Route } from './routes.js';
 import { classify, failureAnswer, type UpstreamFailure } from './upstream-failure.js';
 import { RouteTargets, type Target } from './upstreams.js';
+import { UpstreamPool, type UpstreamHandler, type UpstreamRequest } from './upstream-client.js';
 
 interface Logger {
   warn(obj: object, msg: string): void;
@@ -26,35 +25,14 @@ function hasBody(req: IncomingMessage): boolean {
 }
 
 /**
- * Upstream connections come from undici's connector, with one change: a connection undici gives up
- * because its request was aborted (the client left mid-response) is reset (RST) rather than closed. A
- * close would leave a TIME_WAIT socket behind on the gateway for every client that leaves early, and
- * thousands of those under load exhaust the port range.
- */
-function resettingConnector(): buildConnector.connector {
-  const connect = buildConnector({});
-  return (opts, callback) =>
-    connect(opts, (err, socket) => {
-      if (socket && 'resetAndDestroy' in socket) {
-        const s = socket as Socket;
-        const destroy = s.destroy;
-        s.destroy = function (this: Socket, error?: Error) {
-          if (error?.message === 'aborted' && !this.destroyed && !this.connecting) return this.resetAndDestroy();
-          return destroy.call(this, error);
-        };
-      }
-      callback(err, socket as never);
-    });
-}
-
-/**
- * The reverse proxy: undici pools, one per upstream, kept alive (undici's HTTP/1.1 client costs about a
- * quarter less CPU per request than node's http client under http-proxy, the gap the bench measured).
+ * The reverse proxy: one pool of kept-alive connections per upstream origin (./upstream-client.ts: node's
+ * own parser under a small HTTP/1.1 client, cheaper per request than undici's Pool, which cost about a
+ * quarter less than node's http client under http-proxy; BENCHMARKS.md has both A/Bs).
  * Errors become 502/504 JSON; a client that goes away takes its upstream request with it; a request
  * without a body whose connection closed before any answer is sent once more.
  */
 export class Proxy {
-  private readonly pools = new Map<string, Pool>();
+  private readonly pools = new Map<string, UpstreamPool>();
   /** per route (and config: keyed by the route's upstreams list, which every copy of the route shares) */
   private readonly routeTargets = new WeakMap<readonly string[], RouteTargets>();
 
@@ -65,10 +43,10 @@ export class Proxy {
     readonly ownCookies?: ReadonlySet<string>,
   ) {}
 
-  private poolFor(upstream: string): Pool {
+  private poolFor(upstream: string): UpstreamPool {
     let pool = this.pools.get(upstream);
     if (!pool) {
-      pool = new Pool(upstream, { connections: 512, pipelining: 1, keepAliveTimeout: 4_000, connect: resettingConnector() });
+      pool = new UpstreamPool(upstream, { connections: 512, keepAliveTimeout: 4_000 });
       this.pools.set(upstream, pool);
     }
     return pool;
@@ -144,7 +122,7 @@ export class Proxy {
   }
 
   /** The pool of a target's origin, made on first use. */
-  poolOf(target: Target): Pool {
+  poolOf(target: Target): UpstreamPool {
     return (target.pool ??= this.poolFor(target.origin));
   }
 
@@ -156,28 +134,28 @@ export class Proxy {
 }
 
 /**
- * One proxied request: what undici sends upstream (path, method, headers, body, timeouts: the object is
- * its dispatch options) and the handler of the answer (onConnect … onError, called as methods).
+ * One proxied request: what is sent upstream (path, method, headers, body, timeouts: the object is the
+ * client's request) and the handler of the answer (onConnect … onError, called as methods).
  *
  * One object per request where there were nine (a state literal, the options, the handler and six
  * closures): less to allocate and to collect on the hot path (-8% CPU per warm request in an A/B run;
  * BENCHMARKS.md).
  */
-class Exchange implements Dispatcher.DispatchOptions, Dispatcher.DispatchHandlers {
+class Exchange implements UpstreamRequest, UpstreamHandler {
   /** the target the request is (being) sent to */
   target: Target;
   /** the request target the upstream gets (routes[].stripPrefix applied) */
   readonly path: string;
-  readonly method: Dispatcher.HttpMethod;
+  readonly method: string;
   readonly headers: Record<string, string>;
   readonly body: IncomingMessage | null;
   readonly headersTimeout: number;
   readonly bodyTimeout: number;
   /** the client sent a body (Content-Length above 0, or chunked) */
   readonly withBody: boolean;
-  /** undici's abort for the request in flight, once it has a connection */
-  abort: ((err?: Error) => void) | undefined = undefined;
-  /** undici's resume, for the response body after the client's socket drained */
+  /** the client's abort for the request in flight */
+  abort: (() => void) | undefined = undefined;
+  /** the client's resume, for the response body after the client's socket drained */
   private resumeUpstream: (() => void) | undefined = undefined;
   private onDrain: (() => void) | undefined = undefined;
   clientGone = false;
@@ -200,7 +178,7 @@ class Exchange implements Dispatcher.DispatchOptions, Dispatcher.DispatchHandler
   ) {
     this.target = targets.single ?? targets.pick()!;
     this.path = targets.strip ? targets.pathFor(req.url!) : req.url!;
-    this.method = req.method as Dispatcher.HttpMethod;
+    this.method = req.method!;
     this.headers = req.headers as Record<string, string>;
     this.withBody = hasBody(req);
     this.body = this.withBody ? req : null;
@@ -214,12 +192,12 @@ class Exchange implements Dispatcher.DispatchOptions, Dispatcher.DispatchHandler
     this.proxy.poolOf(this.target).dispatch(this, this);
   }
 
-  onConnect(abort: (err?: Error) => void): void {
+  onConnect(abort: () => void): void {
     this.abort = abort;
     if (this.clientGone) abort();
   }
 
-  onHeaders(statusCode: number, rawHeaders: Buffer[] | string[] | null, resume: () => void, statusText: string): boolean {
+  onHeaders(statusCode: number, rawHeaders: string[], resume: () => void, statusText: string): boolean {
     if (statusCode < 200) return true; // 1xx: the final answer follows
     if (statusCode > 599) {
       this.proxy.fail(this, 'other', `upstream answered with status ${statusCode}`);
@@ -228,7 +206,7 @@ class Exchange implements Dispatcher.DispatchOptions, Dispatcher.DispatchHandler
     this.resumeUpstream = resume;
     const { res } = this;
     try {
-      const out = responseHeaders(rawHeaders as unknown as Buffer[], this.clientWantsClose, this.proxy.ownCookies);
+      const out = responseHeaders(rawHeaders, this.clientWantsClose, this.proxy.ownCookies);
       if (statusText && REASON.test(statusText)) res.writeHead(statusCode, statusText, out);
       else res.writeHead(statusCode, out);
     } catch (err) {

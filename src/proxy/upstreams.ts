@@ -1,4 +1,4 @@
-import type { Pool } from 'undici';
+import type { UpstreamPool } from './upstream-client.js';
 import type { RouteConfig } from '../config/schema.js';
 
 /** One upstream target of a route. */
@@ -15,7 +15,7 @@ export interface Target {
   /** until when (ms since epoch) the target is skipped after a failed connection; 0 = takes requests */
   downUntil: number;
   /** the proxy's pool for `origin`, once asked for */
-  pool?: Pool;
+  pool?: UpstreamPool;
 }
 
 function target(url: string): Target {
