@@ -129,7 +129,7 @@ test('a body with Content-Length goes as is; one without goes chunked; a POST wi
   t.is(up.opened, 1, 'all three on one connection');
 });
 
-test('a header value or name that would end the head early is refused before anything is written; the connection stays good', async (t) => {
+test('a header value that would end the head early (CR, LF) or cut it (NUL) is refused before anything is written; the connection stays good', async (t) => {
   const up = await startRawUpstream((_head, s) => s.write('HTTP/1.1 204 No Content\r\n\r\n'));
   t.teardown(up.close);
   const pool = new UpstreamPool(up.url, { connections: 1, keepAliveTimeout: 4_000 });
@@ -137,8 +137,8 @@ test('a header value or name that would end the head early is refused before any
   t.is((await send(pool, { path: '/ok' })).status, 204);
   const bad = await send(pool, { path: '/x', headers: { 'x-openid': 'o-1\r\nx-appid: wx-evil' } });
   t.is(bad.error?.code, 'UND_ERR_INVALID_ARG');
-  const badName = await send(pool, { path: '/x', headers: { 'x-a\r\nx-appid: wx-evil\r\nx-b': 'v' } });
-  t.is(badName.error?.code, 'UND_ERR_INVALID_ARG');
+  const nul = await send(pool, { path: '/x', headers: { 'x-openid': 'o-1\0' } });
+  t.is(nul.error?.code, 'UND_ERR_INVALID_ARG');
   t.is((await send(pool, { path: '/after' })).status, 204);
   t.deepEqual(
     up.heads.map((h) => h.split('\r\n')[0]),

@@ -207,7 +207,7 @@ class Exchange implements UpstreamRequest, UpstreamHandler {
     const { res } = this;
     try {
       const out = responseHeaders(rawHeaders, this.clientWantsClose, this.proxy.ownCookies);
-      if (statusText && REASON.test(statusText)) res.writeHead(statusCode, statusText, out);
+      if (statusText && (statusText === 'OK' || REASON.test(statusText))) res.writeHead(statusCode, statusText, out);
       else res.writeHead(statusCode, out);
     } catch (err) {
       // a header node refuses to write (invalid characters): nothing was sent yet
