@@ -1,6 +1,7 @@
 // Over 300 lines on purpose: one class, whose LRU, negative cache, reads in flight and sliding expiry share its state.
 import { LRUCache } from 'lru-cache';
 import type { Metrics } from '../metrics/metrics.js';
+import { counterSeries } from '../metrics/series.js';
 import type { RevokedSessions, RevokeReason } from '../events/events.js';
 import { accountId } from './accounts.js';
 import { UserBlockedError, type AccountControls, type Device } from './controls.js';
@@ -68,11 +69,7 @@ export class Sessions {
     private readonly now: () => number = Date.now,
   ) {
     // every series exists from the start at 0, so a scrape never sees one appear later
-    const lookup = (source: string) => {
-      const series = metrics.sessionLookups.labels({ source });
-      series.inc(0);
-      return series;
-    };
+    const lookup = (source: string) => counterSeries(metrics.sessionLookups, { source });
     this.lookups = { lru: lookup('lru'), store: lookup('store'), negative: lookup('negative'), miss: lookup('miss'), error: lookup('error') };
     if (opts.cache.max > 0) {
       // No fetchMethod: lru-cache's fetch() parks each read in flight in the cache, where a flood of

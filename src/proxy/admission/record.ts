@@ -1,4 +1,5 @@
 import type { Metrics } from '../../metrics/metrics.js';
+import { counterSeries, histogramSeries } from '../../metrics/series.js';
 import type { Identity } from '../../session/types.js';
 import { accessLogger } from '../../base/access-log.js';
 import type { Config } from '../../config/schema.js';
@@ -17,7 +18,8 @@ export type Record = (route: string, method: string, status: number, start: bigi
 
 /**
  * Records a finished request: by route, method and status, and its duration. The labelled series are
- * looked up once per label set (all of them bounded) instead of prom-client hashing the labels per request.
+ * looked up once per label set (all of them bounded) and added to directly (metrics/series.ts) instead
+ * of prom-client hashing the labels per request.
  */
 export function recorder(metrics: Metrics): Record {
   const counters = new Map<string, { inc(): void }>();
@@ -27,9 +29,9 @@ export function recorder(metrics: Metrics): Record {
     const rm = `${route} ${m}`;
     const key = `${rm} ${status}`;
     let counter = counters.get(key);
-    if (!counter) counters.set(key, (counter = metrics.requests.labels({ route, method: m, status: String(status) })));
+    if (!counter) counters.set(key, (counter = counterSeries(metrics.requests, { route, method: m, status: String(status) })));
     let timer = timers.get(rm);
-    if (!timer) timers.set(rm, (timer = metrics.requestDuration.labels({ route, method: m })));
+    if (!timer) timers.set(rm, (timer = histogramSeries(metrics.requestDuration, { route, method: m })));
     counter.inc();
     const seconds = Number(process.hrtime.bigint() - start) / 1e9;
     timer.observe(seconds);
