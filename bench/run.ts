@@ -3,7 +3,8 @@
  *
  * Starts an upstream, the WeChat simulator and a redis-server (core 1, with the load tool), and the
  * processes under test (core 0): the gateway built from this checkout, the same with its LRU off,
- * plain http-proxy, a minimal undici proxy, @fastify/http-proxy, and nginx proxy_pass / auth_request when
+ * plain http-proxy, a minimal undici proxy, a bare node proxy (node's http server and parser, nothing
+ * else: the floor of any node gateway), @fastify/http-proxy, and nginx proxy_pass / auth_request when
  * nginx is installed (`apt-get install -y nginx-light wrk`: the bench's, not the product's).
  * Targets are measured interleaved, round after round; the median of each is reported.
  *
@@ -40,7 +41,7 @@ async function main() {
     process.exit(0);
   }
   const ports = Object.fromEntries(
-    await Promise.all(['gw', 'gwNoLru', 'httpProxy', 'undici', 'fastify', 'auth', 'nginx', 'nginxAuth', 'baseline'].map(async (k) => [k, await freePort()])),
+    await Promise.all(['gw', 'gwNoLru', 'httpProxy', 'undici', 'native', 'fastify', 'auth', 'nginx', 'nginxAuth', 'baseline'].map(async (k) => [k, await freePort()])),
   ) as Record<string, number>;
 
   log(`machine: ${(await import('node:os')).cpus().length} cores; pinning ${HAS_TASKSET ? 'on' : 'off (needs 2 cores and taskset)'}; load tool: ${HAS_WRK ? 'wrk' : 'autocannon'}`);
@@ -62,6 +63,7 @@ async function main() {
     : undefined;
   const httpProxyPeer = start(process.execPath, tsx('peers/http-proxy.ts', String(ports.httpProxy), upstream), { core: SUT_CORE });
   const undiciPeer = start(process.execPath, tsx('peers/undici-proxy.ts', String(ports.undici), upstream), { core: SUT_CORE });
+  const nativePeer = start(process.execPath, tsx('peers/bare-node-proxy.ts', String(ports.native), upstream), { core: SUT_CORE });
   const fastifyPeer = start(process.execPath, tsx('peers/fastify-proxy.ts', String(ports.fastify), upstream), { core: SUT_CORE });
   let authService: ChildProcess | undefined;
   let nginx: ChildProcess | undefined;
@@ -107,7 +109,7 @@ http {
     nginx = start('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir], { core: SUT_CORE });
   } else log('nginx is not installed: its two peers are skipped');
   await Promise.all(
-    [ports.gw, ports.gwNoLru, ports.httpProxy, ports.undici, ports.fastify, ...(withNginx ? [ports.auth, ports.nginx, ports.nginxAuth] : []), ...(baseline ? [ports.baseline] : [])].map((p) =>
+    [ports.gw, ports.gwNoLru, ports.httpProxy, ports.undici, ports.native, ports.fastify, ...(withNginx ? [ports.auth, ports.nginx, ports.nginxAuth] : []), ...(baseline ? [ports.baseline] : [])].map((p) =>
       waitForPort(p!),
     ),
   );
@@ -133,6 +135,7 @@ http {
     { name: 'direct (no proxy)', run: tp(ports.up!, '/api/items') },
     { name: 'plain http-proxy', run: tp(ports.httpProxy!, '/api/items'), cpu: () => [httpProxyPeer.pid!] },
     { name: 'undici proxy', run: tp(ports.undici!, '/api/items'), cpu: () => [undiciPeer.pid!] },
+    { name: 'bare node proxy', run: tp(ports.native!, '/api/items'), cpu: () => [nativePeer.pid!] },
     { name: '@fastify/http-proxy', run: tp(ports.fastify!, '/api/items'), cpu: () => [fastifyPeer.pid!] },
     ...(withNginx
       ? [
