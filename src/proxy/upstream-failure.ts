@@ -1,6 +1,7 @@
 /**
  * The one classifier of failed upstream requests, for proxied requests and WebSocket upgrades alike
- * (both go out on undici): the `kind` label of wxgate_upstream_errors_total, and whether the failure
+ * (the proxy's client, proxy/upstream-client.ts, names its failures with undici's codes, as undici
+ * does for upgrades): the `kind` label of wxgate_upstream_errors_total, and whether the failure
  * happened before a connection existed (so nothing reached the upstream and another target may be tried).
  */
 

@@ -174,7 +174,7 @@ test.serial('upstream stalling in the middle of its body beyond the route timeou
   t.is(reply.responses[0]?.status, 200);
   t.false(reply.responses[0]?.complete);
   t.true(reply.closedByServer, 'the gateway closed the connection');
-  // the proxy's timers tick every half second (undici's fast timers): the cut comes within a second after the timeout
+  // the cut comes at the timeout (a node timer, refreshed by each read of the body); the slack is a loaded machine's
   t.true(reply.ms >= TIMEOUT - 20 && reply.ms < TIMEOUT + 1200, `closed after ${reply.ms} ms (route timeout ${TIMEOUT} ms)`);
   t.is(await errorsOf('faulty', 'timeout'), 2);
 });
