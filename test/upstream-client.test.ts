@@ -258,3 +258,27 @@ test('an idle connection is closed after keepAliveTimeout', async (t) => {
   t.is((await send(pool, { path: '/' })).status, 200, 'and a new one is made when asked');
   t.is(up.opened, 2);
 });
+
+test("an upstream's Keep-Alive: timeout=N is kept to: the connection idles N s less one at most, and one of 1 s is not reused", async (t) => {
+  let connections = 0;
+  let hint = 'timeout=1';
+  const server = net.createServer((s) => {
+    connections++;
+    s.on('error', () => {});
+    s.on('data', () => s.write(`HTTP/1.1 200 OK\r\nKeep-Alive: ${hint}\r\nContent-Length: 2\r\n\r\nok`));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => void server.close());
+  const pool = new UpstreamPool(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, { connections: 4, keepAliveTimeout: 4_000 });
+  t.teardown(() => pool.destroy());
+  t.is((await send(pool, { path: '/' })).body, 'ok');
+  t.is((await send(pool, { path: '/' })).body, 'ok');
+  t.is(connections, 2, 'timeout=1 leaves no time to reuse it');
+  hint = 'timeout=2, max=100';
+  await send(pool, { path: '/' });
+  await send(pool, { path: '/' });
+  t.is(connections, 3, 'timeout=2: reused right away');
+  await new Promise((r) => setTimeout(r, 1_100));
+  await send(pool, { path: '/' });
+  t.is(connections, 4, 'but not after idling beyond 2 − 1 s');
+});

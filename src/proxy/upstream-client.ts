@@ -82,6 +82,9 @@ function failure(code: string, message: string): Error & { code: string } {
  */
 const UNSAFE_VALUE = /[\r\n\0]/;
 
+/** How long before an upstream's announced keep-alive timeout its connection is no longer reused (undici's 1 s). */
+const KEEP_ALIVE_THRESHOLD = 1_000;
+
 function headLine(name: string, value: string): string {
   if (UNSAFE_VALUE.test(value)) throw failure('UND_ERR_INVALID_ARG', `invalid ${name} header`);
   return `${name}: ${value}\r\n`;
@@ -144,10 +147,14 @@ class Connection {
   private finished = false;
   /** stops reading the request's body into this connection (and lets the rest of it drain) */
   private detachBody: (() => void) | undefined = undefined;
-  idleSince = 0;
+  /** when (performance.now()) an idle connection is no longer used */
+  idleUntil = 0;
+  /** how long it may idle: keepAliveTimeout, or less when the upstream's Keep-Alive: timeout says so */
+  idleFor: number;
   closed = false;
 
   constructor(readonly pool: UpstreamPool) {
+    this.idleFor = pool.keepAliveTimeout;
     const p = this.parser;
     p.initialize(HTTPParser.RESPONSE, {}, 0, 0);
     // more header lines than the parser holds at once arrive first in pieces
@@ -299,7 +306,7 @@ class Connection {
       this.informational = true;
       return 1;
     }
-    this.keepAlive = keepAlive;
+    this.keepAlive = keepAlive && this.keepAliveHint(all);
     this.answered = true;
     if (p.request.bodyTimeout !== p.request.headersTimeout) {
       clearTimeout(this.timer);
@@ -309,6 +316,22 @@ class Connection {
     if (!go && !p.over) p.abort();
     // an answer to HEAD has no body whatever its headers say
     return p.request.method === 'HEAD' ? 1 : 0;
+  }
+
+  /**
+   * An upstream's `Keep-Alive: timeout=N` (node's http server sends 5 s): the connection idles at most
+   * N s less one, so it is not reused just as the upstream closes it; false when that leaves no time.
+   */
+  private keepAliveHint(headers: string[]): boolean {
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i]!;
+      if (name.length !== 10 || name.toLowerCase() !== 'keep-alive') continue;
+      const m = /(?:^|[\s,;])timeout\s*=\s*(\d+)/i.exec(headers[i + 1]!);
+      if (!m) break;
+      this.idleFor = Math.min(this.pool.keepAliveTimeout, Number(m[1]) * 1000 - KEEP_ALIVE_THRESHOLD);
+      return this.idleFor > 0;
+    }
+    return true;
   }
 
   private readonly resume = (): void => {
@@ -406,6 +429,7 @@ class Connection {
 export class UpstreamPool {
   readonly host: string;
   private readonly free: Connection[] = [];
+  readonly keepAliveTimeout: number;
   private readonly waiting: Pending[] = [];
   private count = 0;
   private sweeper: NodeJS.Timeout | undefined = undefined;
@@ -416,6 +440,7 @@ export class UpstreamPool {
   constructor(origin: string, private readonly options: PoolOptions) {
     const u = new URL(origin);
     this.host = u.host;
+    this.keepAliveTimeout = options.keepAliveTimeout;
     const hostname = u.hostname.replace(/^\[|\]$/g, '');
     this.where = { hostname, host: u.host, protocol: u.protocol, port: u.port, servername: u.protocol === 'https:' && !/^[\d.]+$|:/.test(hostname) ? hostname : undefined };
     this.connector = buildConnector({});
@@ -434,7 +459,13 @@ export class UpstreamPool {
       return;
     }
     let conn = this.free.pop();
-    while (conn?.closed) conn = this.free.pop();
+    if (conn) {
+      const now = performance.now();
+      while (conn && (conn.closed || conn.idleUntil <= now)) {
+        conn.destroy();
+        conn = this.free.pop();
+      }
+    }
     if (conn) {
       conn.socket!.ref();
       conn.bind(p);
@@ -464,17 +495,22 @@ export class UpstreamPool {
       if (!next.over) conn.write();
       return;
     }
-    conn.idleSince = performance.now();
+    conn.idleUntil = performance.now() + conn.idleFor;
     conn.socket!.unref();
     this.free.push(conn);
     this.sweeper ??= setInterval(() => this.sweep(), Math.max(250, this.options.keepAliveTimeout / 4)).unref();
   }
 
-  /** Closes connections idle for keepAliveTimeout. */
+  /** Closes connections idle for keepAliveTimeout (or the upstream's shorter Keep-Alive: timeout). */
   private sweep(): void {
-    const cutoff = performance.now() - this.options.keepAliveTimeout;
-    // the oldest are at the start (pop takes the most recent)
-    while (this.free.length > 0 && this.free[0]!.idleSince <= cutoff) this.free.shift()!.destroy();
+    const now = performance.now();
+    for (let i = this.free.length - 1; i >= 0; i--) {
+      const c = this.free[i]!;
+      if (c.idleUntil <= now) {
+        this.free.splice(i, 1);
+        c.destroy();
+      }
+    }
     if (this.free.length === 0 && this.sweeper) {
       clearInterval(this.sweeper);
       this.sweeper = undefined;
