@@ -1,5 +1,5 @@
 /**
- * npm run bench:profile -- [auth|public|nolru|login|http-proxy] — where the gateway's CPU goes under load.
+ * npm run bench:profile -- [auth|public|nolru|login|http-proxy|bare] — where the gateway's CPU goes under load.
  *
  * Runs the gateway built from this checkout under `node --cpu-prof` on core 0, drives one scenario
  * for BENCH_SECONDS (default 10) with wrk/autocannon from core 1, stops it cleanly so V8 writes the
@@ -42,13 +42,14 @@ async function main() {
   const port = await freePort();
   const cfg = gatewayConfig(aux, port, scenario === 'nolru' ? 0 : 100_000);
   const prof = ['--cpu-prof', '--cpu-prof-dir', outDir];
-  // "http-proxy" profiles the plain http-proxy peer on the same scenario as "auth", for comparison
+  // "http-proxy" and "bare" profile the plain http-proxy peer and the bare node proxy on the same scenario as "auth", for comparison
+  const peer = scenario === 'http-proxy' ? 'peers/http-proxy.ts' : scenario === 'bare' ? 'peers/bare-node-proxy.ts' : undefined;
   const gw =
-    scenario === 'http-proxy'
-      ? start(process.execPath, [...prof, ...tsx('peers/http-proxy.ts', String(port), aux.upstream)], { core: SUT_CORE })
+    peer
+      ? start(process.execPath, [...prof, ...tsx(peer, String(port), aux.upstream)], { core: SUT_CORE })
       : start(process.execPath, [...prof, CLI, '--config', cfg], { core: SUT_CORE });
   await waitForPort(port);
-  const headers: Record<string, string> = scenario === 'http-proxy' ? {} : { Authorization: `Bearer ${(await loginUsers(port, 1))[0]}` };
+  const headers: Record<string, string> = peer ? {} : { Authorization: `Bearer ${(await loginUsers(port, 1))[0]}` };
   const o =
     scenario === 'public'
       ? { url: url(port, '/pub/items') }
@@ -58,7 +59,7 @@ async function main() {
   log(`profiling "${scenario}" for ${SECONDS}s...`);
   const r = await throughput({ connections: 64, seconds: SECONDS, ...o });
   log(`${r.rps.toFixed(0)} req/s, p50 ${r.p50} ms, p99 ${r.p99} ms, errors ${r.errors}`);
-  if (scenario !== 'http-proxy') {
+  if (!peer) {
     const text = await (await fetch(url(port, '/metrics'))).text();
     log(text.split('\n').filter((l) => /^wxgate_(session_lookups_total|session_store_errors_total|upstream_errors_total)/.test(l)).join('\n'));
   }
