@@ -5,7 +5,8 @@ import { PassThrough } from 'node:stream';
 import test from 'ava';
 import { UpstreamPool, type UpstreamRequest } from '../src/proxy/upstream-client.js';
 import { startRawUpstream } from './helpers/upstream.js';
-import { waitFor } from './helpers/wait.js';
+import { freePort } from './helpers/ports.js';
+import { sleep, waitFor } from './helpers/wait.js';
 
 /**
  * The proxy's HTTP/1.1 client (src/proxy/upstream-client.ts) on its own, against real sockets: what an
@@ -185,25 +186,17 @@ test('1xx answers before the final one are skipped; HEAD gets no body whatever i
 });
 
 test('an upstream out of step (a second answer nobody asked for) is not used again: the next request gets its own answer on a new connection', async (t) => {
-  let n = 0;
-  let connections = 0;
-  const server = net.createServer((s) => {
-    connections++;
-    s.on('error', () => {});
-    s.on('data', () => {
-      n++;
-      // the first answer carries a second one behind it, as a desynchronised upstream would send
-      if (n === 1) s.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 204 No Content\r\n\r\n');
-      else s.write(`HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nreal-${n}`);
-    });
+  const up = await startRawUpstream((_head, s) => {
+    // the first answer carries a second one behind it, as a desynchronised upstream would send
+    if (up.heads.length === 1) s.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 204 No Content\r\n\r\n');
+    else s.write(`HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nreal-${up.heads.length}`);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => void server.close());
-  const pool = new UpstreamPool(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, { connections: 1, keepAliveTimeout: 4_000 });
+  t.teardown(up.close);
+  const pool = new UpstreamPool(up.url, { connections: 1, keepAliveTimeout: 4_000 });
   t.teardown(() => pool.destroy());
   t.is((await send(pool, { path: '/1' })).body, 'first');
   t.is((await send(pool, { path: '/2' })).body, 'real-2');
-  t.is(connections, 2, 'the out-of-step connection was dropped');
+  t.is(up.connections, 2, 'the out-of-step connection was dropped');
 });
 
 test('beyond `connections`, requests wait their turn; one aborted while waiting is never sent', async (t) => {
@@ -239,11 +232,7 @@ test('headersTimeout and bodyTimeout fail with the codes the proxy classifies as
   const body = await send(pool, { path: '/body', headersTimeout: 150, bodyTimeout: 150 });
   t.is(body.status, 200);
   t.is(body.error?.code, 'UND_ERR_BODY_TIMEOUT');
-  const closed = net.createServer();
-  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
-  const port = (closed.address() as AddressInfo).port;
-  await new Promise<void>((r) => closed.close(() => r()));
-  const refused = new UpstreamPool(`http://127.0.0.1:${port}`, { connections: 1, keepAliveTimeout: 4_000 });
+  const refused = new UpstreamPool(`http://127.0.0.1:${await freePort()}`, { connections: 1, keepAliveTimeout: 4_000 });
   t.is((await send(refused, { path: '/' })).error?.code, 'ECONNREFUSED');
 });
 
@@ -260,25 +249,19 @@ test('an idle connection is closed after keepAliveTimeout', async (t) => {
 });
 
 test("an upstream's Keep-Alive: timeout=N is kept to: the connection idles N s less one at most, and one of 1 s is not reused", async (t) => {
-  let connections = 0;
   let hint = 'timeout=1';
-  const server = net.createServer((s) => {
-    connections++;
-    s.on('error', () => {});
-    s.on('data', () => s.write(`HTTP/1.1 200 OK\r\nKeep-Alive: ${hint}\r\nContent-Length: 2\r\n\r\nok`));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => void server.close());
-  const pool = new UpstreamPool(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, { connections: 4, keepAliveTimeout: 4_000 });
+  const up = await startRawUpstream((_head, s) => s.write(`HTTP/1.1 200 OK\r\nKeep-Alive: ${hint}\r\nContent-Length: 2\r\n\r\nok`));
+  t.teardown(up.close);
+  const pool = new UpstreamPool(up.url, { connections: 4, keepAliveTimeout: 4_000 });
   t.teardown(() => pool.destroy());
   t.is((await send(pool, { path: '/' })).body, 'ok');
   t.is((await send(pool, { path: '/' })).body, 'ok');
-  t.is(connections, 2, 'timeout=1 leaves no time to reuse it');
+  t.is(up.connections, 2, 'timeout=1 leaves no time to reuse it');
   hint = 'timeout=2, max=100';
   await send(pool, { path: '/' });
   await send(pool, { path: '/' });
-  t.is(connections, 3, 'timeout=2: reused right away');
-  await new Promise((r) => setTimeout(r, 1_100));
+  t.is(up.connections, 3, 'timeout=2: reused right away');
+  await sleep(1_100); // real time: idle past 2 − 1 s
   await send(pool, { path: '/' });
-  t.is(connections, 4, 'but not after idling beyond 2 − 1 s');
+  t.is(up.connections, 4, 'but not after idling beyond 2 − 1 s');
 });

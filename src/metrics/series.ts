@@ -2,9 +2,9 @@ import type { Counter, Histogram } from 'prom-client';
 
 /**
  * Per-request series without prom-client's per-call work. A prom-client child (`counter.labels(…)`)
- * still validates and hashes its labels on every inc() and observe(): on the proxied path that was
- * about 3% of the CPU per request. These hold on to the object prom-client keeps the series' values
- * in and add to it directly; prom-client reads and renders it as its own at scrape time, so the
+ * still validates and hashes its labels on every inc() and observe(): an inc() and an observe() cost
+ * 0.79 µs that way and 0.10 µs this way (in process, one core), about 1% of a proxied request. These
+ * hold on to the object prom-client keeps the series' values in and add to it directly; prom-client reads and renders it as its own at scrape time, so the
  * exposition (and the cluster's aggregation) is prom-client's.
  *
  * Relies on prom-client 15's series objects ({ value } for a counter; { bucketValues, sum, count } for

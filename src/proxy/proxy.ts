@@ -96,7 +96,7 @@ export class Proxy {
       done(exchange.target.url);
     });
     const headers = req.headers;
-    // undici frames the body itself and names the upstream's host; the client's Host is in X-Forwarded-Host
+    // the upstream client frames the body itself and names the upstream's host; the client's Host is in X-Forwarded-Host
     delete headers.host;
     if (headers['transfer-encoding'] !== undefined) delete headers['transfer-encoding'];
     // routes[].headers, after the client's were stripped: they replace a client header of the same name
@@ -198,7 +198,6 @@ class Exchange implements UpstreamRequest, UpstreamHandler {
   }
 
   onHeaders(statusCode: number, rawHeaders: string[], resume: () => void, statusText: string): boolean {
-    if (statusCode < 200) return true; // 1xx: the final answer follows
     if (statusCode > 599) {
       this.proxy.fail(this, 'other', `upstream answered with status ${statusCode}`);
       return false;

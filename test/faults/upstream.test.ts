@@ -38,6 +38,8 @@ const behaviours: Record<string, (socket: net.Socket) => void> = {
   '/f/500-chunked': (s) =>
     s.write('HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n<html>\r\n7\r\n</html>\r\n0\r\n\r\n'),
   '/f/malformed': (s) => s.write('HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nok'),
+  '/f/hints': (s) => s.write('HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal'),
+  '/f/switch': (s) => s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n'),
 };
 
 /** Requests answered per connection by the dropping upstream: the second one on a connection is dropped. */
@@ -200,6 +202,17 @@ test.serial('an answer that is not HTTP (a malformed Content-Length) → 502 ups
   t.is(res.status, 502);
   t.is(res.json.error, 'upstream_unavailable');
   t.is(await errorsOf('faulty', 'other'), 1);
+});
+
+test.serial('an informational answer (103) before the final one: the client gets the final one; a 101 to a request that asked for no upgrade → 502, counted as other', async (t) => {
+  const hints = await request(gw.url, { path: '/f/hints' });
+  t.is(hints.status, 200);
+  t.is(hints.text, 'final');
+  const before = await errorsOf('faulty', 'other');
+  const switched = await request(gw.url, { path: '/f/switch' });
+  t.is(switched.status, 502);
+  t.is(switched.json.error, 'upstream_unavailable');
+  t.is((await errorsOf('faulty', 'other')) - before, 1);
 });
 
 test.serial('a reused keep-alive connection the upstream had closed: a GET is sent again once, a POST with a body is not', async (t) => {

@@ -74,6 +74,8 @@ export interface RawUpstream {
   url: string;
   /** The head (request line and header lines) of every request that reached it, in order. */
   heads: string[];
+  /** connections accepted so far */
+  readonly connections: number;
   close(): Promise<void>;
 }
 
@@ -85,7 +87,9 @@ export interface RawUpstream {
 export async function startRawUpstream(answer: (head: string, socket: net.Socket) => void): Promise<RawUpstream> {
   const heads: string[] = [];
   const sockets = new Set<net.Socket>();
+  let connections = 0;
   const server = net.createServer((socket) => {
+    connections++;
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => {});
@@ -109,6 +113,9 @@ export async function startRawUpstream(answer: (head: string, socket: net.Socket
   return {
     url: `http://127.0.0.1:${port}`,
     heads,
+    get connections() {
+      return connections;
+    },
     close: () =>
       new Promise<void>((r) => {
         for (const s of sockets) s.destroy();
