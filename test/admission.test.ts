@@ -19,6 +19,11 @@ import type { ActiveSession, Sessions } from '../src/session/sessions.js';
 const TOKEN = 'A'.repeat(59);
 const SESSION = { openid: 'o-1', appid: 'wxa', unionid: 'u-1', accountId: 'acc-1', phone: '13800000000', tokenHash: 'h' } as unknown as ActiveSession;
 const cookies = new WebCookies('https://m.example.com', 'wxgate_session');
+/**
+ * The headers the upstream is sent: a dropped header is set to undefined (never deleted, which slows the
+ * object down), and every sender skips undefined values (proxy.test.ts checks them on the wire).
+ */
+const sent = (h: IncomingHttpHeaders) => Object.fromEntries(Object.entries(h).filter(([, v]) => v !== undefined));
 
 function gate(over: Partial<Gate> = {}): Gate {
   const routes = new RouteTable([
@@ -83,7 +88,7 @@ test('route: the longest prefix; a path not in plain form is 400 bad_path, no ro
 test('hopByHop: hop-by-hop headers and those Connection names go, framing headers stay; a close is noted', (t) => {
   const a = admission({ connection: 'close, x-secret, content-length', 'keep-alive': '5', te: 'trailers', upgrade: 'h2c', 'x-secret': '1', 'content-length': '3', 'x-kept': 'y' });
   steps.hopByHop(a);
-  t.deepEqual(a.req.headers, { 'content-length': '3', 'x-kept': 'y' });
+  t.deepEqual(sent(a.req.headers), { 'content-length': '3', 'x-kept': 'y' });
   t.true(a.clientWantsClose);
   const b = admission({ connection: 'keep-alive' });
   steps.hopByHop(b);
@@ -95,11 +100,11 @@ test('clientHeaders: identity headers in any spelling, odd names and (from an un
   const a = admission({ ...spoof });
   steps.clientHeaders(a);
   t.false(a.trusted);
-  t.deepEqual(a.req.headers, { accept: '*/*' });
+  t.deepEqual(sent(a.req.headers), { accept: '*/*' });
   const b = admission({ ...spoof }, { peer: '10.0.0.1' });
   steps.clientHeaders(b);
   t.true(b.trusted);
-  t.deepEqual(b.req.headers, { 'x-forwarded-for': '1.2.3.4', 'x-real-ip': '1.2.3.4', accept: '*/*' }, 'a trusted proxy keeps its forwarding headers, never an identity or a target override');
+  t.deepEqual(sent(b.req.headers), { 'x-forwarded-for': '1.2.3.4', 'x-real-ip': '1.2.3.4', accept: '*/*' }, 'a trusted proxy keeps its forwarding headers, never an identity or a target override');
 });
 
 test('credential: a required route needs a token (401 with the challenge), a public one none', (t) => {
@@ -152,7 +157,7 @@ test('credentialsOut and ownCookies: the token and the gateway’s cookies never
   const a = admission({ authorization: 'Bearer x', cookie: `${cookies.session}=abc; theme=dark` });
   steps.credentialsOut(a);
   steps.ownCookies(a);
-  t.deepEqual(a.req.headers, { cookie: 'theme=dark' });
+  t.deepEqual(sent(a.req.headers), { cookie: 'theme=dark' });
 });
 
 test('forwarded: X-Forwarded-For/-Proto/-Host are the gateway’s own for an untrusted peer', (t) => {
@@ -165,14 +170,14 @@ test('identity: the session’s identity, and the phone only where routes[].forw
   const a = admission({});
   a.session = SESSION;
   steps.identity(a);
-  t.deepEqual(a.req.headers, { 'x-openid': 'o-1', 'x-user-id': 'acc-1', 'x-appid': 'wxa', 'x-unionid': 'u-1', 'x-wx-phone': '13800000000' });
+  t.deepEqual(sent(a.req.headers), { 'x-openid': 'o-1', 'x-user-id': 'acc-1', 'x-appid': 'wxa', 'x-unionid': 'u-1', 'x-wx-phone': '13800000000' });
   const b = admission({}, { url: '/mp/x' });
   b.session = SESSION;
   steps.identity(b);
   t.is(b.req.headers['x-wx-phone'], undefined);
   const pub = admission({}, { url: '/pub/x' });
   steps.identity(pub);
-  t.deepEqual(pub.req.headers, {});
+  t.deepEqual(sent(pub.req.headers), {});
 });
 
 test('the whole list: X-Request-Id survives a Connection header naming it, and a known session is admitted in the same tick', (t) => {

@@ -17,17 +17,23 @@ for (const h of [...HOP_BY_HOP, 'transfer-encoding', 'set-cookie']) DROPPED_LENG
 /** Never dropped because a Connection header named them: they frame the body. */
 const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
 
-/** Drops hop-by-hop headers and every header the Connection header names. */
+/**
+ * Drops hop-by-hop headers and every header the Connection header names.
+ *
+ * Dropped by setting them to undefined, never by `delete`: every sender skips an undefined value (the
+ * upstream client's requestHead, undici for WebSocket upgrades), and one `delete` on the headers object
+ * turns it into a slow dictionary for every step after: 15% more CPU per proxied request, measured
+ * (BENCHMARKS.md, "Two deletes"). Most clients send `Connection: keep-alive`, so this is the common case.
+ */
 export function dropHopByHop(headers: IncomingHttpHeaders): void {
   const connection = headers.connection;
   if (connection) {
     for (const name of connection.split(',')) {
       const n = name.trim().toLowerCase();
-      if (n && !FRAMING.has(n)) delete headers[n];
+      if (n && !FRAMING.has(n) && headers[n] !== undefined) headers[n] = undefined;
     }
   }
-  // Deleting only what is there keeps the headers object in V8's fast mode in the common case.
-  for (const h of HOP_BY_HOP) if (headers[h] !== undefined) delete headers[h];
+  for (const h of HOP_BY_HOP) if (headers[h] !== undefined) headers[h] = undefined;
 }
 
 /**
@@ -91,8 +97,8 @@ const TARGET_OVERRIDE = new Set(['x-original-url', 'x-rewrite-url']);
  * `X-Open-Id`: camelCasing header maps folds those) goes too. Node lower-cases names, so case is no
  * spelling.
  *
- * Cheap in the common case: one char-code loop per name, no regex, no allocation, and nothing deleted
- * (deleting turns the headers object into a slow dictionary); the folded compare (a Set lookup, a
+ * Cheap in the common case: one char-code loop per name, no regex, no allocation; a header dropped is
+ * set to undefined, never deleted (dropHopByHop says why); the folded compare (a Set lookup, a
  * string made only for a name with "-" in it) runs only for names whose length without "-" is that of
  * an identity header.
  */
@@ -120,22 +126,22 @@ export function stripClientHeaders(headers: IncomingHttpHeaders, trusted: boolea
       }
     }
     if (!plain) {
-      delete headers[name];
+      headers[name] = undefined;
       continue;
     }
     if (TARGET_OVERRIDE.has(name) || (!trusted && (FORWARDING.has(name) || name.startsWith('x-forwarded-') || name.startsWith('x-original-')))) {
-      delete headers[name];
+      headers[name] = undefined;
       continue;
     }
     const len = name.length - dashes;
     if (len < minFolded || len > maxFolded) continue;
-    if (IDENTITY_FOLDED.has(dashes === 0 ? name : name.replace(/-/g, ''))) delete headers[name];
+    if (IDENTITY_FOLDED.has(dashes === 0 ? name : name.replace(/-/g, ''))) headers[name] = undefined;
   }
 }
 
-/** The gateway's token is for the gateway only. */
+/** The gateway's token is for the gateway only (set to undefined, not deleted: dropHopByHop says why). */
 export function stripCredentials(headers: IncomingHttpHeaders): void {
-  delete headers.authorization;
+  if (headers.authorization !== undefined) headers.authorization = undefined;
 }
 
 export type TrustFn = (addr: string, index: number) => boolean;
@@ -162,12 +168,12 @@ export function setForwarded(req: IncomingMessage, trusted: boolean): void {
     headers['x-forwarded-proto'] ??= proto;
     if (headers['x-forwarded-host'] === undefined && headers.host) headers['x-forwarded-host'] = headers.host;
   } else {
-    if (headers.forwarded !== undefined) delete headers.forwarded;
-    if (headers['x-real-ip'] !== undefined) delete headers['x-real-ip'];
+    if (headers.forwarded !== undefined) headers.forwarded = undefined;
+    if (headers['x-real-ip'] !== undefined) headers['x-real-ip'] = undefined;
     headers['x-forwarded-for'] = peer;
     headers['x-forwarded-proto'] = proto;
     if (headers.host) headers['x-forwarded-host'] = headers.host;
-    else if (headers['x-forwarded-host'] !== undefined) delete headers['x-forwarded-host'];
+    else if (headers['x-forwarded-host'] !== undefined) headers['x-forwarded-host'] = undefined;
   }
 }
 

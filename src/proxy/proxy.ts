@@ -96,9 +96,10 @@ export class Proxy {
       done(exchange.target.url);
     });
     const headers = req.headers;
-    // the upstream client frames the body itself and names the upstream's host; the client's Host is in X-Forwarded-Host
-    delete headers.host;
-    if (headers['transfer-encoding'] !== undefined) delete headers['transfer-encoding'];
+    // the upstream client frames the body itself and names the upstream's host; the client's Host is in
+    // X-Forwarded-Host (undefined, not deleted: requestHead skips it, and the object stays in fast mode)
+    headers.host = undefined;
+    if (headers['transfer-encoding'] !== undefined) headers['transfer-encoding'] = undefined;
     // routes[].headers, after the client's were stripped: they replace a client header of the same name
     if (targets.headers) for (const [name, value] of targets.headers) headers[name] = value;
     exchange.send();

@@ -64,5 +64,5 @@ export function stripOwnCookies(headers: IncomingHttpHeaders, names: ReadonlySet
     .map((p) => p.trim())
     .filter((p) => p !== '' && !names.has(setCookieName(p)));
   if (kept.length) headers.cookie = kept.join('; ');
-  else delete headers.cookie;
+  else headers.cookie = undefined;
 }
