@@ -7,6 +7,9 @@
  * rank two builds either way. Here each build runs AB_COPIES processes (default 3), interleaved, and
  * each is measured AB_ROUNDS times (default 3) for 4 s with wrk on core 1; CPU µs per request comes
  * from /proc (the process's own user + system time). The median over every measurement is the figure.
+ *
+ * AB_HEADERS='Name: value|Name: value' adds headers to every request (wrk sends only Host and the
+ * Authorization given; an app's HTTP stack also sends Connection: keep-alive, User-Agent, Accept ...).
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -38,7 +41,9 @@ function cpu(pid: number): number {
 }
 const res = new Map<string, number[]>();
 /** wrk on AUX_CORE (the load tool's), 64 connections, one thread */
-const wrk = (p: (typeof procs)[0], d: string) => execFileSync('taskset', ['-c', AUX_CORE, 'wrk', '-t1', '-c64', `-d${d}`, '-H', p.hdr, `http://127.0.0.1:${p.port}/api/items`]).toString();
+const extra = (process.env.AB_HEADERS ?? '').split('|').filter(Boolean).flatMap((h) => ['-H', h.trim()]);
+const wrk = (p: (typeof procs)[0], d: string) =>
+  execFileSync('taskset', ['-c', AUX_CORE, 'wrk', '-t1', '-c64', `-d${d}`, '-H', p.hdr, ...extra, `http://127.0.0.1:${p.port}/api/items`]).toString();
 for (const p of procs) wrk(p, '3s');
 for (let r = 0; r < Number(process.env.AB_ROUNDS ?? 3); r++) for (const p of procs) {
   const a = cpu(p.pid);
