@@ -62,6 +62,10 @@ export function histogramSeries<L extends string>(histogram: Histogram<L>, label
   // zero() only for a new series: on one that exists it would reset what was counted
   const cell = cellOf<HistogramCell>(histogram, labels, () => histogram.zero(labels));
   const bounds = (histogram as unknown as Internals<HistogramCell>).upperBounds!;
+  // the buckets' property names, made once: a fractional number as a key is turned into its string on
+  // every access (0.15 µs an observe, against 0.03)
+  const names = bounds.map(String);
+  const buckets = cell.bucketValues as unknown as Record<string, number>;
   return {
     observe(value) {
       cell.sum += value;
@@ -69,7 +73,7 @@ export function histogramSeries<L extends string>(histogram: Histogram<L>, label
       // prom-client keeps each bucket's own count (made cumulative when rendered); above the last bound only +Inf (count) has it
       for (let i = 0; i < bounds.length; i++) {
         if (value <= bounds[i]!) {
-          cell.bucketValues[bounds[i]!]! += 1;
+          buckets[names[i]!]! += 1;
           return;
         }
       }
