@@ -212,7 +212,8 @@ export function responseHeaders(raw: ReadonlyArray<string | Buffer>, close: bool
       if (lower === 'connection') {
         for (const n of latin1(raw[i + 1]!).split(',')) {
           const t = n.trim().toLowerCase();
-          if (t && !FRAMING.has(t)) (named ??= new Set()).add(t);
+          // `keep-alive` (the common value) names a header dropped anyway: no Set for it
+          if (t && !FRAMING.has(t) && !RESPONSE_HOP_BY_HOP.has(t)) (named ??= new Set()).add(t);
         }
         continue;
       }

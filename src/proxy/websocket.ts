@@ -105,7 +105,7 @@ export function createUpgradeHandler(deps: UpgradeDeps): UpgradeHandler {
     const targets = proxy.targets(route);
     const headers = u.req.headers;
     if (targets.headers) for (const [name, value] of targets.headers) headers[name] = value;
-    delete headers.host; // the upstream's Host; the client's is in X-Forwarded-Host
+    headers.host = undefined; // the upstream's Host; the client's is in X-Forwarded-Host (not deleted: headers.ts dropHopByHop says why)
     const path = targets.pathFor(u.req.url!);
     sendUpgrade({ proxy, metrics, log }, { route, targets, path, headers, client, head: (s, t, raw) => answerHead(s, t, raw, ownCookies) }, {
       answered: (target, status) => finish(u, status, target.url, u.session),
