@@ -110,8 +110,11 @@ async function main(argv: string[]): Promise<number> {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
+    // close() stops accepting before its first await: logged after it, the line means no new connection
+    // gets in (logged before, a process descheduled between the two still accepted a connection)
+    const closed = gw.close();
     gw.log.info({ signal, deadline_ms: gw.config.server.shutdownTimeout }, 'shutting down: draining in-flight requests');
-    gw.close().then(
+    closed.then(
       () => {
         gw.log.info('stopped');
         process.exit(0);

@@ -39,7 +39,7 @@ export interface Gateway {
    * the one its primary checked).
    */
   reload(given?: Config): Promise<ReloadResult>;
-  /** Stops accepting, lets in-flight requests finish (up to server.shutdownTimeout), closes the store. */
+  /** Stops accepting (before it returns), lets in-flight requests finish (up to server.shutdownTimeout), closes the store. */
   close(): Promise<void>;
 }
 
