@@ -41,8 +41,8 @@ const scratch = Buffer.allocUnsafeSlow(TOKEN_HASH_LENGTH);
  * What the store keys a session by: the token's user id (its first 16 characters) followed by the first
  * 128 bits of the token's SHA-256, base64url (38 characters); the token itself is never stored.
  *
- * Runs on every authenticated request, so it is built for cost (0.83 µs against 2.3 µs, BENCHMARKS.md
- * "The token's hash"): one-shot crypto.hash() straight to a base64url string (a digest as a Buffer
+ * Runs on every authenticated request, so it is built for cost (1.2 µs against 2.4 µs in `npm run
+ * bench:micro`; BENCHMARKS.md, "Two deletes, the token's hash"): one-shot crypto.hash() straight to a base64url string (a digest as a Buffer
  * costs three times as much: every Buffer it returns is a new native allocation), the id's characters and
  * the digest's first 21 characters copied as bytes into a scratch buffer, and the 22nd made from the
  * digest's character (its top 2 bits: 128 bits are 21 characters and 2 bits), then read out as one flat
