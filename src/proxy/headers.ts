@@ -23,7 +23,8 @@ const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
  * Dropped by setting them to undefined, never by `delete`: every sender skips an undefined value (the
  * upstream client's requestHead, undici for WebSocket upgrades), and one `delete` on the headers object
  * turns it into a slow dictionary for every step after: 15% more CPU per proxied request, measured
- * (BENCHMARKS.md, "Two deletes"). Most clients send `Connection: keep-alive`, so this is the common case.
+ * (BENCHMARKS.md, "Two deletes, the token's hash"). Most clients send `Connection: keep-alive`, so
+ * this is the common case.
  */
 export function dropHopByHop(headers: IncomingHttpHeaders): void {
   const connection = headers.connection;
