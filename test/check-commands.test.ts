@@ -1,11 +1,10 @@
-import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
 import { buildConfig, loadConfigFile } from '../src/config/load.js';
 import { CHECK_ROUTE_EXIT, explainRoute } from '../src/inspect.js';
 import { startSimulator } from '../src/dev/simulator.js';
-import { APPID, ROOT, SECRET, runCli, startTestGateway, testConfig, writeConfig } from './helpers/gateway.js';
+import { APPID, ROOT, SECRET, exited, runCli, startTestGateway, testConfig, writeConfig } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { startUpstream } from './helpers/upstream.js';
 
@@ -19,7 +18,7 @@ async function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
   let err = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const [code] = (await once(child, 'exit')) as [number];
+  const [code] = await exited(child);
   return { code, out, err };
 }
 

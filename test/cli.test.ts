@@ -1,8 +1,7 @@
-import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
-import { APPID, ROOT, runCli, spawnGateway, writeConfig } from './helpers/gateway.js';
+import { APPID, ROOT, exited, runCli, spawnGateway, writeConfig } from './helpers/gateway.js';
 import { request } from './helpers/http.js';
 import { freePort } from './helpers/ports.js';
 
@@ -12,7 +11,7 @@ async function run(args: string[], env: NodeJS.ProcessEnv = {}) {
   let err = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (err += d));
-  const [code] = (await once(child, 'exit')) as [number];
+  const [code] = await exited(child);
   return { code, out, err };
 }
 

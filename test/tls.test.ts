@@ -1,12 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import test from 'ava';
-import { runCli, spawnGateway, testConfig } from './helpers/gateway.js';
+import { exited, runCli, spawnGateway, testConfig } from './helpers/gateway.js';
 import { startUpstream } from './helpers/upstream.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -92,7 +91,7 @@ test('server.tls: a certificate that cannot be read stops the start with exit 1,
     const child = runCli(['--config', file]);
     let err = '';
     child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    const [code] = (await once(child, 'exit')) as [number];
+    const [code] = await exited(child);
     t.is(code, 1, err);
     t.regex(err, re);
   }

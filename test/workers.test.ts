@@ -1,10 +1,9 @@
-import { once } from 'node:events';
 import http from 'node:http';
 import { readFileSync, writeFileSync } from 'node:fs';
 import test from 'ava';
 import { stringify } from 'yaml';
 import { startSimulator } from '../src/dev/simulator.js';
-import { APPID, SECRET, login, runCli, spawnGateway, testConfig, writeConfig, type GatewayProcess } from './helpers/gateway.js';
+import { APPID, SECRET, exited, login, runCli, spawnGateway, testConfig, type GatewayProcess, writeConfig } from './helpers/gateway.js';
 import { request, type Reply } from './helpers/http.js';
 import { metricValue, scrape } from './helpers/metrics.js';
 import { freePort } from './helpers/ports.js';
@@ -285,7 +284,7 @@ test('session.store: memory with server.workers > 1 is refused, naming the key',
     const child = runCli(['check-config', file]);
     let err = '';
     child.stderr!.on('data', (d) => (err += d));
-    const [code] = (await once(child, 'exit')) as [number];
+    const [code] = await exited(child);
     t.is(code, 1);
     t.regex(err, new RegExp(`session\\.store: must be "redis" with server\\.workers: ${workers}: the memory store keeps sessions inside one process`));
   }

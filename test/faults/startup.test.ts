@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { buildConfig } from '../../src/config/load.js';
 import { ListenError, startGateway } from '../../src/main.js';
 import { createLogger } from '../../src/base/logger.js';
-import { runCli, testConfig, writeConfig } from '../helpers/gateway.js';
+import { exited, runCli, testConfig, writeConfig } from '../helpers/gateway.js';
 import { freePort } from '../helpers/ports.js';
 import { startRedis } from '../helpers/redis.js';
 
@@ -75,7 +75,7 @@ for (const c of CASES) {
     child.stderr!.on('data', (d) => (err += d));
     const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
     t.teardown(() => clearTimeout(killer));
-    const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+    const [code, signal] = await exited(child);
     t.is(signal, null, `the process ended by itself (it was still running 20 s later): ${err}`);
     t.is(code, 1, out + err);
     t.regex(err, new RegExp(`^wxgate: cannot listen for ${c.listener} on 127\\.0\\.0\\.1:${port}: address already in use \\(${c.key.replace('.', '\\.')}\\)$`, 'm'));
@@ -132,7 +132,7 @@ test('server.workers: 2 with the main port taken: every worker fails, the primar
   child.stderr!.on('data', (d) => (err += d));
   const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
   t.teardown(() => clearTimeout(killer));
-  const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+  const [code, signal] = await exited(child);
   t.is(signal, null, `the process ended by itself: ${err}`);
   t.is(code, 1, err);
   t.regex(err, new RegExp(`^wxgate: cannot listen for requests on 127\\.0\\.0\\.1:${main}: address already in use \\(server\\.port\\)$`, 'm'));

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -79,6 +80,29 @@ export function writeConfig(raw: Record<string, unknown> | string): string {
 }
 
 /** `nodeArgs`: options for node itself, before the script (V8 tracing flags, say). */
+/**
+ * The child's exit code and signal, once it has exited and what it wrote has been read. 'exit' can come
+ * before the last chunks of stdout and stderr (a CI run saw a check command's whole output missing);
+ * 'close' waits for both but never comes while a grandchild (a cluster worker) still holds them, so the
+ * wait for the streams is bounded. Only streams being read are waited for.
+ */
+export async function exited(child: ChildProcess, grace = 5000): Promise<[number | null, NodeJS.Signals | null]> {
+  const [code, signal] =
+    child.exitCode !== null || child.signalCode !== null
+      ? [child.exitCode, child.signalCode]
+      : ((await once(child, 'exit')) as [number | null, NodeJS.Signals | null]);
+  const reading = [child.stdout, child.stderr].filter((s) => s && s.readableFlowing && !s.readableEnded && !s.destroyed);
+  if (reading.length > 0) {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(reading.map((s) => once(s!, 'close').catch(() => undefined))),
+      new Promise((r) => (timer = setTimeout(r, grace))),
+    ]);
+    clearTimeout(timer);
+  }
+  return [code, signal];
+}
+
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): ChildProcess {
   return spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist/cli.js'), ...args], {
     cwd: ROOT,
@@ -92,7 +116,7 @@ export async function spawnGateway(raw: Record<string, unknown> | string, env: N
   const child = runCli(['--config', file], env, nodeArgs);
   const stdout: string[] = [];
   const stderr: string[] = [];
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const done = exited(child).then(([code]) => code);
   child.stderr!.on('data', (d: Buffer) => stderr.push(d.toString()));
   const url = await new Promise<string>((resolve, reject) => {
     let buf = '';
@@ -115,7 +139,7 @@ export async function spawnGateway(raw: Record<string, unknown> | string, env: N
         }
       }
     });
-    void exited.then((code) => reject(new Error(`gateway exited with ${code}: ${stderr.join('')}`)));
+    void done.then((code) => reject(new Error(`gateway exited with ${code}: ${stderr.join('')}`)));
   });
   return {
     url,
@@ -125,7 +149,7 @@ export async function spawnGateway(raw: Record<string, unknown> | string, env: N
     stderr,
     async stop(signal = 'SIGTERM') {
       if (child.exitCode === null) child.kill(signal);
-      const code = await exited;
+      const code = await done;
       // the process's whole log, checked as startTestGateway's are (test/helpers/log-leaks.ts)
       reportLeaks([...stdout, ...stderr.join('').split('\n')], [SECRET, ...configSecrets(raw)], 'a gateway process');
       return code;
