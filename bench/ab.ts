@@ -10,6 +10,9 @@
  *
  * AB_HEADERS='Name: value|Name: value' adds headers to every request (wrk sends only Host and the
  * Authorization given; an app's HTTP stack also sends Connection: keep-alive, User-Agent, Accept ...).
+ * AB_PATH (default /api/items, authenticated) picks another path: /pub/items is the public route (the
+ * token is still sent, and ignored there), so `AB_PATH=/pub/items npm run bench:ab -- dist/cli.js`
+ * against a plain run shows what the session check costs.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -41,9 +44,10 @@ function cpu(pid: number): number {
 }
 const res = new Map<string, number[]>();
 /** wrk on AUX_CORE (the load tool's), 64 connections, one thread */
+const PATH = process.env.AB_PATH ?? '/api/items';
 const extra = (process.env.AB_HEADERS ?? '').split('|').filter(Boolean).flatMap((h) => ['-H', h.trim()]);
 const wrk = (p: (typeof procs)[0], d: string) =>
-  execFileSync('taskset', ['-c', AUX_CORE, 'wrk', '-t1', '-c64', `-d${d}`, '-H', p.hdr, ...extra, `http://127.0.0.1:${p.port}/api/items`]).toString();
+  execFileSync('taskset', ['-c', AUX_CORE, 'wrk', '-t1', '-c64', `-d${d}`, '-H', p.hdr, ...extra, `http://127.0.0.1:${p.port}${PATH}`]).toString();
 for (const p of procs) wrk(p, '3s');
 for (let r = 0; r < Number(process.env.AB_ROUNDS ?? 3); r++) for (const p of procs) {
   const a = cpu(p.pid);
