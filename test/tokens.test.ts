@@ -1,6 +1,6 @@
 import test from 'ava';
 import { createHash, hash, randomBytes } from 'node:crypto';
-import { hashToken, newToken, TOKEN_HASH_LENGTH, userId } from '../src/session/tokens.js';
+import { hashOnce, hashToken, newToken, TOKEN_HASH_LENGTH, userId } from '../src/session/tokens.js';
 
 /** The key as the store has always made it: the id's 12 bytes, then the first 16 of SHA-256(token), base64url. */
 function reference(token: string): string {
@@ -43,4 +43,18 @@ test('one call leaves nothing for the next: keys of different tokens, alternatin
     hashToken(a);
     t.is(hashToken(odd), before(odd), JSON.stringify(odd));
   }
+});
+
+test('hashOnce, remembered on a connection: every token gets its own key, whatever came before on it', (t) => {
+  const conn = {};
+  const a = newToken({ appid: 'wx1', openid: 'o-a' });
+  const b = newToken({ appid: 'wx1', openid: 'o-b' });
+  const c = `${a.slice(0, -1)}${a.endsWith('A') ? 'B' : 'A'}`; // one character off a
+  for (const tok of [a, a, b, a, c, c, a, b, b]) t.is(hashOnce(conn, tok), reference(tok));
+  // a token equal to the last one but another string object (the next request's header) is found
+  t.is(hashOnce(conn, (' ' + b).slice(1)), reference(b));
+  // two connections remember apart
+  const other = {};
+  t.is(hashOnce(other, a), reference(a));
+  t.is(hashOnce(conn, b), reference(b));
 });

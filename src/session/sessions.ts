@@ -163,10 +163,10 @@ export class Sessions {
    *
    * A session the LRU holds is answered synchronously, without a promise: the request then goes on to
    * the upstream in the same tick, as an unauthenticated one would (the await alone cost a visible share
-   * of CPU per request in the bench). Callers `await` the result either way.
+   * of CPU per request in the bench). Callers `await` the result either way. `tokenHash` is the token's
+   * hashToken when the caller has it already (the proxy remembers it per connection: tokens.ts hashOnce).
    */
-  authenticate(token: string): ActiveSession | undefined | Promise<ActiveSession | undefined> {
-    const tokenHash = hashToken(token);
+  authenticate(token: string, tokenHash: string = hashToken(token)): ActiveSession | undefined | Promise<ActiveSession | undefined> {
     const now = this.now();
     if (this.cache) {
       const session = this.cache.get(tokenHash);

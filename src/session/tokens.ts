@@ -48,3 +48,26 @@ export function hashToken(token: string): string {
   scratch.write(token.slice(0, UID_LENGTH), 0, 12, 'base64url');
   return scratch.toString('base64url', 0, 28);
 }
+
+const kToken = Symbol('wxgate.lastToken');
+const kHash = Symbol('wxgate.lastTokenHash');
+/** Where hashOnce keeps the last token it hashed and its key: a client connection (a socket). */
+type Memo = { [kToken]?: string; [kHash]?: string };
+
+/**
+ * hashToken, remembered on `holder` for the next call with the same token. The proxy passes the
+ * request's connection: a keep-alive connection from an app carries its user's token request after
+ * request, so a warm request's SHA-256 (about 3% of its CPU in `npm run bench:profile -- auth`) is
+ * made once per connection. Another token on the same connection (a load balancer's connection shared
+ * by many users) is compared, found different and hashed; the key is a function of the token alone, so
+ * a remembered one is never another token's. Only the connection holds the token, and only as long as
+ * it lives: the request had it anyway.
+ */
+export function hashOnce(holder: object, token: string): string {
+  const m = holder as Memo;
+  if (m[kToken] === token) return m[kHash]!;
+  const h = hashToken(token);
+  m[kToken] = token;
+  m[kHash] = h;
+  return h;
+}

@@ -234,3 +234,33 @@ test('an identity does not carry over to the next request on a kept-alive connec
   t.deepEqual(identityLines(seenOnce('keep-2')!), [], 'the public request after an authenticated one carries no identity');
   t.is(seenOnce('keep-3'), undefined, 'a request without a token on a required route reaches nothing');
 });
+
+test('one kept-alive connection carrying two users in turn (a load balancer in front): each request gets its own identity, and a logout counts at once', async (t) => {
+  const other = await login(gw.url, 'union-trudy.1');
+  const them = (await request(gw.url, { path: '/session', headers: { authorization: `Bearer ${other}` } })).json;
+  t.not(them.openid, me.openid);
+  const conn = await rawConnect(gw.url);
+  const get = (m: string, tok: string, n: number) => {
+    conn.write(`GET /api/me?m=${m} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tok}\r\n\r\n`);
+    // the n-th answer on this connection, whole
+    return conn.waitFor(new RegExp(`^(?:HTTP/1\\.1 [^]*?\\r\\n\\r\\n[^]*?\\}){${n}}$`));
+  };
+  await get('turn-1', token, 1);
+  await get('turn-2', other, 2);
+  await get('turn-3', token, 3);
+  await get('turn-4', token, 4);
+  t.is((await request(gw.url, { method: 'POST', path: '/logout', headers: { authorization: `Bearer ${other}` } })).status, 204);
+  await get('turn-5', other, 5);
+  conn.write(`GET /api/me?m=turn-6 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`);
+  const reply = await conn.done();
+  t.deepEqual(
+    reply.responses.map((r) => r.status),
+    [200, 200, 200, 200, 401, 200],
+  );
+  t.is(seenOnce('turn-1')!.headers['x-openid'], me.openid);
+  t.is(seenOnce('turn-2')!.headers['x-openid'], them.openid);
+  t.is(seenOnce('turn-3')!.headers['x-openid'], me.openid);
+  t.is(seenOnce('turn-4')!.headers['x-openid'], me.openid);
+  t.is(seenOnce('turn-5'), undefined, 'the logged-out token reaches nothing, on the connection that used it');
+  t.is(seenOnce('turn-6')!.headers['x-openid'], me.openid);
+});

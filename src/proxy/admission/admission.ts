@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { requestId } from '../../base/access-log.js';
 import type { Credentials } from '../../request/credentials.js';
 import type { ActiveSession, Sessions } from '../../session/sessions.js';
+import { hashOnce } from '../../session/tokens.js';
 import type { TrustFn } from '../headers.js';
 import type { Route, RouteTable } from '../routes.js';
 import type { Logger } from '../../base/logger.js';
@@ -73,7 +74,9 @@ export function admit(a: Admission): void {
     return;
   }
   if (a.token === undefined) return afterSession(a);
-  const found = a.gate.sessions.authenticate(a.token);
+  // the connection remembers its last token's hash: an app's keep-alive connection sends the same one
+  const socket = a.req.socket;
+  const found = a.gate.sessions.authenticate(a.token, socket ? hashOnce(socket, a.token) : undefined);
   if (!(found instanceof Promise)) {
     a.session = found;
     return afterSession(a);
