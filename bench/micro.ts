@@ -2,7 +2,8 @@
  * npm run bench:micro — nanoseconds per call of three pieces of the proxied path, each beside the way
  * it was done before (BENCHMARKS.md, "Two deletes, the token's hash"):
  *
- * - the token's hash (src/session/tokens.ts): hashToken against its code before (the digest as a Buffer);
+ * - the token's hash (src/session/tokens.ts): hashToken against its code before (the digest as a Buffer),
+ *   and hashOnce, the proxy's, for a connection's same token again;
  * - a request's headers after a header is dropped by `delete` or by setting it undefined, then the
  *   gateway's headers added and the whole walked as the upstream client writes it (requestHead);
  * - a histogram observe (src/metrics/series.ts) with the bucket's property name made once, against a
@@ -13,7 +14,7 @@
 import { hash, randomBytes } from 'node:crypto';
 import { Histogram, Registry } from 'prom-client';
 import { histogramSeries } from '../src/metrics/series.js';
-import { hashToken } from '../src/session/tokens.js';
+import { hashOnce, hashToken } from '../src/session/tokens.js';
 
 const N = Number(process.env.MICRO_N ?? 1_000_000);
 
@@ -36,6 +37,10 @@ function hashTokenBefore(token: string): string {
 const tokens = Array.from({ length: 1024 }, () => randomBytes(44).toString('base64url'));
 measure('token hash: before (the digest as a Buffer)', (i) => hashTokenBefore(tokens[i & 1023]!));
 measure('token hash: hashToken (latin1 digest, scratch buffer)', (i) => hashToken(tokens[i & 1023]!));
+// 64 kept-alive connections, each its user's token again and again (a copy: the next request's header is a new string)
+const conns = Array.from({ length: 64 }, () => ({}));
+const again = Array.from({ length: 64 }, (_, k) => ` ${tokens[k]!}`.slice(1));
+measure('token hash: hashOnce (the same token again, its connection)', (i) => hashOnce(conns[i & 63]!, again[i & 63]!));
 
 /** A request's headers as node's parser leaves them (keyed stores on a fresh object). */
 function clientHeaders(i: number): Record<string, string | undefined> {

@@ -268,6 +268,13 @@ http {
     ['info: CPU per request, auth warm LRU ÷ @fastify/http-proxy', f(cpu('wxgate auth, warm LRU') / cpu('@fastify/http-proxy'), 2), true],
     ['info: CPU per request, public route ÷ http-proxy', f(cpu('wxgate public route') / cpu('plain http-proxy'), 2), true],
     ['info: CPU per request, LRU off ÷ nginx auth_request (+ its auth service)', f(cpu('wxgate auth, LRU off (Redis)') / cpu('nginx auth_request+Redis'), 2), true],
+    // what any gateway on node's http server and parser can reach: the bare node proxy does no work at all
+    ...(withNginx
+      ? ([
+          ['info: bare node proxy ÷ nginx proxy_pass (the floor of node\'s http server: req/s, CPU per request)', `${f(med('bare node proxy', 'rps') / nginxMax, 2)}, ${f(cpu('nginx proxy_pass') / cpu('bare node proxy'), 2)}`, true],
+          ['info: the p99 target\'s rate (half of nginx\'s max) ÷ the warm gateway\'s max', f(nginxMax / 2 / gwMax, 2), true],
+        ] as Array<[string, string, boolean]>)
+      : []),
   ];
   lines.push('', `| target | measured | |`, `| --- | ---: | --- |`);
   // a smoke round (one second, few users) only shows that every target runs: its figures judge nothing
