@@ -79,7 +79,6 @@ export function writeConfig(raw: Record<string, unknown> | string): string {
   return file;
 }
 
-/** `nodeArgs`: options for node itself, before the script (V8 tracing flags, say). */
 /**
  * The child's exit code and signal, once it has exited and what it wrote has been read. 'exit' can come
  * before the last chunks of stdout and stderr (a CI run saw a check command's whole output missing);
@@ -103,6 +102,7 @@ export async function exited(child: ChildProcess, grace = 5000): Promise<[number
   return [code, signal];
 }
 
+/** `nodeArgs`: options for node itself, before the script (V8 tracing flags, say). */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): ChildProcess {
   return spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist/cli.js'), ...args], {
     cwd: ROOT,
